@@ -1,0 +1,317 @@
+//! The YAML configuration: strict (`deny_unknown_fields`), validated, with errors that name the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// The MCP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address to listen on, e.g. `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// The exact URL clients use for the MCP endpoint; the RFC 9728 `resource`.
+    pub public_url: url::Url,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Plain HTTP on a non-loopback address must be asked for.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// Switch authentication off (loopback only; for the MCP conformance suite).
+    #[serde(default = "yes")]
+    pub authentication: bool,
+    /// Browser origins allowed (CORS and DNS-rebinding protection).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Host header values accepted; default: the public URL's and the listen address's.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Scopes published in metadata and named in 401 challenges.
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+    /// Number of shards; 0 = one per core.
+    #[serde(default)]
+    pub shards: usize,
+    /// `auto` (io_uring, falling back to epoll) or `epoll`.
+    #[serde(default)]
+    pub io_driver: IoDriver,
+    /// Idle time after which a session ends.
+    #[serde(default = "default_session_idle", with = "humantime_serde")]
+    pub session_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IoDriver {
+    #[default]
+    Auto,
+    Epoll,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: default_admin() }
+    }
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+    pub max_token_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub max_connections_per_shard: usize,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 32 * 1024,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_token_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            max_connections_per_shard: 10_000,
+            shutdown_grace: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A trusted token issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The issuer identifier, compared exactly with `iss` and the metadata's `issuer`.
+    pub issuer: String,
+    /// Audiences accepted; default: the gateway's public URL.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Skip discovery and use this JWKS URL.
+    #[serde(default)]
+    pub jwks_uri: Option<url::Url>,
+    #[serde(default = "default_algs")]
+    pub algorithms: Vec<String>,
+    /// Accepted `typ` header values (default `at+jwt`; some IdPs send `JWT`).
+    #[serde(default = "default_types")]
+    pub token_types: Vec<String>,
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    #[serde(default = "default_max_lifetime", with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
+    #[serde(default = "default_refresh", with = "humantime_serde")]
+    pub jwks_refresh_interval: Duration,
+    /// Minimum time between two refetches triggered by unknown `kid`s.
+    #[serde(default = "default_min_refetch", with = "humantime_serde")]
+    pub jwks_min_refetch_interval: Duration,
+    /// Keys older than this (no successful refresh) stop being used: fail closed.
+    #[serde(default = "default_staleness", with = "humantime_serde")]
+    pub jwks_max_staleness: Duration,
+    /// Extra CA certificate (PEM) for this issuer's HTTPS endpoints.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// An upstream MCP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub url: url::Url,
+    /// Prefix for tool names; `""` for none. Default: the name with `-` → `_`, plus `_`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub auth: UpstreamAuth,
+    #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
+pub enum UpstreamAuth {
+    #[default]
+    None,
+    /// A static bearer token read from an environment variable (never written in the file).
+    Bearer { token_env: String },
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+fn default_session_idle() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_algs() -> Vec<String> {
+    ["EdDSA", "ES256", "RS256", "PS256"].iter().map(|s| s.to_string()).collect()
+}
+fn default_types() -> Vec<String> {
+    vec!["at+jwt".into()]
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_min_refetch() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_staleness() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_response() -> usize {
+    16 * 1024 * 1024
+}
+
+/// A configuration error, naming the file and the key path.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {path}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub path: String,
+    pub message: String,
+}
+
+fn err(file: &str, path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { file: file.into(), path: path.into(), message: message.into() }
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| err(&file, "(file)", e.to_string()))?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parse and validate YAML text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            err(file, if path.is_empty() || path == "." { "(root)".to_string() } else { path }, e.into_inner().to_string())
+        })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let g = &self.gateway;
+        let loopback = g.listen.ip().is_loopback();
+        if g.tls.is_none() && !loopback && !g.allow_insecure_http {
+            return Err(err(file, "gateway.listen", "plain HTTP on a non-loopback address needs `allow_insecure_http: true` (or configure `tls`)"));
+        }
+        if !g.authentication && !loopback {
+            return Err(err(file, "gateway.authentication", "authentication can only be switched off on a loopback address"));
+        }
+        if g.authentication && self.issuers.is_empty() {
+            return Err(err(file, "issuers", "at least one trusted issuer is required while authentication is on"));
+        }
+        if !matches!(g.public_url.scheme(), "http" | "https") || g.public_url.query().is_some() || g.public_url.fragment().is_some() {
+            return Err(err(file, "gateway.public_url", "must be an http(s) URL without query or fragment"));
+        }
+        if g.public_url.path().len() < 2 || g.public_url.path().ends_with('/') {
+            return Err(err(file, "gateway.public_url", "must name the MCP endpoint path, without a trailing slash (e.g. https://gw.example/mcp)"));
+        }
+        for (i, iss) in self.issuers.iter().enumerate() {
+            let p = format!("issuers[{i}]");
+            if iss.leeway > Duration::from_secs(30) {
+                return Err(err(file, format!("{p}.leeway"), "at most 30s"));
+            }
+            if iss.algorithms.is_empty() {
+                return Err(err(file, format!("{p}.algorithms"), "must not be empty"));
+            }
+            for a in &iss.algorithms {
+                if dataplane::auth::jwks::parse_alg(a).is_none() {
+                    return Err(err(file, format!("{p}.algorithms"), format!("unsupported algorithm {a:?} (HMAC and none are never accepted)")));
+                }
+            }
+            let u = url::Url::parse(&iss.issuer).map_err(|e| err(file, format!("{p}.issuer"), e.to_string()))?;
+            if u.scheme() != "https" && !u.host_str().is_some_and(is_loopback_host) {
+                return Err(err(file, format!("{p}.issuer"), "issuers must use https (http only on loopback)"));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let p = format!("upstreams[{i}]");
+            if !names.insert(u.name.clone()) {
+                return Err(err(file, format!("{p}.name"), "duplicate upstream name"));
+            }
+            if u.url.scheme() != "http" {
+                return Err(err(file, format!("{p}.url"), "only http:// upstreams are supported in this version"));
+            }
+            if let Some(ns) = &u.namespace {
+                if !ns.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') || ns.len() > 32 {
+                    return Err(err(file, format!("{p}.namespace"), "only [A-Za-z0-9_-], at most 32 characters"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The namespace of upstream `u`.
+    pub fn namespace(u: &UpstreamConfig) -> String {
+        u.namespace.clone().unwrap_or_else(|| format!("{}_", u.name.replace(['-', '.'], "_")))
+    }
+}
+
+/// Whether a URL host is a loopback name or address.
+pub fn is_loopback_host(h: &str) -> bool {
+    h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

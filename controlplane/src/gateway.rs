@@ -1,0 +1,349 @@
+//! Starting, running and stopping Warden: listeners, shards, the control loop and the admin port.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use dataplane::control::{Command, ControlHandle};
+use dataplane::http1::conn::ConnLimits;
+use dataplane::session::SessionStore;
+use dataplane::shard::{self, DriverChoice, Shared};
+use dataplane::snapshot::{Settings, Snapshot, ToolTable, Upstream};
+use futures_util::StreamExt;
+
+use crate::catalog::{self, Discovered};
+use crate::config::{Config, IoDriver};
+use crate::issuers::IssuerRuntime;
+
+/// Why Warden could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("upstream {name}: {message}")]
+    Upstream { name: String, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A running gateway. Dropping it does not stop it; call [`Running::shutdown`].
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    shared: Shared,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    control: tokio::task::JoinHandle<()>,
+    admin: tokio::task::JoinHandle<()>,
+    grace: Duration,
+}
+
+impl Running {
+    /// Current snapshot generation (for tests and /readyz).
+    pub fn generation(&self) -> u64 {
+        self.shared.snapshot.load().generation
+    }
+
+    /// Stop accepting, let in-flight requests finish up to the grace period, stop the shards.
+    pub async fn shutdown(self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + self.grace;
+        while self.shared.running.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.control.abort();
+        self.admin.abort();
+        for t in self.threads {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn bind_listeners(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mk = |reuse: bool, addr: SocketAddr| -> std::io::Result<Socket> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        if reuse {
+            s.set_reuse_port(true)?;
+        }
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        Ok(s)
+    };
+    let err = |source| StartError::Listen { addr, source };
+    // Refuse a port someone else holds, even one shared with SO_REUSEPORT: probe without it first.
+    let probe = mk(false, addr).map_err(err)?;
+    let actual = probe.local_addr().map_err(err)?.as_socket().ok_or_else(|| StartError::Other("bad local address".into()))?;
+    drop(probe);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = mk(true, actual).map_err(err)?;
+        s.listen(1024).map_err(err)?;
+        out.push(s.into());
+    }
+    Ok(out)
+}
+
+fn tls_config(cfg: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
+    use rustls_pki_types::pem::PemObject;
+    let Some(t) = &cfg.gateway.tls else { return Ok(None) };
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(&t.cert)
+        .map_err(|e| StartError::Tls(format!("{}: {e}", t.cert.display())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StartError::Tls(format!("{}: {e}", t.cert.display())))?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&t.key).map_err(|e| StartError::Tls(format!("{}: {e}", t.key.display())))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut sc = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    sc.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(sc)))
+}
+
+fn settings(cfg: &Config, listen: SocketAddr, found: &HashMap<u32, Discovered>, upstreams: &[Arc<Upstream>]) -> Settings {
+    let g = &cfg.gateway;
+    let public = g.public_url.as_str().trim_end_matches('/').to_owned();
+    let origin = g.public_url.origin().ascii_serialization();
+    let mcp_path = g.public_url.path().to_owned();
+    let resource_metadata_url = format!("{origin}/.well-known/oauth-protected-resource{mcp_path}");
+    let prm = serde_json::json!({
+        "resource": public,
+        "authorization_servers": cfg.issuers.iter().map(|i| i.issuer.clone()).collect::<Vec<_>>(),
+        "scopes_supported": g.scopes_supported,
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Warden MCP gateway",
+    });
+    let mut hosts: Vec<String> = g.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    if hosts.is_empty() {
+        if let Some(h) = g.public_url.host_str() {
+            hosts.push(match g.public_url.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            });
+        }
+        hosts.push(listen.to_string());
+        if listen.ip().is_loopback() {
+            hosts.push(format!("localhost:{}", listen.port()));
+            hosts.push(format!("127.0.0.1:{}", listen.port()));
+        }
+    }
+    let passthrough = (upstreams.len() == 1).then_some(0);
+    let mut caps = serde_json::json!({"tools": {"listChanged": true}});
+    if let Some(d) = passthrough.and_then(|i| found.get(&upstreams[i].id)) {
+        for k in ["resources", "prompts", "completions", "logging"] {
+            if let Some(v) = d.capabilities.get(k) {
+                caps[k] = v.clone();
+            }
+        }
+    }
+    let instructions: Vec<String> = upstreams
+        .iter()
+        .filter_map(|u| found.get(&u.id).and_then(|d| d.instructions.as_ref()).map(|i| format!("[{}] {}", u.name, i)))
+        .collect();
+    Settings {
+        public_url: public,
+        resource_metadata_url,
+        resource_metadata_json: serde_json::to_vec(&prm).unwrap_or_default(),
+        mcp_path,
+        allowed_origins: g.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
+        allowed_hosts: hosts,
+        auth_enabled: g.authentication,
+        challenge_scope: g.scopes_supported.join(" "),
+        max_token_bytes: cfg.limits.max_token_bytes,
+        limits: ConnLimits {
+            max_header_bytes: cfg.limits.max_header_bytes,
+            max_body_bytes: cfg.limits.max_body_bytes,
+            header_timeout: cfg.limits.header_timeout,
+            body_timeout: cfg.limits.body_timeout,
+            idle_timeout: cfg.limits.idle_timeout,
+        },
+        session_idle_secs: g.session_idle_timeout.as_secs() as i64,
+        max_connections_per_shard: cfg.limits.max_connections_per_shard,
+        server_name: "warden".into(),
+        server_version: env!("CARGO_PKG_VERSION").into(),
+        instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
+        passthrough_upstream: passthrough,
+        capabilities_json: caps.to_string(),
+    }
+}
+
+/// Everything the control loop owns.
+struct Control {
+    cfg: Config,
+    listen: SocketAddr,
+    issuers: Vec<IssuerRuntime>,
+    upstreams: Vec<Arc<Upstream>>,
+    found: HashMap<u32, Discovered>,
+    generation: u64,
+    cell: Arc<ArcSwap<Snapshot>>,
+    http: reqwest::Client,
+    sessions: Arc<SessionStore>,
+}
+
+impl Control {
+    fn build(&mut self) -> Snapshot {
+        self.generation += 1;
+        let tools: ToolTable = catalog::build_table(&self.upstreams, &self.found);
+        Snapshot {
+            generation: self.generation,
+            settings: Arc::new(settings(&self.cfg, self.listen, &self.found, &self.upstreams)),
+            issuers: self.issuers.iter().map(IssuerRuntime::state).collect(),
+            upstreams: self.upstreams.clone(),
+            tools: Arc::new(tools),
+        }
+    }
+
+    fn publish(&mut self) {
+        let s = self.build();
+        metrics::gauge!("warden_snapshot_generation").set(s.generation as f64);
+        self.cell.store(Arc::new(s));
+    }
+
+    async fn refresh_issuer(&mut self, i: usize) {
+        let http = self.http.clone();
+        let iss = &mut self.issuers[i];
+        match iss.refresh(&http).await {
+            Ok(changed) => tracing::info!(issuer = %iss.cfg.issuer, changed, "JWKS refreshed"),
+            Err(e) => tracing::warn!(issuer = %iss.cfg.issuer, error = %e, "JWKS refresh failed; keeping last-known-good keys"),
+        }
+        self.publish();
+        for w in std::mem::take(&mut self.issuers[i].waiting) {
+            let _ = w.send(());
+        }
+    }
+
+    async fn discover_missing(&mut self) -> bool {
+        let mut changed = false;
+        for (i, u) in self.cfg.upstreams.clone().iter().enumerate() {
+            let id = i as u32;
+            if self.found.contains_key(&id) {
+                continue;
+            }
+            match catalog::discover(&self.http, u).await {
+                Ok(d) => {
+                    tracing::info!(upstream = %u.name, tools = d.tools.len(), "Upstream discovered");
+                    self.found.insert(id, d);
+                    changed = true;
+                }
+                Err(e) => tracing::warn!(upstream = %u.name, error = %e, "Upstream discovery failed; will retry"),
+            }
+        }
+        changed
+    }
+
+    async fn run(mut self, mut rx: futures_channel::mpsc::UnboundedReceiver<Command>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
+        loop {
+            tokio::select! {
+                cmd = rx.next() => match cmd {
+                    None => return,
+                    Some(Command::RefreshJwks { issuer, done }) => {
+                        if issuer >= self.issuers.len() {
+                            let _ = done.send(());
+                            continue;
+                        }
+                        if self.issuers[issuer].refetch_allowed() {
+                            self.issuers[issuer].waiting.push(done);
+                            self.refresh_issuer(issuer).await;
+                        } else {
+                            // Rate-limited: answer at once; the shard fails the token closed.
+                            metrics::counter!("warden_jwks_refetch_limited_total").increment(1);
+                            let _ = done.send(());
+                        }
+                    }
+                },
+                _ = tick.tick() => {
+                    ticks += 1;
+                    for i in 0..self.issuers.len() {
+                        if self.issuers[i].refresh_due() {
+                            self.refresh_issuer(i).await;
+                        }
+                    }
+                    if self.found.len() < self.cfg.upstreams.len() && ticks % 5 == 0 && self.discover_missing().await {
+                        self.publish();
+                    }
+                    if ticks % 30 == 0 {
+                        // Re-publish so staleness limits take effect; expire idle sessions.
+                        self.publish();
+                        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+                        self.sessions.expire(now, self.cfg.gateway.session_idle_timeout.as_secs() as i64);
+                    }
+                    metrics::gauge!("warden_sessions").set(self.sessions.len() as f64);
+                }
+            }
+        }
+    }
+}
+
+/// Start Warden on the current tokio runtime (the control plane) plus shard threads.
+pub async fn start(cfg: Config, shards: Option<usize>) -> Result<Running, StartError> {
+    crate::metrics::install();
+    let n = shards.filter(|n| *n > 0).unwrap_or(if cfg.gateway.shards > 0 { cfg.gateway.shards } else { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) });
+    let listeners = bind_listeners(cfg.gateway.listen, n)?;
+    let listen = listeners[0].local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+    let tls = tls_config(&cfg)?;
+    let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).redirect(reqwest::redirect::Policy::none()).build().map_err(|e| StartError::Other(e.to_string()))?;
+
+    let mut upstreams = Vec::new();
+    for (i, u) in cfg.upstreams.iter().enumerate() {
+        let up = catalog::resolve(i as u32, u).await.map_err(|message| StartError::Upstream { name: u.name.clone(), message })?;
+        upstreams.push(Arc::new(up));
+    }
+    let public = cfg.gateway.public_url.as_str().trim_end_matches('/').to_owned();
+    let issuers = cfg.issuers.iter().cloned().map(|c| IssuerRuntime::new(c, &public)).collect();
+    let sessions = Arc::new(SessionStore::new());
+    let placeholder = Snapshot { generation: 0, settings: Arc::new(settings(&cfg, listen, &HashMap::new(), &upstreams)), issuers: Vec::new(), upstreams: upstreams.clone(), tools: Arc::default() };
+    let cell = Arc::new(ArcSwap::from_pointee(placeholder));
+    let mut control = Control { cfg: cfg.clone(), listen, issuers, upstreams, found: HashMap::new(), generation: 0, cell: cell.clone(), http, sessions: sessions.clone() };
+    // Initial keys and catalog before serving; failures leave the gateway not ready (503 /readyz).
+    for i in 0..control.issuers.len() {
+        control.refresh_issuer(i).await;
+    }
+    control.discover_missing().await;
+    control.publish();
+
+    let (handle, rx) = ControlHandle::new();
+    let shared = Shared {
+        snapshot: cell.clone(),
+        sessions,
+        control: handle,
+        running: Arc::new(AtomicUsize::new(0)),
+        stopping: Arc::new(AtomicBool::new(false)),
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        tls,
+    };
+    let driver = if cfg.gateway.io_driver == IoDriver::Epoll { DriverChoice::Epoll } else { DriverChoice::Auto };
+    let mut threads = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let t = shard::spawn(i as u16, l, shared.clone(), driver, None).map_err(|e| StartError::Other(e.to_string()))?;
+        threads.push(t);
+    }
+    let expected_shards = n;
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen).await.map_err(|source| StartError::Listen { addr: cfg.admin.listen, source })?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+    let admin = tokio::spawn(crate::admin::serve(admin_listener, shared.clone(), expected_shards));
+    let grace = cfg.limits.shutdown_grace;
+    let control_task = tokio::spawn(control.run(rx));
+    // Wait (bounded) until every shard runs, so callers can connect right away.
+    for _ in 0..500 {
+        if shared.running.load(Ordering::SeqCst) >= expected_shards {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tracing::info!(%listen, %admin_addr, shards = n, "Warden serving");
+    Ok(Running { addr: listen, admin_addr, shared, threads, control: control_task, admin, grace })
+}

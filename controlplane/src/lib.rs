@@ -1,0 +1,12 @@
+//! Warden's control plane: configuration, issuer discovery and JWKS, upstream catalog,
+//! the admin port, and the supervisor that runs the data-plane shards.
+
+pub mod admin;
+pub mod catalog;
+pub mod config;
+pub mod gateway;
+pub mod issuers;
+pub mod metrics;
+
+pub use config::Config;
+pub use gateway::{Running, StartError, start};

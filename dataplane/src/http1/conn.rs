@@ -1,0 +1,282 @@
+//! The per-connection loop: read a head within its deadline, read the body within
+//! its limit, hand the request to the handler, keep the connection alive or close it.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use monoio::buf::SliceMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+
+use super::parse::{parse_head, BodyFraming, ChunkedDecoder, Head};
+use super::{write_chunk, write_head, HttpError, Response};
+
+/// Limits applied to every request on a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+    /// Time allowed for a whole request head once its first byte arrived.
+    pub header_timeout: Duration,
+    /// Time allowed to receive the whole body.
+    pub body_timeout: Duration,
+    /// Time an idle keep-alive connection is kept open.
+    pub idle_timeout: Duration,
+}
+
+/// A request with its whole body read.
+#[derive(Debug)]
+pub struct Request {
+    pub head: Head,
+    pub body: Vec<u8>,
+}
+
+/// What the connection loop calls for each request.
+pub trait Handler {
+    fn handle<S: AsyncWriteRent>(&self, req: Request, out: &mut Responder<'_, S>) -> impl Future<Output = ()>;
+}
+
+/// Writes one response, either whole or as a chunked stream.
+#[derive(Debug)]
+pub struct Responder<'a, S> {
+    stream: &'a mut S,
+    buf: Vec<u8>,
+    close: bool,
+    state: RespState,
+    head_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RespState {
+    Pending,
+    Streaming,
+    Done,
+    Broken,
+}
+
+impl<'a, S: AsyncWriteRent> Responder<'a, S> {
+    /// Mark the connection to be closed after this response.
+    pub fn close_after(&mut self) {
+        self.close = true;
+    }
+
+    /// Whether the client went away while we were writing.
+    pub fn is_broken(&self) -> bool {
+        self.state == RespState::Broken
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        let buf = std::mem::take(&mut self.buf);
+        let (res, mut buf) = self.stream.write_all(buf).await;
+        buf.clear();
+        self.buf = buf;
+        if res.is_err() {
+            self.state = RespState::Broken;
+        }
+        res.map(|_| ())
+    }
+
+    /// Send a complete response.
+    pub async fn send(&mut self, resp: Response) -> io::Result<()> {
+        if self.state != RespState::Pending {
+            return Ok(());
+        }
+        if resp.status >= 400 && resp.status != 401 && resp.status != 403 && resp.status != 404 && resp.status != 405 {
+            // Keep the connection for the common auth and routing answers; close on the rest
+            // (framing errors, overload), where the peer may be out of step with us.
+            if matches!(resp.status, 400 | 408 | 413 | 431 | 501 | 505) {
+                self.close = true;
+            }
+        }
+        write_head(&mut self.buf, resp.status, &resp.headers, Some(resp.body.len()), self.close);
+        if !self.head_only {
+            self.buf.extend_from_slice(&resp.body);
+        }
+        self.state = RespState::Done;
+        self.flush().await
+    }
+
+    /// Start a chunked response (used for `text/event-stream`).
+    pub async fn start_stream(&mut self, status: u16, headers: &[(&'static str, String)]) -> io::Result<()> {
+        if self.state != RespState::Pending {
+            return Ok(());
+        }
+        write_head(&mut self.buf, status, headers, None, self.close);
+        self.state = RespState::Streaming;
+        self.flush().await
+    }
+
+    /// Write one chunk now: SSE events must reach the client when they are produced.
+    pub async fn send_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.state != RespState::Streaming {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream not open"));
+        }
+        write_chunk(&mut self.buf, data);
+        self.flush().await
+    }
+
+    /// Finish a chunked response.
+    pub async fn end_stream(&mut self) -> io::Result<()> {
+        if self.state != RespState::Streaming {
+            return Ok(());
+        }
+        self.buf.extend_from_slice(b"0\r\n\r\n");
+        self.state = RespState::Done;
+        self.flush().await
+    }
+}
+
+/// Read more bytes into `buf`, growing it when full. Returns 0 at EOF.
+async fn read_more<S: AsyncReadRent>(stream: &mut S, buf: Vec<u8>, deadline: monoio::time::Instant) -> (io::Result<usize>, Option<Vec<u8>>) {
+    let mut buf = buf;
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(8192);
+    }
+    let len = buf.len();
+    let cap = buf.capacity();
+    let slice = SliceMut::new(buf, len, cap);
+    match monoio::time::timeout_at(deadline, stream.read(slice)).await {
+        Ok((res, slice)) => (res, Some(slice.into_inner())),
+        Err(_) => (Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")), None),
+    }
+}
+
+fn error_response(e: &HttpError) -> Response {
+    let body = format!("{{\"error\":\"invalid_request\",\"error_description\":\"{}\"}}", e.reason);
+    Response::json(e.status, body.into_bytes())
+}
+
+/// Serve HTTP/1.1 requests on `stream` until it closes, errs, or times out.
+pub async fn serve<S, H>(mut stream: S, handler: &H, limits: ConnLimits)
+where
+    S: AsyncReadRent + AsyncWriteRent,
+    H: Handler,
+{
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let mut first = true;
+    loop {
+        // 1. Read a head. The idle deadline applies until the first byte, then the head deadline.
+        let idle_deadline = monoio::time::Instant::now() + if first { limits.header_timeout } else { limits.idle_timeout };
+        let mut head_deadline: Option<monoio::time::Instant> = None;
+        let parsed = loop {
+            if !buf.is_empty() {
+                match parse_head(&buf, limits.max_header_bytes) {
+                    Ok(Some(h)) => break Ok(h),
+                    Ok(None) => {}
+                    Err(e) => break Err(e),
+                }
+                if head_deadline.is_none() {
+                    head_deadline = Some(monoio::time::Instant::now() + limits.header_timeout);
+                }
+            }
+            let deadline = head_deadline.unwrap_or(idle_deadline);
+            let (res, b) = read_more(&mut stream, buf, deadline).await;
+            match (res, b) {
+                (Ok(0), _) | (Err(_), _) | (_, None) => {
+                    // EOF, error, or timeout. A timeout mid-head gets a best-effort 408.
+                    // (The buffer is gone with a timed-out read, so nothing else to do.)
+                    if head_deadline.is_some() {
+                        let mut r = Responder { stream: &mut stream, buf: Vec::new(), close: true, state: RespState::Pending, head_only: false };
+                        let _ = r.send(error_response(&HttpError::new(408, "request head not received in time"))).await;
+                    }
+                    return;
+                }
+                (Ok(_), Some(b)) => buf = b,
+            }
+        };
+        first = false;
+        let (head, consumed) = match parsed {
+            Ok(h) => h,
+            Err(e) => {
+                let mut r = Responder { stream: &mut stream, buf: Vec::new(), close: true, state: RespState::Pending, head_only: false };
+                let _ = r.send(error_response(&e)).await;
+                return;
+            }
+        };
+        buf.drain(..consumed);
+
+        // 2. Read the body, refusing oversize bodies before reading them.
+        let body_deadline = monoio::time::Instant::now() + limits.body_timeout;
+        let mut body = Vec::new();
+        let mut close_after = !head.keep_alive;
+        let body_result: Result<(), HttpError> = match head.framing {
+            BodyFraming::None => Ok(()),
+            BodyFraming::Length(n) if n > limits.max_body_bytes as u64 => Err(HttpError::payload_too_large()),
+            BodyFraming::Length(n) => {
+                let n = n as usize;
+                if head.expect_continue && buf.is_empty() {
+                    let (r, b) = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
+                    drop(b);
+                    if r.is_err() {
+                        return;
+                    }
+                }
+                loop {
+                    if buf.len() >= n {
+                        body = buf.drain(..n).collect();
+                        break Ok(());
+                    }
+                    let (res, b) = read_more(&mut stream, buf, body_deadline).await;
+                    match (res, b) {
+                        (Ok(k), Some(b)) if k > 0 => buf = b,
+                        (Err(e), _) if e.kind() == io::ErrorKind::TimedOut => {
+                            buf = Vec::new();
+                            break Err(HttpError::new(408, "request body not received in time"));
+                        }
+                        _ => return,
+                    }
+                }
+            }
+            BodyFraming::Chunked => {
+                if head.expect_continue && buf.is_empty() {
+                    let (r, _) = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
+                    if r.is_err() {
+                        return;
+                    }
+                }
+                let mut dec = ChunkedDecoder::default();
+                loop {
+                    match dec.decode(&buf, &mut body, limits.max_body_bytes) {
+                        Ok(used) => {
+                            buf.drain(..used);
+                        }
+                        Err(e) => break Err(e),
+                    }
+                    if dec.is_done() {
+                        break Ok(());
+                    }
+                    let (res, b) = read_more(&mut stream, buf, body_deadline).await;
+                    match (res, b) {
+                        (Ok(k), Some(b)) if k > 0 => buf = b,
+                        (Err(e), _) if e.kind() == io::ErrorKind::TimedOut => {
+                            buf = Vec::new();
+                            break Err(HttpError::new(408, "request body not received in time"));
+                        }
+                        _ => return,
+                    }
+                }
+            }
+        };
+        if let Err(e) = body_result {
+            let mut r = Responder { stream: &mut stream, buf: Vec::new(), close: true, state: RespState::Pending, head_only: false };
+            let _ = r.send(error_response(&e)).await;
+            return;
+        }
+
+        // 3. Handle.
+        let head_only = head.method == super::Method::Head;
+        let mut responder = Responder { stream: &mut stream, buf: Vec::new(), close: close_after, state: RespState::Pending, head_only };
+        handler.handle(Request { head, body }, &mut responder).await;
+        if responder.state == RespState::Pending {
+            let _ = responder.send(Response::text(500, "no response")).await;
+        }
+        if responder.state == RespState::Streaming {
+            // The handler gave up mid-stream: the client cannot know where the body ends.
+            responder.close = true;
+        }
+        close_after = responder.close || responder.state != RespState::Done;
+        if close_after {
+            return;
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! JSON-RPC 2.0 envelopes for MCP, parsed borrowed with `params`/`result` kept raw.
+//!
+//! serde_json with `RawValue` beat simd-json on Warden's message sizes (see
+//! `bench/benches/hotpath.rs` and `docs/performance.md`), so it is used here.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Standard JSON-RPC error codes used by Warden.
+pub mod code {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// Upstream refused, failed, timed out or answered garbage.
+    pub const UPSTREAM_ERROR: i64 = -32002;
+    /// The gateway is overloaded or not ready.
+    pub const UNAVAILABLE: i64 = -32003;
+}
+
+/// One JSON-RPC message as received (request, notification or response).
+#[derive(Debug, Deserialize)]
+pub struct Message<'a> {
+    #[serde(borrow)]
+    pub jsonrpc: Option<&'a str>,
+    #[serde(borrow, default)]
+    pub id: Option<&'a RawValue>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(borrow, default)]
+    pub params: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub result: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub error: Option<&'a RawValue>,
+}
+
+/// What kind of message it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Request,
+    Notification,
+    Response,
+}
+
+/// Why a body is not a usable JSON-RPC message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalid {
+    Parse,
+    Envelope,
+    Batch,
+}
+
+impl<'a> Message<'a> {
+    /// Parse one message, refusing batches and envelope errors.
+    pub fn parse(body: &'a [u8]) -> Result<Message<'a>, Invalid> {
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first == Some(&b'[') {
+            return Err(Invalid::Batch);
+        }
+        let text = std::str::from_utf8(body).map_err(|_| Invalid::Parse)?;
+        let m: Message<'a> = serde_json::from_str(text).map_err(|e| if e.is_data() { Invalid::Envelope } else { Invalid::Parse })?;
+        if m.jsonrpc != Some("2.0") {
+            return Err(Invalid::Envelope);
+        }
+        if let Some(id) = m.id {
+            let s = id.get().as_bytes();
+            let ok = matches!(s.first(), Some(b'"') | Some(b'-') | Some(b'0'..=b'9'));
+            if !ok || s.contains(&b'.') || s.contains(&b'e') && s.first() != Some(&b'"') {
+                return Err(Invalid::Envelope);
+            }
+        }
+        match (&m.method, m.id, m.result.is_some() || m.error.is_some()) {
+            (Some(_), _, true) => Err(Invalid::Envelope),
+            (Some(_), _, false) => Ok(m),
+            (None, Some(_), true) => Ok(m),
+            _ => Err(Invalid::Envelope),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match (&self.method, self.id) {
+            (Some(_), Some(_)) => Kind::Request,
+            (Some(_), None) => Kind::Notification,
+            (None, _) => Kind::Response,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: i64,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    jsonrpc: &'static str,
+    id: &'a RawValue,
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct ResultEnvelope<'a> {
+    jsonrpc: &'static str,
+    id: &'a RawValue,
+    result: &'a RawValue,
+}
+
+/// A JSON `null`, for ids of messages that had none.
+pub fn null() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).unwrap_or_default()
+}
+
+/// Serialize an error response; `id` is `None` → `null` (parse errors).
+pub fn error(id: Option<&RawValue>, code: i64, message: &str) -> Vec<u8> {
+    error_with_data(id, code, message, None)
+}
+
+/// Serialize an error response with `data`.
+pub fn error_with_data(id: Option<&RawValue>, code: i64, message: &str, data: Option<&serde_json::Value>) -> Vec<u8> {
+    let null = null();
+    let env = ErrorEnvelope { jsonrpc: "2.0", id: id.unwrap_or(&null), error: ErrorBody { code, message, data } };
+    serde_json::to_vec(&env).unwrap_or_else(|_| br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}"#.to_vec())
+}
+
+/// Serialize a successful response with a raw `result`.
+pub fn result(id: &RawValue, result: &RawValue) -> Vec<u8> {
+    let env = ResultEnvelope { jsonrpc: "2.0", id, result };
+    serde_json::to_vec(&env).unwrap_or_else(|_| error(Some(id), code::INTERNAL_ERROR, "internal error"))
+}
+
+/// Serialize a successful response from a `serde_json::Value`.
+pub fn result_value(id: &RawValue, result: &serde_json::Value) -> Vec<u8> {
+    match serde_json::value::to_raw_value(result) {
+        Ok(raw) => self::result(id, &raw),
+        Err(_) => error(Some(id), code::INTERNAL_ERROR, "internal error"),
+    }
+}
+
+/// Build a raw JSON value from a string known to be JSON.
+pub fn raw(s: String) -> Option<Box<RawValue>> {
+    RawValue::from_string(s).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_messages() {
+        let m = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).unwrap();
+        assert_eq!(m.kind(), Kind::Request);
+        let m = Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert_eq!(m.kind(), Kind::Notification);
+        let m = Message::parse(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap();
+        assert_eq!(m.kind(), Kind::Response);
+    }
+
+    #[test]
+    fn refuses_bad_envelopes() {
+        assert_eq!(Message::parse(b"[{}]").unwrap_err(), Invalid::Batch);
+        assert_eq!(Message::parse(b"{not json").unwrap_err(), Invalid::Parse);
+        assert_eq!(Message::parse(&[0xff, 0xfe]).unwrap_err(), Invalid::Parse);
+        assert_eq!(Message::parse(br#"{"id":1,"method":"x"}"#).unwrap_err(), Invalid::Envelope);
+        assert_eq!(Message::parse(br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#).unwrap_err(), Invalid::Envelope);
+        assert_eq!(Message::parse(br#"{"jsonrpc":"2.0","id":1.5,"method":"x"}"#).unwrap_err(), Invalid::Envelope);
+        assert_eq!(Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"x","result":{}}"#).unwrap_err(), Invalid::Envelope);
+        assert_eq!(Message::parse(br#"{"jsonrpc":"2.0"}"#).unwrap_err(), Invalid::Envelope);
+        assert_eq!(Message::parse(br#"{"jsonrpc":"2.0","method":5}"#).unwrap_err(), Invalid::Envelope);
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{deep}}}"#);
+        assert!(Message::parse(body.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn errors_keep_the_id() {
+        let id = RawValue::from_string("\"abc\"".into()).unwrap();
+        let e = error(Some(&id), code::METHOD_NOT_FOUND, "nope");
+        let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
+        assert_eq!(v["id"], "abc");
+        assert_eq!(v["error"]["code"], -32601);
+        let e = error(None, code::PARSE_ERROR, "bad");
+        let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
+        assert!(v["id"].is_null());
+    }
+}

@@ -1,0 +1,14 @@
+//! Warden's data plane: monoio shards that authenticate, route and forward MCP traffic.
+//!
+//! Nothing here blocks or talks to tokio: slow and shared work (JWKS fetches, discovery,
+//! token exchange) belongs to the control plane, reached through [`control`].
+
+pub mod auth;
+pub mod control;
+pub mod http1;
+pub mod jsonrpc;
+pub mod mcp;
+pub mod session;
+pub mod shard;
+pub mod snapshot;
+pub mod upstream;

@@ -1,0 +1,110 @@
+//! HTTP-level rules of the MCP endpoint: challenges, CORS, Origin/Host, header checks.
+
+use crate::http1::Response;
+use crate::http1::conn::Request;
+use crate::snapshot::Settings;
+
+/// Protocol revisions served (stateful Streamable HTTP), newest first.
+pub const SUPPORTED_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
+
+/// The version to answer `initialize` with: the client's if supported, else the newest.
+pub fn negotiate_version(requested: Option<&str>) -> &'static str {
+    requested.and_then(|r| SUPPORTED_VERSIONS.iter().find(|v| **v == r).copied()).unwrap_or(SUPPORTED_VERSIONS[0])
+}
+
+/// `{"error": code, "error_description": text}` (RFC 6749 §5.2 shape) with a status.
+pub fn error_json(status: u16, code: &str, description: &str) -> Response {
+    let body = serde_json::json!({"error": code, "error_description": description});
+    Response::json(status, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// A 401 with the RFC 6750 / RFC 9728 challenge MCP clients follow.
+pub fn challenge(st: &Settings, error: Option<&str>) -> Response {
+    let mut v = String::from("Bearer ");
+    if let Some(e) = error {
+        v.push_str(&format!("error=\"{e}\", "));
+    }
+    v.push_str(&format!("resource_metadata=\"{}\"", st.resource_metadata_url));
+    if !st.challenge_scope.is_empty() {
+        v.push_str(&format!(", scope=\"{}\"", st.challenge_scope));
+    }
+    let desc = if error.is_some() { "the access token is invalid" } else { "authentication required" };
+    let mut r = error_json(401, error.unwrap_or("unauthorized"), desc);
+    r.headers.push(("www-authenticate", v));
+    r
+}
+
+/// The token from an `Authorization: Bearer <token>` value (scheme case-insensitive).
+pub fn bearer(v: &str) -> Option<&str> {
+    let (scheme, rest) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let t = rest.trim_matches(' ');
+    (!t.is_empty() && !t.contains(' ')).then_some(t)
+}
+
+/// The paths of the protected resource metadata: the root form and the path-suffixed one.
+pub fn is_prm_path(st: &Settings, path: &str) -> bool {
+    const BASE: &str = "/.well-known/oauth-protected-resource";
+    match path.strip_prefix(BASE) {
+        Some("") => true,
+        Some(rest) => rest == st.mcp_path,
+        None => false,
+    }
+}
+
+/// The Origin to echo in CORS headers, if the request's Origin is allowed.
+pub fn cors_origin(st: &Settings, origin: Option<&str>) -> Option<String> {
+    let o = origin?;
+    let lower = o.to_ascii_lowercase();
+    st.allowed_origins.iter().any(|a| *a == lower || a == "*").then(|| o.to_owned())
+}
+
+/// Whether the Host header names this gateway (DNS-rebinding defence).
+pub fn host_allowed(st: &Settings, host: Option<&str>) -> bool {
+    if st.allowed_hosts.is_empty() || st.allowed_hosts.iter().any(|h| h == "*") {
+        return true;
+    }
+    let Some(h) = host else { return false };
+    let h = h.to_ascii_lowercase();
+    st.allowed_hosts.iter().any(|a| *a == h)
+}
+
+/// CORS preflight answer.
+pub fn preflight() -> Response {
+    Response::new(204)
+        .header("access-control-allow-methods", "GET, POST, DELETE, OPTIONS")
+        .header("access-control-allow-headers", "Authorization, Content-Type, Accept, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID")
+        .header("access-control-max-age", "600")
+}
+
+/// Add CORS response headers for an allowed Origin. Never `*`; no credentials (bearer tokens travel in headers).
+pub fn add_cors(headers: &mut Vec<(&'static str, String)>, origin: Option<&str>) {
+    if let Some(o) = origin {
+        headers.push(("access-control-allow-origin", o.to_owned()));
+        headers.push(("access-control-expose-headers", "Mcp-Session-Id, WWW-Authenticate".into()));
+        headers.push(("vary", "Origin".into()));
+    }
+}
+
+/// Content-Type, Accept and MCP-Protocol-Version checks for POST.
+pub fn check_post_headers(req: &Request) -> Result<(), Response> {
+    let ct = req.head.get_str("content-type").unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        return Err(error_json(415, "invalid_request", "Content-Type must be application/json"));
+    }
+    if let Some(accept) = req.head.get_str("accept") {
+        let a = accept.to_ascii_lowercase();
+        if !(a.contains("application/json") || a.contains("text/event-stream") || a.contains("*/*")) {
+            return Err(error_json(406, "invalid_request", "Accept must allow application/json and text/event-stream"));
+        }
+    }
+    if let Some(v) = req.head.get_str("mcp-protocol-version") {
+        if !SUPPORTED_VERSIONS.contains(&v.trim()) {
+            return Err(error_json(400, "invalid_request", "unsupported MCP-Protocol-Version"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The request path, in the order a request meets it:
+//! parse → (Origin/Host) → authenticate → session → route → forward.
+//!
+//! `Gateway::handle` is the whole stack on one page; each step is a small function below.
+
+mod forward;
+mod http;
+mod rewrite;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use monoio::io::AsyncWriteRent;
+use serde_json::value::RawValue;
+
+use crate::auth::{AuthOutcome, jwt::Claims};
+use crate::http1::conn::{Handler, Request, Responder};
+use crate::http1::{Method, Response};
+use crate::jsonrpc::{self, Invalid, Kind, Message, code};
+use crate::session::{Session, owner_of};
+use crate::shard::Shard;
+use crate::snapshot::Snapshot;
+
+pub use http::{SUPPORTED_VERSIONS, negotiate_version};
+
+/// The per-connection handler: the MCP endpoint and the well-known documents.
+#[derive(Debug)]
+pub struct Gateway {
+    pub shard: Rc<Shard>,
+}
+
+/// Who is calling, after authentication.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub claims: Option<Rc<Claims>>,
+    pub owner: [u8; 32],
+}
+
+struct InFlight<'a>(&'a Shard);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Handler for Gateway {
+    async fn handle<S: AsyncWriteRent>(&self, req: Request, out: &mut Responder<'_, S>) {
+        self.shard.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _guard = InFlight(&self.shard);
+        // One snapshot for the whole request.
+        let snap = self.shard.shared.snapshot.load_full();
+        let method = req.head.method;
+        let status = self.route(&snap, req, out).await;
+        metrics::counter!("warden_http_requests_total", "method" => method_label(method), "status" => status_label(status)).increment(1);
+    }
+}
+
+fn method_label(m: Method) -> &'static str {
+    match m {
+        Method::Get => "GET",
+        Method::Post => "POST",
+        Method::Delete => "DELETE",
+        Method::Options => "OPTIONS",
+        Method::Head => "HEAD",
+        Method::Other => "other",
+    }
+}
+
+fn status_label(s: u16) -> &'static str {
+    match s {
+        200 => "200",
+        202 => "202",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        406 => "406",
+        413 => "413",
+        415 => "415",
+        _ if s < 300 => "2xx",
+        _ if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+impl Gateway {
+    async fn route<S: AsyncWriteRent>(&self, snap: &Arc<Snapshot>, req: Request, out: &mut Responder<'_, S>) -> u16 {
+        let st = &snap.settings;
+        let path = req.head.path.as_str();
+        let origin = req.head.get_str("origin").map(str::to_owned);
+        let cors = http::cors_origin(st, origin.as_deref());
+
+        // 0. DNS-rebinding defences: a browser-supplied Origin must be allowed; Host must be ours.
+        if origin.is_some() && cors.is_none() {
+            return send(out, http::error_json(403, "forbidden", "Origin not allowed"), None).await;
+        }
+        if !http::host_allowed(st, req.head.get_str("host")) {
+            return send(out, http::error_json(403, "forbidden", "Host not allowed"), None).await;
+        }
+
+        // Well-known documents (RFC 9728), public.
+        if http::is_prm_path(st, path) {
+            return match req.head.method {
+                Method::Get | Method::Head => {
+                    let r = Response::json(200, st.resource_metadata_json.clone()).header("cache-control", "max-age=300");
+                    send(out, r, cors.as_deref()).await
+                }
+                Method::Options => send(out, http::preflight(), cors.as_deref()).await,
+                _ => send(out, Response::new(405).header("allow", "GET, HEAD, OPTIONS"), cors.as_deref()).await,
+            };
+        }
+        if path != st.mcp_path {
+            return send(out, http::error_json(404, "not_found", "no such endpoint"), cors.as_deref()).await;
+        }
+        if req.head.method == Method::Options {
+            return send(out, http::preflight(), cors.as_deref()).await;
+        }
+
+        // 1. Authenticate, before anything else is revealed (even the 405 for GET).
+        let caller = match self.authenticate(snap, &req).await {
+            Ok(c) => c,
+            Err(resp) => return send(out, resp, cors.as_deref()).await,
+        };
+
+        // 2. Dispatch by HTTP method.
+        let resp_status = match req.head.method {
+            Method::Post => return self.post(snap, req, &caller, out, cors.as_deref()).await,
+            Method::Get => {
+                // Sessions are checked first so a stale id gets its 404.
+                match self.session(snap, &req, &caller) {
+                    Err(r) => r,
+                    Ok(None) => http::error_json(400, "invalid_request", "Mcp-Session-Id required"),
+                    Ok(Some(_)) => Response::new(405).header("allow", "POST, DELETE, OPTIONS"),
+                }
+            }
+            Method::Delete => match req.head.get_str("mcp-session-id") {
+                None => http::error_json(400, "invalid_request", "Mcp-Session-Id required"),
+                Some(id) => match self.shard.shared.sessions.remove(id, &caller.owner) {
+                    Ok(sess) => {
+                        forward::close_upstream_sessions(&self.shard, snap, &sess).await;
+                        Response::new(200)
+                    }
+                    Err(_) => http::error_json(404, "not_found", "unknown session"),
+                },
+            },
+            _ => Response::new(405).header("allow", "GET, POST, DELETE, OPTIONS"),
+        };
+        send(out, resp_status, cors.as_deref()).await
+    }
+
+    /// Bearer authentication with the per-shard cache; an unknown `kid` triggers one shared refetch.
+    async fn authenticate(&self, snap: &Arc<Snapshot>, req: &Request) -> Result<Caller, Response> {
+        let st = &snap.settings;
+        if !st.auth_enabled {
+            return Ok(Caller { claims: None, owner: owner_of("", "anonymous") });
+        }
+        if req.head.query.as_deref().is_some_and(|q| q.split('&').any(|kv| kv.starts_with("access_token="))) {
+            metrics::counter!("warden_auth_failures_total", "reason" => "query_token").increment(1);
+            return Err(http::error_json(400, "invalid_request", "tokens in the query string are not accepted"));
+        }
+        let token = match req.head.count("authorization") {
+            0 => {
+                metrics::counter!("warden_auth_failures_total", "reason" => "missing").increment(1);
+                return Err(http::challenge(st, None));
+            }
+            1 => req.head.get_str("authorization").and_then(http::bearer),
+            _ => {
+                metrics::counter!("warden_auth_failures_total", "reason" => "duplicate_header").increment(1);
+                return Err(http::error_json(400, "invalid_request", "more than one Authorization header"));
+            }
+        };
+        let Some(token) = token else {
+            metrics::counter!("warden_auth_failures_total", "reason" => "not_bearer").increment(1);
+            return Err(http::challenge(st, Some("invalid_token")));
+        };
+        let now = self.shard.clock.unix_secs();
+        let (mut outcome, _) = self.shard.cache.borrow_mut().authenticate(token, &snap.issuers, st.max_token_bytes, now);
+        if let AuthOutcome::UnknownKid { issuer } = outcome {
+            // Ask the control plane (debounced and rate-limited there), then try once more
+            // against whatever snapshot is current.
+            self.shard.shared.control.refresh_jwks(issuer, Duration::from_secs(3)).await;
+            let fresh = self.shard.shared.snapshot.load_full();
+            outcome = self.shard.cache.borrow_mut().authenticate(token, &fresh.issuers, st.max_token_bytes, now).0;
+            if let AuthOutcome::UnknownKid { .. } = outcome {
+                outcome = AuthOutcome::Invalid(crate::auth::jwt::TokenError::UnknownKey);
+            }
+        }
+        match outcome {
+            AuthOutcome::Valid(claims) => {
+                let owner = owner_of(&claims.iss, &claims.sub);
+                Ok(Caller { claims: Some(claims), owner })
+            }
+            AuthOutcome::Invalid(e) => {
+                metrics::counter!("warden_auth_failures_total", "reason" => e.label()).increment(1);
+                tracing::debug!(reason = e.label(), "Bearer token refused");
+                Err(http::challenge(st, Some("invalid_token")))
+            }
+            AuthOutcome::UnknownKid { .. } => Err(http::challenge(st, Some("invalid_token"))),
+        }
+    }
+
+    /// The caller's session, if the request names one. `Ok(None)` = no session header.
+    fn session(&self, snap: &Snapshot, req: &Request, caller: &Caller) -> Result<Option<Arc<Session>>, Response> {
+        let Some(id) = req.head.get_str("mcp-session-id") else {
+            return Ok(None);
+        };
+        if req.head.count("mcp-session-id") > 1 {
+            return Err(http::error_json(400, "invalid_request", "repeated Mcp-Session-Id"));
+        }
+        let now = self.shard.clock.unix_secs();
+        self.shard
+            .shared
+            .sessions
+            .get(id, &caller.owner, now, snap.settings.session_idle_secs)
+            .map(Some)
+            .map_err(|_| http::error_json(404, "not_found", "unknown or ended session"))
+    }
+
+    async fn post<S: AsyncWriteRent>(&self, snap: &Arc<Snapshot>, req: Request, caller: &Caller, out: &mut Responder<'_, S>, cors: Option<&str>) -> u16 {
+        if let Err(r) = http::check_post_headers(&req) {
+            return send(out, r, cors).await;
+        }
+        let msg = match Message::parse(&req.body) {
+            Ok(m) => m,
+            Err(Invalid::Parse) => return send(out, Response::json(400, jsonrpc::error(None, code::PARSE_ERROR, "Parse error")), cors).await,
+            Err(Invalid::Batch) => {
+                return send(out, Response::json(400, jsonrpc::error(None, code::INVALID_REQUEST, "JSON-RPC batches are not supported by this protocol version")), cors).await;
+            }
+            Err(Invalid::Envelope) => return send(out, Response::json(400, jsonrpc::error(None, code::INVALID_REQUEST, "Invalid Request")), cors).await,
+        };
+        let method = msg.method.as_deref().unwrap_or("");
+
+        // initialize creates a session; everything else needs one.
+        if method == "initialize" {
+            if msg.kind() != Kind::Request {
+                return send(out, Response::json(400, jsonrpc::error(None, code::INVALID_REQUEST, "initialize must be a request")), cors).await;
+            }
+            let (resp, _) = self.initialize(snap, &msg, caller);
+            return send(out, resp, cors).await;
+        }
+        let session = match self.session(snap, &req, caller) {
+            Ok(Some(s)) => s,
+            Ok(None) => return send(out, http::error_json(400, "invalid_request", "Mcp-Session-Id required"), cors).await,
+            Err(r) => return send(out, r, cors).await,
+        };
+
+        match msg.kind() {
+            Kind::Notification => {
+                forward::notification(&self.shard, snap, &session, &msg).await;
+                send(out, Response::new(202), cors).await
+            }
+            Kind::Response => {
+                forward::client_response(&self.shard, snap, &session, &msg).await;
+                send(out, Response::new(202), cors).await
+            }
+            Kind::Request => self.request(snap, &session, &msg, out, cors).await,
+        }
+    }
+
+    fn initialize(&self, snap: &Snapshot, msg: &Message<'_>, caller: &Caller) -> (Response, String) {
+        let st = &snap.settings;
+        let null = jsonrpc::null();
+        let id = msg.id.unwrap_or(&null);
+        let requested = msg
+            .params
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p.get()).ok())
+            .and_then(|p| p.get("protocolVersion").and_then(|v| v.as_str()).map(str::to_owned));
+        let version = negotiate_version(requested.as_deref());
+        let now = self.shard.clock.unix_secs();
+        let sid = self.shard.shared.sessions.create(caller.owner, version.to_owned(), msg.params.map(|p| p.get().to_owned()), now);
+        metrics::counter!("warden_sessions_created_total").increment(1);
+        let mut result = serde_json::json!({
+            "protocolVersion": version,
+            "capabilities": serde_json::from_str::<serde_json::Value>(&st.capabilities_json).unwrap_or_default(),
+            "serverInfo": {"name": st.server_name, "version": st.server_version},
+        });
+        if let Some(i) = &st.instructions {
+            result["instructions"] = serde_json::Value::String(i.clone());
+        }
+        let body = jsonrpc::result_value(id, &result);
+        (Response::json(200, body).header("mcp-session-id", sid.clone()), sid)
+    }
+
+    async fn request<S: AsyncWriteRent>(&self, snap: &Arc<Snapshot>, session: &Arc<Session>, msg: &Message<'_>, out: &mut Responder<'_, S>, cors: Option<&str>) -> u16 {
+        let null = jsonrpc::null();
+        let id: &RawValue = msg.id.unwrap_or(&null);
+        let method = msg.method.as_deref().unwrap_or("");
+        match method {
+            "ping" => send(out, Response::json(200, jsonrpc::result_value(id, &serde_json::json!({}))), cors).await,
+            "tools/list" => {
+                let body = rewrite::tools_list(id, &snap.tools);
+                send(out, Response::json(200, body), cors).await
+            }
+            "tools/call" => {
+                let Some((route, params)) = rewrite::tools_call_params(msg.params, &snap.tools) else {
+                    metrics::counter!("warden_tool_calls_total", "decision" => "unknown_tool").increment(1);
+                    return send(out, Response::json(200, jsonrpc::error(Some(id), code::INVALID_PARAMS, "Unknown tool")), cors).await;
+                };
+                let up = &snap.upstreams[route.upstream];
+                forward::request(&self.shard, snap, session, up, "tools/call", &params, id, out, cors).await
+            }
+            m if forward::is_passthrough_method(m) => match snap.settings.passthrough_upstream {
+                Some(u) => {
+                    let params = msg.params.map(|p| p.get().to_owned()).unwrap_or_else(|| "{}".into());
+                    forward::request(&self.shard, snap, session, &snap.upstreams[u], m, &params, id, out, cors).await
+                }
+                None => send(out, Response::json(200, jsonrpc::error(Some(id), code::METHOD_NOT_FOUND, "Method not found")), cors).await,
+            },
+            _ => send(out, Response::json(200, jsonrpc::error(Some(id), code::METHOD_NOT_FOUND, "Method not found")), cors).await,
+        }
+    }
+}
+
+/// Send a full response with CORS headers; returns the status for metrics.
+pub(crate) async fn send<S: AsyncWriteRent>(out: &mut Responder<'_, S>, mut resp: Response, cors: Option<&str>) -> u16 {
+    http::add_cors(&mut resp.headers, cors);
+    let status = resp.status;
+    let _ = out.send(resp).await;
+    status
+}

@@ -1,0 +1,212 @@
+//! One shard: a monoio runtime on its own thread, its own listener, and its per-core state.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+
+use crate::auth::TokenCache;
+use crate::control::ControlHandle;
+use crate::http1::conn::{self, ConnLimits};
+use crate::session::SessionStore;
+use crate::snapshot::SnapshotCell;
+use crate::upstream::Pool;
+
+/// Which io driver a shard ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    IoUring,
+    Epoll,
+}
+
+/// Which driver to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverChoice {
+    Auto,
+    Epoll,
+}
+
+/// Wall-clock seconds from a monotonic clock read once per call (quanta, ~12 ns).
+#[derive(Debug, Clone)]
+pub struct Clock {
+    q: quanta::Clock,
+    base: quanta::Instant,
+    base_unix_ms: i64,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let q = quanta::Clock::new();
+        let base = q.now();
+        let base_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        Clock { q, base, base_unix_ms }
+    }
+
+    pub fn unix_secs(&self) -> i64 {
+        (self.base_unix_ms + self.q.now().saturating_duration_since(self.base).as_millis() as i64) / 1000
+    }
+
+    pub fn now(&self) -> quanta::Instant {
+        self.q.now()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// State shared by the shards and the control plane (all `Send + Sync`).
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub snapshot: SnapshotCell,
+    pub sessions: Arc<SessionStore>,
+    pub control: ControlHandle,
+    /// Shards that have started serving.
+    pub running: Arc<AtomicUsize>,
+    /// Set by the supervisor to stop accepting.
+    pub stopping: Arc<AtomicBool>,
+    /// Requests being handled right now, across shards (for graceful shutdown).
+    pub in_flight: Arc<AtomicUsize>,
+    /// TLS configuration for the listener, if any.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Per-shard state, `!Send`: lives in `Rc` on its thread.
+#[derive(Debug)]
+pub struct Shard {
+    pub id: u16,
+    pub shared: Shared,
+    pub cache: RefCell<TokenCache>,
+    pub pool: Pool,
+    pub clock: Clock,
+    next_id: Cell<u64>,
+    pub connections: Cell<usize>,
+}
+
+impl Shard {
+    /// A gateway-assigned JSON-RPC id, unique across shards and over the process's life.
+    pub fn next_upstream_id(&self) -> u64 {
+        let n = self.next_id.get() + 1;
+        self.next_id.set(n);
+        (u64::from(self.id) << 48) | (n & 0xFFFF_FFFF_FFFF)
+    }
+}
+
+/// Start one shard thread serving `listener`. Returns once the thread is spawned.
+pub fn spawn(id: u16, listener: std::net::TcpListener, shared: Shared, driver: DriverChoice, cpu: Option<usize>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("warden-shard-{id}")).spawn(move || {
+        if let Some(cpu) = cpu {
+            if let Err(e) = monoio::utils::bind_to_cpu_set(Some(cpu)) {
+                tracing::warn!(shard = id, cpu, error = ?e, "Could not pin shard to a core");
+            }
+        }
+        let run = move |drv: Driver| {
+            tracing::info!(shard = id, driver = ?drv, "Shard starting");
+            serve(id, listener, shared)
+        };
+        match driver {
+            DriverChoice::Epoll => {
+                match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
+                    Ok(mut rt) => rt.block_on(run(Driver::Epoll)),
+                    Err(e) => tracing::error!(shard = id, error = %e, "Could not build the epoll runtime"),
+                }
+            }
+            DriverChoice::Auto => {
+                if monoio::utils::detect_uring() {
+                    match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().with_entries(1024).build() {
+                        Ok(mut rt) => return rt.block_on(run(Driver::IoUring)),
+                        Err(e) => tracing::warn!(shard = id, error = %e, "io_uring runtime failed to build; falling back to epoll"),
+                    }
+                } else {
+                    tracing::warn!(shard = id, "io_uring unavailable (kernel or seccomp); falling back to epoll");
+                }
+                match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
+                    Ok(mut rt) => rt.block_on(run(Driver::Epoll)),
+                    Err(e) => tracing::error!(shard = id, error = %e, "Could not build the epoll runtime"),
+                }
+            }
+        }
+    })
+}
+
+async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
+    let listener = match monoio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(shard = id, error = %e, "Could not adopt the listener");
+            return;
+        }
+    };
+    let shard = Rc::new(Shard {
+        id,
+        shared: shared.clone(),
+        cache: RefCell::new(TokenCache::new(100_000)),
+        pool: Pool::default(),
+        clock: Clock::new(),
+        next_id: Cell::new(0),
+        connections: Cell::new(0),
+    });
+    let tls = shared.tls.clone().map(monoio_rustls::TlsAcceptor::from);
+    shared.running.fetch_add(1, Ordering::SeqCst);
+    loop {
+        if shared.stopping.load(Ordering::Relaxed) {
+            break;
+        }
+        // Wake up periodically to notice shutdown even when no connection arrives.
+        let accepted = match monoio::time::timeout(Duration::from_millis(200), listener.accept()).await {
+            Err(_) => continue,
+            Ok(r) => r,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(shard = id, error = %e, "Accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let snap = shared.snapshot.load();
+        let limits = snap.settings.limits;
+        let max_conns = snap.settings.max_connections_per_shard;
+        drop(snap);
+        if shard.connections.get() >= max_conns {
+            metrics::counter!("warden_connections_refused_total").increment(1);
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        shard.connections.set(shard.connections.get() + 1);
+        let shard2 = shard.clone();
+        let tls = tls.clone();
+        monoio::spawn(async move {
+            match tls {
+                None => serve_conn(stream, &shard2, limits).await,
+                Some(acc) => {
+                    match monoio::time::timeout(limits.header_timeout, acc.accept(stream)).await {
+                        Ok(Ok(s)) => serve_conn(s, &shard2, limits).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
+            shard2.connections.set(shard2.connections.get() - 1);
+        });
+    }
+    // Stop accepting; in-flight connections finish on their own within their deadlines.
+    drop(listener);
+    while shard.connections.get() > 0 && shared.in_flight.load(Ordering::Relaxed) > 0 {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shared.running.fetch_sub(1, Ordering::SeqCst);
+    tracing::info!(shard = id, "Shard stopped");
+}
+
+async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(stream: S, shard: &Rc<Shard>, limits: ConnLimits) {
+    let handler = crate::mcp::Gateway { shard: shard.clone() };
+    conn::serve(stream, &handler, limits).await;
+}

@@ -1,0 +1,111 @@
+//! The immutable, generation-numbered view of the world the control plane publishes to shards.
+//!
+//! A request loads the current snapshot once and uses it to the end, so it sees exactly
+//! one generation. Publishing is one `ArcSwap::store`: lock-free for readers.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde_json::value::RawValue;
+
+use crate::auth::IssuerState;
+use crate::http1::conn::ConnLimits;
+
+/// Everything a shard needs, as of one generation.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub settings: Arc<Settings>,
+    pub issuers: Vec<Arc<IssuerState>>,
+    pub upstreams: Vec<Arc<Upstream>>,
+    pub tools: Arc<ToolTable>,
+}
+
+/// Listener and protocol settings.
+#[derive(Debug)]
+pub struct Settings {
+    /// The exact resource identifier clients use, e.g. `https://gw.example/mcp`.
+    pub public_url: String,
+    /// Where the protected resource metadata lives (path-suffixed form).
+    pub resource_metadata_url: String,
+    /// The RFC 9728 document, pre-serialized.
+    pub resource_metadata_json: Vec<u8>,
+    pub mcp_path: String,
+    /// Allowed `Origin` values (exact match, lower-case scheme and host).
+    pub allowed_origins: Vec<String>,
+    /// Host header values accepted (DNS-rebinding defence); empty = any.
+    pub allowed_hosts: Vec<String>,
+    /// When false this listener serves without authentication (loopback only; conformance testing).
+    pub auth_enabled: bool,
+    /// Scopes to name in 401 challenges.
+    pub challenge_scope: String,
+    pub max_token_bytes: usize,
+    pub limits: ConnLimits,
+    pub session_idle_secs: i64,
+    pub max_connections_per_shard: usize,
+    pub server_name: String,
+    pub server_version: String,
+    /// Combined, labelled upstream `instructions` for `initialize`.
+    pub instructions: Option<String>,
+    /// Forward resources/prompts/completion/logging to this upstream (set when there is exactly one).
+    pub passthrough_upstream: Option<usize>,
+    /// Capabilities advertised by `initialize`, pre-serialized.
+    pub capabilities_json: String,
+}
+
+/// How the gateway authenticates itself to an upstream for discovery and sessions.
+#[derive(Clone)]
+pub enum UpstreamCredential {
+    None,
+    Bearer(String),
+}
+
+impl fmt::Debug for UpstreamCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamCredential::None => f.write_str("None"),
+            UpstreamCredential::Bearer(_) => f.write_str("Bearer(...)"),
+        }
+    }
+}
+
+/// One upstream MCP server, with its address already resolved by the control plane.
+#[derive(Debug)]
+pub struct Upstream {
+    pub id: u32,
+    pub name: String,
+    pub namespace: String,
+    /// `host[:port]` for the Host header.
+    pub authority: String,
+    pub path: String,
+    pub addrs: Vec<SocketAddr>,
+    pub tls: bool,
+    pub credential: UpstreamCredential,
+    pub timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+/// Where a namespaced tool goes.
+#[derive(Debug)]
+pub struct ToolRoute {
+    pub upstream: usize,
+    /// The tool's name at its upstream.
+    pub upstream_name: String,
+    /// The tool's definition with the namespaced name, as served in `tools/list`.
+    pub definition: Box<RawValue>,
+}
+
+/// Exact-match routing table for tools, and the merged list.
+#[derive(Debug, Default)]
+pub struct ToolTable {
+    pub routes: HashMap<String, ToolRoute>,
+    /// Namespaced names in list order.
+    pub order: Vec<String>,
+}
+
+/// Shared handle to the current snapshot.
+pub type SnapshotCell = Arc<ArcSwap<Snapshot>>;

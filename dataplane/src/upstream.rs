@@ -1,0 +1,449 @@
+//! HTTP/1.1 client for upstream MCP servers: per-shard connection pool, JSON and SSE bodies.
+//!
+//! Addresses arrive resolved in the snapshot (no DNS on a shard). Every exchange is
+//! bounded by the upstream's timeout; a response body is bounded in size.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::time::Duration;
+
+use monoio::buf::SliceMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use monoio::time::Instant;
+
+use crate::http1::ChunkedDecoder;
+use crate::snapshot::Upstream;
+
+/// Why an upstream exchange failed; each maps to a JSON-RPC error for the agent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpError {
+    #[error("upstream refused the connection")]
+    Connect,
+    #[error("upstream timed out")]
+    Timeout,
+    #[error("upstream closed the connection")]
+    Closed,
+    #[error("upstream sent an invalid HTTP response")]
+    BadResponse,
+    #[error("upstream response too large")]
+    TooLarge,
+}
+
+/// Idle connections per upstream, owned by one shard.
+#[derive(Debug, Default)]
+pub struct Pool {
+    idle: RefCell<HashMap<u32, Vec<TcpStream>>>,
+}
+
+const MAX_IDLE_PER_UPSTREAM: usize = 256;
+
+impl Pool {
+    fn take(&self, id: u32) -> Option<TcpStream> {
+        self.idle.borrow_mut().get_mut(&id).and_then(Vec::pop)
+    }
+
+    fn put(&self, id: u32, c: TcpStream) {
+        let mut idle = self.idle.borrow_mut();
+        let v = idle.entry(id).or_default();
+        if v.len() < MAX_IDLE_PER_UPSTREAM {
+            v.push(c);
+        }
+    }
+
+    /// Drop idle connections of upstreams no longer configured.
+    pub fn retain(&self, live: &[u32]) {
+        self.idle.borrow_mut().retain(|k, _| live.contains(k));
+    }
+}
+
+/// A response from upstream, body either whole or an SSE stream.
+#[derive(Debug)]
+pub struct UpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: UpBody,
+}
+
+impl UpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug)]
+pub enum UpBody {
+    Full(Vec<u8>),
+    Sse(SseStream),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Framing {
+    Length(usize),
+    Chunked,
+    Close,
+}
+
+/// One SSE event.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub retry: Option<String>,
+}
+
+/// An SSE body being read from an upstream connection.
+#[derive(Debug)]
+pub struct SseStream {
+    conn: Option<TcpStream>,
+    raw: Vec<u8>,
+    decoded: Vec<u8>,
+    framing: Framing,
+    chunked: ChunkedDecoder,
+    remaining: usize,
+    deadline: Instant,
+    max_bytes: usize,
+    total: usize,
+    eof: bool,
+}
+
+async fn read_into(conn: &mut TcpStream, buf: Vec<u8>, deadline: Instant) -> Result<(usize, Vec<u8>), UpError> {
+    let mut buf = buf;
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16384);
+    }
+    let (len, cap) = (buf.len(), buf.capacity());
+    match monoio::time::timeout_at(deadline, conn.read(SliceMut::new(buf, len, cap))).await {
+        Ok((Ok(n), s)) => Ok((n, s.into_inner())),
+        Ok((Err(_), _)) => Err(UpError::Closed),
+        Err(_) => Err(UpError::Timeout),
+    }
+}
+
+/// Parse one SSE event off the front of `buf`, if a whole one is there.
+pub fn take_event(buf: &mut Vec<u8>) -> Option<SseEvent> {
+    let mut ev = SseEvent::default();
+    let mut pos = 0;
+    let mut has_data = false;
+    loop {
+        let rest = &buf[pos..];
+        let nl = rest.iter().position(|b| *b == b'\n' || *b == b'\r')?;
+        let line = &rest[..nl];
+        let mut next = pos + nl + 1;
+        if rest[nl] == b'\r' {
+            match rest.get(nl + 1) {
+                Some(b'\n') => next += 1,
+                Some(_) => {}
+                None => return None, // Could be CRLF split across reads.
+            }
+        }
+        if line.is_empty() {
+            buf.drain(..next);
+            if !has_data && ev.id.is_none() && ev.event.is_none() && ev.retry.is_none() {
+                pos = 0;
+                continue; // Blank line without an event: skip.
+            }
+            return Some(ev);
+        }
+        let text = String::from_utf8_lossy(line);
+        if !text.starts_with(':') {
+            let (field, value) = match text.split_once(':') {
+                Some((f, v)) => (f.to_owned(), v.strip_prefix(' ').unwrap_or(v).to_owned()),
+                None => (text.to_string(), String::new()),
+            };
+            match field.as_str() {
+                "data" => {
+                    if has_data {
+                        ev.data.push('\n');
+                    }
+                    ev.data.push_str(&value);
+                    has_data = true;
+                }
+                "id" => ev.id = Some(value),
+                "event" => ev.event = Some(value),
+                "retry" => ev.retry = Some(value),
+                _ => {}
+            }
+        }
+        pos = next;
+    }
+}
+
+impl SseStream {
+    /// The next event, `Ok(None)` at a clean end of stream.
+    pub async fn next_event(&mut self) -> Result<Option<SseEvent>, UpError> {
+        loop {
+            if let Some(ev) = take_event(&mut self.decoded) {
+                return Ok(Some(ev));
+            }
+            if self.eof {
+                return Ok(None);
+            }
+            // Move raw bytes into decoded according to framing.
+            if !self.raw.is_empty() {
+                match self.framing {
+                    Framing::Chunked => {
+                        let used = self.chunked.decode(&self.raw, &mut self.decoded, self.max_bytes).map_err(|_| UpError::BadResponse)?;
+                        self.raw.drain(..used);
+                        if self.chunked.is_done() {
+                            self.eof = true;
+                            continue;
+                        }
+                    }
+                    Framing::Length(_) => {
+                        let take = self.raw.len().min(self.remaining);
+                        self.decoded.extend_from_slice(&self.raw[..take]);
+                        self.raw.drain(..take);
+                        self.remaining -= take;
+                        if self.remaining == 0 {
+                            self.eof = true;
+                            continue;
+                        }
+                    }
+                    Framing::Close => {
+                        self.decoded.append(&mut self.raw);
+                    }
+                }
+                if take_event_ready(&self.decoded) {
+                    continue;
+                }
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(None);
+            };
+            let raw = std::mem::take(&mut self.raw);
+            let (n, raw) = read_into(conn, raw, self.deadline).await?;
+            self.raw = raw;
+            if n == 0 {
+                self.conn = None;
+                self.eof = true;
+                if matches!(self.framing, Framing::Close) {
+                    continue;
+                }
+                return Err(UpError::Closed);
+            }
+            self.total += n;
+            if self.total > self.max_bytes {
+                return Err(UpError::TooLarge);
+            }
+        }
+    }
+
+    /// Return the connection to the pool if the stream ended cleanly.
+    pub fn finish(mut self, pool: &Pool, upstream: u32) {
+        if self.eof && self.raw.is_empty() && !matches!(self.framing, Framing::Close) {
+            if let Some(c) = self.conn.take() {
+                pool.put(upstream, c);
+            }
+        }
+    }
+}
+
+fn take_event_ready(buf: &[u8]) -> bool {
+    memchr::memmem::find(buf, b"\n\n").is_some() || memchr::memmem::find(buf, b"\r\n\r\n").is_some()
+}
+
+async fn connect(up: &Upstream, deadline: Instant) -> Result<TcpStream, UpError> {
+    for addr in &up.addrs {
+        match monoio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(c)) => {
+                let _ = c.set_nodelay(true);
+                return Ok(c);
+            }
+            Ok(Err(_)) => continue,
+            Err(_) => return Err(UpError::Timeout),
+        }
+    }
+    Err(UpError::Connect)
+}
+
+/// Send one POST/DELETE/GET to `up` and read the response head (and body unless SSE).
+pub async fn send(pool: &Pool, up: &Upstream, method: &str, headers: &[(&str, &str)], body: &[u8], timeout: Duration) -> Result<UpResponse, UpError> {
+    let deadline = Instant::now() + timeout;
+    let mut req = Vec::with_capacity(256 + body.len());
+    req.extend_from_slice(method.as_bytes());
+    req.push(b' ');
+    req.extend_from_slice(up.path.as_bytes());
+    req.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    req.extend_from_slice(up.authority.as_bytes());
+    req.extend_from_slice(b"\r\n");
+    for (n, v) in headers {
+        req.extend_from_slice(n.as_bytes());
+        req.extend_from_slice(b": ");
+        req.extend(v.bytes().filter(|b| *b != b'\r' && *b != b'\n'));
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"content-length: ");
+    req.extend_from_slice(body.len().to_string().as_bytes());
+    req.extend_from_slice(b"\r\n\r\n");
+    req.extend_from_slice(body);
+
+    // A pooled connection may have been closed by the upstream while idle: if it fails
+    // before any response byte, retry once on a fresh connection (the request was not processed).
+    let mut attempt = 0;
+    loop {
+        let (mut conn, pooled) = match pool.take(up.id) {
+            Some(c) if attempt == 0 => (c, true),
+            _ => (connect(up, deadline).await?, false),
+        };
+        attempt += 1;
+        let (res, back) = match monoio::time::timeout_at(deadline, conn.write_all(req)).await {
+            Ok(r) => r,
+            Err(_) => return Err(UpError::Timeout),
+        };
+        req = back;
+        if res.is_err() {
+            if pooled {
+                continue;
+            }
+            return Err(UpError::Closed);
+        }
+        match read_response(conn, up, deadline).await {
+            Err(UpError::Closed) if pooled => continue,
+            Ok((resp, Some(conn))) => {
+                pool.put(up.id, conn);
+                return Ok(resp);
+            }
+            Ok((resp, None)) => return Ok(resp),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn read_response(mut conn: TcpStream, up: &Upstream, deadline: Instant) -> Result<(UpResponse, Option<TcpStream>), UpError> {
+    let mut buf = Vec::with_capacity(8192);
+    let (status, headers, consumed) = loop {
+        let (n, b) = read_into(&mut conn, buf, deadline).await?;
+        buf = b;
+        if n == 0 {
+            return Err(UpError::Closed);
+        }
+        let mut hdrs = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut hdrs);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(used)) => {
+                let status = resp.code.unwrap_or(0);
+                let headers: Vec<(String, String)> = resp
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect();
+                if (100..200).contains(&status) {
+                    buf.drain(..used);
+                    continue;
+                }
+                break (status, headers, used);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < 64 * 1024 => continue,
+            _ => return Err(UpError::BadResponse),
+        }
+    };
+    buf.drain(..consumed);
+    let get = |name: &str| headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+    let te = get("transfer-encoding");
+    let cl = get("content-length");
+    let framing = match (te.as_slice(), cl.as_slice()) {
+        ([t], []) if t.trim().eq_ignore_ascii_case("chunked") => Framing::Chunked,
+        ([], [l]) => Framing::Length(l.trim().parse::<usize>().map_err(|_| UpError::BadResponse)?),
+        ([], []) if status == 204 || status == 304 => Framing::Length(0),
+        ([], []) => Framing::Close,
+        _ => return Err(UpError::BadResponse),
+    };
+    let keep = !get("connection").iter().any(|v| v.to_ascii_lowercase().contains("close"));
+    let is_sse = get("content-type").first().is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+    if is_sse {
+        let remaining = if let Framing::Length(n) = framing { n } else { 0 };
+        let s = SseStream {
+            conn: Some(conn),
+            raw: buf,
+            decoded: Vec::new(),
+            framing,
+            chunked: ChunkedDecoder::default(),
+            remaining,
+            deadline,
+            max_bytes: up.max_response_bytes,
+            total: 0,
+            eof: matches!(framing, Framing::Length(0)),
+        };
+        let s = if keep { s } else { SseStream { framing: if matches!(framing, Framing::Close) { Framing::Close } else { framing }, ..s } };
+        return Ok((UpResponse { status, headers, body: UpBody::Sse(s) }, None));
+    }
+    let mut body = Vec::new();
+    let reusable;
+    match framing {
+        Framing::Length(n) => {
+            if n > up.max_response_bytes {
+                return Err(UpError::TooLarge);
+            }
+            while buf.len() < n {
+                let (k, b) = read_into(&mut conn, buf, deadline).await?;
+                buf = b;
+                if k == 0 {
+                    return Err(UpError::Closed);
+                }
+            }
+            body.extend_from_slice(&buf[..n]);
+            reusable = keep && buf.len() == n;
+        }
+        Framing::Chunked => {
+            let mut dec = ChunkedDecoder::default();
+            loop {
+                let used = dec.decode(&buf, &mut body, up.max_response_bytes).map_err(|e| if e.status == 413 { UpError::TooLarge } else { UpError::BadResponse })?;
+                buf.drain(..used);
+                if dec.is_done() {
+                    break;
+                }
+                let (k, b) = read_into(&mut conn, buf, deadline).await?;
+                buf = b;
+                if k == 0 {
+                    return Err(UpError::Closed);
+                }
+            }
+            reusable = keep && buf.is_empty();
+        }
+        Framing::Close => {
+            loop {
+                let (k, b) = read_into(&mut conn, buf, deadline).await?;
+                buf = b;
+                if k == 0 {
+                    break;
+                }
+                if buf.len() > up.max_response_bytes {
+                    return Err(UpError::TooLarge);
+                }
+            }
+            body = buf;
+            reusable = false;
+        }
+    }
+    let _ = io::ErrorKind::Other;
+    Ok((UpResponse { status, headers, body: UpBody::Full(body) }, if reusable { Some(conn) } else { None }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sse_events() {
+        let mut b = b"id: 1\nevent: message\ndata: {\"a\":1}\n\n: comment\n\ndata: x\r\ndata: y\r\n\r\ndata: partial".to_vec();
+        let e = take_event(&mut b).unwrap();
+        assert_eq!(e.id.as_deref(), Some("1"));
+        assert_eq!(e.data, "{\"a\":1}");
+        let e = take_event(&mut b).unwrap();
+        assert_eq!(e.data, "x\ny");
+        assert!(take_event(&mut b).is_none());
+        assert_eq!(b, b"data: partial");
+    }
+
+    #[test]
+    fn priming_event_with_only_an_id() {
+        let mut b = b"id: abc\nretry: 500\ndata: \n\n".to_vec();
+        let e = take_event(&mut b).unwrap();
+        assert_eq!(e.id.as_deref(), Some("abc"));
+        assert_eq!(e.retry.as_deref(), Some("500"));
+        assert_eq!(e.data, "");
+    }
+}

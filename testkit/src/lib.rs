@@ -1,0 +1,10 @@
+//! Real test peers for Warden's tests: a token issuer with a JWKS and an MCP upstream that records what it receives.
+#![forbid(unsafe_code)]
+
+pub mod issuer;
+mod keys;
+pub mod upstream;
+mod util;
+
+pub use issuer::{JwksMode, KeyAlg, TestIssuer};
+pub use upstream::{Recorded, TestUpstream, UpstreamMode, UpstreamOptions};

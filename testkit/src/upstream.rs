@@ -1,0 +1,339 @@
+//! `TestUpstream`: a real MCP server (Streamable HTTP, 2025-06-18) on 127.0.0.1 that records every request.
+
+mod tools;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::util::{self, Server, lock, random_hex};
+
+/// Protocol versions the upstream accepts from `initialize`; anything else gets the default.
+pub const SUPPORTED_PROTOCOL_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
+/// The version answered when the client asks for one not in [`SUPPORTED_PROTOCOL_VERSIONS`].
+pub const DEFAULT_PROTOCOL_VERSION: &str = "2025-06-18";
+
+/// How the upstream answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum UpstreamMode {
+    /// A working MCP server.
+    #[default]
+    Normal,
+    /// Every POST answers `200` with body `<<garbage>>` and `content-type: application/json`.
+    Garbage,
+    /// Every request answers `503`.
+    Refuse,
+}
+
+/// Start-up options for [`TestUpstream`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpstreamOptions {
+    /// Extra tools `tool_0..tool_{n-1}` listed after the built-ins.
+    pub tools: usize,
+    /// `tools/list` page size (with `nextCursor`); 0 = everything on one page.
+    pub page_size: usize,
+    /// Initial mode.
+    pub mode: UpstreamMode,
+}
+
+/// One HTTP request as the upstream received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// HTTP method, e.g. `POST`.
+    pub method: String,
+    /// Request path (no query).
+    pub path: String,
+    /// Headers in arrival order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body parsed as JSON; `Null` if empty or not JSON.
+    pub body: Value,
+}
+
+impl Recorded {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The JSON-RPC method of the body, if any.
+    pub fn rpc_method(&self) -> Option<&str> {
+        self.body.get("method").and_then(Value::as_str)
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    mode: UpstreamMode,
+    recording: bool,
+    sessions: HashSet<String>,
+    requests: Vec<Recorded>,
+    tick_times: Vec<Instant>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    tools: usize,
+    page_size: usize,
+    inner: Mutex<Inner>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    pub(crate) fn note_tick(&self) {
+        lock(&self.inner).tick_times.push(Instant::now());
+    }
+}
+
+/// A real MCP server on `http://127.0.0.1:PORT/mcp`. Stops when dropped.
+#[derive(Debug)]
+pub struct TestUpstream {
+    shared: Arc<Shared>,
+    server: Server,
+}
+
+impl TestUpstream {
+    /// Starts an upstream on a free port.
+    pub async fn start(opts: UpstreamOptions) -> TestUpstream {
+        TestUpstream::start_on(opts, 0).await
+    }
+
+    /// Starts an upstream on 127.0.0.1:`port` (0 = any free port).
+    pub async fn start_on(opts: UpstreamOptions, port: u16) -> TestUpstream {
+        let listener = util::bind(port).await;
+        let (tx, rx) = util::shutdown_pair();
+        let shared = Arc::new(Shared {
+            tools: opts.tools,
+            page_size: opts.page_size,
+            inner: Mutex::new(Inner {
+                mode: opts.mode,
+                recording: true,
+                sessions: HashSet::new(),
+                requests: Vec::new(),
+                tick_times: Vec::new(),
+            }),
+            shutdown: rx,
+        });
+        let router = Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&shared));
+        let server = util::serve(listener, router, tx);
+        TestUpstream { shared, server }
+    }
+
+    /// `http://127.0.0.1:PORT/mcp`.
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.server.addr())
+    }
+
+    /// The socket the upstream listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// Every HTTP request received so far, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.shared.inner).requests.clone()
+    }
+
+    /// Only the recorded `tools/call` requests.
+    pub fn tool_calls(&self) -> Vec<Recorded> {
+        lock(&self.shared.inner)
+            .requests
+            .iter()
+            .filter(|r| r.rpc_method() == Some("tools/call"))
+            .cloned()
+            .collect()
+    }
+
+    /// Changes how the upstream answers from now on.
+    pub fn set_mode(&self, mode: UpstreamMode) {
+        lock(&self.shared.inner).mode = mode;
+    }
+
+    /// Turns request recording on (the default) or off (load tests: keeps memory flat).
+    pub fn set_recording(&self, on: bool) {
+        lock(&self.shared.inner).recording = on;
+    }
+
+    /// When each `ticks` SSE event (progress events and the final result) was handed to the connection.
+    pub fn tick_sent_times(&self) -> Vec<Instant> {
+        lock(&self.shared.inner).tick_times.clone()
+    }
+
+    /// Session ids currently open (initialized and not deleted).
+    pub fn sessions(&self) -> Vec<String> {
+        lock(&self.shared.inner).sessions.iter().cloned().collect()
+    }
+}
+
+/// Records the request, then answers it according to the mode.
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
+    let mode = {
+        let mut inner = lock(&shared.inner);
+        if inner.recording {
+            inner.requests.push(Recorded {
+                method: method.as_str().to_owned(),
+                path: uri.path().to_owned(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_ascii_lowercase(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect(),
+                body: parsed.clone(),
+            });
+        }
+        inner.mode
+    };
+    if mode == UpstreamMode::Refuse {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if uri.path() != "/mcp" {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    match method {
+        Method::POST if mode == UpstreamMode::Garbage => {
+            ([(header::CONTENT_TYPE, "application/json")], "<<garbage>>").into_response()
+        }
+        Method::POST => post(&shared, &headers, parsed).await,
+        Method::DELETE => match check_session(&shared, &headers) {
+            Ok(id) => {
+                lock(&shared.inner).sessions.remove(&id);
+                StatusCode::OK.into_response()
+            }
+            Err(e) => http_error(e),
+        },
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "POST, DELETE")],
+        )
+            .into_response(),
+    }
+}
+
+/// Returns the request's known session id, or the 400 (missing) / 404 (unknown) answer.
+fn check_session(shared: &Shared, headers: &HeaderMap) -> Result<String, SessionError> {
+    let Some(id) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
+        return Err((StatusCode::BAD_REQUEST, "missing Mcp-Session-Id"));
+    };
+    if lock(&shared.inner).sessions.contains(id) {
+        Ok(id.to_owned())
+    } else {
+        Err((StatusCode::NOT_FOUND, "unknown Mcp-Session-Id"))
+    }
+}
+
+/// Why a request's session was refused: the HTTP status and a message.
+type SessionError = (StatusCode, &'static str);
+
+fn http_error((status, msg): SessionError) -> Response {
+    let body = json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32600, "message": msg } });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn post(shared: &Arc<Shared>, headers: &HeaderMap, body: Value) -> Response {
+    let Value::Object(msg) = body else {
+        let (code, text) = if body.is_null() {
+            (-32700, "parse error")
+        } else {
+            (-32600, "batches and non-object messages are not supported")
+        };
+        let err =
+            json!({ "jsonrpc": "2.0", "id": null, "error": { "code": code, "message": text } });
+        return (StatusCode::BAD_REQUEST, axum::Json(err)).into_response();
+    };
+    let id = msg.get("id").cloned();
+    let Some(method) = msg.get("method").and_then(Value::as_str) else {
+        // A client's response to a server request (none are sent) or junk: accept quietly.
+        return StatusCode::ACCEPTED.into_response();
+    };
+    let params = msg.get("params").cloned().unwrap_or(Value::Null);
+
+    if method == "initialize" {
+        return initialize(shared, id.unwrap_or(Value::Null), &params);
+    }
+    if let Err(e) = check_session(shared, headers) {
+        return http_error(e);
+    }
+    let Some(id) = id else {
+        // Notifications (notifications/initialized, cancelled, ...) are acknowledged.
+        return StatusCode::ACCEPTED.into_response();
+    };
+    if method.starts_with("notifications/") {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    match method {
+        "ping" => rpc_result(&id, &json!({})),
+        "tools/list" => tools::list(shared, &id, &params),
+        "tools/call" => tools::call(shared, headers, id, &params).await,
+        other => rpc_error(&id, -32601, &format!("method not found: {other}")),
+    }
+}
+
+fn initialize(shared: &Shared, id: Value, params: &Value) -> Response {
+    let asked = params.get("protocolVersion").and_then(Value::as_str);
+    let version = asked
+        .filter(|v| SUPPORTED_PROTOCOL_VERSIONS.contains(v))
+        .unwrap_or(DEFAULT_PROTOCOL_VERSION);
+    let session = random_hex(16);
+    lock(&shared.inner).sessions.insert(session.clone());
+    let result = json!({
+        "protocolVersion": version,
+        "capabilities": { "tools": { "listChanged": true } },
+        "serverInfo": { "name": "test-upstream", "version": "1" },
+        "instructions": "Test upstream.",
+    });
+    let mut resp = rpc_result(&id, &result);
+    if let Ok(v) = HeaderValue::from_str(&session) {
+        resp.headers_mut().insert("mcp-session-id", v);
+    }
+    resp
+}
+
+/// `200 application/json` with a JSON-RPC result; `id` echoed verbatim.
+pub(crate) fn rpc_result(id: &Value, result: &Value) -> Response {
+    json_response(&json!({ "jsonrpc": "2.0", "id": id, "result": result }))
+}
+
+/// `200 application/json` with a JSON-RPC error; `id` echoed verbatim.
+pub(crate) fn rpc_error(id: &Value, code: i64, message: &str) -> Response {
+    json_response(
+        &json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } }),
+    )
+}
+
+fn json_response(v: &Value) -> Response {
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    let mut resp = Response::new(Body::from(bytes));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
