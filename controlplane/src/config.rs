@@ -312,6 +312,3 @@ pub fn is_loopback_host(h: &str) -> bool {
     h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-#[cfg(test)]
-#[path = "config_tests.rs"]
-mod tests;

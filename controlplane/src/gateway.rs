@@ -138,6 +138,13 @@ fn settings(cfg: &Config, listen: SocketAddr, found: &HashMap<u32, Discovered>, 
             hosts.push(format!("127.0.0.1:{}", listen.port()));
         }
     }
+    // The gateway's own origin is always same-origin; browser clients elsewhere must be listed.
+    let mut origins: Vec<String> = g.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect();
+    origins.push(origin.to_ascii_lowercase());
+    if listen.ip().is_loopback() {
+        origins.push(format!("http://127.0.0.1:{}", listen.port()));
+        origins.push(format!("http://localhost:{}", listen.port()));
+    }
     let passthrough = (upstreams.len() == 1).then_some(0);
     let mut caps = serde_json::json!({"tools": {"listChanged": true}});
     if let Some(d) = passthrough.and_then(|i| found.get(&upstreams[i].id)) {
@@ -156,7 +163,7 @@ fn settings(cfg: &Config, listen: SocketAddr, found: &HashMap<u32, Discovered>, 
         resource_metadata_url,
         resource_metadata_json: serde_json::to_vec(&prm).unwrap_or_default(),
         mcp_path,
-        allowed_origins: g.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
+        allowed_origins: origins,
         allowed_hosts: hosts,
         auth_enabled: g.authentication,
         challenge_scope: g.scopes_supported.join(" "),

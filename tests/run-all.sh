@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean clone on a fresh machine: installs what it needs,
+# then format check, clippy (-D warnings), every Rust test, and the MCP conformance
+# suite through Warden. The README's second command; .ci/run calls this.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# Reuse one target dir outside the clone so CI does not rebuild aws-lc-rs from cold each time.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/warden-target}"
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+rustc --version
+cargo --version
+command -v node >/dev/null || { echo "node is required (for the MCP conformance suite)"; exit 1; }
+command -v python3 >/dev/null || { echo "python3 is required (free-port helper)"; exit 1; }
+command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+
+step "npm packages for the conformance suite (pinned in tests/conformance/package-lock.json)"
+(cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --workspace --no-fail-fast
+
+step "MCP conformance suite through Warden"
+cargo build -p controlplane --bin warden
+WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/conformance/through-warden.sh
