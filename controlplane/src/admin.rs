@@ -29,8 +29,10 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Shared, shards: us
 /// 200 only once every issuer's keys are loaded (and fresh) and every shard runs.
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     let snap = s.shared.snapshot.load();
-    let keys_ok = snap.issuers.iter().all(|i| i.usable) && (snap.issuers.len() > 0 || !snap.settings.auth_enabled);
-    let shards_ok = s.shared.running.load(Ordering::SeqCst) >= s.shards && !s.shared.stopping.load(Ordering::SeqCst);
+    let keys_ok = snap.issuers.iter().all(|i| i.usable)
+        && (!snap.issuers.is_empty() || !snap.settings.auth_enabled);
+    let shards_ok = s.shared.running.load(Ordering::SeqCst) >= s.shards
+        && !s.shared.stopping.load(Ordering::SeqCst);
     let body = serde_json::json!({
         "ready": keys_ok && shards_ok,
         "issuers_ready": keys_ok,
@@ -39,10 +41,17 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
         "generation": snap.generation,
         "tools": snap.tools.order.len(),
     });
-    let status = if keys_ok && shards_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if keys_ok && shards_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, axum::Json(body))
 }
 
 async fn metrics() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
 }

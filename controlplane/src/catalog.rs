@@ -24,9 +24,19 @@ const MAX_PAGES: usize = 100;
 
 /// Build the shard-facing upstream description; resolves DNS here, never on a shard.
 pub async fn resolve(id: u32, u: &UpstreamConfig) -> Result<Upstream, String> {
-    let host = u.url.host_str().ok_or("upstream URL has no host")?.to_owned();
-    let port = u.url.port_or_known_default().ok_or("upstream URL has no port")?;
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.trim_matches(['[', ']']), port)).await.map_err(|e| format!("resolving {host}: {e}"))?.collect();
+    let host = u
+        .url
+        .host_str()
+        .ok_or("upstream URL has no host")?
+        .to_owned();
+    let port = u
+        .url
+        .port_or_known_default()
+        .ok_or("upstream URL has no port")?;
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| format!("resolving {host}: {e}"))?
+        .collect();
     if addrs.is_empty() {
         return Err(format!("{host} resolves to no address"));
     }
@@ -57,9 +67,10 @@ pub async fn resolve(id: u32, u: &UpstreamConfig) -> Result<Upstream, String> {
 pub fn credential(u: &UpstreamConfig) -> Result<UpstreamCredential, String> {
     Ok(match &u.auth {
         UpstreamAuth::None => UpstreamCredential::None,
-        UpstreamAuth::Bearer { token_env } => {
-            UpstreamCredential::Bearer(std::env::var(token_env).map_err(|_| format!("environment variable {token_env} is not set"))?)
-        }
+        UpstreamAuth::Bearer { token_env } => UpstreamCredential::Bearer(
+            std::env::var(token_env)
+                .map_err(|_| format!("environment variable {token_env} is not set"))?,
+        ),
     })
 }
 
@@ -72,17 +83,23 @@ fn auth_header(c: &UpstreamCredential) -> Option<String> {
 
 /// Read a JSON-RPC response with `id` from a JSON or SSE body.
 fn response_for(body: &str, content_type: &str, id: i64) -> Result<Value, String> {
-    let pick = |v: Value| -> Option<Value> { (v.get("id").and_then(Value::as_i64) == Some(id)).then_some(v) };
+    let pick = |v: Value| -> Option<Value> {
+        (v.get("id").and_then(Value::as_i64) == Some(id)).then_some(v)
+    };
     if content_type.starts_with("text/event-stream") {
         for block in body.split("\n\n") {
-            let data: Vec<&str> = block.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| d.strip_prefix(' ').unwrap_or(d)).collect();
+            let data: Vec<&str> = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
             if data.is_empty() {
                 continue;
             }
-            if let Ok(v) = serde_json::from_str::<Value>(&data.join("\n")) {
-                if let Some(v) = pick(v) {
-                    return Ok(v);
-                }
+            if let Ok(v) = serde_json::from_str::<Value>(&data.join("\n"))
+                && let Some(v) = pick(v)
+            {
+                return Ok(v);
             }
         }
         Err("no response in the event stream".into())
@@ -116,12 +133,25 @@ impl Client<'_> {
         if let Some(s) = &self.session {
             rb = rb.header("mcp-session-id", s);
         }
-        let resp = rb.body(body.to_string()).send().await.map_err(|e| e.to_string())?;
-        if let Some(s) = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+        let resp = rb
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(s) = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
             self.session = Some(s.to_owned());
         }
         let status = resp.status();
-        let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         let text = resp.text().await.map_err(|e| e.to_string())?;
         if !status.is_success() {
             return Err(format!("HTTP {status}"));
@@ -139,7 +169,14 @@ impl Client<'_> {
 pub async fn discover(http: &reqwest::Client, u: &UpstreamConfig) -> Result<Discovered, String> {
     let cred = credential(u)?;
     let url = u.url.to_string();
-    let mut c = Client { http, url: &url, auth: auth_header(&cred), session: None, version: PROTOCOL_VERSION.into(), timeout: u.timeout.min(Duration::from_secs(10)) };
+    let mut c = Client {
+        http,
+        url: &url,
+        auth: auth_header(&cred),
+        session: None,
+        version: PROTOCOL_VERSION.into(),
+        timeout: u.timeout.min(Duration::from_secs(10)),
+    };
     let init = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
         "protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": {"name":"warden","version":env!("CARGO_PKG_VERSION")}}});
     let r = c.post(init, Some(1)).await?.unwrap_or_default();
@@ -147,11 +184,18 @@ pub async fn discover(http: &reqwest::Client, u: &UpstreamConfig) -> Result<Disc
         c.version = v.to_owned();
     }
     let mut out = Discovered {
-        instructions: r.get("instructions").and_then(Value::as_str).map(str::to_owned),
+        instructions: r
+            .get("instructions")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         capabilities: r.get("capabilities").cloned().unwrap_or_default(),
         tools: Vec::new(),
     };
-    c.post(serde_json::json!({"jsonrpc":"2.0","method":"notifications/initialized"}), None).await?;
+    c.post(
+        serde_json::json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        None,
+    )
+    .await?;
     if out.capabilities.get("tools").is_some() {
         let mut cursor: Option<String> = None;
         for page in 0..MAX_PAGES {
@@ -164,14 +208,21 @@ pub async fn discover(http: &reqwest::Client, u: &UpstreamConfig) -> Result<Disc
             if let Some(tools) = r.get("tools").and_then(Value::as_array) {
                 out.tools.extend(tools.iter().cloned());
             }
-            cursor = r.get("nextCursor").and_then(Value::as_str).map(str::to_owned);
+            cursor = r
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             if cursor.is_none() {
                 break;
             }
         }
     }
     if let Some(s) = c.session.clone() {
-        let mut rb = http.delete(&url).timeout(Duration::from_secs(2)).header("mcp-session-id", s).header("mcp-protocol-version", &c.version);
+        let mut rb = http
+            .delete(&url)
+            .timeout(Duration::from_secs(2))
+            .header("mcp-session-id", s)
+            .header("mcp-protocol-version", &c.version);
         if let Some(a) = &c.auth {
             rb = rb.header("authorization", a);
         }
@@ -182,7 +233,9 @@ pub async fn discover(http: &reqwest::Client, u: &UpstreamConfig) -> Result<Disc
 
 /// Whether a namespaced tool name is acceptable to every major client.
 pub fn valid_tool_name(n: &str) -> bool {
-    (1..=64).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Merge every upstream's tools into one exact-match table. Invalid names and collisions are
@@ -192,7 +245,9 @@ pub fn build_table(upstreams: &[Arc<Upstream>], found: &HashMap<u32, Discovered>
     for (idx, up) in upstreams.iter().enumerate() {
         let Some(d) = found.get(&up.id) else { continue };
         for tool in &d.tools {
-            let Some(name) = tool.get("name").and_then(Value::as_str) else { continue };
+            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                continue;
+            };
             let exposed = format!("{}{}", up.namespace, name);
             if !valid_tool_name(&exposed) {
                 tracing::warn!(upstream = %up.name, tool = %exposed, "Tool name refused: must match [A-Za-z0-9_-]{{1,64}}");
@@ -204,9 +259,18 @@ pub fn build_table(upstreams: &[Arc<Upstream>], found: &HashMap<u32, Discovered>
             }
             let mut def = tool.clone();
             def["name"] = Value::String(exposed.clone());
-            let Ok(definition) = serde_json::value::to_raw_value(&def) else { continue };
+            let Ok(definition) = serde_json::value::to_raw_value(&def) else {
+                continue;
+            };
             t.order.push(exposed.clone());
-            t.routes.insert(exposed, ToolRoute { upstream: idx, upstream_name: name.to_owned(), definition });
+            t.routes.insert(
+                exposed,
+                ToolRoute {
+                    upstream: idx,
+                    upstream_name: name.to_owned(),
+                    definition,
+                },
+            );
         }
     }
     t

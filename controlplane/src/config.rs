@@ -81,7 +81,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: default_admin() }
+        AdminConfig {
+            listen: default_admin(),
+        }
     }
 }
 
@@ -188,7 +190,10 @@ fn default_session_idle() -> Duration {
     Duration::from_secs(3600)
 }
 fn default_algs() -> Vec<String> {
-    ["EdDSA", "ES256", "RS256", "PS256"].iter().map(|s| s.to_string()).collect()
+    ["EdDSA", "ES256", "RS256", "PS256"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 fn default_types() -> Vec<String> {
     vec!["at+jwt".into()]
@@ -225,14 +230,19 @@ pub struct ConfigError {
 }
 
 fn err(file: &str, path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError { file: file.into(), path: path.into(), message: message.into() }
+    ConfigError {
+        file: file.into(),
+        path: path.into(),
+        message: message.into(),
+    }
 }
 
 impl Config {
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| err(&file, "(file)", e.to_string()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| err(&file, "(file)", e.to_string()))?;
         Self::parse(&text, &file)
     }
 
@@ -241,7 +251,15 @@ impl Config {
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            err(file, if path.is_empty() || path == "." { "(root)".to_string() } else { path }, e.into_inner().to_string())
+            err(
+                file,
+                if path.is_empty() || path == "." {
+                    "(root)".to_string()
+                } else {
+                    path
+                },
+                e.into_inner().to_string(),
+            )
         })?;
         cfg.validate(file)?;
         Ok(cfg)
@@ -251,19 +269,42 @@ impl Config {
         let g = &self.gateway;
         let loopback = g.listen.ip().is_loopback();
         if g.tls.is_none() && !loopback && !g.allow_insecure_http {
-            return Err(err(file, "gateway.listen", "plain HTTP on a non-loopback address needs `allow_insecure_http: true` (or configure `tls`)"));
+            return Err(err(
+                file,
+                "gateway.listen",
+                "plain HTTP on a non-loopback address needs `allow_insecure_http: true` (or configure `tls`)",
+            ));
         }
         if !g.authentication && !loopback {
-            return Err(err(file, "gateway.authentication", "authentication can only be switched off on a loopback address"));
+            return Err(err(
+                file,
+                "gateway.authentication",
+                "authentication can only be switched off on a loopback address",
+            ));
         }
         if g.authentication && self.issuers.is_empty() {
-            return Err(err(file, "issuers", "at least one trusted issuer is required while authentication is on"));
+            return Err(err(
+                file,
+                "issuers",
+                "at least one trusted issuer is required while authentication is on",
+            ));
         }
-        if !matches!(g.public_url.scheme(), "http" | "https") || g.public_url.query().is_some() || g.public_url.fragment().is_some() {
-            return Err(err(file, "gateway.public_url", "must be an http(s) URL without query or fragment"));
+        if !matches!(g.public_url.scheme(), "http" | "https")
+            || g.public_url.query().is_some()
+            || g.public_url.fragment().is_some()
+        {
+            return Err(err(
+                file,
+                "gateway.public_url",
+                "must be an http(s) URL without query or fragment",
+            ));
         }
         if g.public_url.path().len() < 2 || g.public_url.path().ends_with('/') {
-            return Err(err(file, "gateway.public_url", "must name the MCP endpoint path, without a trailing slash (e.g. https://gw.example/mcp)"));
+            return Err(err(
+                file,
+                "gateway.public_url",
+                "must name the MCP endpoint path, without a trailing slash (e.g. https://gw.example/mcp)",
+            ));
         }
         for (i, iss) in self.issuers.iter().enumerate() {
             let p = format!("issuers[{i}]");
@@ -275,12 +316,21 @@ impl Config {
             }
             for a in &iss.algorithms {
                 if dataplane::auth::jwks::parse_alg(a).is_none() {
-                    return Err(err(file, format!("{p}.algorithms"), format!("unsupported algorithm {a:?} (HMAC and none are never accepted)")));
+                    return Err(err(
+                        file,
+                        format!("{p}.algorithms"),
+                        format!("unsupported algorithm {a:?} (HMAC and none are never accepted)"),
+                    ));
                 }
             }
-            let u = url::Url::parse(&iss.issuer).map_err(|e| err(file, format!("{p}.issuer"), e.to_string()))?;
+            let u = url::Url::parse(&iss.issuer)
+                .map_err(|e| err(file, format!("{p}.issuer"), e.to_string()))?;
             if u.scheme() != "https" && !u.host_str().is_some_and(is_loopback_host) {
-                return Err(err(file, format!("{p}.issuer"), "issuers must use https (http only on loopback)"));
+                return Err(err(
+                    file,
+                    format!("{p}.issuer"),
+                    "issuers must use https (http only on loopback)",
+                ));
             }
         }
         let mut names = std::collections::HashSet::new();
@@ -290,12 +340,23 @@ impl Config {
                 return Err(err(file, format!("{p}.name"), "duplicate upstream name"));
             }
             if u.url.scheme() != "http" {
-                return Err(err(file, format!("{p}.url"), "only http:// upstreams are supported in this version"));
+                return Err(err(
+                    file,
+                    format!("{p}.url"),
+                    "only http:// upstreams are supported in this version",
+                ));
             }
-            if let Some(ns) = &u.namespace {
-                if !ns.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') || ns.len() > 32 {
-                    return Err(err(file, format!("{p}.namespace"), "only [A-Za-z0-9_-], at most 32 characters"));
-                }
+            if let Some(ns) = &u.namespace
+                && (!ns
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    || ns.len() > 32)
+            {
+                return Err(err(
+                    file,
+                    format!("{p}.namespace"),
+                    "only [A-Za-z0-9_-], at most 32 characters",
+                ));
             }
         }
         Ok(())
@@ -303,12 +364,16 @@ impl Config {
 
     /// The namespace of upstream `u`.
     pub fn namespace(u: &UpstreamConfig) -> String {
-        u.namespace.clone().unwrap_or_else(|| format!("{}_", u.name.replace(['-', '.'], "_")))
+        u.namespace
+            .clone()
+            .unwrap_or_else(|| format!("{}_", u.name.replace(['-', '.'], "_")))
     }
 }
 
 /// Whether a URL host is a loopback name or address.
 pub fn is_loopback_host(h: &str) -> bool {
-    h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    h == "localhost"
+        || h.trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
-

@@ -22,7 +22,10 @@ use crate::issuers::IssuerRuntime;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("TLS configuration: {0}")]
     Tls(String),
     #[error("upstream {name}: {message}")]
@@ -53,7 +56,9 @@ impl Running {
     pub async fn shutdown(self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + self.grace;
-        while self.shared.running.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        while self.shared.running.load(Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.control.abort();
@@ -81,7 +86,11 @@ fn bind_listeners(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListene
     let err = |source| StartError::Listen { addr, source };
     // Refuse a port someone else holds, even one shared with SO_REUSEPORT: probe without it first.
     let probe = mk(false, addr).map_err(err)?;
-    let actual = probe.local_addr().map_err(err)?.as_socket().ok_or_else(|| StartError::Other("bad local address".into()))?;
+    let actual = probe
+        .local_addr()
+        .map_err(err)?
+        .as_socket()
+        .ok_or_else(|| StartError::Other("bad local address".into()))?;
     drop(probe);
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -94,12 +103,15 @@ fn bind_listeners(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListene
 
 fn tls_config(cfg: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
     use rustls_pki_types::pem::PemObject;
-    let Some(t) = &cfg.gateway.tls else { return Ok(None) };
+    let Some(t) = &cfg.gateway.tls else {
+        return Ok(None);
+    };
     let certs = rustls_pki_types::CertificateDer::pem_file_iter(&t.cert)
         .map_err(|e| StartError::Tls(format!("{}: {e}", t.cert.display())))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| StartError::Tls(format!("{}: {e}", t.cert.display())))?;
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&t.key).map_err(|e| StartError::Tls(format!("{}: {e}", t.key.display())))?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&t.key)
+        .map_err(|e| StartError::Tls(format!("{}: {e}", t.key.display())))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut sc = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -111,7 +123,12 @@ fn tls_config(cfg: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, StartEr
     Ok(Some(Arc::new(sc)))
 }
 
-fn settings(cfg: &Config, listen: SocketAddr, found: &HashMap<u32, Discovered>, upstreams: &[Arc<Upstream>]) -> Settings {
+fn settings(
+    cfg: &Config,
+    listen: SocketAddr,
+    found: &HashMap<u32, Discovered>,
+    upstreams: &[Arc<Upstream>],
+) -> Settings {
     let g = &cfg.gateway;
     let public = g.public_url.as_str().trim_end_matches('/').to_owned();
     let origin = g.public_url.origin().ascii_serialization();
@@ -124,7 +141,11 @@ fn settings(cfg: &Config, listen: SocketAddr, found: &HashMap<u32, Discovered>, 
         "bearer_methods_supported": ["header"],
         "resource_name": "Warden MCP gateway",
     });
-    let mut hosts: Vec<String> = g.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let mut hosts: Vec<String> = g
+        .allowed_hosts
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
     if hosts.is_empty() {
         if let Some(h) = g.public_url.host_str() {
             hosts.push(match g.public_url.port() {
@@ -139,7 +160,11 @@ fn settings(cfg: &Config, listen: SocketAddr, found: &HashMap<u32, Discovered>, 
         }
     }
     // The gateway's own origin is always same-origin; browser clients elsewhere must be listed.
-    let mut origins: Vec<String> = g.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect();
+    let mut origins: Vec<String> = g
+        .allowed_origins
+        .iter()
+        .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+        .collect();
     origins.push(origin.to_ascii_lowercase());
     if listen.ip().is_loopback() {
         origins.push(format!("http://127.0.0.1:{}", listen.port()));
@@ -156,7 +181,12 @@ fn settings(cfg: &Config, listen: SocketAddr, found: &HashMap<u32, Discovered>, 
     }
     let instructions: Vec<String> = upstreams
         .iter()
-        .filter_map(|u| found.get(&u.id).and_then(|d| d.instructions.as_ref()).map(|i| format!("[{}] {}", u.name, i)))
+        .filter_map(|u| {
+            found
+                .get(&u.id)
+                .and_then(|d| d.instructions.as_ref())
+                .map(|i| format!("[{}] {}", u.name, i))
+        })
         .collect();
     Settings {
         public_url: public,
@@ -204,7 +234,12 @@ impl Control {
         let tools: ToolTable = catalog::build_table(&self.upstreams, &self.found);
         Snapshot {
             generation: self.generation,
-            settings: Arc::new(settings(&self.cfg, self.listen, &self.found, &self.upstreams)),
+            settings: Arc::new(settings(
+                &self.cfg,
+                self.listen,
+                &self.found,
+                &self.upstreams,
+            )),
             issuers: self.issuers.iter().map(IssuerRuntime::state).collect(),
             upstreams: self.upstreams.clone(),
             tools: Arc::new(tools),
@@ -222,7 +257,9 @@ impl Control {
         let iss = &mut self.issuers[i];
         match iss.refresh(&http).await {
             Ok(changed) => tracing::info!(issuer = %iss.cfg.issuer, changed, "JWKS refreshed"),
-            Err(e) => tracing::warn!(issuer = %iss.cfg.issuer, error = %e, "JWKS refresh failed; keeping last-known-good keys"),
+            Err(e) => {
+                tracing::warn!(issuer = %iss.cfg.issuer, error = %e, "JWKS refresh failed; keeping last-known-good keys")
+            }
         }
         self.publish();
         for w in std::mem::take(&mut self.issuers[i].waiting) {
@@ -243,7 +280,9 @@ impl Control {
                     self.found.insert(id, d);
                     changed = true;
                 }
-                Err(e) => tracing::warn!(upstream = %u.name, error = %e, "Upstream discovery failed; will retry"),
+                Err(e) => {
+                    tracing::warn!(upstream = %u.name, error = %e, "Upstream discovery failed; will retry")
+                }
             }
         }
         changed
@@ -279,10 +318,10 @@ impl Control {
                             self.refresh_issuer(i).await;
                         }
                     }
-                    if self.found.len() < self.cfg.upstreams.len() && ticks % 5 == 0 && self.discover_missing().await {
+                    if self.found.len() < self.cfg.upstreams.len() && ticks.is_multiple_of(5) && self.discover_missing().await {
                         self.publish();
                     }
-                    if ticks % 30 == 0 {
+                    if ticks.is_multiple_of(30) {
                         // Re-publish so staleness limits take effect; expire idle sessions.
                         self.publish();
                         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
@@ -298,23 +337,68 @@ impl Control {
 /// Start Warden on the current tokio runtime (the control plane) plus shard threads.
 pub async fn start(cfg: Config, shards: Option<usize>) -> Result<Running, StartError> {
     crate::metrics::install();
-    let n = shards.filter(|n| *n > 0).unwrap_or(if cfg.gateway.shards > 0 { cfg.gateway.shards } else { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) });
+    let n = shards
+        .filter(|n| *n > 0)
+        .unwrap_or(if cfg.gateway.shards > 0 {
+            cfg.gateway.shards
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
     let listeners = bind_listeners(cfg.gateway.listen, n)?;
-    let listen = listeners[0].local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+    let listen = listeners[0]
+        .local_addr()
+        .map_err(|e| StartError::Other(e.to_string()))?;
     let tls = tls_config(&cfg)?;
-    let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).redirect(reqwest::redirect::Policy::none()).build().map_err(|e| StartError::Other(e.to_string()))?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| StartError::Other(e.to_string()))?;
 
     let mut upstreams = Vec::new();
     for (i, u) in cfg.upstreams.iter().enumerate() {
-        let up = catalog::resolve(i as u32, u).await.map_err(|message| StartError::Upstream { name: u.name.clone(), message })?;
+        let up = catalog::resolve(i as u32, u)
+            .await
+            .map_err(|message| StartError::Upstream {
+                name: u.name.clone(),
+                message,
+            })?;
         upstreams.push(Arc::new(up));
     }
-    let public = cfg.gateway.public_url.as_str().trim_end_matches('/').to_owned();
-    let issuers = cfg.issuers.iter().cloned().map(|c| IssuerRuntime::new(c, &public)).collect();
+    let public = cfg
+        .gateway
+        .public_url
+        .as_str()
+        .trim_end_matches('/')
+        .to_owned();
+    let issuers = cfg
+        .issuers
+        .iter()
+        .cloned()
+        .map(|c| IssuerRuntime::new(c, &public))
+        .collect();
     let sessions = Arc::new(SessionStore::new());
-    let placeholder = Snapshot { generation: 0, settings: Arc::new(settings(&cfg, listen, &HashMap::new(), &upstreams)), issuers: Vec::new(), upstreams: upstreams.clone(), tools: Arc::default() };
+    let placeholder = Snapshot {
+        generation: 0,
+        settings: Arc::new(settings(&cfg, listen, &HashMap::new(), &upstreams)),
+        issuers: Vec::new(),
+        upstreams: upstreams.clone(),
+        tools: Arc::default(),
+    };
     let cell = Arc::new(ArcSwap::from_pointee(placeholder));
-    let mut control = Control { cfg: cfg.clone(), listen, issuers, upstreams, found: HashMap::new(), generation: 0, cell: cell.clone(), http, sessions: sessions.clone() };
+    let mut control = Control {
+        cfg: cfg.clone(),
+        listen,
+        issuers,
+        upstreams,
+        found: HashMap::new(),
+        generation: 0,
+        cell: cell.clone(),
+        http,
+        sessions: sessions.clone(),
+    };
     // Initial keys and catalog before serving; failures leave the gateway not ready (503 /readyz).
     for i in 0..control.issuers.len() {
         control.refresh_issuer(i).await;
@@ -332,16 +416,32 @@ pub async fn start(cfg: Config, shards: Option<usize>) -> Result<Running, StartE
         in_flight: Arc::new(AtomicUsize::new(0)),
         tls,
     };
-    let driver = if cfg.gateway.io_driver == IoDriver::Epoll { DriverChoice::Epoll } else { DriverChoice::Auto };
+    let driver = if cfg.gateway.io_driver == IoDriver::Epoll {
+        DriverChoice::Epoll
+    } else {
+        DriverChoice::Auto
+    };
     let mut threads = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
-        let t = shard::spawn(i as u16, l, shared.clone(), driver, None).map_err(|e| StartError::Other(e.to_string()))?;
+        let t = shard::spawn(i as u16, l, shared.clone(), driver, None)
+            .map_err(|e| StartError::Other(e.to_string()))?;
         threads.push(t);
     }
     let expected_shards = n;
-    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen).await.map_err(|source| StartError::Listen { addr: cfg.admin.listen, source })?;
-    let admin_addr = admin_listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
-    let admin = tokio::spawn(crate::admin::serve(admin_listener, shared.clone(), expected_shards));
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: cfg.admin.listen,
+            source,
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    let admin = tokio::spawn(crate::admin::serve(
+        admin_listener,
+        shared.clone(),
+        expected_shards,
+    ));
     let grace = cfg.limits.shutdown_grace;
     let control_task = tokio::spawn(control.run(rx));
     // Wait (bounded) until every shard runs, so callers can connect right away.
@@ -352,5 +452,13 @@ pub async fn start(cfg: Config, shards: Option<usize>) -> Result<Running, StartE
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     tracing::info!(%listen, %admin_addr, shards = n, "Warden serving");
-    Ok(Running { addr: listen, admin_addr, shared, threads, control: control_task, admin, grace })
+    Ok(Running {
+        addr: listen,
+        admin_addr,
+        shared,
+        threads,
+        control: control_task,
+        admin,
+        grace,
+    })
 }

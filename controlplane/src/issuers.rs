@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dataplane::auth::IssuerState;
 use dataplane::auth::jwks::{self, KeySet};
 use dataplane::auth::jwt::ValidationPolicy;
-use dataplane::auth::IssuerState;
 use futures_channel::oneshot;
 use jsonwebtoken::Algorithm;
 
@@ -39,22 +39,51 @@ pub enum FetchError {
 
 impl IssuerRuntime {
     pub fn new(cfg: IssuerConfig, default_audience: &str) -> Self {
-        let audiences = if cfg.audiences.is_empty() { vec![default_audience.to_owned()] } else { cfg.audiences.clone() };
+        let audiences = if cfg.audiences.is_empty() {
+            vec![default_audience.to_owned()]
+        } else {
+            cfg.audiences.clone()
+        };
         let policy = ValidationPolicy {
             issuer: cfg.issuer.clone(),
             audiences,
             leeway_secs: cfg.leeway.as_secs() as i64,
             max_lifetime_secs: cfg.max_token_lifetime.as_secs() as i64,
-            token_types: cfg.token_types.iter().map(|t| t.to_ascii_lowercase().trim_start_matches("application/").to_owned()).collect(),
+            token_types: cfg
+                .token_types
+                .iter()
+                .map(|t| {
+                    t.to_ascii_lowercase()
+                        .trim_start_matches("application/")
+                        .to_owned()
+                })
+                .collect(),
         };
-        let allowed = cfg.algorithms.iter().filter_map(|a| jwks::parse_alg(a)).collect();
+        let allowed = cfg
+            .algorithms
+            .iter()
+            .filter_map(|a| jwks::parse_alg(a))
+            .collect();
         let jwks_uri = cfg.jwks_uri.as_ref().map(|u| u.to_string());
-        IssuerRuntime { cfg, policy, allowed, jwks_uri, keys: None, generation: 0, last_ok: None, last_attempt: None, waiting: Vec::new() }
+        IssuerRuntime {
+            cfg,
+            policy,
+            allowed,
+            jwks_uri,
+            keys: None,
+            generation: 0,
+            last_ok: None,
+            last_attempt: None,
+            waiting: Vec::new(),
+        }
     }
 
     /// The shards' view: keys are usable only while fresh enough.
     pub fn state(&self) -> Arc<IssuerState> {
-        let usable = self.keys.is_some() && self.last_ok.is_some_and(|t| t.elapsed() <= self.cfg.jwks_max_staleness);
+        let usable = self.keys.is_some()
+            && self
+                .last_ok
+                .is_some_and(|t| t.elapsed() <= self.cfg.jwks_max_staleness);
         Arc::new(IssuerState {
             policy: self.policy.clone(),
             keys: self.keys.clone().unwrap_or_default(),
@@ -73,27 +102,36 @@ impl IssuerRuntime {
             (_, None) => true,
             // After a failure retry sooner (every min-refetch interval), else on schedule.
             (Some(ok), Some(at)) if ok >= at => ok.elapsed() >= self.cfg.jwks_refresh_interval,
-            (_, Some(at)) => at.elapsed() >= self.cfg.jwks_min_refetch_interval.max(Duration::from_secs(1)),
+            (_, Some(at)) => {
+                at.elapsed()
+                    >= self
+                        .cfg
+                        .jwks_min_refetch_interval
+                        .max(Duration::from_secs(1))
+            }
         }
     }
 
     /// Whether an unknown-kid refetch may run now (rate limit shared by all shards).
     pub fn refetch_allowed(&self) -> bool {
-        self.last_attempt.is_none_or(|t| t.elapsed() >= self.cfg.jwks_min_refetch_interval)
+        self.last_attempt
+            .is_none_or(|t| t.elapsed() >= self.cfg.jwks_min_refetch_interval)
     }
 
     /// Fetch the JWKS (discovering its URL first if needed). Returns whether the keys changed.
     /// On any failure the last-known-good keys stay.
     pub async fn refresh(&mut self, http: &reqwest::Client) -> Result<bool, FetchError> {
         self.last_attempt = Some(Instant::now());
-        metrics::counter!("warden_jwks_fetches_total", "issuer" => self.cfg.issuer.clone()).increment(1);
+        metrics::counter!("warden_jwks_fetches_total", "issuer" => self.cfg.issuer.clone())
+            .increment(1);
         let res = self.fetch(http).await;
         match res {
             Ok(set) => {
                 for (kid, why) in &set.refused {
                     tracing::warn!(issuer = %self.cfg.issuer, kid = %kid, reason = why, "JWKS key refused");
                 }
-                metrics::gauge!("warden_jwks_keys", "issuer" => self.cfg.issuer.clone()).set(set.len() as f64);
+                metrics::gauge!("warden_jwks_keys", "issuer" => self.cfg.issuer.clone())
+                    .set(set.len() as f64);
                 let changed = self.keys.as_ref().is_none_or(|old| !same_kids(old, &set));
                 self.keys = Some(Arc::new(set));
                 self.generation += 1;
@@ -116,11 +154,19 @@ impl IssuerRuntime {
                 u
             }
         };
-        let resp = http.get(&uri).timeout(Duration::from_secs(5)).send().await.map_err(|e| FetchError::Http(e.to_string()))?;
+        let resp = http
+            .get(&uri)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| FetchError::Http(e.to_string()))?;
         if !resp.status().is_success() {
             return Err(FetchError::Http(format!("HTTP {}", resp.status())));
         }
-        let body = resp.bytes().await.map_err(|e| FetchError::Http(e.to_string()))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| FetchError::Http(e.to_string()))?;
         if body.len() > 1024 * 1024 {
             return Err(FetchError::Http("JWKS larger than 1 MiB".into()));
         }
@@ -140,7 +186,10 @@ pub async fn discover_jwks_uri(http: &reqwest::Client, issuer: &str) -> Result<S
     let candidates = [
         format!("{origin}/.well-known/oauth-authorization-server{path}"),
         format!("{origin}/.well-known/openid-configuration{path}"),
-        format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/')),
+        format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        ),
     ];
     let mut last = String::from("no metadata found");
     for c in candidates {

@@ -9,9 +9,14 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 /// Install the recorder (idempotent; several gateways in one test process share it).
 pub fn install() {
     HANDLE.get_or_init(|| {
-        let buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let buckets = [
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 5.0, 10.0,
+        ];
         let b = PrometheusBuilder::new().set_buckets(&buckets).ok()?;
-        b.install_recorder().map_err(|e| tracing::error!(error = %e, "Metrics recorder not installed")).ok()
+        b.install_recorder()
+            .map_err(|e| tracing::error!(error = %e, "Metrics recorder not installed"))
+            .ok()
     });
 }
 

@@ -19,15 +19,33 @@ async fn terminates_tls_with_rustls() {
         d.join("localhost.key").display(),
         issuer.issuer()
     );
-    let gw = controlplane::start(Config::parse(&yaml, "tls.yaml").unwrap(), None).await.unwrap();
+    let gw = controlplane::start(Config::parse(&yaml, "tls.yaml").unwrap(), None)
+        .await
+        .unwrap();
     let ca = reqwest::Certificate::from_pem(&std::fs::read(d.join("dev-ca.pem")).unwrap()).unwrap();
-    let client = reqwest::Client::builder().tls_certs_only([ca]).resolve("localhost", gw.addr).build().unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .resolve("localhost", gw.addr)
+        .build()
+        .unwrap();
     let port = gw.addr.port();
-    let r = client.get(format!("https://localhost:{port}/.well-known/oauth-protected-resource/mcp")).send().await.unwrap();
+    let r = client
+        .get(format!(
+            "https://localhost:{port}/.well-known/oauth-protected-resource/mcp"
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["resource"], "https://localhost/mcp");
-    let r = client.post(format!("https://localhost:{port}/mcp")).header("content-type", "application/json").body("{}").send().await.unwrap();
+    let r = client
+        .post(format!("https://localhost:{port}/mcp"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let tok = issuer.mint(&issuer.claims("alice", "https://localhost/mcp", ""));
     let r = client
@@ -41,7 +59,12 @@ async fn terminates_tls_with_rustls() {
     assert_eq!(r.status(), 200);
     assert!(r.headers().contains_key("mcp-session-id"));
     // Plain HTTP on the TLS port is not served.
-    let out = common::raw(gw.addr, b"GET /mcp HTTP/1.1\r\nHost: localhost\r\n\r\n", std::time::Duration::from_secs(2)).await;
+    let out = common::raw(
+        gw.addr,
+        b"GET /mcp HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        std::time::Duration::from_secs(2),
+    )
+    .await;
     assert!(!out.contains("HTTP/1.1 200"), "{out}");
     gw.shutdown().await;
 }
@@ -54,24 +77,44 @@ fn parse_err(yaml: &str) -> String {
 fn config_errors_name_the_file_and_key() {
     let base = "gateway:\n  listen: 127.0.0.1:8080\n  public_url: http://127.0.0.1:8080/mcp\nissuers:\n  - issuer: http://127.0.0.1:9000\n";
     assert!(Config::parse(base, "ok.yaml").is_ok());
-    let e = parse_err(&format!("{base}  - issuer: http://127.0.0.1:9001\n    leewey: 5s\n"));
+    let e = parse_err(&format!(
+        "{base}  - issuer: http://127.0.0.1:9001\n    leewey: 5s\n"
+    ));
     assert!(e.starts_with("bad.yaml: issuers[1]"), "{e}");
     assert!(e.contains("leewey"), "{e}");
-    let e = parse_err("gateway:\n  listen: 0.0.0.0:8080\n  public_url: http://gw/mcp\nissuers:\n  - issuer: http://127.0.0.1:9000\n");
-    assert!(e.contains("gateway.listen") && e.contains("allow_insecure_http"), "{e}");
-    let e = parse_err("gateway:\n  listen: 0.0.0.0:8080\n  public_url: http://gw/mcp\n  allow_insecure_http: true\n  authentication: false\n");
+    let e = parse_err(
+        "gateway:\n  listen: 0.0.0.0:8080\n  public_url: http://gw/mcp\nissuers:\n  - issuer: http://127.0.0.1:9000\n",
+    );
+    assert!(
+        e.contains("gateway.listen") && e.contains("allow_insecure_http"),
+        "{e}"
+    );
+    let e = parse_err(
+        "gateway:\n  listen: 0.0.0.0:8080\n  public_url: http://gw/mcp\n  allow_insecure_http: true\n  authentication: false\n",
+    );
     assert!(e.contains("gateway.authentication"), "{e}");
-    let e = parse_err("gateway:\n  listen: 127.0.0.1:8080\n  public_url: http://127.0.0.1:8080/mcp\n");
+    let e =
+        parse_err("gateway:\n  listen: 127.0.0.1:8080\n  public_url: http://127.0.0.1:8080/mcp\n");
     assert!(e.contains("issuers"), "{e}");
-    let e = parse_err(&format!("{base}  - issuer: http://127.0.0.1:9001\n    leeway: 5m\n"));
+    let e = parse_err(&format!(
+        "{base}  - issuer: http://127.0.0.1:9001\n    leeway: 5m\n"
+    ));
     assert!(e.contains("issuers[1].leeway"), "{e}");
-    let e = parse_err(&format!("{base}  - issuer: http://127.0.0.1:9001\n    algorithms: [HS256]\n"));
+    let e = parse_err(&format!(
+        "{base}  - issuer: http://127.0.0.1:9001\n    algorithms: [HS256]\n"
+    ));
     assert!(e.contains("issuers[1].algorithms"), "{e}");
-    let e = parse_err(&format!("{base}upstreams:\n  - name: a\n    url: http://127.0.0.1:1/mcp\n    timeout: soon\n"));
+    let e = parse_err(&format!(
+        "{base}upstreams:\n  - name: a\n    url: http://127.0.0.1:1/mcp\n    timeout: soon\n"
+    ));
     assert!(e.contains("upstreams[0].timeout"), "{e}");
-    let e = parse_err(&format!("{base}upstreams:\n  - name: a\n    url: http://127.0.0.1:1/mcp\n  - name: a\n    url: http://127.0.0.1:2/mcp\n"));
+    let e = parse_err(&format!(
+        "{base}upstreams:\n  - name: a\n    url: http://127.0.0.1:1/mcp\n  - name: a\n    url: http://127.0.0.1:2/mcp\n"
+    ));
     assert!(e.contains("upstreams[1].name"), "{e}");
-    let e = parse_err("gateway:\n  listen: 127.0.0.1:8080\n  public_url: http://127.0.0.1:8080/mcp/\nissuers:\n  - issuer: http://127.0.0.1:9000\n");
+    let e = parse_err(
+        "gateway:\n  listen: 127.0.0.1:8080\n  public_url: http://127.0.0.1:8080/mcp/\nissuers:\n  - issuer: http://127.0.0.1:9000\n",
+    );
     assert!(e.contains("gateway.public_url"), "{e}");
 }
 
@@ -80,10 +123,20 @@ async fn refuses_a_port_in_use() {
     // Someone holds the port with SO_REUSEPORT: Warden must refuse rather than share it.
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     s.set_reuse_port(true).unwrap();
-    s.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    s.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
     s.listen(16).unwrap();
     let port = s.local_addr().unwrap().as_socket().unwrap().port();
-    let yaml = format!("gateway:\n  listen: 127.0.0.1:{port}\n  public_url: http://127.0.0.1:{port}/mcp\n  authentication: false\nadmin:\n  listen: 127.0.0.1:0\n");
-    let err = controlplane::start(Config::parse(&yaml, "t.yaml").unwrap(), Some(1)).await.unwrap_err();
+    let yaml = format!(
+        "gateway:\n  listen: 127.0.0.1:{port}\n  public_url: http://127.0.0.1:{port}/mcp\n  authentication: false\nadmin:\n  listen: 127.0.0.1:0\n"
+    );
+    let err = controlplane::start(Config::parse(&yaml, "t.yaml").unwrap(), Some(1))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("cannot listen"), "{err}");
 }

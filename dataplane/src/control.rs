@@ -13,7 +13,10 @@ pub enum Command {
     /// A token named an unknown `kid`: refetch this issuer's JWKS (debounced, rate-limited,
     /// shared by all shards). The reply comes once the new snapshot is published or the
     /// refetch was refused.
-    RefreshJwks { issuer: usize, done: oneshot::Sender<()> },
+    RefreshJwks {
+        issuer: usize,
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// The shards' end of the command queue.
@@ -31,7 +34,11 @@ impl ControlHandle {
     /// Ask for a JWKS refresh and wait (bounded) for it to be done.
     pub async fn refresh_jwks(&self, issuer: usize, wait: Duration) -> bool {
         let (done, rx) = oneshot::channel();
-        if self.tx.unbounded_send(Command::RefreshJwks { issuer, done }).is_err() {
+        if self
+            .tx
+            .unbounded_send(Command::RefreshJwks { issuer, done })
+            .is_err()
+        {
             return false;
         }
         matches!(monoio::time::timeout(wait, rx).await, Ok(Ok(())))

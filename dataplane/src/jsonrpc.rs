@@ -52,6 +52,42 @@ pub enum Invalid {
     Batch,
 }
 
+/// Deepest JSON nesting accepted, envelope included: serde_json's default limit, so every
+/// message Warden forwards is one a serde_json-based upstream can parse.
+pub const MAX_DEPTH: usize = 128;
+
+/// Whether arrays/objects in `body` nest deeper than `max`. A linear scan that skips strings;
+/// it does not validate, the parser does that afterwards.
+fn nesting_exceeds(body: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 impl<'a> Message<'a> {
     /// Parse one message, refusing batches and envelope errors.
     pub fn parse(body: &'a [u8]) -> Result<Message<'a>, Invalid> {
@@ -60,7 +96,17 @@ impl<'a> Message<'a> {
             return Err(Invalid::Batch);
         }
         let text = std::str::from_utf8(body).map_err(|_| Invalid::Parse)?;
-        let m: Message<'a> = serde_json::from_str(text).map_err(|e| if e.is_data() { Invalid::Envelope } else { Invalid::Parse })?;
+        // `params`/`result` stay raw, so serde_json's own recursion limit never looks inside them.
+        if nesting_exceeds(body, MAX_DEPTH) {
+            return Err(Invalid::Parse);
+        }
+        let m: Message<'a> = serde_json::from_str(text).map_err(|e| {
+            if e.is_data() {
+                Invalid::Envelope
+            } else {
+                Invalid::Parse
+            }
+        })?;
         if m.jsonrpc != Some("2.0") {
             return Err(Invalid::Envelope);
         }
@@ -121,16 +167,37 @@ pub fn error(id: Option<&RawValue>, code: i64, message: &str) -> Vec<u8> {
 }
 
 /// Serialize an error response with `data`.
-pub fn error_with_data(id: Option<&RawValue>, code: i64, message: &str, data: Option<&serde_json::Value>) -> Vec<u8> {
+pub fn error_with_data(
+    id: Option<&RawValue>,
+    code: i64,
+    message: &str,
+    data: Option<&serde_json::Value>,
+) -> Vec<u8> {
     let null = null();
-    let env = ErrorEnvelope { jsonrpc: "2.0", id: id.unwrap_or(&null), error: ErrorBody { code, message, data } };
-    serde_json::to_vec(&env).unwrap_or_else(|_| br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}"#.to_vec())
+    let env = ErrorEnvelope {
+        jsonrpc: "2.0",
+        id: id.unwrap_or(&null),
+        error: ErrorBody {
+            code,
+            message,
+            data,
+        },
+    };
+    serde_json::to_vec(&env).unwrap_or_else(|_| {
+        br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}"#
+            .to_vec()
+    })
 }
 
 /// Serialize a successful response with a raw `result`.
 pub fn result(id: &RawValue, result: &RawValue) -> Vec<u8> {
-    let env = ResultEnvelope { jsonrpc: "2.0", id, result };
-    serde_json::to_vec(&env).unwrap_or_else(|_| error(Some(id), code::INTERNAL_ERROR, "internal error"))
+    let env = ResultEnvelope {
+        jsonrpc: "2.0",
+        id,
+        result,
+    };
+    serde_json::to_vec(&env)
+        .unwrap_or_else(|_| error(Some(id), code::INTERNAL_ERROR, "internal error"))
 }
 
 /// Serialize a successful response from a `serde_json::Value`.
@@ -154,7 +221,8 @@ mod tests {
     fn classifies_messages() {
         let m = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).unwrap();
         assert_eq!(m.kind(), Kind::Request);
-        let m = Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        let m =
+            Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
         assert_eq!(m.kind(), Kind::Notification);
         let m = Message::parse(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap();
         assert_eq!(m.kind(), Kind::Response);
@@ -165,12 +233,30 @@ mod tests {
         assert_eq!(Message::parse(b"[{}]").unwrap_err(), Invalid::Batch);
         assert_eq!(Message::parse(b"{not json").unwrap_err(), Invalid::Parse);
         assert_eq!(Message::parse(&[0xff, 0xfe]).unwrap_err(), Invalid::Parse);
-        assert_eq!(Message::parse(br#"{"id":1,"method":"x"}"#).unwrap_err(), Invalid::Envelope);
-        assert_eq!(Message::parse(br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#).unwrap_err(), Invalid::Envelope);
-        assert_eq!(Message::parse(br#"{"jsonrpc":"2.0","id":1.5,"method":"x"}"#).unwrap_err(), Invalid::Envelope);
-        assert_eq!(Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"x","result":{}}"#).unwrap_err(), Invalid::Envelope);
-        assert_eq!(Message::parse(br#"{"jsonrpc":"2.0"}"#).unwrap_err(), Invalid::Envelope);
-        assert_eq!(Message::parse(br#"{"jsonrpc":"2.0","method":5}"#).unwrap_err(), Invalid::Envelope);
+        assert_eq!(
+            Message::parse(br#"{"id":1,"method":"x"}"#).unwrap_err(),
+            Invalid::Envelope
+        );
+        assert_eq!(
+            Message::parse(br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#).unwrap_err(),
+            Invalid::Envelope
+        );
+        assert_eq!(
+            Message::parse(br#"{"jsonrpc":"2.0","id":1.5,"method":"x"}"#).unwrap_err(),
+            Invalid::Envelope
+        );
+        assert_eq!(
+            Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"x","result":{}}"#).unwrap_err(),
+            Invalid::Envelope
+        );
+        assert_eq!(
+            Message::parse(br#"{"jsonrpc":"2.0"}"#).unwrap_err(),
+            Invalid::Envelope
+        );
+        assert_eq!(
+            Message::parse(br#"{"jsonrpc":"2.0","method":5}"#).unwrap_err(),
+            Invalid::Envelope
+        );
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{deep}}}"#);
         assert!(Message::parse(body.as_bytes()).is_err());

@@ -38,13 +38,19 @@ pub struct UpstreamSession {
 
 impl fmt::Debug for UpstreamSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpstreamSession").field("session_id", &self.session_id.as_ref().map(|_| "...")).field("protocol_version", &self.protocol_version).finish()
+        f.debug_struct("UpstreamSession")
+            .field("session_id", &self.session_id.as_ref().map(|_| "..."))
+            .field("protocol_version", &self.protocol_version)
+            .finish()
     }
 }
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Session").field("protocol_version", &self.protocol_version).field("upstreams", &self.upstream_sessions.len()).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("protocol_version", &self.protocol_version)
+            .field("upstreams", &self.upstream_sessions.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,7 +92,13 @@ impl SessionStore {
     }
 
     /// Create a session; returns its id (256 random bits, base64url: visible ASCII).
-    pub fn create(&self, owner: [u8; 32], protocol_version: String, client_init: Option<String>, now: i64) -> String {
+    pub fn create(
+        &self,
+        owner: [u8; 32],
+        protocol_version: String,
+        client_init: Option<String>,
+        now: i64,
+    ) -> String {
         let mut bytes = [0u8; 32];
         if aws_lc_rs::rand::fill(&mut bytes).is_err() {
             // The system RNG failing is not recoverable in a sane way; an all-zero id must
@@ -108,8 +120,18 @@ impl SessionStore {
     }
 
     /// Look up a session for `owner`. Another user's session is indistinguishable from an unknown one.
-    pub fn get(&self, id: &str, owner: &[u8; 32], now: i64, idle_timeout_secs: i64) -> Result<Arc<Session>, SessionError> {
-        let s = self.map.get(id).map(|e| e.value().clone()).ok_or(SessionError::NotFound)?;
+    pub fn get(
+        &self,
+        id: &str,
+        owner: &[u8; 32],
+        now: i64,
+        idle_timeout_secs: i64,
+    ) -> Result<Arc<Session>, SessionError> {
+        let s = self
+            .map
+            .get(id)
+            .map(|e| e.value().clone())
+            .ok_or(SessionError::NotFound)?;
         if !constant_time_eq(&s.owner, owner) {
             return Err(SessionError::NotFound);
         }
@@ -123,7 +145,11 @@ impl SessionStore {
 
     /// End a session (DELETE). Returns it so upstream sessions can be closed too.
     pub fn remove(&self, id: &str, owner: &[u8; 32]) -> Result<Arc<Session>, SessionError> {
-        let s = self.map.get(id).map(|e| e.value().clone()).ok_or(SessionError::NotFound)?;
+        let s = self
+            .map
+            .get(id)
+            .map(|e| e.value().clone())
+            .ok_or(SessionError::NotFound)?;
         if !constant_time_eq(&s.owner, owner) {
             return Err(SessionError::NotFound);
         }
@@ -134,13 +160,17 @@ impl SessionStore {
     /// Drop sessions idle for longer than `idle_timeout_secs` (called by the control plane).
     pub fn expire(&self, now: i64, idle_timeout_secs: i64) -> usize {
         let before = self.map.len();
-        self.map.retain(|_, s| now - s.last_seen.load(Ordering::Relaxed) <= idle_timeout_secs);
+        self.map
+            .retain(|_, s| now - s.last_seen.load(Ordering::Relaxed) <= idle_timeout_secs);
         before - self.map.len()
     }
 }
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 #[cfg(test)]
@@ -156,10 +186,16 @@ mod tests {
         assert_eq!(id.len(), 43);
         assert!(id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
         assert!(store.get(&id, &alice, 101, 3600).is_ok());
-        assert_eq!(store.get(&id, &bob, 101, 3600).unwrap_err(), SessionError::NotFound);
+        assert_eq!(
+            store.get(&id, &bob, 101, 3600).unwrap_err(),
+            SessionError::NotFound
+        );
         assert_eq!(store.remove(&id, &bob).unwrap_err(), SessionError::NotFound);
         assert!(store.remove(&id, &alice).is_ok());
-        assert_eq!(store.get(&id, &alice, 102, 3600).unwrap_err(), SessionError::NotFound);
+        assert_eq!(
+            store.get(&id, &alice, 102, 3600).unwrap_err(),
+            SessionError::NotFound
+        );
         // Issuer and subject are separated: ("ab","c") is not ("a","bc").
         assert_ne!(owner_of("ab", "c"), owner_of("a", "bc"));
     }
@@ -170,7 +206,10 @@ mod tests {
         let o = owner_of("i", "s");
         let id = store.create(o, "2025-06-18".into(), None, 0);
         assert!(store.get(&id, &o, 10, 100).is_ok());
-        assert_eq!(store.get(&id, &o, 200, 100).unwrap_err(), SessionError::NotFound);
+        assert_eq!(
+            store.get(&id, &o, 200, 100).unwrap_err(),
+            SessionError::NotFound
+        );
         let _ = store.create(o, "2025-06-18".into(), None, 0);
         assert_eq!(store.expire(1000, 100), 1);
         assert!(store.is_empty());

@@ -41,12 +41,25 @@ impl Clock {
     pub fn new() -> Self {
         let q = quanta::Clock::new();
         let base = q.now();
-        let base_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-        Clock { q, base, base_unix_ms }
+        let base_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Clock {
+            q,
+            base,
+            base_unix_ms,
+        }
     }
 
     pub fn unix_secs(&self) -> i64 {
-        (self.base_unix_ms + self.q.now().saturating_duration_since(self.base).as_millis() as i64) / 1000
+        (self.base_unix_ms
+            + self
+                .q
+                .now()
+                .saturating_duration_since(self.base)
+                .as_millis() as i64)
+            / 1000
     }
 
     pub fn now(&self) -> quanta::Instant {
@@ -98,13 +111,18 @@ impl Shard {
 }
 
 /// Start one shard thread serving `listener`. Returns once the thread is spawned.
-pub fn spawn(id: u16, listener: std::net::TcpListener, shared: Shared, driver: DriverChoice, cpu: Option<usize>) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub fn spawn(
+    id: u16,
+    listener: std::net::TcpListener,
+    shared: Shared,
+    driver: DriverChoice,
+    cpu: Option<usize>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name(format!("warden-shard-{id}")).spawn(move || {
-        if let Some(cpu) = cpu {
-            if let Err(e) = monoio::utils::bind_to_cpu_set(Some(cpu)) {
+        if let Some(cpu) = cpu
+            && let Err(e) = monoio::utils::bind_to_cpu_set(Some(cpu)) {
                 tracing::warn!(shard = id, cpu, error = ?e, "Could not pin shard to a core");
             }
-        }
         let run = move |drv: Driver| {
             tracing::info!(shard = id, driver = ?drv, "Shard starting");
             serve(id, listener, shared)
@@ -158,10 +176,11 @@ async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
             break;
         }
         // Wake up periodically to notice shutdown even when no connection arrives.
-        let accepted = match monoio::time::timeout(Duration::from_millis(200), listener.accept()).await {
-            Err(_) => continue,
-            Ok(r) => r,
-        };
+        let accepted =
+            match monoio::time::timeout(Duration::from_millis(200), listener.accept()).await {
+                Err(_) => continue,
+                Ok(r) => r,
+            };
         let (stream, _peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
@@ -206,7 +225,13 @@ async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
     tracing::info!(shard = id, "Shard stopped");
 }
 
-async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(stream: S, shard: &Rc<Shard>, limits: ConnLimits) {
-    let handler = crate::mcp::Gateway { shard: shard.clone() };
+async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
+    stream: S,
+    shard: &Rc<Shard>,
+    limits: ConnLimits,
+) {
+    let handler = crate::mcp::Gateway {
+        shard: shard.clone(),
+    };
     conn::serve(stream, &handler, limits).await;
 }

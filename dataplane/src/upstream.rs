@@ -68,7 +68,10 @@ pub struct UpResponse {
 
 impl UpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -109,7 +112,11 @@ pub struct SseStream {
     eof: bool,
 }
 
-async fn read_into(conn: &mut TcpStream, buf: Vec<u8>, deadline: Instant) -> Result<(usize, Vec<u8>), UpError> {
+async fn read_into(
+    conn: &mut TcpStream,
+    buf: Vec<u8>,
+    deadline: Instant,
+) -> Result<(usize, Vec<u8>), UpError> {
     let mut buf = buf;
     if buf.capacity() - buf.len() < 4096 {
         buf.reserve(16384);
@@ -185,7 +192,10 @@ impl SseStream {
             if !self.raw.is_empty() {
                 match self.framing {
                     Framing::Chunked => {
-                        let used = self.chunked.decode(&self.raw, &mut self.decoded, self.max_bytes).map_err(|_| UpError::BadResponse)?;
+                        let used = self
+                            .chunked
+                            .decode(&self.raw, &mut self.decoded, self.max_bytes)
+                            .map_err(|_| UpError::BadResponse)?;
                         self.raw.drain(..used);
                         if self.chunked.is_done() {
                             self.eof = true;
@@ -233,10 +243,12 @@ impl SseStream {
 
     /// Return the connection to the pool if the stream ended cleanly.
     pub fn finish(mut self, pool: &Pool, upstream: u32) {
-        if self.eof && self.raw.is_empty() && !matches!(self.framing, Framing::Close) {
-            if let Some(c) = self.conn.take() {
-                pool.put(upstream, c);
-            }
+        if self.eof
+            && self.raw.is_empty()
+            && !matches!(self.framing, Framing::Close)
+            && let Some(c) = self.conn.take()
+        {
+            pool.put(upstream, c);
         }
     }
 }
@@ -260,7 +272,14 @@ async fn connect(up: &Upstream, deadline: Instant) -> Result<TcpStream, UpError>
 }
 
 /// Send one POST/DELETE/GET to `up` and read the response head (and body unless SSE).
-pub async fn send(pool: &Pool, up: &Upstream, method: &str, headers: &[(&str, &str)], body: &[u8], timeout: Duration) -> Result<UpResponse, UpError> {
+pub async fn send(
+    pool: &Pool,
+    up: &Upstream,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<UpResponse, UpError> {
     let deadline = Instant::now() + timeout;
     let mut req = Vec::with_capacity(256 + body.len());
     req.extend_from_slice(method.as_bytes());
@@ -312,7 +331,11 @@ pub async fn send(pool: &Pool, up: &Upstream, method: &str, headers: &[(&str, &s
     }
 }
 
-async fn read_response(mut conn: TcpStream, up: &Upstream, deadline: Instant) -> Result<(UpResponse, Option<TcpStream>), UpError> {
+async fn read_response(
+    mut conn: TcpStream,
+    up: &Upstream,
+    deadline: Instant,
+) -> Result<(UpResponse, Option<TcpStream>), UpError> {
     let mut buf = Vec::with_capacity(8192);
     let (status, headers, consumed) = loop {
         let (n, b) = read_into(&mut conn, buf, deadline).await?;
@@ -328,7 +351,12 @@ async fn read_response(mut conn: TcpStream, up: &Upstream, deadline: Instant) ->
                 let headers: Vec<(String, String)> = resp
                     .headers
                     .iter()
-                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
                     .collect();
                 if (100..200).contains(&status) {
                     buf.drain(..used);
@@ -341,20 +369,40 @@ async fn read_response(mut conn: TcpStream, up: &Upstream, deadline: Instant) ->
         }
     };
     buf.drain(..consumed);
-    let get = |name: &str| headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+    };
     let te = get("transfer-encoding");
     let cl = get("content-length");
     let framing = match (te.as_slice(), cl.as_slice()) {
         ([t], []) if t.trim().eq_ignore_ascii_case("chunked") => Framing::Chunked,
-        ([], [l]) => Framing::Length(l.trim().parse::<usize>().map_err(|_| UpError::BadResponse)?),
+        ([], [l]) => Framing::Length(
+            l.trim()
+                .parse::<usize>()
+                .map_err(|_| UpError::BadResponse)?,
+        ),
         ([], []) if status == 204 || status == 304 => Framing::Length(0),
         ([], []) => Framing::Close,
         _ => return Err(UpError::BadResponse),
     };
-    let keep = !get("connection").iter().any(|v| v.to_ascii_lowercase().contains("close"));
-    let is_sse = get("content-type").first().is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+    let keep = !get("connection")
+        .iter()
+        .any(|v| v.to_ascii_lowercase().contains("close"));
+    let is_sse = get("content-type").first().is_some_and(|v| {
+        v.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("text/event-stream")
+    });
     if is_sse {
-        let remaining = if let Framing::Length(n) = framing { n } else { 0 };
+        let remaining = if let Framing::Length(n) = framing {
+            n
+        } else {
+            0
+        };
         let s = SseStream {
             conn: Some(conn),
             raw: buf,
@@ -367,8 +415,26 @@ async fn read_response(mut conn: TcpStream, up: &Upstream, deadline: Instant) ->
             total: 0,
             eof: matches!(framing, Framing::Length(0)),
         };
-        let s = if keep { s } else { SseStream { framing: if matches!(framing, Framing::Close) { Framing::Close } else { framing }, ..s } };
-        return Ok((UpResponse { status, headers, body: UpBody::Sse(s) }, None));
+        let s = if keep {
+            s
+        } else {
+            SseStream {
+                framing: if matches!(framing, Framing::Close) {
+                    Framing::Close
+                } else {
+                    framing
+                },
+                ..s
+            }
+        };
+        return Ok((
+            UpResponse {
+                status,
+                headers,
+                body: UpBody::Sse(s),
+            },
+            None,
+        ));
     }
     let mut body = Vec::new();
     let reusable;
@@ -390,7 +456,15 @@ async fn read_response(mut conn: TcpStream, up: &Upstream, deadline: Instant) ->
         Framing::Chunked => {
             let mut dec = ChunkedDecoder::default();
             loop {
-                let used = dec.decode(&buf, &mut body, up.max_response_bytes).map_err(|e| if e.status == 413 { UpError::TooLarge } else { UpError::BadResponse })?;
+                let used = dec
+                    .decode(&buf, &mut body, up.max_response_bytes)
+                    .map_err(|e| {
+                        if e.status == 413 {
+                            UpError::TooLarge
+                        } else {
+                            UpError::BadResponse
+                        }
+                    })?;
                 buf.drain(..used);
                 if dec.is_done() {
                     break;
@@ -419,7 +493,14 @@ async fn read_response(mut conn: TcpStream, up: &Upstream, deadline: Instant) ->
         }
     }
     let _ = io::ErrorKind::Other;
-    Ok((UpResponse { status, headers, body: UpBody::Full(body) }, if reusable { Some(conn) } else { None }))
+    Ok((
+        UpResponse {
+            status,
+            headers,
+            body: UpBody::Full(body),
+        },
+        if reusable { Some(conn) } else { None },
+    ))
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
 //! Real test peers for Warden's tests: a token issuer with a JWKS and an MCP upstream that records what it receives.
+// Test peers, not the gateway: a std Mutex around their recorded state is fine here.
+#![allow(clippy::disallowed_types)]
 #![forbid(unsafe_code)]
 
 pub mod issuer;

@@ -20,7 +20,9 @@ pub struct Env {
 pub fn config_yaml(issuer: &str, upstreams: &[(String, String)], extra_gateway: &str) -> String {
     let mut ups = String::new();
     for (name, url) in upstreams {
-        ups.push_str(&format!("  - name: {name}\n    url: {url}\n    timeout: 2s\n"));
+        ups.push_str(&format!(
+            "  - name: {name}\n    url: {url}\n    timeout: 2s\n"
+        ));
     }
     if ups.is_empty() {
         ups.push_str("  []\n");
@@ -47,7 +49,12 @@ impl Env {
         let yaml = config_yaml(&issuer.issuer(), &list, extra_gateway);
         let cfg = Config::parse(&yaml, "test.yaml").expect("config");
         let gw = controlplane::start(cfg, None).await.expect("start");
-        Env { issuer, upstreams, gw, client: reqwest::Client::new() }
+        Env {
+            issuer,
+            upstreams,
+            gw,
+            client: reqwest::Client::new(),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -59,7 +66,12 @@ impl Env {
     }
 
     /// POST one JSON-RPC message with a token and optional session.
-    pub async fn post(&self, token: Option<&str>, session: Option<&str>, body: &Value) -> reqwest::Response {
+    pub async fn post(
+        &self,
+        token: Option<&str>,
+        session: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
         let mut rb = self
             .client
             .post(self.url())
@@ -70,7 +82,9 @@ impl Env {
             rb = rb.bearer_auth(t);
         }
         if let Some(s) = session {
-            rb = rb.header("mcp-session-id", s).header("mcp-protocol-version", "2025-06-18");
+            rb = rb
+                .header("mcp-session-id", s)
+                .header("mcp-protocol-version", "2025-06-18");
         }
         rb.body(body.to_string()).send().await.expect("send")
     }
@@ -81,8 +95,20 @@ impl Env {
             .post(Some(token), None, &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
             .await;
         assert_eq!(r.status(), 200);
-        let sid = r.headers().get("mcp-session-id").expect("session id").to_str().unwrap().to_owned();
-        let r = self.post(Some(token), Some(&sid), &json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await;
+        let sid = r
+            .headers()
+            .get("mcp-session-id")
+            .expect("session id")
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let r = self
+            .post(
+                Some(token),
+                Some(&sid),
+                &json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+            )
+            .await;
         assert_eq!(r.status(), 202);
         sid
     }
@@ -90,7 +116,11 @@ impl Env {
     pub async fn call(&self, token: &str, sid: &str, id: Value, tool: &str, args: Value) -> Value {
         let r = self.post(Some(token), Some(sid), &json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":args}})).await;
         assert_eq!(r.status(), 200);
-        let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
         let text = r.text().await.unwrap();
         if ct.starts_with("text/event-stream") {
             last_sse_message(&text)

@@ -21,7 +21,10 @@ pub struct VerifyKey {
 
 impl fmt::Debug for VerifyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifyKey").field("alg", &self.alg).field("key", &"...").finish()
+        f.debug_struct("VerifyKey")
+            .field("alg", &self.alg)
+            .field("key", &"...")
+            .finish()
     }
 }
 
@@ -82,7 +85,10 @@ pub fn parse_alg(name: &str) -> Option<Algorithm> {
 /// Build a key set from JWKS bytes, keeping only keys whose algorithm is in `allowed`.
 pub fn parse_jwks(bytes: &[u8], allowed: &[Algorithm]) -> Result<KeySet, JwksError> {
     let doc: Value = serde_json::from_slice(bytes).map_err(|_| JwksError::NotAKeySet)?;
-    let keys = doc.get("keys").and_then(Value::as_array).ok_or(JwksError::NotAKeySet)?;
+    let keys = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or(JwksError::NotAKeySet)?;
     let mut set = KeySet::default();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for jwk in keys {
@@ -114,14 +120,16 @@ pub fn parse_jwks(bytes: &[u8], allowed: &[Algorithm]) -> Result<KeySet, JwksErr
 }
 
 fn str_field<'a>(jwk: &'a Value, name: &str) -> Result<&'a str, &'static str> {
-    jwk.get(name).and_then(Value::as_str).ok_or("missing or non-string key parameter")
+    jwk.get(name)
+        .and_then(Value::as_str)
+        .ok_or("missing or non-string key parameter")
 }
 
 fn parse_key(jwk: &Value, allowed: &[Algorithm]) -> Result<VerifyKey, &'static str> {
-    if let Some(u) = jwk.get("use") {
-        if u.as_str() != Some("sig") {
-            return Err("key use is not \"sig\"");
-        }
+    if let Some(u) = jwk.get("use")
+        && u.as_str() != Some("sig")
+    {
+        return Err("key use is not \"sig\"");
     }
     let kty = str_field(jwk, "kty")?;
     let declared = match jwk.get("alg") {
@@ -133,16 +141,29 @@ fn parse_key(jwk: &Value, allowed: &[Algorithm]) -> Result<VerifyKey, &'static s
         "RSA" => {
             let n = str_field(jwk, "n")?;
             let e = str_field(jwk, "e")?;
-            let n_bytes = URL_SAFE_NO_PAD.decode(n).map_err(|_| "bad RSA modulus encoding")?;
+            let n_bytes = URL_SAFE_NO_PAD
+                .decode(n)
+                .map_err(|_| "bad RSA modulus encoding")?;
             let bits = significant_bits(&n_bytes);
             if bits < 2048 {
                 return Err("RSA key shorter than 2048 bits");
             }
             let alg = declared.unwrap_or(Algorithm::RS256);
-            if !matches!(alg, Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512) {
+            if !matches!(
+                alg,
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
+            ) {
                 return Err("alg does not match an RSA key");
             }
-            (alg, DecodingKey::from_rsa_components(n, e).map_err(|_| "bad RSA key")?)
+            (
+                alg,
+                DecodingKey::from_rsa_components(n, e).map_err(|_| "bad RSA key")?,
+            )
         }
         "EC" => {
             let alg = match (str_field(jwk, "crv")?, declared) {
@@ -150,18 +171,24 @@ fn parse_key(jwk: &Value, allowed: &[Algorithm]) -> Result<VerifyKey, &'static s
                 ("P-384", None | Some(Algorithm::ES384)) => Algorithm::ES384,
                 _ => return Err("unsupported curve or alg mismatch"),
             };
-            let key = DecodingKey::from_ec_components(str_field(jwk, "x")?, str_field(jwk, "y")?).map_err(|_| "bad EC key")?;
+            let key = DecodingKey::from_ec_components(str_field(jwk, "x")?, str_field(jwk, "y")?)
+                .map_err(|_| "bad EC key")?;
             (alg, key)
         }
         "OKP" => {
-            if str_field(jwk, "crv")? != "Ed25519" || !matches!(declared, None | Some(Algorithm::EdDSA)) {
+            if str_field(jwk, "crv")? != "Ed25519"
+                || !matches!(declared, None | Some(Algorithm::EdDSA))
+            {
                 return Err("unsupported curve or alg mismatch");
             }
             let x = str_field(jwk, "x")?;
             if URL_SAFE_NO_PAD.decode(x).map(|b| b.len()) != Ok(32) {
                 return Err("bad Ed25519 key");
             }
-            (Algorithm::EdDSA, DecodingKey::from_ed_components(x).map_err(|_| "bad Ed25519 key")?)
+            (
+                Algorithm::EdDSA,
+                DecodingKey::from_ed_components(x).map_err(|_| "bad Ed25519 key")?,
+            )
         }
         _ => return Err("unsupported key type"),
     };

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::jwks::{parse_alg, KeySet};
+use super::jwks::{KeySet, parse_alg};
 
 /// Per-issuer validation rules.
 #[derive(Debug, Clone)]
@@ -161,22 +161,37 @@ pub struct Decoded<'t> {
 }
 
 fn is_b64url(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Split and decode a compact JWS, checking the header. No key work happens here.
-pub fn decode<'t>(token: &'t str, max_len: usize, policy_types: &[String]) -> Result<Decoded<'t>, TokenError> {
+pub fn decode<'t>(
+    token: &'t str,
+    max_len: usize,
+    policy_types: &[String],
+) -> Result<Decoded<'t>, TokenError> {
     if token.len() > max_len {
         return Err(TokenError::TooLong);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(TokenError::Malformed);
     };
-    if h.is_empty() || p.is_empty() || s.is_empty() || !is_b64url(h) || !is_b64url(p) || !is_b64url(s) {
+    if h.is_empty()
+        || p.is_empty()
+        || s.is_empty()
+        || !is_b64url(h)
+        || !is_b64url(p)
+        || !is_b64url(s)
+    {
         return Err(TokenError::Malformed);
     }
-    let header_bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| TokenError::Malformed)?;
+    let header_bytes = URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|_| TokenError::Malformed)?;
     let header_text = std::str::from_utf8(&header_bytes).map_err(|_| TokenError::BadHeader)?;
     let header: RawHeader = serde_json::from_str(header_text).map_err(|_| TokenError::BadHeader)?;
     if header.crit.is_some() {
@@ -185,25 +200,40 @@ pub fn decode<'t>(token: &'t str, max_len: usize, policy_types: &[String]) -> Re
     let alg = parse_alg(&header.alg).ok_or(TokenError::BadAlgorithm)?;
     if !policy_types.is_empty() {
         let typ = header.typ.as_deref().map(str::to_ascii_lowercase);
-        let typ = typ.as_deref().map(|t| t.strip_prefix("application/").unwrap_or(t));
+        let typ = typ
+            .as_deref()
+            .map(|t| t.strip_prefix("application/").unwrap_or(t));
         match typ {
             Some(t) if policy_types.iter().any(|a| a == t) => {}
             _ => return Err(TokenError::BadType),
         }
     }
-    let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| TokenError::Malformed)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(p)
+        .map_err(|_| TokenError::Malformed)?;
     // Peek at `iss` to pick the issuer; it is checked again after the signature.
     let issuer_hint = serde_json::from_slice::<RawClaims>(&payload)
         .ok()
         .and_then(|c| c.iss)
         .and_then(|v| v.as_str().map(str::to_owned));
-    Ok(Decoded { kid: header.kid, alg, issuer_hint, signing_input: &token[..h.len() + 1 + p.len()], signature: s, payload })
+    Ok(Decoded {
+        kid: header.kid,
+        alg,
+        issuer_hint,
+        signing_input: &token[..h.len() + 1 + p.len()],
+        signature: s,
+        payload,
+    })
 }
 
 fn num(v: &Option<Value>) -> Result<Option<i64>, TokenError> {
     match v {
         None => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).map(Some).ok_or(TokenError::BadClaims),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().map(|f| f as i64))
+            .map(Some)
+            .ok_or(TokenError::BadClaims),
         Some(_) => Err(TokenError::BadClaims),
     }
 }
@@ -219,24 +249,43 @@ fn opt_str(v: Option<Value>) -> Result<Option<String>, TokenError> {
 fn str_list(v: Option<Value>, split_spaces: bool) -> Result<Vec<String>, TokenError> {
     match v {
         None => Ok(Vec::new()),
-        Some(Value::String(s)) if split_spaces => Ok(s.split(' ').filter(|x| !x.is_empty()).map(str::to_owned).collect()),
+        Some(Value::String(s)) if split_spaces => Ok(s
+            .split(' ')
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect()),
         Some(Value::String(s)) => Ok(vec![s]),
-        Some(Value::Array(a)) => a.into_iter().map(|x| match x {
-            Value::String(s) => Ok(s),
-            _ => Err(TokenError::BadClaims),
-        }).collect(),
+        Some(Value::Array(a)) => a
+            .into_iter()
+            .map(|x| match x {
+                Value::String(s) => Ok(s),
+                _ => Err(TokenError::BadClaims),
+            })
+            .collect(),
         Some(_) => Err(TokenError::BadClaims),
     }
 }
 
 /// Verify the signature with `keys` and check every claim against `policy` at time `now` (Unix seconds).
-pub fn verify(decoded: &Decoded<'_>, keys: &KeySet, policy: &ValidationPolicy, now: i64) -> Result<Claims, TokenError> {
-    let key = keys.find(decoded.kid.as_deref()).ok_or(TokenError::UnknownKey)?;
+pub fn verify(
+    decoded: &Decoded<'_>,
+    keys: &KeySet,
+    policy: &ValidationPolicy,
+    now: i64,
+) -> Result<Claims, TokenError> {
+    let key = keys
+        .find(decoded.kid.as_deref())
+        .ok_or(TokenError::UnknownKey)?;
     if key.alg != decoded.alg {
         return Err(TokenError::AlgorithmMismatch);
     }
-    let ok = jsonwebtoken::crypto::verify(decoded.signature, decoded.signing_input.as_bytes(), &key.key, key.alg)
-        .map_err(|_| TokenError::BadSignature)?;
+    let ok = jsonwebtoken::crypto::verify(
+        decoded.signature,
+        decoded.signing_input.as_bytes(),
+        &key.key,
+        key.alg,
+    )
+    .map_err(|_| TokenError::BadSignature)?;
     if !ok {
         return Err(TokenError::BadSignature);
     }
@@ -244,7 +293,11 @@ pub fn verify(decoded: &Decoded<'_>, keys: &KeySet, policy: &ValidationPolicy, n
 }
 
 /// Claim rules, separated so they are testable without keys.
-pub fn check_claims(payload: &[u8], policy: &ValidationPolicy, now: i64) -> Result<Claims, TokenError> {
+pub fn check_claims(
+    payload: &[u8],
+    policy: &ValidationPolicy,
+    now: i64,
+) -> Result<Claims, TokenError> {
     let text = std::str::from_utf8(payload).map_err(|_| TokenError::BadClaims)?;
     let raw: RawClaims = serde_json::from_str(text).map_err(|_| TokenError::BadClaims)?;
     let iss = match raw.iss {
@@ -279,16 +332,16 @@ pub fn check_claims(payload: &[u8], policy: &ValidationPolicy, now: i64) -> Resu
     if now >= exp.saturating_add(policy.leeway_secs) {
         return Err(TokenError::Expired);
     }
-    if let Some(nbf) = num(&raw.nbf)? {
-        if nbf > now.saturating_add(policy.leeway_secs) {
-            return Err(TokenError::NotYetValid);
-        }
+    if let Some(nbf) = num(&raw.nbf)?
+        && nbf > now.saturating_add(policy.leeway_secs)
+    {
+        return Err(TokenError::NotYetValid);
     }
     let iat = num(&raw.iat)?;
-    if let Some(iat) = iat {
-        if iat > now.saturating_add(policy.leeway_secs) {
-            return Err(TokenError::NotYetValid);
-        }
+    if let Some(iat) = iat
+        && iat > now.saturating_add(policy.leeway_secs)
+    {
+        return Err(TokenError::NotYetValid);
     }
     let start = iat.unwrap_or(now).min(now);
     if exp.saturating_sub(start) > policy.max_lifetime_secs {

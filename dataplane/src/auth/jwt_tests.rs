@@ -85,7 +85,10 @@ fn aud_and_iss_rules() {
 #[test]
 fn duplicate_members_are_refused() {
     let raw = r#"{"iss":"https://as.example","sub":"u","sub":"admin","aud":"https://gw.example/mcp","exp":1000100}"#;
-    assert_eq!(check_claims(raw.as_bytes(), &policy(), 1_000_000).unwrap_err(), TokenError::BadClaims);
+    assert_eq!(
+        check_claims(raw.as_bytes(), &policy(), 1_000_000).unwrap_err(),
+        TokenError::BadClaims
+    );
 }
 
 fn b64(s: &str) -> String {
@@ -97,21 +100,107 @@ fn header_rules() {
     let types = vec!["at+jwt".to_string()];
     let p = b64(&good().to_string());
     let tok = |h: &str| format!("{}.{}.c2ln", b64(h), p);
-    assert!(decode(&tok(r#"{"alg":"EdDSA","typ":"at+jwt","kid":"k"}"#), 16384, &types).is_ok());
-    assert!(decode(&tok(r#"{"alg":"EdDSA","typ":"application/at+JWT","kid":"k"}"#), 16384, &types).is_ok());
-    assert_eq!(decode(&tok(r#"{"alg":"none","typ":"at+jwt"}"#), 16384, &types).unwrap_err(), TokenError::BadAlgorithm);
-    assert_eq!(decode(&tok(r#"{"alg":"NONE","typ":"at+jwt"}"#), 16384, &types).unwrap_err(), TokenError::BadAlgorithm);
-    assert_eq!(decode(&tok(r#"{"alg":"HS256","typ":"at+jwt"}"#), 16384, &types).unwrap_err(), TokenError::BadAlgorithm);
-    assert_eq!(decode(&tok(r#"{"alg":"EdDSA","typ":"JWT"}"#), 16384, &types).unwrap_err(), TokenError::BadType);
-    assert_eq!(decode(&tok(r#"{"alg":"EdDSA"}"#), 16384, &types).unwrap_err(), TokenError::BadType);
-    assert_eq!(decode(&tok(r#"{"alg":"EdDSA","typ":"at+jwt","crit":["exp"]}"#), 16384, &types).unwrap_err(), TokenError::CritHeader);
-    assert_eq!(decode(&tok(r#"{"alg":"EdDSA","alg":"none","typ":"at+jwt"}"#), 16384, &types).unwrap_err(), TokenError::BadHeader);
+    assert!(
+        decode(
+            &tok(r#"{"alg":"EdDSA","typ":"at+jwt","kid":"k"}"#),
+            16384,
+            &types
+        )
+        .is_ok()
+    );
+    assert!(
+        decode(
+            &tok(r#"{"alg":"EdDSA","typ":"application/at+JWT","kid":"k"}"#),
+            16384,
+            &types
+        )
+        .is_ok()
+    );
+    assert_eq!(
+        decode(&tok(r#"{"alg":"none","typ":"at+jwt"}"#), 16384, &types).unwrap_err(),
+        TokenError::BadAlgorithm
+    );
+    assert_eq!(
+        decode(&tok(r#"{"alg":"NONE","typ":"at+jwt"}"#), 16384, &types).unwrap_err(),
+        TokenError::BadAlgorithm
+    );
+    assert_eq!(
+        decode(&tok(r#"{"alg":"HS256","typ":"at+jwt"}"#), 16384, &types).unwrap_err(),
+        TokenError::BadAlgorithm
+    );
+    assert_eq!(
+        decode(&tok(r#"{"alg":"EdDSA","typ":"JWT"}"#), 16384, &types).unwrap_err(),
+        TokenError::BadType
+    );
+    assert_eq!(
+        decode(&tok(r#"{"alg":"EdDSA"}"#), 16384, &types).unwrap_err(),
+        TokenError::BadType
+    );
+    assert_eq!(
+        decode(
+            &tok(r#"{"alg":"EdDSA","typ":"at+jwt","crit":["exp"]}"#),
+            16384,
+            &types
+        )
+        .unwrap_err(),
+        TokenError::CritHeader
+    );
+    assert_eq!(
+        decode(
+            &tok(r#"{"alg":"EdDSA","alg":"none","typ":"at+jwt"}"#),
+            16384,
+            &types
+        )
+        .unwrap_err(),
+        TokenError::BadHeader
+    );
     // Segments, encodings, sizes.
-    assert_eq!(decode("a.b", 16384, &types).unwrap_err(), TokenError::Malformed);
-    assert_eq!(decode("a.b.c.d.e", 16384, &types).unwrap_err(), TokenError::Malformed);
-    assert_eq!(decode(&format!("{}.{}.", b64(r#"{"alg":"EdDSA","typ":"at+jwt"}"#), p), 16384, &types).unwrap_err(), TokenError::Malformed);
-    assert_eq!(decode(&format!("{} .{}.c2ln", b64(r#"{"alg":"EdDSA"}"#), p), 16384, &types).unwrap_err(), TokenError::Malformed);
-    assert_eq!(decode(&format!("{}=.{}.c2ln", b64(r#"{"alg":"EdDSA"}"#), p), 16384, &types).unwrap_err(), TokenError::Malformed);
-    assert_eq!(decode(&format!("{}.{}.c2ln", URL_SAFE_NO_PAD.encode([0xff, 0xfe, 0x7b]), p), 16384, &types).unwrap_err(), TokenError::BadHeader);
-    assert_eq!(decode(&"a".repeat(16385), 16384, &types).unwrap_err(), TokenError::TooLong);
+    assert_eq!(
+        decode("a.b", 16384, &types).unwrap_err(),
+        TokenError::Malformed
+    );
+    assert_eq!(
+        decode("a.b.c.d.e", 16384, &types).unwrap_err(),
+        TokenError::Malformed
+    );
+    assert_eq!(
+        decode(
+            &format!("{}.{}.", b64(r#"{"alg":"EdDSA","typ":"at+jwt"}"#), p),
+            16384,
+            &types
+        )
+        .unwrap_err(),
+        TokenError::Malformed
+    );
+    assert_eq!(
+        decode(
+            &format!("{} .{}.c2ln", b64(r#"{"alg":"EdDSA"}"#), p),
+            16384,
+            &types
+        )
+        .unwrap_err(),
+        TokenError::Malformed
+    );
+    assert_eq!(
+        decode(
+            &format!("{}=.{}.c2ln", b64(r#"{"alg":"EdDSA"}"#), p),
+            16384,
+            &types
+        )
+        .unwrap_err(),
+        TokenError::Malformed
+    );
+    assert_eq!(
+        decode(
+            &format!("{}.{}.c2ln", URL_SAFE_NO_PAD.encode([0xff, 0xfe, 0x7b]), p),
+            16384,
+            &types
+        )
+        .unwrap_err(),
+        TokenError::BadHeader
+    );
+    assert_eq!(
+        decode(&"a".repeat(16385), 16384, &types).unwrap_err(),
+        TokenError::TooLong
+    );
 }

@@ -26,7 +26,9 @@ pub enum AuthOutcome {
     Valid(Rc<Claims>),
     Invalid(TokenError),
     /// The token names a `kid` its issuer does not (yet) publish: worth one shared refetch.
-    UnknownKid { issuer: usize },
+    UnknownKid {
+        issuer: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -45,7 +47,10 @@ pub struct TokenCache {
 
 impl TokenCache {
     pub fn new(capacity: usize) -> Self {
-        TokenCache { map: HashMap::with_capacity(capacity.min(4096)), capacity: capacity.max(1) }
+        TokenCache {
+            map: HashMap::with_capacity(capacity.min(4096)),
+            capacity: capacity.max(1),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -64,15 +69,23 @@ impl TokenCache {
     }
 
     /// Authenticate `token` at `now` (Unix seconds) against `issuers`.
-    pub fn authenticate(&mut self, token: &str, issuers: &[Arc<IssuerState>], max_token_bytes: usize, now: i64) -> (AuthOutcome, bool) {
+    pub fn authenticate(
+        &mut self,
+        token: &str,
+        issuers: &[Arc<IssuerState>],
+        max_token_bytes: usize,
+        now: i64,
+    ) -> (AuthOutcome, bool) {
         if token.len() > max_token_bytes {
             return (AuthOutcome::Invalid(TokenError::TooLong), false);
         }
         let key = Self::key(token);
         if let Some(e) = self.map.get(&key) {
-            let fresh = issuers
-                .get(e.issuer)
-                .is_some_and(|i| i.usable && i.keys_generation == e.keys_generation && i.policy.issuer == e.claims.iss);
+            let fresh = issuers.get(e.issuer).is_some_and(|i| {
+                i.usable
+                    && i.keys_generation == e.keys_generation
+                    && i.policy.issuer == e.claims.iss
+            });
             // Strictly before exp: a cached entry never outlives its token, even within leeway.
             if fresh && now < e.claims.exp {
                 return (AuthOutcome::Valid(e.claims.clone()), true);
@@ -88,14 +101,26 @@ impl TokenCache {
                     self.map.clear();
                 }
             }
-            self.map.insert(key, Entry { claims: c.clone(), issuer: idx, keys_generation: issuers[idx].keys_generation });
+            self.map.insert(
+                key,
+                Entry {
+                    claims: c.clone(),
+                    issuer: idx,
+                    keys_generation: issuers[idx].keys_generation,
+                },
+            );
         }
         (outcome, false)
     }
 }
 
 /// Full validation without the cache; also says which issuer the token claimed.
-pub fn verify_uncached(token: &str, issuers: &[Arc<IssuerState>], max_token_bytes: usize, now: i64) -> (AuthOutcome, Option<usize>) {
+pub fn verify_uncached(
+    token: &str,
+    issuers: &[Arc<IssuerState>],
+    max_token_bytes: usize,
+    now: i64,
+) -> (AuthOutcome, Option<usize>) {
     let outcome = verify_inner(token, issuers, max_token_bytes, now);
     let idx = match &outcome {
         (AuthOutcome::Valid(_), i) => *i,
@@ -104,15 +129,27 @@ pub fn verify_uncached(token: &str, issuers: &[Arc<IssuerState>], max_token_byte
     (outcome.0, idx)
 }
 
-fn verify_inner(token: &str, issuers: &[Arc<IssuerState>], max_token_bytes: usize, now: i64) -> (AuthOutcome, Option<usize>) {
+fn verify_inner(
+    token: &str,
+    issuers: &[Arc<IssuerState>],
+    max_token_bytes: usize,
+    now: i64,
+) -> (AuthOutcome, Option<usize>) {
     // All issuers share the accepted token types in practice; use the union for the header check,
     // then the chosen issuer's policy for the claims.
-    let types: Vec<String> = issuers.iter().flat_map(|i| i.policy.token_types.iter().cloned()).collect();
+    let types: Vec<String> = issuers
+        .iter()
+        .flat_map(|i| i.policy.token_types.iter().cloned())
+        .collect();
     let decoded = match jwt::decode(token, max_token_bytes, &types) {
         Ok(d) => d,
         Err(e) => return (AuthOutcome::Invalid(e), None),
     };
-    let Some(idx) = decoded.issuer_hint.as_deref().and_then(|h| issuers.iter().position(|i| i.policy.issuer == h)) else {
+    let Some(idx) = decoded
+        .issuer_hint
+        .as_deref()
+        .and_then(|h| issuers.iter().position(|i| i.policy.issuer == h))
+    else {
         return (AuthOutcome::Invalid(TokenError::BadIssuer), None);
     };
     let issuer = &issuers[idx];

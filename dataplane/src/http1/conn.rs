@@ -8,8 +8,8 @@ use std::time::Duration;
 use monoio::buf::SliceMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
-use super::parse::{parse_head, BodyFraming, ChunkedDecoder, Head};
-use super::{write_chunk, write_head, HttpError, Response};
+use super::parse::{BodyFraming, ChunkedDecoder, Head, parse_head};
+use super::{HttpError, Response, write_chunk, write_head};
 
 /// Limits applied to every request on a connection.
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +33,11 @@ pub struct Request {
 
 /// What the connection loop calls for each request.
 pub trait Handler {
-    fn handle<S: AsyncWriteRent>(&self, req: Request, out: &mut Responder<'_, S>) -> impl Future<Output = ()>;
+    fn handle<S: AsyncWriteRent>(
+        &self,
+        req: Request,
+        out: &mut Responder<'_, S>,
+    ) -> impl Future<Output = ()>;
 }
 
 /// Writes one response, either whole or as a chunked stream.
@@ -81,14 +85,25 @@ impl<'a, S: AsyncWriteRent> Responder<'a, S> {
         if self.state != RespState::Pending {
             return Ok(());
         }
-        if resp.status >= 400 && resp.status != 401 && resp.status != 403 && resp.status != 404 && resp.status != 405 {
+        if resp.status >= 400
+            && resp.status != 401
+            && resp.status != 403
+            && resp.status != 404
+            && resp.status != 405
+        {
             // Keep the connection for the common auth and routing answers; close on the rest
             // (framing errors, overload), where the peer may be out of step with us.
             if matches!(resp.status, 400 | 408 | 413 | 431 | 501 | 505) {
                 self.close = true;
             }
         }
-        write_head(&mut self.buf, resp.status, &resp.headers, Some(resp.body.len()), self.close);
+        write_head(
+            &mut self.buf,
+            resp.status,
+            &resp.headers,
+            Some(resp.body.len()),
+            self.close,
+        );
         if !self.head_only {
             self.buf.extend_from_slice(&resp.body);
         }
@@ -97,7 +112,11 @@ impl<'a, S: AsyncWriteRent> Responder<'a, S> {
     }
 
     /// Start a chunked response (used for `text/event-stream`).
-    pub async fn start_stream(&mut self, status: u16, headers: &[(&'static str, String)]) -> io::Result<()> {
+    pub async fn start_stream(
+        &mut self,
+        status: u16,
+        headers: &[(&'static str, String)],
+    ) -> io::Result<()> {
         if self.state != RespState::Pending {
             return Ok(());
         }
@@ -127,7 +146,11 @@ impl<'a, S: AsyncWriteRent> Responder<'a, S> {
 }
 
 /// Read more bytes into `buf`, growing it when full. Returns 0 at EOF.
-async fn read_more<S: AsyncReadRent>(stream: &mut S, buf: Vec<u8>, deadline: monoio::time::Instant) -> (io::Result<usize>, Option<Vec<u8>>) {
+async fn read_more<S: AsyncReadRent>(
+    stream: &mut S,
+    buf: Vec<u8>,
+    deadline: monoio::time::Instant,
+) -> (io::Result<usize>, Option<Vec<u8>>) {
     let mut buf = buf;
     if buf.capacity() - buf.len() < 4096 {
         buf.reserve(8192);
@@ -137,12 +160,18 @@ async fn read_more<S: AsyncReadRent>(stream: &mut S, buf: Vec<u8>, deadline: mon
     let slice = SliceMut::new(buf, len, cap);
     match monoio::time::timeout_at(deadline, stream.read(slice)).await {
         Ok((res, slice)) => (res, Some(slice.into_inner())),
-        Err(_) => (Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")), None),
+        Err(_) => (
+            Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
+            None,
+        ),
     }
 }
 
 fn error_response(e: &HttpError) -> Response {
-    let body = format!("{{\"error\":\"invalid_request\",\"error_description\":\"{}\"}}", e.reason);
+    let body = format!(
+        "{{\"error\":\"invalid_request\",\"error_description\":\"{}\"}}",
+        e.reason
+    );
     Response::json(e.status, body.into_bytes())
 }
 
@@ -156,7 +185,12 @@ where
     let mut first = true;
     loop {
         // 1. Read a head. The idle deadline applies until the first byte, then the head deadline.
-        let idle_deadline = monoio::time::Instant::now() + if first { limits.header_timeout } else { limits.idle_timeout };
+        let idle_deadline = monoio::time::Instant::now()
+            + if first {
+                limits.header_timeout
+            } else {
+                limits.idle_timeout
+            };
         let mut head_deadline: Option<monoio::time::Instant> = None;
         let parsed = loop {
             if !buf.is_empty() {
@@ -176,8 +210,19 @@ where
                     // EOF, error, or timeout. A timeout mid-head gets a best-effort 408.
                     // (The buffer is gone with a timed-out read, so nothing else to do.)
                     if head_deadline.is_some() {
-                        let mut r = Responder { stream: &mut stream, buf: Vec::new(), close: true, state: RespState::Pending, head_only: false };
-                        let _ = r.send(error_response(&HttpError::new(408, "request head not received in time"))).await;
+                        let mut r = Responder {
+                            stream: &mut stream,
+                            buf: Vec::new(),
+                            close: true,
+                            state: RespState::Pending,
+                            head_only: false,
+                        };
+                        let _ = r
+                            .send(error_response(&HttpError::new(
+                                408,
+                                "request head not received in time",
+                            )))
+                            .await;
                     }
                     return;
                 }
@@ -188,7 +233,13 @@ where
         let (head, consumed) = match parsed {
             Ok(h) => h,
             Err(e) => {
-                let mut r = Responder { stream: &mut stream, buf: Vec::new(), close: true, state: RespState::Pending, head_only: false };
+                let mut r = Responder {
+                    stream: &mut stream,
+                    buf: Vec::new(),
+                    close: true,
+                    state: RespState::Pending,
+                    head_only: false,
+                };
                 let _ = r.send(error_response(&e)).await;
                 return;
             }
@@ -201,11 +252,15 @@ where
         let mut close_after = !head.keep_alive;
         let body_result: Result<(), HttpError> = match head.framing {
             BodyFraming::None => Ok(()),
-            BodyFraming::Length(n) if n > limits.max_body_bytes as u64 => Err(HttpError::payload_too_large()),
+            BodyFraming::Length(n) if n > limits.max_body_bytes as u64 => {
+                Err(HttpError::payload_too_large())
+            }
             BodyFraming::Length(n) => {
                 let n = n as usize;
                 if head.expect_continue && buf.is_empty() {
-                    let (r, b) = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
+                    let (r, b) = stream
+                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+                        .await;
                     drop(b);
                     if r.is_err() {
                         return;
@@ -229,7 +284,9 @@ where
             }
             BodyFraming::Chunked => {
                 if head.expect_continue && buf.is_empty() {
-                    let (r, _) = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
+                    let (r, _) = stream
+                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+                        .await;
                     if r.is_err() {
                         return;
                     }
@@ -258,14 +315,26 @@ where
             }
         };
         if let Err(e) = body_result {
-            let mut r = Responder { stream: &mut stream, buf: Vec::new(), close: true, state: RespState::Pending, head_only: false };
+            let mut r = Responder {
+                stream: &mut stream,
+                buf: Vec::new(),
+                close: true,
+                state: RespState::Pending,
+                head_only: false,
+            };
             let _ = r.send(error_response(&e)).await;
             return;
         }
 
         // 3. Handle.
         let head_only = head.method == super::Method::Head;
-        let mut responder = Responder { stream: &mut stream, buf: Vec::new(), close: close_after, state: RespState::Pending, head_only };
+        let mut responder = Responder {
+            stream: &mut stream,
+            buf: Vec::new(),
+            close: close_after,
+            state: RespState::Pending,
+            head_only,
+        };
         handler.handle(Request { head, body }, &mut responder).await;
         if responder.state == RespState::Pending {
             let _ = responder.send(Response::text(500, "no response")).await;

@@ -49,7 +49,11 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16) -> Self {
-        Response { status, headers: Vec::new(), body: Vec::new() }
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -58,7 +62,11 @@ impl Response {
     }
 
     pub fn json(status: u16, body: Vec<u8>) -> Self {
-        Response { status, headers: vec![("content-type", "application/json".into())], body }
+        Response {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            body,
+        }
     }
 
     pub fn text(status: u16, body: &str) -> Self {
@@ -102,7 +110,13 @@ pub fn reason_phrase(status: u16) -> &'static str {
 
 /// Serialize a response head. `length` is `Some(n)` for Content-Length framing,
 /// `None` for chunked.
-pub fn write_head(out: &mut Vec<u8>, status: u16, headers: &[(&'static str, String)], length: Option<usize>, close: bool) {
+pub fn write_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &[(&'static str, String)],
+    length: Option<usize>,
+    close: bool,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.to_string().as_bytes());
     out.push(b' ');

@@ -113,7 +113,9 @@ pub fn parse_head(buf: &[u8], max_header_bytes: usize) -> Result<Option<(Head, u
     let target = req.path.unwrap_or("");
     // Origin-form only (RFC 9112 §3.2.1); asterisk-form only for OPTIONS.
     if !(target.starts_with('/') || (target == "*" && method == Method::Options)) {
-        return Err(HttpError::bad_request("request target must be in origin-form"));
+        return Err(HttpError::bad_request(
+            "request target must be in origin-form",
+        ));
     }
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
@@ -138,8 +140,14 @@ pub fn parse_head(buf: &[u8], max_header_bytes: usize) -> Result<Option<(Head, u
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &v[start..end]
 }
 
@@ -148,21 +156,29 @@ fn decide_framing(head: &mut Head) -> Result<(), HttpError> {
     let te_count = head.count("transfer-encoding");
     let cl_count = head.count("content-length");
     if head.minor_version == 1 && head.count("host") != 1 {
-        return Err(HttpError::bad_request("exactly one Host header is required"));
+        return Err(HttpError::bad_request(
+            "exactly one Host header is required",
+        ));
     }
     if te_count > 0 && cl_count > 0 {
-        return Err(HttpError::bad_request("both Transfer-Encoding and Content-Length"));
+        return Err(HttpError::bad_request(
+            "both Transfer-Encoding and Content-Length",
+        ));
     }
     if te_count > 0 {
         if head.minor_version == 0 {
-            return Err(HttpError::bad_request("Transfer-Encoding in an HTTP/1.0 request"));
+            return Err(HttpError::bad_request(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
         }
         if te_count > 1 {
             return Err(HttpError::bad_request("repeated Transfer-Encoding"));
         }
         let v = head.single("transfer-encoding")?.unwrap_or_default();
         if !trim(v).eq_ignore_ascii_case(b"chunked") {
-            return Err(HttpError::not_implemented("only Transfer-Encoding: chunked is supported"));
+            return Err(HttpError::not_implemented(
+                "only Transfer-Encoding: chunked is supported",
+            ));
         }
         head.framing = BodyFraming::Chunked;
     } else if cl_count > 0 {
@@ -177,7 +193,11 @@ fn decide_framing(head: &mut Head) -> Result<(), HttpError> {
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
             .ok_or_else(|| HttpError::bad_request("invalid Content-Length"))?;
-        head.framing = if n == 0 { BodyFraming::None } else { BodyFraming::Length(n) };
+        head.framing = if n == 0 {
+            BodyFraming::None
+        } else {
+            BodyFraming::Length(n)
+        };
     }
     // Connection semantics: HTTP/1.1 defaults to keep-alive, 1.0 to close.
     let mut keep_alive = head.minor_version == 1;
@@ -227,7 +247,10 @@ const MAX_CHUNK_META: usize = 16 * 1024;
 
 impl Default for ChunkedDecoder {
     fn default() -> Self {
-        ChunkedDecoder { state: ChunkState::Size, meta_bytes: 0 }
+        ChunkedDecoder {
+            state: ChunkState::Size,
+            meta_bytes: 0,
+        }
     }
 }
 
@@ -239,7 +262,12 @@ impl ChunkedDecoder {
     /// Consume bytes from `input`, appending body data to `out`. Returns the number
     /// of input bytes consumed; fewer than `input.len()` means more input is needed
     /// (a partial line) or the body is done.
-    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>, max_body: usize) -> Result<usize, HttpError> {
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        max_body: usize,
+    ) -> Result<usize, HttpError> {
         let mut pos = 0;
         loop {
             match self.state {
@@ -279,8 +307,9 @@ impl ChunkedDecoder {
                     {
                         return Err(HttpError::bad_request("invalid chunk size"));
                     }
-                    let size = u64::from_str_radix(std::str::from_utf8(size_part).unwrap_or("x"), 16)
-                        .map_err(|_| HttpError::bad_request("invalid chunk size"))?;
+                    let size =
+                        u64::from_str_radix(std::str::from_utf8(size_part).unwrap_or("x"), 16)
+                            .map_err(|_| HttpError::bad_request("invalid chunk size"))?;
                     if size == 0 {
                         self.state = ChunkState::Trailers;
                     } else {
@@ -299,7 +328,11 @@ impl ChunkedDecoder {
                     out.extend_from_slice(&input[pos..pos + take]);
                     pos += take;
                     let left = left - take as u64;
-                    self.state = if left == 0 { ChunkState::DataCrLf } else { ChunkState::Data(left) };
+                    self.state = if left == 0 {
+                        ChunkState::DataCrLf
+                    } else {
+                        ChunkState::Data(left)
+                    };
                 }
                 ChunkState::DataCrLf => {
                     if input.len() - pos < 2 {

@@ -17,7 +17,10 @@ use crate::upstream::{self, UpBody, UpError, UpResponse};
 
 /// Methods relayed to the single passthrough upstream when there is one.
 pub fn is_passthrough_method(m: &str) -> bool {
-    m.starts_with("resources/") || m.starts_with("prompts/") || m == "completion/complete" || m == "logging/setLevel"
+    m.starts_with("resources/")
+        || m.starts_with("prompts/")
+        || m == "completion/complete"
+        || m == "logging/setLevel"
 }
 
 fn credential_header(up: &Upstream) -> Option<String> {
@@ -28,8 +31,16 @@ fn credential_header(up: &Upstream) -> Option<String> {
 }
 
 /// Headers for an upstream request in an upstream session.
-fn headers<'a>(up_sess: Option<&'a UpstreamSession>, auth: Option<&'a str>, version: &'a str) -> Vec<(&'static str, &'a str)> {
-    let mut h: Vec<(&'static str, &'a str)> = vec![("content-type", "application/json"), ("accept", "application/json, text/event-stream"), ("mcp-protocol-version", version)];
+fn headers<'a>(
+    up_sess: Option<&'a UpstreamSession>,
+    auth: Option<&'a str>,
+    version: &'a str,
+) -> Vec<(&'static str, &'a str)> {
+    let mut h: Vec<(&'static str, &'a str)> = vec![
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", version),
+    ];
     if let Some(sid) = up_sess.and_then(|s| s.session_id.as_deref()) {
         h.push(("mcp-session-id", sid));
     }
@@ -40,19 +51,25 @@ fn headers<'a>(up_sess: Option<&'a UpstreamSession>, auth: Option<&'a str>, vers
 }
 
 /// Read a response to `gid` from a JSON or SSE body, ignoring anything else.
-async fn collect_response(resp: UpResponse, gid: u64, shard: &Shard, up: &Upstream) -> Result<Vec<u8>, UpError> {
+async fn collect_response(
+    resp: UpResponse,
+    gid: u64,
+    shard: &Shard,
+    up: &Upstream,
+) -> Result<Vec<u8>, UpError> {
     match resp.body {
         UpBody::Full(b) => Ok(b),
         UpBody::Sse(mut s) => loop {
             match s.next_event().await? {
                 None => return Err(UpError::Closed),
                 Some(ev) => {
-                    if let Ok(m) = Message::parse(ev.data.as_bytes()) {
-                        if m.method.is_none() && rewrite::gateway_id(m.id) == Some(gid) {
-                            let data = ev.data.into_bytes();
-                            s.finish(&shard.pool, up.id);
-                            return Ok(data);
-                        }
+                    if let Ok(m) = Message::parse(ev.data.as_bytes())
+                        && m.method.is_none()
+                        && rewrite::gateway_id(m.id) == Some(gid)
+                    {
+                        let data = ev.data.into_bytes();
+                        s.finish(&shard.pool, up.id);
+                        return Ok(data);
                     }
                 }
             }
@@ -61,13 +78,21 @@ async fn collect_response(resp: UpResponse, gid: u64, shard: &Shard, up: &Upstre
 }
 
 /// Open (once) the gateway's session with `up` for this client session.
-async fn ensure_upstream_session(shard: &Shard, session: &Session, up: &Upstream) -> Result<UpstreamSession, UpError> {
+async fn ensure_upstream_session(
+    shard: &Shard,
+    session: &Session,
+    up: &Upstream,
+) -> Result<UpstreamSession, UpError> {
     if let Some(s) = session.upstream_sessions.get(&up.id) {
         return Ok(s.clone());
     }
     let gid = shard.next_upstream_id();
     // Forward the client's declared capabilities so sampling/elicitation requests make sense upstream.
-    let mut params: serde_json::Value = session.client_init.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or_else(|| serde_json::json!({}));
+    let mut params: serde_json::Value = session
+        .client_init
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
     if !params.is_object() {
         params = serde_json::json!({});
     }
@@ -75,7 +100,8 @@ async fn ensure_upstream_session(shard: &Shard, session: &Session, up: &Upstream
     if params.get("capabilities").is_none() {
         params["capabilities"] = serde_json::json!({});
     }
-    params["clientInfo"] = serde_json::json!({"name": "warden", "version": env!("CARGO_PKG_VERSION")});
+    params["clientInfo"] =
+        serde_json::json!({"name": "warden", "version": env!("CARGO_PKG_VERSION")});
     let body = rewrite::upstream_request(gid, "initialize", &params.to_string());
     let auth = credential_header(up);
     let h = headers(None, auth.as_deref(), &session.protocol_version);
@@ -86,8 +112,15 @@ async fn ensure_upstream_session(shard: &Shard, session: &Session, up: &Upstream
     let sid = resp.header("mcp-session-id").map(str::to_owned);
     let data = collect_response(resp, gid, shard, up).await?;
     let v: serde_json::Value = serde_json::from_slice(&data).map_err(|_| UpError::BadResponse)?;
-    let version = v.pointer("/result/protocolVersion").and_then(|x| x.as_str()).ok_or(UpError::BadResponse)?.to_owned();
-    let us = UpstreamSession { session_id: sid, protocol_version: version };
+    let version = v
+        .pointer("/result/protocolVersion")
+        .and_then(|x| x.as_str())
+        .ok_or(UpError::BadResponse)?
+        .to_owned();
+    let us = UpstreamSession {
+        session_id: sid,
+        protocol_version: version,
+    };
     let h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
     let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
     let r = upstream::send(&shard.pool, up, "POST", &h, note, up.timeout).await?;
@@ -135,13 +168,22 @@ pub async fn request<S: AsyncWriteRent>(
     let resp = loop {
         let us = match ensure_upstream_session(shard, session, up).await {
             Ok(s) => s,
-            Err(e) => return send(out, Response::json(200, upstream_error(client_id, up, &e)), cors).await,
+            Err(e) => {
+                return send(
+                    out,
+                    Response::json(200, upstream_error(client_id, up, &e)),
+                    cors,
+                )
+                .await;
+            }
         };
         let gid = shard.next_upstream_id();
         let body = rewrite::upstream_request(gid, method, params);
         let auth = credential_header(up);
         let h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
-        session.inflight.insert(client_id.get().to_owned(), (up.id, gid));
+        session
+            .inflight
+            .insert(client_id.get().to_owned(), (up.id, gid));
         let r = upstream::send(&shard.pool, up, "POST", &h, &body, up.timeout).await;
         match r {
             // The upstream forgot our session (restart, expiry): open a new one, once.
@@ -155,30 +197,65 @@ pub async fn request<S: AsyncWriteRent>(
         }
     };
     let status = match resp {
-        Err(e) => send(out, Response::json(200, upstream_error(client_id, up, &e)), cors).await,
+        Err(e) => {
+            send(
+                out,
+                Response::json(200, upstream_error(client_id, up, &e)),
+                cors,
+            )
+            .await
+        }
         Ok((r, gid)) => relay(shard, up, r, gid, client_id, out, cors).await,
     };
     session.inflight.remove(client_id.get());
-    metrics::histogram!("warden_upstream_request_duration_seconds", "upstream" => up.name.clone()).record(shard.clock.now().saturating_duration_since(started).as_secs_f64());
+    metrics::histogram!("warden_upstream_request_duration_seconds", "upstream" => up.name.clone())
+        .record(
+            shard
+                .clock
+                .now()
+                .saturating_duration_since(started)
+                .as_secs_f64(),
+        );
     status
 }
 
-async fn relay<S: AsyncWriteRent>(shard: &Shard, up: &Upstream, r: UpResponse, gid: u64, client_id: &RawValue, out: &mut Responder<'_, S>, cors: Option<&str>) -> u16 {
+async fn relay<S: AsyncWriteRent>(
+    shard: &Shard,
+    up: &Upstream,
+    r: UpResponse,
+    gid: u64,
+    client_id: &RawValue,
+    out: &mut Responder<'_, S>,
+    cors: Option<&str>,
+) -> u16 {
     if r.status != 200 {
         let e = format!("Upstream '{}' answered HTTP {}", up.name, r.status);
         metrics::counter!("warden_upstream_errors_total", "upstream" => up.name.clone(), "kind" => "status").increment(1);
-        return send(out, Response::json(200, jsonrpc::error(Some(client_id), code::UPSTREAM_ERROR, &e)), cors).await;
+        return send(
+            out,
+            Response::json(
+                200,
+                jsonrpc::error(Some(client_id), code::UPSTREAM_ERROR, &e),
+            ),
+            cors,
+        )
+        .await;
     }
     match r.body {
         UpBody::Full(b) => {
             let body = match Message::parse(&b) {
-                Ok(m) if m.method.is_none() && rewrite::gateway_id(m.id) == Some(gid) => rewrite::reframe(&m, Some(client_id), None),
+                Ok(m) if m.method.is_none() && rewrite::gateway_id(m.id) == Some(gid) => {
+                    rewrite::reframe(&m, Some(client_id), None)
+                }
                 _ => upstream_error(client_id, up, &UpError::BadResponse),
             };
             send(out, Response::json(200, body), cors).await
         }
         UpBody::Sse(mut stream) => {
-            let mut headers: Vec<(&'static str, String)> = vec![("content-type", "text/event-stream".into()), ("cache-control", "no-cache".into())];
+            let mut headers: Vec<(&'static str, String)> = vec![
+                ("content-type", "text/event-stream".into()),
+                ("cache-control", "no-cache".into()),
+            ];
             super::http::add_cors(&mut headers, cors);
             if out.start_stream(200, &headers).await.is_err() {
                 return 200;
@@ -218,7 +295,9 @@ async fn relay<S: AsyncWriteRent>(shard: &Shard, up: &Upstream, r: UpResponse, g
                     continue; // Garbage events are dropped, not relayed.
                 };
                 let (data, done) = match (m.method.is_some(), m.id) {
-                    (false, _) if rewrite::gateway_id(m.id) == Some(gid) => (rewrite::reframe(&m, Some(client_id), None), true),
+                    (false, _) if rewrite::gateway_id(m.id) == Some(gid) => {
+                        (rewrite::reframe(&m, Some(client_id), None), true)
+                    }
                     (false, _) => continue, // A response to something else: not for this client.
                     (true, Some(id)) => {
                         let wrapped = rewrite::wrap_server_id(up.id, id);
@@ -254,18 +333,32 @@ fn write_event(buf: &mut Vec<u8>, id: Option<&str>, data: &[u8]) {
 }
 
 /// A client notification: cancellations are mapped to the upstream's id; others go to the passthrough upstream.
-pub async fn notification(shard: &Shard, snap: &Arc<Snapshot>, session: &Arc<Session>, msg: &Message<'_>) {
+pub async fn notification(
+    shard: &Shard,
+    snap: &Arc<Snapshot>,
+    session: &Arc<Session>,
+    msg: &Message<'_>,
+) {
     let method = msg.method.as_deref().unwrap_or("");
     match method {
         "notifications/initialized" => {}
         "notifications/cancelled" => {
             let Some(params) = msg.params else { return };
-            let Ok(mut p) = serde_json::from_str::<serde_json::Value>(params.get()) else { return };
-            let Some(req_id) = p.get("requestId").map(|v| v.to_string()) else { return };
-            let Some((uid, gid)) = session.inflight.get(&req_id).map(|e| *e.value()) else { return };
-            let Some(up) = snap.upstreams.iter().find(|u| u.id == uid) else { return };
+            let Ok(mut p) = serde_json::from_str::<serde_json::Value>(params.get()) else {
+                return;
+            };
+            let Some(req_id) = p.get("requestId").map(|v| v.to_string()) else {
+                return;
+            };
+            let Some((uid, gid)) = session.inflight.get(&req_id).map(|e| *e.value()) else {
+                return;
+            };
+            let Some(up) = snap.upstreams.iter().find(|u| u.id == uid) else {
+                return;
+            };
             p["requestId"] = serde_json::Value::from(gid);
-            let body = format!(r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{p}}}"#);
+            let body =
+                format!(r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{p}}}"#);
             send_note(shard, session, up, body.as_bytes()).await;
         }
         _ => {
@@ -278,7 +371,9 @@ pub async fn notification(shard: &Shard, snap: &Arc<Snapshot>, session: &Arc<Ses
 }
 
 async fn send_note(shard: &Shard, session: &Session, up: &Upstream, body: &[u8]) {
-    let Some(us) = session.upstream_sessions.get(&up.id).map(|s| s.clone()) else { return };
+    let Some(us) = session.upstream_sessions.get(&up.id).map(|s| s.clone()) else {
+        return;
+    };
     let auth = credential_header(up);
     let h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
     if let Err(e) = upstream::send(&shard.pool, up, "POST", &h, body, up.timeout).await {
@@ -287,18 +382,33 @@ async fn send_note(shard: &Shard, session: &Session, up: &Upstream, body: &[u8])
 }
 
 /// A client's response to a server→client request: route it back by the wrapped id.
-pub async fn client_response(shard: &Shard, snap: &Arc<Snapshot>, session: &Arc<Session>, msg: &Message<'_>) {
-    let Some((uid, orig)) = msg.id.and_then(rewrite::unwrap_server_id) else { return };
-    let Some(up) = snap.upstreams.iter().find(|u| u.id == uid) else { return };
+pub async fn client_response(
+    shard: &Shard,
+    snap: &Arc<Snapshot>,
+    session: &Arc<Session>,
+    msg: &Message<'_>,
+) {
+    let Some((uid, orig)) = msg.id.and_then(rewrite::unwrap_server_id) else {
+        return;
+    };
+    let Some(up) = snap.upstreams.iter().find(|u| u.id == uid) else {
+        return;
+    };
     let body = rewrite::reframe(msg, Some(&orig), None);
     send_note(shard, session, up, &body).await;
 }
 
 /// DELETE: end the gateway's upstream sessions too (best effort).
 pub async fn close_upstream_sessions(shard: &Shard, snap: &Arc<Snapshot>, session: &Session) {
-    let ids: Vec<(u32, UpstreamSession)> = session.upstream_sessions.iter().map(|e| (*e.key(), e.value().clone())).collect();
+    let ids: Vec<(u32, UpstreamSession)> = session
+        .upstream_sessions
+        .iter()
+        .map(|e| (*e.key(), e.value().clone()))
+        .collect();
     for (uid, us) in ids {
-        let Some(up) = snap.upstreams.iter().find(|u| u.id == uid) else { continue };
+        let Some(up) = snap.upstreams.iter().find(|u| u.id == uid) else {
+            continue;
+        };
         if us.session_id.is_none() {
             continue;
         }

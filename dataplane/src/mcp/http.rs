@@ -9,7 +9,9 @@ pub const SUPPORTED_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-
 
 /// The version to answer `initialize` with: the client's if supported, else the newest.
 pub fn negotiate_version(requested: Option<&str>) -> &'static str {
-    requested.and_then(|r| SUPPORTED_VERSIONS.iter().find(|v| **v == r).copied()).unwrap_or(SUPPORTED_VERSIONS[0])
+    requested
+        .and_then(|r| SUPPORTED_VERSIONS.iter().find(|v| **v == r).copied())
+        .unwrap_or(SUPPORTED_VERSIONS[0])
 }
 
 /// `{"error": code, "error_description": text}` (RFC 6749 §5.2 shape) with a status.
@@ -24,11 +26,18 @@ pub fn challenge(st: &Settings, error: Option<&str>) -> Response {
     if let Some(e) = error {
         v.push_str(&format!("error=\"{e}\", "));
     }
-    v.push_str(&format!("resource_metadata=\"{}\"", st.resource_metadata_url));
+    v.push_str(&format!(
+        "resource_metadata=\"{}\"",
+        st.resource_metadata_url
+    ));
     if !st.challenge_scope.is_empty() {
         v.push_str(&format!(", scope=\"{}\"", st.challenge_scope));
     }
-    let desc = if error.is_some() { "the access token is invalid" } else { "authentication required" };
+    let desc = if error.is_some() {
+        "the access token is invalid"
+    } else {
+        "authentication required"
+    };
     let mut r = error_json(401, error.unwrap_or("unauthorized"), desc);
     r.headers.push(("www-authenticate", v));
     r
@@ -58,7 +67,10 @@ pub fn is_prm_path(st: &Settings, path: &str) -> bool {
 pub fn cors_origin(st: &Settings, origin: Option<&str>) -> Option<String> {
     let o = origin?;
     let lower = o.to_ascii_lowercase();
-    st.allowed_origins.iter().any(|a| *a == lower || a == "*").then(|| o.to_owned())
+    st.allowed_origins
+        .iter()
+        .any(|a| *a == lower || a == "*")
+        .then(|| o.to_owned())
 }
 
 /// Whether the Host header names this gateway (DNS-rebinding defence).
@@ -68,7 +80,7 @@ pub fn host_allowed(st: &Settings, host: Option<&str>) -> bool {
     }
     let Some(h) = host else { return false };
     let h = h.to_ascii_lowercase();
-    st.allowed_hosts.iter().any(|a| *a == h)
+    st.allowed_hosts.contains(&h)
 }
 
 /// CORS preflight answer.
@@ -83,7 +95,10 @@ pub fn preflight() -> Response {
 pub fn add_cors(headers: &mut Vec<(&'static str, String)>, origin: Option<&str>) {
     if let Some(o) = origin {
         headers.push(("access-control-allow-origin", o.to_owned()));
-        headers.push(("access-control-expose-headers", "Mcp-Session-Id, WWW-Authenticate".into()));
+        headers.push((
+            "access-control-expose-headers",
+            "Mcp-Session-Id, WWW-Authenticate".into(),
+        ));
         headers.push(("vary", "Origin".into()));
     }
 }
@@ -93,18 +108,31 @@ pub fn check_post_headers(req: &Request) -> Result<(), Response> {
     let ct = req.head.get_str("content-type").unwrap_or("");
     let media = ct.split(';').next().unwrap_or("").trim();
     if !media.eq_ignore_ascii_case("application/json") {
-        return Err(error_json(415, "invalid_request", "Content-Type must be application/json"));
+        return Err(error_json(
+            415,
+            "invalid_request",
+            "Content-Type must be application/json",
+        ));
     }
     if let Some(accept) = req.head.get_str("accept") {
         let a = accept.to_ascii_lowercase();
-        if !(a.contains("application/json") || a.contains("text/event-stream") || a.contains("*/*")) {
-            return Err(error_json(406, "invalid_request", "Accept must allow application/json and text/event-stream"));
+        if !(a.contains("application/json") || a.contains("text/event-stream") || a.contains("*/*"))
+        {
+            return Err(error_json(
+                406,
+                "invalid_request",
+                "Accept must allow application/json and text/event-stream",
+            ));
         }
     }
-    if let Some(v) = req.head.get_str("mcp-protocol-version") {
-        if !SUPPORTED_VERSIONS.contains(&v.trim()) {
-            return Err(error_json(400, "invalid_request", "unsupported MCP-Protocol-Version"));
-        }
+    if let Some(v) = req.head.get_str("mcp-protocol-version")
+        && !SUPPORTED_VERSIONS.contains(&v.trim())
+    {
+        return Err(error_json(
+            400,
+            "invalid_request",
+            "unsupported MCP-Protocol-Version",
+        ));
     }
     Ok(())
 }

@@ -24,6 +24,9 @@ use crate::shard::Shard;
 use crate::snapshot::Snapshot;
 
 pub use http::{SUPPORTED_VERSIONS, negotiate_version};
+/// Re-exported for `bench/` only: routing is otherwise reachable only through a live shard.
+#[doc(hidden)]
+pub use rewrite::tools_call_params;
 
 /// The per-connection handler: the MCP endpoint and the well-known documents.
 #[derive(Debug)]
@@ -34,6 +37,7 @@ pub struct Gateway {
 /// Who is calling, after authentication.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
+    #[expect(dead_code, reason = "read by delegation and policy (issues 3 and 4)")]
     pub claims: Option<Rc<Claims>>,
     pub owner: [u8; 32],
 }
@@ -89,7 +93,12 @@ fn status_label(s: u16) -> &'static str {
 }
 
 impl Gateway {
-    async fn route<S: AsyncWriteRent>(&self, snap: &Arc<Snapshot>, req: Request, out: &mut Responder<'_, S>) -> u16 {
+    async fn route<S: AsyncWriteRent>(
+        &self,
+        snap: &Arc<Snapshot>,
+        req: Request,
+        out: &mut Responder<'_, S>,
+    ) -> u16 {
         let st = &snap.settings;
         let path = req.head.path.as_str();
         let origin = req.head.get_str("origin").map(str::to_owned);
@@ -97,25 +106,48 @@ impl Gateway {
 
         // 0. DNS-rebinding defences: a browser-supplied Origin must be allowed; Host must be ours.
         if origin.is_some() && cors.is_none() {
-            return send(out, http::error_json(403, "forbidden", "Origin not allowed"), None).await;
+            return send(
+                out,
+                http::error_json(403, "forbidden", "Origin not allowed"),
+                None,
+            )
+            .await;
         }
         if !http::host_allowed(st, req.head.get_str("host")) {
-            return send(out, http::error_json(403, "forbidden", "Host not allowed"), None).await;
+            return send(
+                out,
+                http::error_json(403, "forbidden", "Host not allowed"),
+                None,
+            )
+            .await;
         }
 
         // Well-known documents (RFC 9728), public.
         if http::is_prm_path(st, path) {
             return match req.head.method {
                 Method::Get | Method::Head => {
-                    let r = Response::json(200, st.resource_metadata_json.clone()).header("cache-control", "max-age=300");
+                    let r = Response::json(200, st.resource_metadata_json.clone())
+                        .header("cache-control", "max-age=300");
                     send(out, r, cors.as_deref()).await
                 }
                 Method::Options => send(out, http::preflight(), cors.as_deref()).await,
-                _ => send(out, Response::new(405).header("allow", "GET, HEAD, OPTIONS"), cors.as_deref()).await,
+                _ => {
+                    send(
+                        out,
+                        Response::new(405).header("allow", "GET, HEAD, OPTIONS"),
+                        cors.as_deref(),
+                    )
+                    .await
+                }
             };
         }
         if path != st.mcp_path {
-            return send(out, http::error_json(404, "not_found", "no such endpoint"), cors.as_deref()).await;
+            return send(
+                out,
+                http::error_json(404, "not_found", "no such endpoint"),
+                cors.as_deref(),
+            )
+            .await;
         }
         if req.head.method == Method::Options {
             return send(out, http::preflight(), cors.as_deref()).await;
@@ -157,11 +189,23 @@ impl Gateway {
     async fn authenticate(&self, snap: &Arc<Snapshot>, req: &Request) -> Result<Caller, Response> {
         let st = &snap.settings;
         if !st.auth_enabled {
-            return Ok(Caller { claims: None, owner: owner_of("", "anonymous") });
+            return Ok(Caller {
+                claims: None,
+                owner: owner_of("", "anonymous"),
+            });
         }
-        if req.head.query.as_deref().is_some_and(|q| q.split('&').any(|kv| kv.starts_with("access_token="))) {
+        if req
+            .head
+            .query
+            .as_deref()
+            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("access_token=")))
+        {
             metrics::counter!("warden_auth_failures_total", "reason" => "query_token").increment(1);
-            return Err(http::error_json(400, "invalid_request", "tokens in the query string are not accepted"));
+            return Err(http::error_json(
+                400,
+                "invalid_request",
+                "tokens in the query string are not accepted",
+            ));
         }
         let token = match req.head.count("authorization") {
             0 => {
@@ -170,8 +214,13 @@ impl Gateway {
             }
             1 => req.head.get_str("authorization").and_then(http::bearer),
             _ => {
-                metrics::counter!("warden_auth_failures_total", "reason" => "duplicate_header").increment(1);
-                return Err(http::error_json(400, "invalid_request", "more than one Authorization header"));
+                metrics::counter!("warden_auth_failures_total", "reason" => "duplicate_header")
+                    .increment(1);
+                return Err(http::error_json(
+                    400,
+                    "invalid_request",
+                    "more than one Authorization header",
+                ));
             }
         };
         let Some(token) = token else {
@@ -179,13 +228,27 @@ impl Gateway {
             return Err(http::challenge(st, Some("invalid_token")));
         };
         let now = self.shard.clock.unix_secs();
-        let (mut outcome, _) = self.shard.cache.borrow_mut().authenticate(token, &snap.issuers, st.max_token_bytes, now);
+        let (mut outcome, _) = self.shard.cache.borrow_mut().authenticate(
+            token,
+            &snap.issuers,
+            st.max_token_bytes,
+            now,
+        );
         if let AuthOutcome::UnknownKid { issuer } = outcome {
             // Ask the control plane (debounced and rate-limited there), then try once more
             // against whatever snapshot is current.
-            self.shard.shared.control.refresh_jwks(issuer, Duration::from_secs(3)).await;
+            self.shard
+                .shared
+                .control
+                .refresh_jwks(issuer, Duration::from_secs(3))
+                .await;
             let fresh = self.shard.shared.snapshot.load_full();
-            outcome = self.shard.cache.borrow_mut().authenticate(token, &fresh.issuers, st.max_token_bytes, now).0;
+            outcome = self
+                .shard
+                .cache
+                .borrow_mut()
+                .authenticate(token, &fresh.issuers, st.max_token_bytes, now)
+                .0;
             if let AuthOutcome::UnknownKid { .. } = outcome {
                 outcome = AuthOutcome::Invalid(crate::auth::jwt::TokenError::UnknownKey);
             }
@@ -193,7 +256,10 @@ impl Gateway {
         match outcome {
             AuthOutcome::Valid(claims) => {
                 let owner = owner_of(&claims.iss, &claims.sub);
-                Ok(Caller { claims: Some(claims), owner })
+                Ok(Caller {
+                    claims: Some(claims),
+                    owner,
+                })
             }
             AuthOutcome::Invalid(e) => {
                 metrics::counter!("warden_auth_failures_total", "reason" => e.label()).increment(1);
@@ -205,12 +271,21 @@ impl Gateway {
     }
 
     /// The caller's session, if the request names one. `Ok(None)` = no session header.
-    fn session(&self, snap: &Snapshot, req: &Request, caller: &Caller) -> Result<Option<Arc<Session>>, Response> {
+    fn session(
+        &self,
+        snap: &Snapshot,
+        req: &Request,
+        caller: &Caller,
+    ) -> Result<Option<Arc<Session>>, Response> {
         let Some(id) = req.head.get_str("mcp-session-id") else {
             return Ok(None);
         };
         if req.head.count("mcp-session-id") > 1 {
-            return Err(http::error_json(400, "invalid_request", "repeated Mcp-Session-Id"));
+            return Err(http::error_json(
+                400,
+                "invalid_request",
+                "repeated Mcp-Session-Id",
+            ));
         }
         let now = self.shard.clock.unix_secs();
         self.shard
@@ -221,31 +296,82 @@ impl Gateway {
             .map_err(|_| http::error_json(404, "not_found", "unknown or ended session"))
     }
 
-    async fn post<S: AsyncWriteRent>(&self, snap: &Arc<Snapshot>, req: Request, caller: &Caller, out: &mut Responder<'_, S>, cors: Option<&str>) -> u16 {
+    async fn post<S: AsyncWriteRent>(
+        &self,
+        snap: &Arc<Snapshot>,
+        req: Request,
+        caller: &Caller,
+        out: &mut Responder<'_, S>,
+        cors: Option<&str>,
+    ) -> u16 {
         if let Err(r) = http::check_post_headers(&req) {
             return send(out, r, cors).await;
         }
         let msg = match Message::parse(&req.body) {
             Ok(m) => m,
-            Err(Invalid::Parse) => return send(out, Response::json(400, jsonrpc::error(None, code::PARSE_ERROR, "Parse error")), cors).await,
-            Err(Invalid::Batch) => {
-                return send(out, Response::json(400, jsonrpc::error(None, code::INVALID_REQUEST, "JSON-RPC batches are not supported by this protocol version")), cors).await;
+            Err(Invalid::Parse) => {
+                return send(
+                    out,
+                    Response::json(400, jsonrpc::error(None, code::PARSE_ERROR, "Parse error")),
+                    cors,
+                )
+                .await;
             }
-            Err(Invalid::Envelope) => return send(out, Response::json(400, jsonrpc::error(None, code::INVALID_REQUEST, "Invalid Request")), cors).await,
+            Err(Invalid::Batch) => {
+                return send(
+                    out,
+                    Response::json(
+                        400,
+                        jsonrpc::error(
+                            None,
+                            code::INVALID_REQUEST,
+                            "JSON-RPC batches are not supported by this protocol version",
+                        ),
+                    ),
+                    cors,
+                )
+                .await;
+            }
+            Err(Invalid::Envelope) => {
+                return send(
+                    out,
+                    Response::json(
+                        400,
+                        jsonrpc::error(None, code::INVALID_REQUEST, "Invalid Request"),
+                    ),
+                    cors,
+                )
+                .await;
+            }
         };
         let method = msg.method.as_deref().unwrap_or("");
 
         // initialize creates a session; everything else needs one.
         if method == "initialize" {
             if msg.kind() != Kind::Request {
-                return send(out, Response::json(400, jsonrpc::error(None, code::INVALID_REQUEST, "initialize must be a request")), cors).await;
+                return send(
+                    out,
+                    Response::json(
+                        400,
+                        jsonrpc::error(None, code::INVALID_REQUEST, "initialize must be a request"),
+                    ),
+                    cors,
+                )
+                .await;
             }
             let (resp, _) = self.initialize(snap, &msg, caller);
             return send(out, resp, cors).await;
         }
         let session = match self.session(snap, &req, caller) {
             Ok(Some(s)) => s,
-            Ok(None) => return send(out, http::error_json(400, "invalid_request", "Mcp-Session-Id required"), cors).await,
+            Ok(None) => {
+                return send(
+                    out,
+                    http::error_json(400, "invalid_request", "Mcp-Session-Id required"),
+                    cors,
+                )
+                .await;
+            }
             Err(r) => return send(out, r, cors).await,
         };
 
@@ -262,17 +388,31 @@ impl Gateway {
         }
     }
 
-    fn initialize(&self, snap: &Snapshot, msg: &Message<'_>, caller: &Caller) -> (Response, String) {
+    fn initialize(
+        &self,
+        snap: &Snapshot,
+        msg: &Message<'_>,
+        caller: &Caller,
+    ) -> (Response, String) {
         let st = &snap.settings;
         let null = jsonrpc::null();
         let id = msg.id.unwrap_or(&null);
         let requested = msg
             .params
             .and_then(|p| serde_json::from_str::<serde_json::Value>(p.get()).ok())
-            .and_then(|p| p.get("protocolVersion").and_then(|v| v.as_str()).map(str::to_owned));
+            .and_then(|p| {
+                p.get("protocolVersion")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            });
         let version = negotiate_version(requested.as_deref());
         let now = self.shard.clock.unix_secs();
-        let sid = self.shard.shared.sessions.create(caller.owner, version.to_owned(), msg.params.map(|p| p.get().to_owned()), now);
+        let sid = self.shard.shared.sessions.create(
+            caller.owner,
+            version.to_owned(),
+            msg.params.map(|p| p.get().to_owned()),
+            now,
+        );
         metrics::counter!("warden_sessions_created_total").increment(1);
         let mut result = serde_json::json!({
             "protocolVersion": version,
@@ -283,41 +423,117 @@ impl Gateway {
             result["instructions"] = serde_json::Value::String(i.clone());
         }
         let body = jsonrpc::result_value(id, &result);
-        (Response::json(200, body).header("mcp-session-id", sid.clone()), sid)
+        (
+            Response::json(200, body).header("mcp-session-id", sid.clone()),
+            sid,
+        )
     }
 
-    async fn request<S: AsyncWriteRent>(&self, snap: &Arc<Snapshot>, session: &Arc<Session>, msg: &Message<'_>, out: &mut Responder<'_, S>, cors: Option<&str>) -> u16 {
+    async fn request<S: AsyncWriteRent>(
+        &self,
+        snap: &Arc<Snapshot>,
+        session: &Arc<Session>,
+        msg: &Message<'_>,
+        out: &mut Responder<'_, S>,
+        cors: Option<&str>,
+    ) -> u16 {
         let null = jsonrpc::null();
         let id: &RawValue = msg.id.unwrap_or(&null);
         let method = msg.method.as_deref().unwrap_or("");
         match method {
-            "ping" => send(out, Response::json(200, jsonrpc::result_value(id, &serde_json::json!({}))), cors).await,
+            "ping" => {
+                send(
+                    out,
+                    Response::json(200, jsonrpc::result_value(id, &serde_json::json!({}))),
+                    cors,
+                )
+                .await
+            }
             "tools/list" => {
                 let body = rewrite::tools_list(id, &snap.tools);
                 send(out, Response::json(200, body), cors).await
             }
             "tools/call" => {
-                let Some((route, params)) = rewrite::tools_call_params(msg.params, &snap.tools) else {
-                    metrics::counter!("warden_tool_calls_total", "decision" => "unknown_tool").increment(1);
-                    return send(out, Response::json(200, jsonrpc::error(Some(id), code::INVALID_PARAMS, "Unknown tool")), cors).await;
+                let Some((route, params)) = rewrite::tools_call_params(msg.params, &snap.tools)
+                else {
+                    metrics::counter!("warden_tool_calls_total", "decision" => "unknown_tool")
+                        .increment(1);
+                    return send(
+                        out,
+                        Response::json(
+                            200,
+                            jsonrpc::error(Some(id), code::INVALID_PARAMS, "Unknown tool"),
+                        ),
+                        cors,
+                    )
+                    .await;
                 };
                 let up = &snap.upstreams[route.upstream];
-                forward::request(&self.shard, snap, session, up, "tools/call", &params, id, out, cors).await
+                forward::request(
+                    &self.shard,
+                    snap,
+                    session,
+                    up,
+                    "tools/call",
+                    &params,
+                    id,
+                    out,
+                    cors,
+                )
+                .await
             }
             m if forward::is_passthrough_method(m) => match snap.settings.passthrough_upstream {
                 Some(u) => {
-                    let params = msg.params.map(|p| p.get().to_owned()).unwrap_or_else(|| "{}".into());
-                    forward::request(&self.shard, snap, session, &snap.upstreams[u], m, &params, id, out, cors).await
+                    let params = msg
+                        .params
+                        .map(|p| p.get().to_owned())
+                        .unwrap_or_else(|| "{}".into());
+                    forward::request(
+                        &self.shard,
+                        snap,
+                        session,
+                        &snap.upstreams[u],
+                        m,
+                        &params,
+                        id,
+                        out,
+                        cors,
+                    )
+                    .await
                 }
-                None => send(out, Response::json(200, jsonrpc::error(Some(id), code::METHOD_NOT_FOUND, "Method not found")), cors).await,
+                None => {
+                    send(
+                        out,
+                        Response::json(
+                            200,
+                            jsonrpc::error(Some(id), code::METHOD_NOT_FOUND, "Method not found"),
+                        ),
+                        cors,
+                    )
+                    .await
+                }
             },
-            _ => send(out, Response::json(200, jsonrpc::error(Some(id), code::METHOD_NOT_FOUND, "Method not found")), cors).await,
+            _ => {
+                send(
+                    out,
+                    Response::json(
+                        200,
+                        jsonrpc::error(Some(id), code::METHOD_NOT_FOUND, "Method not found"),
+                    ),
+                    cors,
+                )
+                .await
+            }
         }
     }
 }
 
 /// Send a full response with CORS headers; returns the status for metrics.
-pub(crate) async fn send<S: AsyncWriteRent>(out: &mut Responder<'_, S>, mut resp: Response, cors: Option<&str>) -> u16 {
+pub(crate) async fn send<S: AsyncWriteRent>(
+    out: &mut Responder<'_, S>,
+    mut resp: Response,
+    cors: Option<&str>,
+) -> u16 {
     http::add_cors(&mut resp.headers, cors);
     let status = resp.status;
     let _ = out.send(resp).await;

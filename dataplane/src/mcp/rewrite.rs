@@ -30,7 +30,10 @@ pub fn tools_list(id: &RawValue, table: &ToolTable) -> Vec<u8> {
 }
 
 /// Route a `tools/call` by exact name and rewrite `params.name` to the upstream's name.
-pub fn tools_call_params<'t>(params: Option<&RawValue>, table: &'t ToolTable) -> Option<(&'t ToolRoute, String)> {
+pub fn tools_call_params<'t>(
+    params: Option<&RawValue>,
+    table: &'t ToolTable,
+) -> Option<(&'t ToolRoute, String)> {
     let params = params?;
     let mut map: BTreeMap<Cow<'_, str>, &RawValue> = serde_json::from_str(params.get()).ok()?;
     let name_raw = map.get("name")?;
@@ -125,16 +128,29 @@ mod tests {
         let mut t = ToolTable::default();
         t.routes.insert(
             "ns_echo".into(),
-            ToolRoute { upstream: 0, upstream_name: "echo".into(), definition: RawValue::from_string("{}".into()).unwrap() },
+            ToolRoute {
+                upstream: 0,
+                upstream_name: "echo".into(),
+                definition: RawValue::from_string("{}".into()).unwrap(),
+            },
         );
-        let p = RawValue::from_string(r#"{"name":"ns_echo","arguments":{"a":1},"_meta":{"progressToken":7}}"#.into()).unwrap();
+        let p = RawValue::from_string(
+            r#"{"name":"ns_echo","arguments":{"a":1},"_meta":{"progressToken":7}}"#.into(),
+        )
+        .unwrap();
         let (r, s) = tools_call_params(Some(&p), &t).unwrap();
         assert_eq!(r.upstream_name, "echo");
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["name"], "echo");
         assert_eq!(v["arguments"]["a"], 1);
         assert_eq!(v["_meta"]["progressToken"], 7);
-        for bad in [r#"{"name":"ns_ech"}"#, r#"{"name":"NS_echo"}"#, r#"{"name":"ns_echo "}"#, r#"{"name":1}"#, r#"{}"#] {
+        for bad in [
+            r#"{"name":"ns_ech"}"#,
+            r#"{"name":"NS_echo"}"#,
+            r#"{"name":"ns_echo "}"#,
+            r#"{"name":1}"#,
+            r#"{}"#,
+        ] {
             let p = RawValue::from_string(bad.into()).unwrap();
             assert!(tools_call_params(Some(&p), &t).is_none(), "{bad}");
         }
