@@ -229,6 +229,29 @@ mod tests {
     }
 
     #[test]
+    fn refuses_deep_nesting_inside_raw_params() {
+        let ok = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{}1{}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(Message::parse(ok.as_bytes()).is_ok());
+        let deep = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{}1{}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert_eq!(Message::parse(deep.as_bytes()).unwrap_err(), Invalid::Parse);
+        // Brackets inside strings do not count.
+        let s = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"a":"{}\"{}"}}}}"#,
+            "[".repeat(500),
+            "{".repeat(500)
+        );
+        assert!(Message::parse(s.as_bytes()).is_ok());
+    }
+
+    #[test]
     fn refuses_bad_envelopes() {
         assert_eq!(Message::parse(b"[{}]").unwrap_err(), Invalid::Batch);
         assert_eq!(Message::parse(b"{not json").unwrap_err(), Invalid::Parse);

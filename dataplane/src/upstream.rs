@@ -5,7 +5,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io;
 use std::time::Duration;
 
 use monoio::buf::SliceMut;
@@ -110,6 +109,8 @@ pub struct SseStream {
     max_bytes: usize,
     total: usize,
     eof: bool,
+    /// The upstream did not ask to close the connection.
+    reusable: bool,
 }
 
 async fn read_into(
@@ -244,6 +245,7 @@ impl SseStream {
     /// Return the connection to the pool if the stream ended cleanly.
     pub fn finish(mut self, pool: &Pool, upstream: u32) {
         if self.eof
+            && self.reusable
             && self.raw.is_empty()
             && !matches!(self.framing, Framing::Close)
             && let Some(c) = self.conn.take()
@@ -414,18 +416,7 @@ async fn read_response(
             max_bytes: up.max_response_bytes,
             total: 0,
             eof: matches!(framing, Framing::Length(0)),
-        };
-        let s = if keep {
-            s
-        } else {
-            SseStream {
-                framing: if matches!(framing, Framing::Close) {
-                    Framing::Close
-                } else {
-                    framing
-                },
-                ..s
-            }
+            reusable: keep,
         };
         return Ok((
             UpResponse {
@@ -492,7 +483,6 @@ async fn read_response(
             reusable = false;
         }
     }
-    let _ = io::ErrorKind::Other;
     Ok((
         UpResponse {
             status,

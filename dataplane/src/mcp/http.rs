@@ -125,6 +125,14 @@ pub fn check_post_headers(req: &Request) -> Result<(), Response> {
             ));
         }
     }
+    // A repeated header is refused: with two values, which one applies would be a guess.
+    if req.head.count("mcp-protocol-version") > 1 {
+        return Err(error_json(
+            400,
+            "invalid_request",
+            "repeated MCP-Protocol-Version",
+        ));
+    }
     if let Some(v) = req.head.get_str("mcp-protocol-version")
         && !SUPPORTED_VERSIONS.contains(&v.trim())
     {
