@@ -214,3 +214,307 @@ async fn upstream_faults_become_jsonrpc_errors() {
     assert_eq!(v["error"]["code"], -32602);
     env.gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paginated_upstream_lists_are_merged_into_one_page() {
+    let opts = testkit::UpstreamOptions {
+        tools: 25,
+        page_size: 10,
+        ..Default::default()
+    };
+    let env = Env::start_with(1, opts, "").await;
+    let tok = env.token("alice");
+    let sid = env.session(&tok).await;
+    let r = env
+        .post(
+            Some(&tok),
+            Some(&sid),
+            &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
+        )
+        .await;
+    let v: serde_json::Value = r.json().await.unwrap();
+    let names: Vec<&str> = v["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    for i in 0..25 {
+        assert!(
+            names.contains(&format!("up0_tool_{i}").as_str()),
+            "missing tool_{i} in {names:?}"
+        );
+    }
+    assert!(v["result"].get("nextCursor").is_none());
+    env.gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colliding_tool_names_are_refused() {
+    let issuer = testkit::TestIssuer::start().await;
+    let a = testkit::TestUpstream::start(Default::default()).await;
+    let b = testkit::TestUpstream::start(Default::default()).await;
+    let yaml = format!(
+        "gateway:\n  listen: 127.0.0.1:0\n  public_url: {}\n  shards: 1\nadmin:\n  listen: 127.0.0.1:0\nissuers:\n  - issuer: {}\nupstreams:\n  - name: a\n    url: {}\n    namespace: x_\n  - name: b\n    url: {}\n    namespace: x_\n",
+        common::AUD,
+        issuer.issuer(),
+        a.url(),
+        b.url()
+    );
+    let gw = controlplane::start(controlplane::Config::parse(&yaml, "t.yaml").unwrap(), None)
+        .await
+        .unwrap();
+    let env = Env {
+        issuer,
+        upstreams: vec![a, b],
+        gw,
+        client: reqwest::Client::new(),
+    };
+    let tok = env.token("alice");
+    let sid = env.session(&tok).await;
+    let r = env
+        .post(
+            Some(&tok),
+            Some(&sid),
+            &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
+        )
+        .await;
+    let v: serde_json::Value = r.json().await.unwrap();
+    let echo = v["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["name"] == "x_echo")
+        .count();
+    assert_eq!(echo, 1, "a contested name is served once");
+    // The first upstream in config order keeps it.
+    let _ = env.call(&tok, &sid, json!(1), "x_echo", json!({})).await;
+    assert_eq!(env.upstreams[0].tool_calls().len(), 1);
+    assert_eq!(env.upstreams[1].tool_calls().len(), 0);
+    env.gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_is_mapped_to_the_upstream_id() {
+    let env = Env::start(1).await;
+    let tok = env.token("alice");
+    let sid = env.session(&tok).await;
+    let slow = {
+        let (client, url, tok, sid) = (env.client.clone(), env.url(), tok.clone(), sid.clone());
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(tok)
+                .header("content-type", "application/json")
+                .header("mcp-session-id", sid)
+                .body(json!({"jsonrpc":"2.0","id":"slow-1","method":"tools/call","params":{"name":"up0_slow","arguments":{"ms":1500}}}).to_string())
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    };
+    // Wait until the call reached the upstream.
+    let mut gid = serde_json::Value::Null;
+    for _ in 0..200 {
+        if let Some(c) = env.upstreams[0].tool_calls().first() {
+            gid = c.body["id"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        gid.is_u64(),
+        "upstream saw a gateway-assigned numeric id: {gid}"
+    );
+    let r = env
+        .post(Some(&tok), Some(&sid), &json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"slow-1","reason":"user"}}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let cancels: Vec<_> = env.upstreams[0]
+        .requests()
+        .into_iter()
+        .filter(|r| r.rpc_method() == Some("notifications/cancelled"))
+        .collect();
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(cancels[0].body["params"]["requestId"], gid);
+    let _ = slow.await.unwrap();
+    env.gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_only_for_2025_03_26() {
+    let env = Env::start(1).await;
+    let tok = env.token("alice");
+    let batch = json!([
+        {"jsonrpc":"2.0","id":1,"method":"ping"},
+        {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up0_echo","arguments":{"k":"v"}}},
+        {"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"x","progress":1}},
+        {"jsonrpc":"2.0","id":3,"method":"initialize","params":{}}
+    ]);
+    // A 2025-06-18 session: refused, nothing runs.
+    let sid = env.session(&tok).await;
+    let r = env.post(Some(&tok), Some(&sid), &batch).await;
+    assert_eq!(r.status(), 400);
+    assert!(env.upstreams[0].tool_calls().is_empty());
+    // A 2025-03-26 session: every element answered in one array.
+    let r = env
+        .post(Some(&tok), None, &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+        .await;
+    let old = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["result"]["protocolVersion"], "2025-03-26");
+    let r = env.post(Some(&tok), Some(&old), &batch).await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 3, "{v}");
+    assert_eq!(arr[0]["id"], 1);
+    assert_eq!(arr[1]["id"], 2);
+    assert_eq!(arr[1]["result"]["structuredContent"]["k"], "v");
+    assert_eq!(arr[2]["id"], 3);
+    assert_eq!(arr[2]["error"]["code"], -32600);
+    env.gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epoll_fallback_serves_and_metrics_move() {
+    let env = Env::start_with(1, Default::default(), "  io_driver: epoll\n").await;
+    let tok = env.token("alice");
+    let sid = env.session(&tok).await;
+    let v = env
+        .call(&tok, &sid, json!(1), "up0_echo", json!({"a": 2}))
+        .await;
+    assert_eq!(v["result"]["structuredContent"]["a"], 2, "{v}");
+    let m = env
+        .client
+        .get(format!("http://{}/metrics", env.gw.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("warden_http_requests_total{method=\"POST\",status=\"200\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("warden_upstream_request_duration_seconds"),
+        "{m}"
+    );
+    let r = env
+        .client
+        .get(format!("http://{}/readyz", env.gw.admin_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = env
+        .client
+        .get(format!("http://{}/healthz", env.gw.admin_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    env.gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests() {
+    let issuer = testkit::TestIssuer::start().await;
+    let up = testkit::TestUpstream::start(Default::default()).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("w.yaml");
+    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "").replace(
+        "listen: 127.0.0.1:0\n  public_url",
+        &format!("listen: 127.0.0.1:{port}\n  public_url"),
+    );
+    std::fs::write(&cfg, yaml).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["serve", "-c"])
+        .arg(&cfg)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let client = reqwest::Client::new();
+    let tok = issuer.mint(&issuer.claims("alice", common::AUD, "mcp:tools"));
+    let mut sid = None;
+    for _ in 0..200 {
+        let r = client
+            .post(&url)
+            .bearer_auth(&tok)
+            .header("content-type", "application/json")
+            .body(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+            .send()
+            .await;
+        if let Ok(r) = r {
+            sid = r
+                .headers()
+                .get("mcp-session-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sid = sid.expect("gateway came up");
+    let call = {
+        let (client, url, tok, sid) = (client.clone(), url.clone(), tok.clone(), sid.clone());
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(tok)
+                .header("content-type", "application/json")
+                .header("mcp-session-id", sid)
+                .body(json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"up0_slow","arguments":{"ms":800}}}).to_string())
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        })
+    };
+    for _ in 0..200 {
+        if !up.tool_calls().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let v = call.await.unwrap();
+    assert_eq!(v["id"], 9);
+    assert!(v["result"].is_object(), "the in-flight call finished: {v}");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "warden did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success());
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "no longer accepting"
+    );
+}

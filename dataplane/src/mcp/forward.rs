@@ -150,11 +150,52 @@ fn error_kind(e: &UpError) -> &'static str {
     }
 }
 
+/// Send one request to `up` in this client's upstream session, with a gateway id.
+/// Records the id mapping for cancellation; the caller removes it.
+async fn exchange(
+    shard: &Shard,
+    session: &Arc<Session>,
+    up: &Upstream,
+    method: &str,
+    params: &str,
+    client_id: &RawValue,
+) -> Result<(UpResponse, u64), UpError> {
+    let mut retried = false;
+    loop {
+        let us = ensure_upstream_session(shard, session, up).await?;
+        let gid = shard.next_upstream_id();
+        let body = rewrite::upstream_request(gid, method, params);
+        let auth = credential_header(up);
+        let h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
+        session
+            .inflight
+            .insert(client_id.get().to_owned(), (up.id, gid));
+        let r = upstream::send(&shard.pool, up, "POST", &h, &body, up.timeout).await?;
+        // The upstream forgot our session (restart, expiry): open a new one, once.
+        if r.status == 404 && !retried && us.session_id.is_some() {
+            session.upstream_sessions.remove(&up.id);
+            retried = true;
+            continue;
+        }
+        return Ok((r, gid));
+    }
+}
+
+fn record_latency(shard: &Shard, up: &Upstream, started: quanta::Instant) {
+    metrics::histogram!("warden_upstream_request_duration_seconds", "upstream" => up.name.clone())
+        .record(
+            shard
+                .clock
+                .now()
+                .saturating_duration_since(started)
+                .as_secs_f64(),
+        );
+}
+
 /// Forward one request to `up` and relay the answer to the agent with its own id.
 #[allow(clippy::too_many_arguments)]
 pub async fn request<S: AsyncWriteRent>(
     shard: &Shard,
-    _snap: &Arc<Snapshot>,
     session: &Arc<Session>,
     up: &Upstream,
     method: &str,
@@ -164,39 +205,7 @@ pub async fn request<S: AsyncWriteRent>(
     cors: Option<&str>,
 ) -> u16 {
     let started = shard.clock.now();
-    let mut retried = false;
-    let resp = loop {
-        let us = match ensure_upstream_session(shard, session, up).await {
-            Ok(s) => s,
-            Err(e) => {
-                return send(
-                    out,
-                    Response::json(200, upstream_error(client_id, up, &e)),
-                    cors,
-                )
-                .await;
-            }
-        };
-        let gid = shard.next_upstream_id();
-        let body = rewrite::upstream_request(gid, method, params);
-        let auth = credential_header(up);
-        let h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
-        session
-            .inflight
-            .insert(client_id.get().to_owned(), (up.id, gid));
-        let r = upstream::send(&shard.pool, up, "POST", &h, &body, up.timeout).await;
-        match r {
-            // The upstream forgot our session (restart, expiry): open a new one, once.
-            Ok(r) if r.status == 404 && !retried && us.session_id.is_some() => {
-                session.upstream_sessions.remove(&up.id);
-                retried = true;
-                continue;
-            }
-            Ok(r) => break Ok((r, gid)),
-            Err(e) => break Err(e),
-        }
-    };
-    let status = match resp {
+    let status = match exchange(shard, session, up, method, params, client_id).await {
         Err(e) => {
             send(
                 out,
@@ -208,15 +217,34 @@ pub async fn request<S: AsyncWriteRent>(
         Ok((r, gid)) => relay(shard, up, r, gid, client_id, out, cors).await,
     };
     session.inflight.remove(client_id.get());
-    metrics::histogram!("warden_upstream_request_duration_seconds", "upstream" => up.name.clone())
-        .record(
-            shard
-                .clock
-                .now()
-                .saturating_duration_since(started)
-                .as_secs_f64(),
-        );
+    record_latency(shard, up, started);
     status
+}
+
+/// Forward one request and return only its final answer (for batches), with the client's id.
+pub async fn request_collect(
+    shard: &Shard,
+    session: &Arc<Session>,
+    up: &Upstream,
+    method: &str,
+    params: &str,
+    client_id: &RawValue,
+) -> Vec<u8> {
+    let started = shard.clock.now();
+    let result = match exchange(shard, session, up, method, params, client_id).await {
+        Ok((r, _)) if r.status != 200 => Err(UpError::BadResponse),
+        Ok((r, gid)) => collect_response(r, gid, shard, up).await,
+        Err(e) => Err(e),
+    };
+    session.inflight.remove(client_id.get());
+    record_latency(shard, up, started);
+    match result {
+        Ok(b) => match Message::parse(&b) {
+            Ok(m) if m.method.is_none() => rewrite::reframe(&m, Some(client_id), None),
+            _ => upstream_error(client_id, up, &UpError::BadResponse),
+        },
+        Err(e) => upstream_error(client_id, up, &e),
+    }
 }
 
 async fn relay<S: AsyncWriteRent>(

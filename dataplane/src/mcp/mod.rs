@@ -318,19 +318,21 @@ impl Gateway {
                 .await;
             }
             Err(Invalid::Batch) => {
-                return send(
-                    out,
-                    Response::json(
-                        400,
-                        jsonrpc::error(
+                // Batches exist only in 2025-03-26; later revisions removed them.
+                return match self.session(snap, &req, caller) {
+                    Ok(Some(s)) if s.protocol_version == "2025-03-26" => {
+                        self.batch(snap, &s, &req.body, out, cors).await
+                    }
+                    Err(r) => send(out, r, cors).await,
+                    Ok(_) => {
+                        let e = jsonrpc::error(
                             None,
                             code::INVALID_REQUEST,
                             "JSON-RPC batches are not supported by this protocol version",
-                        ),
-                    ),
-                    cors,
-                )
-                .await;
+                        );
+                        send(out, Response::json(400, e), cors).await
+                    }
+                };
             }
             Err(Invalid::Envelope) => {
                 return send(
@@ -429,6 +431,51 @@ impl Gateway {
         )
     }
 
+    /// Decide what a request needs: a local answer, or one upstream exchange.
+    fn plan(&self, snap: &Snapshot, msg: &Message<'_>, id: &RawValue) -> Plan {
+        let method = msg.method.as_deref().unwrap_or("");
+        match method {
+            "ping" => Plan::Local(jsonrpc::result_value(id, &serde_json::json!({}))),
+            "tools/list" => Plan::Local(rewrite::tools_list(id, &snap.tools)),
+            "tools/call" => match rewrite::tools_call_params(msg.params, &snap.tools) {
+                Some((route, params)) => Plan::Forward {
+                    upstream: route.upstream,
+                    method: "tools/call".into(),
+                    params,
+                },
+                None => {
+                    metrics::counter!("warden_tool_calls_total", "decision" => "unknown_tool")
+                        .increment(1);
+                    Plan::Local(jsonrpc::error(
+                        Some(id),
+                        code::INVALID_PARAMS,
+                        "Unknown tool",
+                    ))
+                }
+            },
+            m if forward::is_passthrough_method(m) => match snap.settings.passthrough_upstream {
+                Some(u) => Plan::Forward {
+                    upstream: u,
+                    method: m.to_owned(),
+                    params: msg
+                        .params
+                        .map(|p| p.get().to_owned())
+                        .unwrap_or_else(|| "{}".into()),
+                },
+                None => Plan::Local(jsonrpc::error(
+                    Some(id),
+                    code::METHOD_NOT_FOUND,
+                    "Method not found",
+                )),
+            },
+            _ => Plan::Local(jsonrpc::error(
+                Some(id),
+                code::METHOD_NOT_FOUND,
+                "Method not found",
+            )),
+        }
+    }
+
     async fn request<S: AsyncWriteRent>(
         &self,
         snap: &Arc<Snapshot>,
@@ -439,93 +486,124 @@ impl Gateway {
     ) -> u16 {
         let null = jsonrpc::null();
         let id: &RawValue = msg.id.unwrap_or(&null);
-        let method = msg.method.as_deref().unwrap_or("");
-        match method {
-            "ping" => {
-                send(
-                    out,
-                    Response::json(200, jsonrpc::result_value(id, &serde_json::json!({}))),
-                    cors,
-                )
-                .await
-            }
-            "tools/list" => {
-                let body = rewrite::tools_list(id, &snap.tools);
-                send(out, Response::json(200, body), cors).await
-            }
-            "tools/call" => {
-                let Some((route, params)) = rewrite::tools_call_params(msg.params, &snap.tools)
-                else {
-                    metrics::counter!("warden_tool_calls_total", "decision" => "unknown_tool")
-                        .increment(1);
-                    return send(
-                        out,
-                        Response::json(
-                            200,
-                            jsonrpc::error(Some(id), code::INVALID_PARAMS, "Unknown tool"),
-                        ),
-                        cors,
-                    )
-                    .await;
-                };
-                let up = &snap.upstreams[route.upstream];
-                forward::request(
-                    &self.shard,
-                    snap,
-                    session,
-                    up,
-                    "tools/call",
-                    &params,
-                    id,
-                    out,
-                    cors,
-                )
-                .await
-            }
-            m if forward::is_passthrough_method(m) => match snap.settings.passthrough_upstream {
-                Some(u) => {
-                    let params = msg
-                        .params
-                        .map(|p| p.get().to_owned())
-                        .unwrap_or_else(|| "{}".into());
-                    forward::request(
-                        &self.shard,
-                        snap,
-                        session,
-                        &snap.upstreams[u],
-                        m,
-                        &params,
-                        id,
-                        out,
-                        cors,
-                    )
-                    .await
-                }
-                None => {
-                    send(
-                        out,
-                        Response::json(
-                            200,
-                            jsonrpc::error(Some(id), code::METHOD_NOT_FOUND, "Method not found"),
-                        ),
-                        cors,
-                    )
-                    .await
-                }
-            },
-            _ => {
-                send(
-                    out,
-                    Response::json(
-                        200,
-                        jsonrpc::error(Some(id), code::METHOD_NOT_FOUND, "Method not found"),
-                    ),
-                    cors,
-                )
-                .await
+        match self.plan(snap, msg, id) {
+            Plan::Local(body) => send(out, Response::json(200, body), cors).await,
+            Plan::Forward {
+                upstream,
+                method,
+                params,
+            } => {
+                let up = &snap.upstreams[upstream];
+                forward::request(&self.shard, session, up, &method, &params, id, out, cors).await
             }
         }
     }
+
+    /// A JSON-RPC batch (2025-03-26 sessions only): each element handled in order, answers
+    /// collected into one JSON array (no streaming inside a batch).
+    async fn batch<S: AsyncWriteRent>(
+        &self,
+        snap: &Arc<Snapshot>,
+        session: &Arc<Session>,
+        body: &[u8],
+        out: &mut Responder<'_, S>,
+        cors: Option<&str>,
+    ) -> u16 {
+        let items: Vec<&RawValue> = match std::str::from_utf8(body)
+            .ok()
+            .and_then(|t| serde_json::from_str(t).ok())
+        {
+            Some(v) => v,
+            None => {
+                return send(
+                    out,
+                    Response::json(400, jsonrpc::error(None, code::PARSE_ERROR, "Parse error")),
+                    cors,
+                )
+                .await;
+            }
+        };
+        if items.is_empty() {
+            return send(
+                out,
+                Response::json(
+                    400,
+                    jsonrpc::error(None, code::INVALID_REQUEST, "Invalid Request"),
+                ),
+                cors,
+            )
+            .await;
+        }
+        let mut answers: Vec<Vec<u8>> = Vec::new();
+        for item in items {
+            let msg = match Message::parse(item.get().as_bytes()) {
+                Ok(m) => m,
+                Err(_) => {
+                    answers.push(jsonrpc::error(
+                        None,
+                        code::INVALID_REQUEST,
+                        "Invalid Request",
+                    ));
+                    continue;
+                }
+            };
+            let null = jsonrpc::null();
+            let id: &RawValue = msg.id.unwrap_or(&null);
+            match msg.kind() {
+                Kind::Notification => forward::notification(&self.shard, snap, session, &msg).await,
+                Kind::Response => forward::client_response(&self.shard, snap, session, &msg).await,
+                Kind::Request if msg.method.as_deref() == Some("initialize") => {
+                    answers.push(jsonrpc::error(
+                        Some(id),
+                        code::INVALID_REQUEST,
+                        "initialize cannot be part of a batch",
+                    ));
+                }
+                Kind::Request => answers.push(match self.plan(snap, &msg, id) {
+                    Plan::Local(b) => b,
+                    Plan::Forward {
+                        upstream,
+                        method,
+                        params,
+                    } => {
+                        forward::request_collect(
+                            &self.shard,
+                            session,
+                            &snap.upstreams[upstream],
+                            &method,
+                            &params,
+                            id,
+                        )
+                        .await
+                    }
+                }),
+            }
+        }
+        if answers.is_empty() {
+            return send(out, Response::new(202), cors).await;
+        }
+        let mut body =
+            Vec::with_capacity(answers.iter().map(Vec::len).sum::<usize>() + answers.len() + 2);
+        body.push(b'[');
+        for (i, a) in answers.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(a);
+        }
+        body.push(b']');
+        send(out, Response::json(200, body), cors).await
+    }
+}
+
+/// What a request needs.
+enum Plan {
+    Local(Vec<u8>),
+    Forward {
+        upstream: usize,
+        method: String,
+        params: String,
+    },
 }
 
 /// Send a full response with CORS headers; returns the status for metrics.
