@@ -7,6 +7,7 @@ pub mod config;
 pub mod gateway;
 pub mod issuers;
 pub mod metrics;
+pub mod sts;
 
 pub use config::Config;
 pub use gateway::{Running, StartError, start};

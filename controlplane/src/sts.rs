@@ -1,0 +1,300 @@
+//! Warden's embedded security token service: signing keys (EdDSA or ES256) that rotate,
+//! a JWKS publishing the current and previous key, and RFC 9068 `at+jwt` signing.
+//!
+//! Signing uses aws-lc-rs key pairs parsed once. jsonwebtoken's signer re-parses the
+//! PKCS#8 key on every signature (see `docs/architecture.md`, "Tokens"); verification
+//! everywhere else still goes through jsonwebtoken.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Signature algorithm of the STS keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum SigningAlg {
+    #[default]
+    EdDSA,
+    ES256,
+}
+
+enum Pair {
+    Ed(Ed25519KeyPair),
+    Ec(EcdsaKeyPair),
+}
+
+/// One signing key with its public JWK.
+pub struct SigningKey {
+    pub kid: String,
+    pub alg: SigningAlg,
+    pair: Pair,
+    pub public_jwk: Value,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("private", &"...")
+            .finish()
+    }
+}
+
+/// Why signing failed.
+#[derive(Debug, thiserror::Error)]
+#[error("STS: {0}")]
+pub struct StsError(pub String);
+
+fn random_hex(n: usize) -> Result<String, StsError> {
+    let mut b = vec![0u8; n];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| StsError("system RNG failed".into()))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+impl SigningKey {
+    /// Generate a fresh key.
+    pub fn generate(alg: SigningAlg) -> Result<SigningKey, StsError> {
+        let kid = format!("warden-{}", random_hex(8)?);
+        let rng = SystemRandom::new();
+        let (pair, public_jwk) = match alg {
+            SigningAlg::EdDSA => {
+                let doc = Ed25519KeyPair::generate_pkcs8(&rng)
+                    .map_err(|_| StsError("Ed25519 key generation failed".into()))?;
+                let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref())
+                    .map_err(|_| StsError("Ed25519 key parse failed".into()))?;
+                let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+                (
+                    Pair::Ed(pair),
+                    json!({"kty":"OKP","crv":"Ed25519","x":x,"kid":kid,"alg":"EdDSA","use":"sig"}),
+                )
+            }
+            SigningAlg::ES256 => {
+                let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|_| StsError("P-256 key generation failed".into()))?;
+                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref())
+                    .map_err(|_| StsError("P-256 key parse failed".into()))?;
+                // Uncompressed point: 0x04 || X (32) || Y (32).
+                let p = pair.public_key().as_ref();
+                if p.len() != 65 {
+                    return Err(StsError("unexpected P-256 public key encoding".into()));
+                }
+                let (x, y) = (
+                    URL_SAFE_NO_PAD.encode(&p[1..33]),
+                    URL_SAFE_NO_PAD.encode(&p[33..65]),
+                );
+                (
+                    Pair::Ec(pair),
+                    json!({"kty":"EC","crv":"P-256","x":x,"y":y,"kid":kid,"alg":"ES256","use":"sig"}),
+                )
+            }
+        };
+        Ok(SigningKey {
+            kid,
+            alg,
+            pair,
+            public_jwk,
+        })
+    }
+
+    /// Sign `claims` as a compact JWS with header `{alg, kid, typ}`.
+    pub fn sign(&self, claims: &Value, typ: &str) -> Result<String, StsError> {
+        let alg = match self.alg {
+            SigningAlg::EdDSA => "EdDSA",
+            SigningAlg::ES256 => "ES256",
+        };
+        let header = json!({"alg": alg, "kid": self.kid, "typ": typ});
+        let mut out = URL_SAFE_NO_PAD.encode(header.to_string());
+        out.push('.');
+        out.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let sig = match &self.pair {
+            Pair::Ed(k) => k.sign(out.as_bytes()).as_ref().to_vec(),
+            Pair::Ec(k) => k
+                .sign(&SystemRandom::new(), out.as_bytes())
+                .map_err(|_| StsError("ECDSA signing failed".into()))?
+                .as_ref()
+                .to_vec(),
+        };
+        out.push('.');
+        out.push_str(&URL_SAFE_NO_PAD.encode(sig));
+        Ok(out)
+    }
+}
+
+#[derive(Debug)]
+struct KeyRing {
+    current: Arc<SigningKey>,
+    previous: Option<Arc<SigningKey>>,
+}
+
+/// The token service: one issuer, a rotating key ring.
+#[derive(Debug)]
+pub struct Sts {
+    issuer: String,
+    alg: SigningAlg,
+    ring: ArcSwap<KeyRing>,
+}
+
+impl Sts {
+    pub fn new(issuer: &str, alg: SigningAlg) -> Result<Sts, StsError> {
+        let current = Arc::new(SigningKey::generate(alg)?);
+        Ok(Sts {
+            issuer: issuer.trim_end_matches('/').to_owned(),
+            alg,
+            ring: ArcSwap::from_pointee(KeyRing {
+                current,
+                previous: None,
+            }),
+        })
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Make a new current key; the old one stays published (as previous) so tokens it
+    /// signed keep verifying until they expire.
+    pub fn rotate(&self) -> Result<(), StsError> {
+        let next = Arc::new(SigningKey::generate(self.alg)?);
+        let old = self.ring.load_full();
+        self.ring.store(Arc::new(KeyRing {
+            current: next,
+            previous: Some(old.current.clone()),
+        }));
+        Ok(())
+    }
+
+    pub fn current_kid(&self) -> String {
+        self.ring.load().current.kid.clone()
+    }
+
+    /// The public JWKS: current and previous key.
+    pub fn jwks(&self) -> Value {
+        let ring = self.ring.load();
+        let mut keys = vec![ring.current.public_jwk.clone()];
+        if let Some(p) = &ring.previous {
+            keys.push(p.public_jwk.clone());
+        }
+        json!({ "keys": keys })
+    }
+
+    /// Sign claims as an RFC 9068 access token with the current key.
+    pub fn sign(&self, claims: &Value) -> Result<String, StsError> {
+        self.ring.load().current.sign(claims, "at+jwt")
+    }
+
+    /// A fresh `jti`.
+    pub fn new_jti() -> Result<String, StsError> {
+        random_hex(16)
+    }
+}
+
+/// What shapes one delegation token (RFC 8693 §4.1 `act`, RFC 9068 claims).
+#[derive(Debug, Clone)]
+pub struct DelegationGrant<'a> {
+    pub subject: &'a str,
+    /// The inbound token's own `act`, nested inside ours.
+    pub subject_act: Option<&'a Value>,
+    /// The gateway's client id: `act.sub` and `client_id`.
+    pub actor: &'a str,
+    pub audience: &'a str,
+    pub scopes: &'a [String],
+    pub ttl_secs: i64,
+    /// Extra user claims worth carrying (email).
+    pub email: Option<&'a str>,
+}
+
+/// The claims of a delegation token issued at `now` (Unix seconds).
+pub fn delegation_claims(issuer: &str, g: &DelegationGrant<'_>, now: i64, jti: &str) -> Value {
+    let mut act = json!({ "sub": g.actor });
+    if let Some(prior) = g.subject_act {
+        act["act"] = prior.clone();
+    }
+    let mut c = json!({
+        "iss": issuer,
+        "sub": g.subject,
+        "aud": g.audience,
+        "scope": g.scopes.join(" "),
+        "client_id": g.actor,
+        "act": act,
+        "jti": jti,
+        "iat": now,
+        "nbf": now,
+        "exp": now + g.ttl_secs,
+    });
+    if let Some(e) = g.email {
+        c["email"] = Value::String(e.to_owned());
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_and_verifies_with_published_keys() {
+        for alg in [SigningAlg::EdDSA, SigningAlg::ES256] {
+            let sts = Sts::new("http://127.0.0.1:9000/", alg).unwrap();
+            assert_eq!(sts.issuer(), "http://127.0.0.1:9000");
+            let prior = json!({"sub": "agent-7"});
+            let scopes = vec!["ledger:ListAccounts".to_string()];
+            let g = DelegationGrant {
+                subject: "john",
+                subject_act: Some(&prior),
+                actor: "warden",
+                audience: "https://ledger/",
+                scopes: &scopes,
+                ttl_secs: 5,
+                email: None,
+            };
+            let claims = delegation_claims(sts.issuer(), &g, 1_000, "j1");
+            assert_eq!(
+                claims["act"],
+                json!({"sub": "warden", "act": {"sub": "agent-7"}})
+            );
+            assert_eq!(claims["exp"], 1_005);
+            let tok = sts.sign(&claims).unwrap();
+            let keys = dataplane::auth::jwks::parse_jwks(
+                sts.jwks().to_string().as_bytes(),
+                &[
+                    jsonwebtoken::Algorithm::EdDSA,
+                    jsonwebtoken::Algorithm::ES256,
+                ],
+            )
+            .unwrap();
+            let policy = dataplane::auth::jwt::ValidationPolicy {
+                issuer: sts.issuer().into(),
+                audiences: vec!["https://ledger/".into()],
+                leeway_secs: 5,
+                max_lifetime_secs: 60,
+                token_types: vec!["at+jwt".into()],
+            };
+            let d = dataplane::auth::jwt::decode(&tok, 16384, &policy.token_types).unwrap();
+            let c = dataplane::auth::jwt::verify(&d, &keys, &policy, 1_001).unwrap();
+            assert_eq!(c.sub, "john");
+            // After rotation the old token still verifies (previous key published), new ones use the new kid.
+            let old_kid = sts.current_kid();
+            sts.rotate().unwrap();
+            assert_ne!(sts.current_kid(), old_kid);
+            let keys = dataplane::auth::jwks::parse_jwks(
+                sts.jwks().to_string().as_bytes(),
+                &[
+                    jsonwebtoken::Algorithm::EdDSA,
+                    jsonwebtoken::Algorithm::ES256,
+                ],
+            )
+            .unwrap();
+            assert_eq!(keys.len(), 2);
+            assert!(dataplane::auth::jwt::verify(&d, &keys, &policy, 1_001).is_ok());
+        }
+    }
+}
