@@ -7,20 +7,46 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use dataplane::shard::Shared;
+use std::sync::Arc;
+
+use crate::sts::Sts;
 
 #[derive(Clone)]
 struct AdminState {
     shared: Shared,
     shards: usize,
+    sts: Option<Arc<Sts>>,
+}
+
+/// The embedded STS's public keys, for upstreams that verify delegation tokens
+/// (also served by the embedded authorization server at `/jwks`).
+async fn sts_jwks(State(s): State<AdminState>) -> impl IntoResponse {
+    match &s.sts {
+        Some(sts) => (StatusCode::OK, axum::Json(sts.jwks())),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": "no embedded STS"})),
+        ),
+    }
 }
 
 /// Serve the admin endpoints until the task is aborted.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Shared, shards: usize) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Shared,
+    shards: usize,
+    sts: Option<Arc<Sts>>,
+) {
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(AdminState { shared, shards });
+        .route("/sts/jwks.json", get(sts_jwks))
+        .with_state(AdminState {
+            shared,
+            shards,
+            sts,
+        });
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "Admin listener failed");
     }

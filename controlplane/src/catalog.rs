@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dataplane::snapshot::{ToolRoute, ToolTable, Upstream, UpstreamCredential};
+use dataplane::snapshot::{
+    ToolDelegation, ToolRoute, ToolTable, Upstream, UpstreamCredential, UpstreamDelegation,
+};
 use serde_json::Value;
 
 use crate::config::{Config, UpstreamAuth, UpstreamConfig};
@@ -60,6 +62,22 @@ pub async fn resolve(id: u32, u: &UpstreamConfig) -> Result<Upstream, String> {
         credential: credential(u)?,
         timeout: u.timeout,
         max_response_bytes: u.max_response_bytes,
+        delegation: u.token_exchange.as_ref().map(|te| UpstreamDelegation {
+            audience: te.audience.clone(),
+            tools: te
+                .tools
+                .iter()
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        ToolDelegation {
+                            scopes: t.scopes.iter().map(|s| s.name().to_owned()).collect(),
+                            ttl_secs: t.ttl.as_secs() as i64,
+                        },
+                    )
+                })
+                .collect(),
+        }),
     })
 }
 
@@ -166,13 +184,17 @@ impl Client<'_> {
 }
 
 /// Initialize, list every tool page, and end the discovery session.
-pub async fn discover(http: &reqwest::Client, u: &UpstreamConfig) -> Result<Discovered, String> {
+pub async fn discover(
+    http: &reqwest::Client,
+    u: &UpstreamConfig,
+    auth: Option<String>,
+) -> Result<Discovered, String> {
     let cred = credential(u)?;
     let url = u.url.to_string();
     let mut c = Client {
         http,
         url: &url,
-        auth: auth_header(&cred),
+        auth: auth.or_else(|| auth_header(&cred)),
         session: None,
         version: PROTOCOL_VERSION.into(),
         timeout: u.timeout.min(Duration::from_secs(10)),

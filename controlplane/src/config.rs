@@ -19,6 +19,120 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
     #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
+    /// How per-call delegation tokens are obtained (needed by any upstream with `token_exchange`).
+    #[serde(default)]
+    pub delegation: Option<DelegationConfig>,
+}
+
+/// The gateway as an OAuth client obtaining per-call tokens (RFC 8693).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegationConfig {
+    /// The gateway's client id: `act.sub` and `client_id` of every delegation token.
+    pub client_id: String,
+    #[serde(default)]
+    pub mode: DelegationMode,
+    /// Embedded mode: the STS issuer (`iss` of minted tokens). Default: the embedded
+    /// authorization server's issuer.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Embedded mode: `EdDSA` (default) or `ES256`.
+    #[serde(default)]
+    pub signing_alg: crate::sts::SigningAlg,
+    /// Embedded mode: how often the signing key rotates (the JWKS keeps the previous key).
+    #[serde(default = "default_rotation", with = "humantime_serde")]
+    pub key_rotation: Duration,
+    /// External mode: the authorization server's token endpoint.
+    #[serde(default)]
+    pub token_endpoint: Option<url::Url>,
+    /// External mode: how the gateway authenticates to it.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// External mode: environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// External mode, `private_key_jwt`: PKCS#8 PEM (Ed25519 or P-256) signing the client assertion.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// External mode: time allowed for one exchange.
+    #[serde(default = "default_exchange_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DelegationMode {
+    /// Mint in-process with the embedded STS.
+    #[default]
+    Embedded,
+    /// Perform RFC 8693 token exchange at an external authorization server.
+    External,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    #[default]
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJwt,
+}
+
+/// The seed's `tokenExchange` block, one-to-one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenExchangeConfig {
+    /// Only `delegation` (the seed's value).
+    #[serde(rename = "type", default = "default_exchange_type")]
+    pub kind: String,
+    /// The seed names its identity provider here; Warden uses `delegation` at top level.
+    #[serde(default)]
+    pub idp: Option<String>,
+    /// `aud` of every token for this upstream.
+    pub audience: String,
+    #[serde(default)]
+    pub tools: Vec<ToolExchangeConfig>,
+}
+
+/// Per-tool delegation: scopes and TTL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolExchangeConfig {
+    /// The tool's name at its upstream (without namespace).
+    pub name: String,
+    #[serde(default = "default_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    #[serde(default)]
+    pub scopes: Vec<ScopeRef>,
+}
+
+/// A scope written as `ledger:ListAccounts` or, as in the seed, `{name: ledger:ListAccounts}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ScopeRef {
+    Name(String),
+    Named { name: String },
+}
+
+impl ScopeRef {
+    pub fn name(&self) -> &str {
+        match self {
+            ScopeRef::Name(n) | ScopeRef::Named { name: n } => n,
+        }
+    }
+}
+
+fn default_rotation() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_exchange_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_exchange_type() -> String {
+    "delegation".into()
+}
+fn default_ttl() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// The MCP listener.
@@ -169,6 +283,9 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     #[serde(default = "default_max_response")]
     pub max_response_bytes: usize,
+    /// Per-call delegation tokens for this upstream (the seed's `tokenExchange`).
+    #[serde(default)]
+    pub token_exchange: Option<TokenExchangeConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -330,6 +447,42 @@ impl Config {
                     file,
                     format!("{p}.issuer"),
                     "issuers must use https (http only on loopback)",
+                ));
+            }
+        }
+        if let Some(d) = &self.delegation {
+            if d.mode == DelegationMode::External {
+                if d.token_endpoint.is_none() {
+                    return Err(err(
+                        file,
+                        "delegation.token_endpoint",
+                        "required in external mode",
+                    ));
+                }
+                match d.client_auth {
+                    ClientAuth::PrivateKeyJwt if d.private_key_file.is_none() => {
+                        return Err(err(
+                            file,
+                            "delegation.private_key_file",
+                            "required for private_key_jwt",
+                        ));
+                    }
+                    ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost
+                        if d.client_secret_env.is_none() =>
+                    {
+                        return Err(err(
+                            file,
+                            "delegation.client_secret_env",
+                            "required for client_secret_basic / client_secret_post",
+                        ));
+                    }
+                    _ => {}
+                }
+            } else if d.issuer.is_none() {
+                return Err(err(
+                    file,
+                    "delegation.issuer",
+                    "required in embedded mode (the STS issuer)",
                 ));
             }
         }

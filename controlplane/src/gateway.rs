@@ -15,8 +15,9 @@ use dataplane::snapshot::{Settings, Snapshot, ToolTable, Upstream};
 use futures_util::StreamExt;
 
 use crate::catalog::{self, Discovered};
-use crate::config::{Config, IoDriver};
+use crate::config::{Config, DelegationMode, IoDriver};
 use crate::issuers::IssuerRuntime;
+use crate::sts::Sts;
 
 /// Why Warden could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +43,11 @@ pub struct Running {
     shared: Shared,
     threads: Vec<std::thread::JoinHandle<()>>,
     control: tokio::task::JoinHandle<()>,
+    engine: tokio::task::JoinHandle<()>,
     admin: tokio::task::JoinHandle<()>,
     grace: Duration,
+    /// The embedded STS, when delegation mints in-process.
+    pub sts: Option<Arc<Sts>>,
 }
 
 impl Running {
@@ -62,6 +66,7 @@ impl Running {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.control.abort();
+        self.engine.abort();
         self.admin.abort();
         for t in self.threads {
             if t.is_finished() {
@@ -226,6 +231,7 @@ struct Control {
     cell: Arc<ArcSwap<Snapshot>>,
     http: reqwest::Client,
     sessions: Arc<SessionStore>,
+    engine: Option<Arc<crate::delegate::Engine>>,
 }
 
 impl Control {
@@ -274,7 +280,18 @@ impl Control {
             if self.found.contains_key(&id) {
                 continue;
             }
-            match catalog::discover(&self.http, u).await {
+            // Upstreams that take delegation tokens see the gateway's own service token.
+            let auth = match (&u.token_exchange, &self.engine) {
+                (Some(te), Some(engine)) => match engine.service_token(&te.audience).await {
+                    Ok(t) => Some(format!("Bearer {}", t.token)),
+                    Err(e) => {
+                        tracing::warn!(upstream = %u.name, error = %e, "No service token for discovery; will retry");
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            match catalog::discover(&self.http, u, auth).await {
                 Ok(d) => {
                     tracing::info!(upstream = %u.name, tools = d.tools.len(), "Upstream discovered");
                     self.found.insert(id, d);
@@ -336,6 +353,15 @@ impl Control {
 
 /// Start Warden on the current tokio runtime (the control plane) plus shard threads.
 pub async fn start(cfg: Config, shards: Option<usize>) -> Result<Running, StartError> {
+    start_with(cfg, shards, None).await
+}
+
+/// Start Warden with an STS shared with an embedded authorization server (`warden demo`).
+pub async fn start_with(
+    cfg: Config,
+    shards: Option<usize>,
+    sts: Option<Arc<Sts>>,
+) -> Result<Running, StartError> {
     crate::metrics::install();
     let n = shards
         .filter(|n| *n > 0)
@@ -396,9 +422,29 @@ pub async fn start(cfg: Config, shards: Option<usize>) -> Result<Running, StartE
         found: HashMap::new(),
         generation: 0,
         cell: cell.clone(),
-        http,
+        http: http.clone(),
         sessions: sessions.clone(),
+        engine: None,
     };
+    // Delegation: the embedded STS (shared with the authorization server when there is one),
+    // or an external RFC 8693 token endpoint.
+    let sts = match (&cfg.delegation, sts) {
+        (Some(d), None) if d.mode == DelegationMode::Embedded => {
+            let issuer = d
+                .issuer
+                .clone()
+                .ok_or_else(|| StartError::Other("delegation.issuer is required".into()))?;
+            Some(Arc::new(
+                Sts::new(&issuer, d.signing_alg).map_err(|e| StartError::Other(e.to_string()))?,
+            ))
+        }
+        (_, s) => s,
+    };
+    if let Some(d) = &cfg.delegation {
+        let engine = crate::delegate::Engine::new(d.clone(), sts.clone(), http)
+            .map_err(StartError::Other)?;
+        control.engine = Some(Arc::new(engine));
+    }
     // Initial keys and catalog before serving; failures leave the gateway not ready (503 /readyz).
     for i in 0..control.issuers.len() {
         control.refresh_issuer(i).await;
@@ -406,7 +452,19 @@ pub async fn start(cfg: Config, shards: Option<usize>) -> Result<Running, StartE
     control.discover_missing().await;
     control.publish();
 
-    let (handle, rx) = ControlHandle::new();
+    let (handle, rx, delegate_rx) = ControlHandle::new();
+    let engine_task = match control.engine.clone() {
+        Some(engine) => tokio::spawn(engine.run(delegate_rx)),
+        // No delegation configured: any request for a token fails closed at once.
+        None => tokio::spawn(async move {
+            let mut rx = delegate_rx;
+            while let Some(req) = rx.next().await {
+                let _ = req
+                    .reply
+                    .send(Err(dataplane::control::DelegationError::Unavailable));
+            }
+        }),
+    };
     let shared = Shared {
         snapshot: cell.clone(),
         sessions,
@@ -441,6 +499,7 @@ pub async fn start(cfg: Config, shards: Option<usize>) -> Result<Running, StartE
         admin_listener,
         shared.clone(),
         expected_shards,
+        sts.clone(),
     ));
     let grace = cfg.limits.shutdown_grace;
     let control_task = tokio::spawn(control.run(rx));
@@ -458,7 +517,9 @@ pub async fn start(cfg: Config, shards: Option<usize>) -> Result<Running, StartE
         shared,
         threads,
         control: control_task,
+        engine: engine_task,
         admin,
         grace,
+        sts,
     })
 }

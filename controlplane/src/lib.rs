@@ -4,10 +4,11 @@
 pub mod admin;
 pub mod catalog;
 pub mod config;
+pub mod delegate;
 pub mod gateway;
 pub mod issuers;
 pub mod metrics;
 pub mod sts;
 
 pub use config::Config;
-pub use gateway::{Running, StartError, start};
+pub use gateway::{Running, StartError, start, start_with};

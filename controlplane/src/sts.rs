@@ -105,6 +105,55 @@ impl SigningKey {
         })
     }
 
+    /// Load a PKCS#8 private key (Ed25519 or P-256), DER bytes, with a given `kid`.
+    pub fn from_pkcs8(der: &[u8], kid: &str) -> Result<SigningKey, StsError> {
+        if let Ok(pair) = Ed25519KeyPair::from_pkcs8(der) {
+            let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+            let jwk =
+                json!({"kty":"OKP","crv":"Ed25519","x":x,"kid":kid,"alg":"EdDSA","use":"sig"});
+            return Ok(SigningKey {
+                kid: kid.to_owned(),
+                alg: SigningAlg::EdDSA,
+                pair: Pair::Ed(pair),
+                public_jwk: jwk,
+            });
+        }
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+            .map_err(|_| StsError("private key is neither Ed25519 nor P-256 PKCS#8".into()))?;
+        let p = pair.public_key().as_ref();
+        if p.len() != 65 {
+            return Err(StsError("unexpected P-256 public key encoding".into()));
+        }
+        let (x, y) = (
+            URL_SAFE_NO_PAD.encode(&p[1..33]),
+            URL_SAFE_NO_PAD.encode(&p[33..65]),
+        );
+        let jwk = json!({"kty":"EC","crv":"P-256","x":x,"y":y,"kid":kid,"alg":"ES256","use":"sig"});
+        Ok(SigningKey {
+            kid: kid.to_owned(),
+            alg: SigningAlg::ES256,
+            pair: Pair::Ec(pair),
+            public_jwk: jwk,
+        })
+    }
+
+    /// A PKCS#8 DER export of a freshly generated key (for tests and `warden` tooling).
+    pub fn generate_pkcs8(alg: SigningAlg) -> Result<Vec<u8>, StsError> {
+        let rng = SystemRandom::new();
+        Ok(match alg {
+            SigningAlg::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|_| StsError("key generation failed".into()))?
+                .as_ref()
+                .to_vec(),
+            SigningAlg::ES256 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|_| StsError("key generation failed".into()))?
+                    .as_ref()
+                    .to_vec()
+            }
+        })
+    }
+
     /// Sign `claims` as a compact JWS with header `{alg, kid, typ}`.
     pub fn sign(&self, claims: &Value, typ: &str) -> Result<String, StsError> {
         let alg = match self.alg {

@@ -1,11 +1,15 @@
-//! Requests from shards to the control plane, over a lock-free MPSC queue with oneshot replies.
+//! Requests from shards to the control plane, over lock-free MPSC queues with oneshot replies.
 //!
 //! futures-channel's queue is lock-free and runtime-agnostic; with monoio's `sync`
 //! feature a reply sent from a tokio thread wakes the waiting shard task directly.
+//! Delegation requests have a queue of their own so a slow JWKS fetch never delays them.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_channel::{mpsc, oneshot};
+use serde_json::Value;
 
 /// A command a shard sends to the control plane.
 #[derive(Debug)]
@@ -19,16 +23,92 @@ pub enum Command {
     },
 }
 
-/// The shards' end of the command queue.
+/// Who the delegated token is for.
+#[derive(Clone)]
+pub enum Subject {
+    /// A user, from a validated inbound token.
+    User {
+        sub: String,
+        email: Option<String>,
+        /// The inbound token's own `act`, nested inside the gateway's.
+        act: Option<Value>,
+        /// The inbound token itself, only for external RFC 8693 exchange (never logged).
+        subject_token: Option<Arc<str>>,
+    },
+    /// The gateway itself (upstream sessions and discovery): no user, no `act`.
+    Gateway,
+}
+
+impl fmt::Debug for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::User { sub, .. } => f
+                .debug_struct("User")
+                .field("sub", sub)
+                .finish_non_exhaustive(),
+            Subject::Gateway => f.write_str("Gateway"),
+        }
+    }
+}
+
+/// A request for a token scoped to one upstream (and one tool).
+#[derive(Debug)]
+pub struct DelegateRequest {
+    pub subject: Subject,
+    pub audience: String,
+    pub scopes: Vec<String>,
+    pub ttl_secs: i64,
+    pub reply: oneshot::Sender<Result<Delegated, DelegationError>>,
+}
+
+/// A token obtained for one upstream.
+#[derive(Clone)]
+pub struct Delegated {
+    pub token: Arc<str>,
+    pub jti: Option<String>,
+    pub exp: i64,
+    pub scope: String,
+}
+
+impl fmt::Debug for Delegated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delegated")
+            .field("token", &"...")
+            .field("exp", &self.exp)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// Why no token could be obtained. The call fails; nothing goes upstream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DelegationError {
+    #[error("the token service is unavailable")]
+    Unavailable,
+    #[error("the authorization server refused the exchange: {0}")]
+    Refused(String),
+    #[error("the authorization server returned an unacceptable token: {0}")]
+    BadToken(String),
+    #[error("token exchange timed out")]
+    Timeout,
+}
+
+/// The shards' end of the command queues.
 #[derive(Debug, Clone)]
 pub struct ControlHandle {
     tx: mpsc::UnboundedSender<Command>,
+    delegate_tx: mpsc::UnboundedSender<DelegateRequest>,
 }
 
 impl ControlHandle {
-    pub fn new() -> (ControlHandle, mpsc::UnboundedReceiver<Command>) {
+    pub fn new() -> (
+        ControlHandle,
+        mpsc::UnboundedReceiver<Command>,
+        mpsc::UnboundedReceiver<DelegateRequest>,
+    ) {
         let (tx, rx) = mpsc::unbounded();
-        (ControlHandle { tx }, rx)
+        let (delegate_tx, drx) = mpsc::unbounded();
+        (ControlHandle { tx, delegate_tx }, rx, drx)
     }
 
     /// Ask for a JWKS refresh and wait (bounded) for it to be done.
@@ -42,5 +122,32 @@ impl ControlHandle {
             return false;
         }
         matches!(monoio::time::timeout(wait, rx).await, Ok(Ok(())))
+    }
+
+    /// Ask the control plane for a delegation token and wait (bounded) for it.
+    pub async fn delegate(
+        &self,
+        subject: Subject,
+        audience: String,
+        scopes: Vec<String>,
+        ttl_secs: i64,
+        wait: Duration,
+    ) -> Result<Delegated, DelegationError> {
+        let (reply, rx) = oneshot::channel();
+        let req = DelegateRequest {
+            subject,
+            audience,
+            scopes,
+            ttl_secs,
+            reply,
+        };
+        if self.delegate_tx.unbounded_send(req).is_err() {
+            return Err(DelegationError::Unavailable);
+        }
+        match monoio::time::timeout(wait, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(DelegationError::Unavailable),
+            Err(_) => Err(DelegationError::Timeout),
+        }
     }
 }

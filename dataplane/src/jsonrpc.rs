@@ -17,6 +17,8 @@ pub mod code {
     pub const UPSTREAM_ERROR: i64 = -32002;
     /// The gateway is overloaded or not ready.
     pub const UNAVAILABLE: i64 = -32003;
+    /// No delegation token could be obtained; the call was not forwarded.
+    pub const DELEGATION_FAILED: i64 = -32004;
 }
 
 /// One JSON-RPC message as received (request, notification or response).

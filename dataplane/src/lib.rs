@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod control;
+pub mod delegation;
 pub mod http1;
 pub mod jsonrpc;
 pub mod mcp;

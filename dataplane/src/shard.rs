@@ -10,6 +10,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use crate::auth::TokenCache;
 use crate::control::ControlHandle;
+use crate::delegation::DelegationCache;
 use crate::http1::conn::{self, ConnLimits};
 use crate::session::SessionStore;
 use crate::snapshot::SnapshotCell;
@@ -53,13 +54,16 @@ impl Clock {
     }
 
     pub fn unix_secs(&self) -> i64 {
-        (self.base_unix_ms
+        self.unix_ms() / 1000
+    }
+
+    pub fn unix_ms(&self) -> i64 {
+        self.base_unix_ms
             + self
                 .q
                 .now()
                 .saturating_duration_since(self.base)
-                .as_millis() as i64)
-            / 1000
+                .as_millis() as i64
     }
 
     pub fn now(&self) -> quanta::Instant {
@@ -96,6 +100,7 @@ pub struct Shard {
     pub shared: Shared,
     pub cache: RefCell<TokenCache>,
     pub pool: Pool,
+    pub delegations: Rc<DelegationCache>,
     pub clock: Clock,
     next_id: Cell<u64>,
     pub connections: Cell<usize>,
@@ -165,6 +170,7 @@ async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
         shared: shared.clone(),
         cache: RefCell::new(TokenCache::new(100_000)),
         pool: Pool::default(),
+        delegations: Rc::new(DelegationCache::default()),
         clock: Clock::new(),
         next_id: Cell::new(0),
         connections: Cell::new(0),

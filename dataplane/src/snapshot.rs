@@ -87,6 +87,25 @@ pub struct Upstream {
     pub credential: UpstreamCredential,
     pub timeout: Duration,
     pub max_response_bytes: usize,
+    /// Per-call delegation (RFC 8693): when set, every call to this upstream carries a
+    /// token minted for that one call, and sessions use a gateway service token.
+    pub delegation: Option<UpstreamDelegation>,
+}
+
+/// Delegation settings of one upstream (the seed's `tokenExchange` block).
+#[derive(Debug, Clone)]
+pub struct UpstreamDelegation {
+    /// The `aud` of every token for this upstream.
+    pub audience: String,
+    /// Upstream tool name → its scopes and TTL. A tool not listed cannot be called.
+    pub tools: HashMap<String, ToolDelegation>,
+}
+
+/// Scopes and lifetime of the tokens for one tool.
+#[derive(Debug, Clone)]
+pub struct ToolDelegation {
+    pub scopes: Vec<String>,
+    pub ttl_secs: i64,
 }
 
 /// Where a namespaced tool goes.

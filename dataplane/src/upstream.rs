@@ -28,6 +28,8 @@ pub enum UpError {
     BadResponse,
     #[error("upstream response too large")]
     TooLarge,
+    #[error("no gateway credential could be obtained for the upstream")]
+    Credential,
 }
 
 /// Idle connections per upstream, owned by one shard.

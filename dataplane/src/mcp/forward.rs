@@ -1,12 +1,16 @@
 //! Forwarding to upstream MCP servers: upstream sessions, id rewriting, JSON and SSE relay.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use monoio::io::AsyncWriteRent;
 use serde_json::value::RawValue;
 
+use super::Caller;
 use super::rewrite;
 use super::send;
+use crate::control::{DelegationError, Subject};
+use crate::delegation::{Key, Source};
 use crate::http1::Response;
 use crate::http1::conn::Responder;
 use crate::jsonrpc::{self, Message, code};
@@ -103,7 +107,7 @@ async fn ensure_upstream_session(
     params["clientInfo"] =
         serde_json::json!({"name": "warden", "version": env!("CARGO_PKG_VERSION")});
     let body = rewrite::upstream_request(gid, "initialize", &params.to_string());
-    let auth = credential_header(up);
+    let auth = session_auth(shard, up).await?;
     let h = headers(None, auth.as_deref(), &session.protocol_version);
     let resp = upstream::send(&shard.pool, up, "POST", &h, &body, up.timeout).await?;
     if resp.status != 200 {
@@ -134,6 +138,122 @@ async fn ensure_upstream_session(
     Ok(us)
 }
 
+/// How long a shard waits for the control plane to produce a token.
+const DELEGATION_WAIT: Duration = Duration::from_secs(10);
+
+/// The gateway's own credential for sessions and non-tool methods: a service token
+/// (sub = the gateway) when the upstream takes delegation tokens, else the static one.
+async fn session_auth(shard: &Shard, up: &Upstream) -> Result<Option<String>, UpError> {
+    let Some(d) = &up.delegation else {
+        return Ok(credential_header(up));
+    };
+    let key = Key {
+        issuer: String::new(),
+        subject: String::new(),
+        client: String::new(),
+        act: String::new(),
+        upstream: up.id,
+        tool: String::new(),
+        scopes: Vec::new(),
+    };
+    let got = shard
+        .delegations
+        .obtain(
+            &shard.shared.control,
+            key,
+            Subject::Gateway,
+            &d.audience,
+            SERVICE_TOKEN_TTL,
+            DELEGATION_WAIT,
+        )
+        .await;
+    match got {
+        Ok((t, _)) => Ok(Some(format!("Bearer {}", t.token))),
+        Err(e) => {
+            tracing::warn!(upstream = %up.name, error = %e, "No service token for the upstream");
+            Err(UpError::Credential)
+        }
+    }
+}
+
+/// Lifetime of the gateway's own service tokens, in seconds.
+const SERVICE_TOKEN_TTL: i64 = 60;
+
+/// The `Authorization` value for one call: a delegation token minted for this user, this
+/// upstream and this tool when the upstream takes delegation; `None` = the session credential.
+pub async fn call_auth(
+    shard: &Shard,
+    up: &Upstream,
+    tool: Option<&str>,
+    caller: &Caller,
+) -> Result<Option<String>, DelegationError> {
+    let Some(d) = &up.delegation else {
+        return Ok(None);
+    };
+    let Some(tool) = tool else {
+        return Ok(None);
+    };
+    let Some(td) = d.tools.get(tool) else {
+        // Fail closed: a tool without delegation settings is never called.
+        return Err(DelegationError::Refused(format!(
+            "no delegation is configured for tool '{tool}'"
+        )));
+    };
+    let Some(claims) = &caller.claims else {
+        return Err(DelegationError::Refused(
+            "delegation needs an authenticated user".into(),
+        ));
+    };
+    let key = Key {
+        issuer: claims.iss.clone(),
+        subject: claims.sub.clone(),
+        client: claims.client_id.clone().unwrap_or_default(),
+        act: claims
+            .act
+            .as_ref()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        upstream: up.id,
+        tool: tool.to_owned(),
+        scopes: td.scopes.clone(),
+    };
+    let subject = Subject::User {
+        sub: claims.sub.clone(),
+        email: claims.email.clone(),
+        act: claims.act.clone(),
+        subject_token: caller.token.clone(),
+    };
+    let (t, source) = shard
+        .delegations
+        .obtain(
+            &shard.shared.control,
+            key,
+            subject,
+            &d.audience,
+            td.ttl_secs,
+            DELEGATION_WAIT,
+        )
+        .await?;
+    let label = if source == Source::Cache {
+        "cache"
+    } else {
+        "fresh"
+    };
+    metrics::counter!("warden_delegation_tokens_total", "source" => label).increment(1);
+    Ok(Some(format!("Bearer {}", t.token)))
+}
+
+/// The JSON-RPC error for a call whose token could not be obtained (nothing was sent).
+pub fn delegation_error(id: &RawValue, up: &Upstream, e: &DelegationError) -> Vec<u8> {
+    metrics::counter!("warden_delegation_failures_total", "upstream" => up.name.clone())
+        .increment(1);
+    let msg = format!(
+        "Token exchange for upstream '{}' failed: {e}. The call was not sent.",
+        up.name
+    );
+    jsonrpc::error(Some(id), code::DELEGATION_FAILED, &msg)
+}
+
 fn upstream_error(id: &RawValue, up: &Upstream, e: &UpError) -> Vec<u8> {
     metrics::counter!("warden_upstream_errors_total", "upstream" => up.name.clone(), "kind" => error_kind(e)).increment(1);
     let msg = format!("Upstream '{}' failed: {e}", up.name);
@@ -147,6 +267,7 @@ fn error_kind(e: &UpError) -> &'static str {
         UpError::Closed => "closed",
         UpError::BadResponse => "bad_response",
         UpError::TooLarge => "too_large",
+        UpError::Credential => "credential",
     }
 }
 
@@ -158,6 +279,7 @@ async fn exchange(
     up: &Upstream,
     method: &str,
     params: &str,
+    call_auth: Option<&str>,
     client_id: &RawValue,
 ) -> Result<(UpResponse, u64), UpError> {
     let mut retried = false;
@@ -165,7 +287,10 @@ async fn exchange(
         let us = ensure_upstream_session(shard, session, up).await?;
         let gid = shard.next_upstream_id();
         let body = rewrite::upstream_request(gid, method, params);
-        let auth = credential_header(up);
+        let auth = match call_auth {
+            Some(a) => Some(a.to_owned()),
+            None => session_auth(shard, up).await?,
+        };
         let h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
         session
             .inflight
@@ -200,12 +325,23 @@ pub async fn request<S: AsyncWriteRent>(
     up: &Upstream,
     method: &str,
     params: &str,
+    call_auth: Option<String>,
     client_id: &RawValue,
     out: &mut Responder<'_, S>,
     cors: Option<&str>,
 ) -> u16 {
     let started = shard.clock.now();
-    let status = match exchange(shard, session, up, method, params, client_id).await {
+    let status = match exchange(
+        shard,
+        session,
+        up,
+        method,
+        params,
+        call_auth.as_deref(),
+        client_id,
+    )
+    .await
+    {
         Err(e) => {
             send(
                 out,
@@ -228,10 +364,21 @@ pub async fn request_collect(
     up: &Upstream,
     method: &str,
     params: &str,
+    call_auth: Option<String>,
     client_id: &RawValue,
 ) -> Vec<u8> {
     let started = shard.clock.now();
-    let result = match exchange(shard, session, up, method, params, client_id).await {
+    let result = match exchange(
+        shard,
+        session,
+        up,
+        method,
+        params,
+        call_auth.as_deref(),
+        client_id,
+    )
+    .await
+    {
         Ok((r, _)) if r.status != 200 => Err(UpError::BadResponse),
         Ok((r, gid)) => collect_response(r, gid, shard, up).await,
         Err(e) => Err(e),
@@ -402,7 +549,9 @@ async fn send_note(shard: &Shard, session: &Session, up: &Upstream, body: &[u8])
     let Some(us) = session.upstream_sessions.get(&up.id).map(|s| s.clone()) else {
         return;
     };
-    let auth = credential_header(up);
+    let Ok(auth) = session_auth(shard, up).await else {
+        return;
+    };
     let h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
     if let Err(e) = upstream::send(&shard.pool, up, "POST", &h, body, up.timeout).await {
         tracing::debug!(upstream = %up.name, error = %e, "Notification not delivered");
@@ -440,7 +589,9 @@ pub async fn close_upstream_sessions(shard: &Shard, snap: &Arc<Snapshot>, sessio
         if us.session_id.is_none() {
             continue;
         }
-        let auth = credential_header(up);
+        let Ok(auth) = session_auth(shard, up).await else {
+            continue;
+        };
         let h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
         let _ = upstream::send(&shard.pool, up, "DELETE", &h, b"", up.timeout).await;
     }

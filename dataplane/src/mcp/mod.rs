@@ -37,9 +37,10 @@ pub struct Gateway {
 /// Who is calling, after authentication.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
-    #[expect(dead_code, reason = "read by delegation and policy (issues 3 and 4)")]
     pub claims: Option<Rc<Claims>>,
     pub owner: [u8; 32],
+    /// The inbound token, kept only for external RFC 8693 exchange; never forwarded or logged.
+    pub token: Option<Arc<str>>,
 }
 
 struct InFlight<'a>(&'a Shard);
@@ -192,6 +193,7 @@ impl Gateway {
             return Ok(Caller {
                 claims: None,
                 owner: owner_of("", "anonymous"),
+                token: None,
             });
         }
         if req
@@ -259,6 +261,7 @@ impl Gateway {
                 Ok(Caller {
                     claims: Some(claims),
                     owner,
+                    token: Some(Arc::from(token)),
                 })
             }
             AuthOutcome::Invalid(e) => {
@@ -321,7 +324,7 @@ impl Gateway {
                 // Batches exist only in 2025-03-26; later revisions removed them.
                 return match self.session(snap, &req, caller) {
                     Ok(Some(s)) if s.protocol_version == "2025-03-26" => {
-                        self.batch(snap, &s, &req.body, out, cors).await
+                        self.batch(snap, &s, caller, &req.body, out, cors).await
                     }
                     Err(r) => send(out, r, cors).await,
                     Ok(_) => {
@@ -386,7 +389,7 @@ impl Gateway {
                 forward::client_response(&self.shard, snap, &session, &msg).await;
                 send(out, Response::new(202), cors).await
             }
-            Kind::Request => self.request(snap, &session, &msg, out, cors).await,
+            Kind::Request => self.request(snap, &session, caller, &msg, out, cors).await,
         }
     }
 
@@ -442,6 +445,7 @@ impl Gateway {
                     upstream: route.upstream,
                     method: "tools/call".into(),
                     params,
+                    tool: Some(route.upstream_name.clone()),
                 },
                 None => {
                     metrics::counter!("warden_tool_calls_total", "decision" => "unknown_tool")
@@ -456,6 +460,7 @@ impl Gateway {
             m if forward::is_passthrough_method(m) => match snap.settings.passthrough_upstream {
                 Some(u) => Plan::Forward {
                     upstream: u,
+                    tool: None,
                     method: m.to_owned(),
                     params: msg
                         .params
@@ -480,6 +485,7 @@ impl Gateway {
         &self,
         snap: &Arc<Snapshot>,
         session: &Arc<Session>,
+        caller: &Caller,
         msg: &Message<'_>,
         out: &mut Responder<'_, S>,
         cors: Option<&str>,
@@ -492,9 +498,30 @@ impl Gateway {
                 upstream,
                 method,
                 params,
+                tool,
             } => {
                 let up = &snap.upstreams[upstream];
-                forward::request(&self.shard, session, up, &method, &params, id, out, cors).await
+                // Delegate: a token for this one call, or the call fails here.
+                let auth = match forward::call_auth(&self.shard, up, tool.as_deref(), caller).await
+                {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let body = forward::delegation_error(id, up, &e);
+                        return send(out, Response::json(200, body), cors).await;
+                    }
+                };
+                forward::request(
+                    &self.shard,
+                    session,
+                    up,
+                    &method,
+                    &params,
+                    auth,
+                    id,
+                    out,
+                    cors,
+                )
+                .await
             }
         }
     }
@@ -505,6 +532,7 @@ impl Gateway {
         &self,
         snap: &Arc<Snapshot>,
         session: &Arc<Session>,
+        caller: &Caller,
         body: &[u8],
         out: &mut Responder<'_, S>,
         cors: Option<&str>,
@@ -565,16 +593,24 @@ impl Gateway {
                         upstream,
                         method,
                         params,
+                        tool,
                     } => {
-                        forward::request_collect(
-                            &self.shard,
-                            session,
-                            &snap.upstreams[upstream],
-                            &method,
-                            &params,
-                            id,
-                        )
-                        .await
+                        let up = &snap.upstreams[upstream];
+                        match forward::call_auth(&self.shard, up, tool.as_deref(), caller).await {
+                            Ok(auth) => {
+                                forward::request_collect(
+                                    &self.shard,
+                                    session,
+                                    up,
+                                    &method,
+                                    &params,
+                                    auth,
+                                    id,
+                                )
+                                .await
+                            }
+                            Err(e) => forward::delegation_error(id, up, &e),
+                        }
                     }
                 }),
             }
@@ -603,6 +639,8 @@ enum Plan {
         upstream: usize,
         method: String,
         params: String,
+        /// The upstream's tool name, for `tools/call`.
+        tool: Option<String>,
     },
 }
 
