@@ -54,6 +54,10 @@ pub struct DelegationConfig {
     /// External mode, `private_key_jwt`: PKCS#8 PEM (Ed25519 or P-256) signing the client assertion.
     #[serde(default)]
     pub private_key_file: Option<PathBuf>,
+    /// External mode, `private_key_jwt`: the `kid` under which the authorization server
+    /// knows the key. Default: the key's RFC 7638 thumbprint.
+    #[serde(default)]
+    pub private_key_id: Option<String>,
     /// External mode: time allowed for one exchange.
     #[serde(default = "default_exchange_timeout", with = "humantime_serde")]
     pub timeout: Duration,

@@ -53,7 +53,12 @@ impl Engine {
                         .ok_or("delegation.private_key_file is required")?;
                     let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_file(path)
                         .map_err(|e| format!("{}: {e}", path.display()))?;
-                    let kid = format!("{}-assertion", cfg.client_id);
+                    let probe = SigningKey::from_pkcs8(der.secret_pkcs8_der(), "")
+                        .map_err(|e| e.to_string())?;
+                    let kid = match &cfg.private_key_id {
+                        Some(k) => k.clone(),
+                        None => crate::sts::thumbprint(&probe.public_jwk),
+                    };
                     assertion_key = Some(
                         SigningKey::from_pkcs8(der.secret_pkcs8_der(), &kid)
                             .map_err(|e| e.to_string())?,
@@ -320,12 +325,19 @@ pub fn check_issued(
     {
         return Err(bad("issued_token_type is not an access token"));
     }
+    // Delegation tokens must not outlive the tool's TTL nor carry more than its scopes.
+    // The gateway's own service token (sessions, discovery; sub = the gateway, no user)
+    // takes the lifetime and default scopes the authorization server gives its client;
+    // its audience is still checked.
+    let is_user = matches!(subject, Subject::User { .. });
     if let Some(e) = body.get("expires_in").and_then(Value::as_i64)
+        && is_user
         && e > ttl_secs
     {
         return Err(bad("lifetime longer than asked"));
     }
     if let Some(s) = body.get("scope").and_then(Value::as_str)
+        && is_user
         && !subset(s, scopes)
     {
         return Err(bad("scope wider than asked"));
@@ -351,7 +363,7 @@ pub fn check_issued(
         .and_then(Value::as_i64)
         .ok_or_else(|| bad("no exp"))?;
     let iat = claims.get("iat").and_then(Value::as_i64).unwrap_or(now);
-    if exp - iat > ttl_secs || exp - now > ttl_secs + 1 {
+    if is_user && (exp - iat > ttl_secs || exp - now > ttl_secs + 1) {
         return Err(bad("lifetime longer than asked"));
     }
     if exp <= now {
@@ -362,7 +374,7 @@ pub fn check_issued(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    if !subset(&scope, scopes) {
+    if is_user && !subset(&scope, scopes) {
         return Err(bad("scope wider than asked"));
     }
     if let Subject::User { sub, .. } = subject {
@@ -383,4 +395,73 @@ pub fn check_issued(
         exp,
         scope,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(claims: &Value) -> String {
+        format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(claims.to_string()))
+    }
+
+    fn user() -> Subject {
+        Subject::User {
+            sub: "alice".into(),
+            email: None,
+            act: None,
+            subject_token: None,
+        }
+    }
+
+    fn body(claims: Value) -> Value {
+        json!({"access_token": jwt(&claims), "token_type": "Bearer", "issued_token_type": ACCESS_TOKEN_TYPE, "expires_in": 5})
+    }
+
+    fn good() -> Value {
+        json!({"sub": "alice", "aud": "https://up/", "scope": "a", "iat": 1000, "exp": 1005, "act": {"sub": "gw"}, "jti": "j"})
+    }
+
+    #[test]
+    fn accepts_exactly_what_was_asked() {
+        let d = check_issued(
+            &body(good()),
+            &user(),
+            "https://up/",
+            &["a".into(), "b".into()],
+            5,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(d.exp, 1005);
+        assert_eq!(d.scope, "a");
+    }
+
+    #[test]
+    fn refuses_wider_longer_misdirected_or_undelegated_tokens() {
+        let asked = ["a".to_string()];
+        let check =
+            |c: Value| check_issued(&body(c), &user(), "https://up/", &asked, 5, 1000).unwrap_err();
+        let mut c = good();
+        c["scope"] = "a admin".into();
+        assert!(matches!(check(c), DelegationError::BadToken(m) if m.contains("scope")));
+        let mut c = good();
+        c["exp"] = 1060.into();
+        assert!(matches!(check(c), DelegationError::BadToken(m) if m.contains("lifetime")));
+        let mut c = good();
+        c["aud"] = json!(["https://up/", "https://other/"]);
+        assert!(matches!(check(c), DelegationError::BadToken(m) if m.contains("audience")));
+        let mut c = good();
+        c.as_object_mut().unwrap().remove("act");
+        assert!(matches!(check(c), DelegationError::BadToken(m) if m.contains("act")));
+        let mut c = good();
+        c["sub"] = "mallory".into();
+        assert!(matches!(check(c), DelegationError::BadToken(m) if m.contains("sub")));
+        let mut b = body(good());
+        b["expires_in"] = 3600.into();
+        assert!(check_issued(&b, &user(), "https://up/", &asked, 5, 1000).is_err());
+        let mut b = body(good());
+        b["token_type"] = "DPoP".into();
+        assert!(check_issued(&b, &user(), "https://up/", &asked, 5, 1000).is_err());
+    }
 }

@@ -2,9 +2,11 @@
 //! the admin port, and the supervisor that runs the data-plane shards.
 
 pub mod admin;
+pub mod authz;
 pub mod catalog;
 pub mod config;
 pub mod delegate;
+pub mod demo;
 pub mod gateway;
 pub mod issuers;
 pub mod metrics;

@@ -29,6 +29,20 @@ enum Cmd {
         #[arg(long)]
         shards: Option<usize>,
     },
+    /// Run the seed's scenario on loopback: authorization server, Enterprise Ledger, gateway.
+    Demo {
+        /// The gateway's MCP listener.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The embedded authorization server.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        auth_listen: std::net::SocketAddr,
+        /// The admin listener (/metrics, /healthz, /readyz).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_listen: std::net::SocketAddr,
+        #[arg(long)]
+        shards: Option<usize>,
+    },
     /// Check a configuration file without serving.
     Validate {
         #[arg(short, long)]
@@ -63,6 +77,41 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::Demo {
+            listen,
+            auth_listen,
+            admin_listen,
+            shards,
+        } => {
+            let rt = match control_runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(async move {
+                let opts = controlplane::demo::DemoOptions {
+                    gateway: listen,
+                    auth_server: auth_listen,
+                    admin: admin_listen,
+                    shards,
+                    ..Default::default()
+                };
+                let demo = match controlplane::demo::start(opts).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                eprintln!("{}", controlplane::demo::banner(&demo));
+                wait_for_signal().await;
+                tracing::info!("Shutting down: draining in-flight requests");
+                demo.gateway.shutdown().await;
+                ExitCode::SUCCESS
+            })
+        }
         Cmd::Serve { config, shards } => {
             let cfg = match controlplane::Config::load(&config) {
                 Ok(c) => c,
@@ -71,13 +120,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            // The control plane: a small tokio runtime on its own threads; shards are separate threads.
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("warden-control")
-                .enable_all()
-                .build()
-            {
+            let rt = match control_runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -99,6 +142,15 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// The control plane: a small tokio runtime on its own threads; shards are separate threads.
+fn control_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("warden-control")
+        .enable_all()
+        .build()
 }
 
 async fn wait_for_signal() {

@@ -246,6 +246,25 @@ impl Sts {
     }
 }
 
+/// RFC 7638 JWK thumbprint (SHA-256, base64url) of an OKP or EC public key.
+pub fn thumbprint(jwk: &Value) -> String {
+    let f = |k: &str| jwk.get(k).and_then(Value::as_str).unwrap_or("");
+    // Required members only, lexicographic order, no whitespace.
+    let canonical = match f("kty") {
+        "OKP" => format!(r#"{{"crv":"{}","kty":"OKP","x":"{}"}}"#, f("crv"), f("x")),
+        "EC" => format!(
+            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+            f("crv"),
+            f("x"),
+            f("y")
+        ),
+        _ => String::new(),
+    };
+    URL_SAFE_NO_PAD.encode(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes()).as_ref(),
+    )
+}
+
 /// What shapes one delegation token (RFC 8693 §4.1 `act`, RFC 9068 claims).
 #[derive(Debug, Clone)]
 pub struct DelegationGrant<'a> {

@@ -1,0 +1,445 @@
+//! Warden's embedded OAuth 2.1 authorization server: config, start/stop, and the shared state.
+//!
+//! Endpoints (see `docs/authorization-server.md`): RFC 8414 / OIDC discovery, `/jwks`,
+//! `/authorize` + `/login` + `/consent` (authorization code with PKCE S256 only), `/token`
+//! (authorization_code, refresh_token, client_credentials, password for opted-in clients,
+//! RFC 8693 token exchange) and `/register` (RFC 7591, public loopback clients only).
+//! Every access token is signed by the [`Sts`]; all state lives in memory.
+
+mod client_auth;
+mod clients;
+mod exchange;
+mod meta;
+mod pages;
+mod store;
+mod token;
+mod web;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::sts::Sts;
+use clients::Client;
+use store::Store;
+
+/// The authorization server's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthServerConfig {
+    /// Address to listen on (default `127.0.0.1:9000`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The issuer URL, no trailing slash; must equal `Sts::issuer()`.
+    pub issuer: String,
+    #[serde(default = "default_access_ttl", with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+    #[serde(default = "default_refresh_ttl", with = "humantime_serde")]
+    pub refresh_token_ttl: Duration,
+    #[serde(default = "default_code_ttl", with = "humantime_serde")]
+    pub code_ttl: Duration,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub scopes: Vec<ScopeConfig>,
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    /// RFC 7591 registration, for public loopback clients only.
+    #[serde(default = "yes")]
+    pub dynamic_registration: bool,
+    /// Allowed RFC 8707 resource / audience values for user tokens; the first is the default.
+    #[serde(default)]
+    pub resources: Vec<String>,
+}
+
+/// A user who can log in.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub username: String,
+    /// Argon2 PHC string (see [`hash_password`]).
+    pub password_hash: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("username", &self.username)
+            .field("password_hash", &"...")
+            .field("email", &self.email)
+            .field("groups", &self.groups)
+            .finish()
+    }
+}
+
+/// A scope and the groups whose members may be granted it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeConfig {
+    pub name: String,
+    /// Empty: any user may be granted it.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// A pre-registered client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub client_id: String,
+    #[serde(default)]
+    pub public: bool,
+    /// Confidential clients: the environment variable holding the secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// private_key_jwt (RFC 7523): the client's public JWKS.
+    #[serde(default)]
+    pub jwks: Option<Value>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Empty: `authorization_code` and `refresh_token`.
+    #[serde(default)]
+    pub grant_types: Vec<String>,
+    /// Audiences for client_credentials and token exchange.
+    #[serde(default)]
+    pub allowed_audiences: Vec<String>,
+    /// Scopes for client_credentials and token exchange; empty = none.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Lifetime of tokens obtained by token exchange (default 5 s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub exchange_token_ttl: Option<Duration>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9000))
+}
+fn default_access_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_refresh_ttl() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+fn default_code_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn yes() -> bool {
+    true
+}
+
+/// Hash a password as an argon2id PHC string (default parameters, random salt).
+pub fn hash_password(plain: &str) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut salt).map_err(|_| "system RNG failed".to_string())?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| format!("salt: {e}"))?;
+    argon2::Argon2::default()
+        .hash_password(plain.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| format!("argon2: {e}"))
+}
+
+/// Check a password against a PHC string (argon2's verify compares in constant time).
+pub(crate) fn verify_password(plain: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(h) => argon2::Argon2::default()
+            .verify_password(plain.as_bytes(), &h)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A configured user, validated.
+#[derive(Clone)]
+pub(crate) struct User {
+    pub username: String,
+    pub password_hash: String,
+    pub email: Option<String>,
+    pub groups: Vec<String>,
+}
+
+/// Everything the handlers share.
+pub(crate) struct Inner {
+    pub cfg: AuthServerConfig,
+    pub sts: Arc<Sts>,
+    pub users: std::collections::HashMap<String, User>,
+    pub clients: std::collections::HashMap<String, Arc<Client>>,
+    pub store: Store,
+    /// `Secure` on cookies (https issuer).
+    pub secure_cookies: bool,
+    /// A hash to verify against when the user is unknown, so timing does not reveal usernames.
+    pub dummy_hash: String,
+}
+
+impl Inner {
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/token", self.cfg.issuer)
+    }
+
+    /// A configured or dynamically registered client.
+    pub fn client(&self, id: &str) -> Option<Arc<Client>> {
+        self.clients
+            .get(id)
+            .cloned()
+            .or_else(|| self.store.registered(id))
+    }
+
+    /// Scopes granted to `user` out of `requested` (space-separated; `None` = every scope the user may have).
+    pub fn grant_user_scopes(&self, user: &User, requested: Option<&str>) -> Vec<String> {
+        let allowed = |name: &str| {
+            self.cfg.scopes.iter().any(|s| {
+                s.name == name
+                    && (s.groups.is_empty() || s.groups.iter().any(|g| user.groups.contains(g)))
+            })
+        };
+        match requested {
+            None => self
+                .cfg
+                .scopes
+                .iter()
+                .map(|s| s.name.clone())
+                .filter(|n| allowed(n))
+                .collect(),
+            Some(req) => {
+                let mut out: Vec<String> = Vec::new();
+                for s in req.split(' ').filter(|s| !s.is_empty()) {
+                    if allowed(s) && !out.iter().any(|o| o == s) {
+                        out.push(s.to_owned());
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// Resolve an RFC 8707 resource for a user token: must be configured; default the first.
+    pub fn user_resource(&self, requested: Option<&str>) -> Result<String, &'static str> {
+        match requested {
+            Some(r) if self.cfg.resources.iter().any(|x| x == r) => Ok(r.to_owned()),
+            Some(_) => Err("resource not served by this authorization server"),
+            None => self
+                .cfg
+                .resources
+                .first()
+                .cloned()
+                .ok_or("no resource configured"),
+        }
+    }
+
+    /// Sign a user access token (RFC 9068). Returns the token and its lifetime in seconds.
+    pub fn user_token(
+        &self,
+        user: &User,
+        client_id: &str,
+        scopes: &[String],
+        aud: &str,
+    ) -> Result<(String, i64), String> {
+        let now = store::now();
+        let ttl = self.cfg.access_token_ttl.as_secs() as i64;
+        let jti = Sts::new_jti().map_err(|e| e.to_string())?;
+        let mut c = json!({
+            "iss": self.cfg.issuer,
+            "sub": user.username,
+            "aud": aud,
+            "client_id": client_id,
+            "scope": scopes.join(" "),
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
+            "jti": jti,
+            "groups": user.groups,
+        });
+        if let Some(e) = &user.email {
+            c["email"] = Value::String(e.clone());
+        }
+        let t = self.sts.sign(&c).map_err(|e| e.to_string())?;
+        Ok((t, ttl))
+    }
+}
+
+/// A running authorization server. Dropping it stops the listener.
+pub struct AuthServer {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for AuthServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthServer {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting connections.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+
+    /// Mint a user access token directly (for scripts/tests; same claims as the token
+    /// endpoint, with `client_id` = `warden-mint`). `scope` is space-separated and is
+    /// narrowed to what the user may have; `resource` empty = the default resource.
+    pub fn mint_user_token(
+        &self,
+        username: &str,
+        scope: &str,
+        resource: &str,
+    ) -> Result<String, String> {
+        let user = self
+            .inner
+            .users
+            .get(username)
+            .ok_or_else(|| format!("unknown user {username:?}"))?;
+        let scopes = self.inner.grant_user_scopes(user, Some(scope));
+        let res = (!resource.is_empty()).then_some(resource);
+        let aud = self.inner.user_resource(res).map_err(str::to_owned)?;
+        self.inner
+            .user_token(user, "warden-mint", &scopes, &aud)
+            .map(|(t, _)| t)
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn validate(cfg: &AuthServerConfig, sts: &Sts) -> Result<(), String> {
+    if cfg.issuer != sts.issuer() {
+        return Err(format!(
+            "authz.issuer {:?} must equal the STS issuer {:?}",
+            cfg.issuer,
+            sts.issuer()
+        ));
+    }
+    let iss =
+        url::Url::parse(&cfg.issuer).map_err(|e| format!("authz.issuer {:?}: {e}", cfg.issuer))?;
+    if !matches!(iss.scheme(), "http" | "https")
+        || iss.query().is_some()
+        || iss.fragment().is_some()
+        || cfg.issuer.ends_with('/')
+    {
+        return Err(format!(
+            "authz.issuer {:?}: must be an http(s) URL without query, fragment or trailing slash",
+            cfg.issuer
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for u in &cfg.users {
+        if u.username.is_empty() || !seen.insert(u.username.as_str()) {
+            return Err(format!(
+                "authz.users: username {:?} empty or duplicated",
+                u.username
+            ));
+        }
+        PasswordHash::new(&u.password_hash).map_err(|e| {
+            format!(
+                "authz.users[{}].password_hash: not a PHC string ({e})",
+                u.username
+            )
+        })?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &cfg.scopes {
+        if s.name.is_empty() || s.name.contains(' ') || !seen.insert(s.name.as_str()) {
+            return Err(format!(
+                "authz.scopes: scope {:?} empty, has a space, or duplicated",
+                s.name
+            ));
+        }
+    }
+    for r in &cfg.resources {
+        url::Url::parse(r).map_err(|e| format!("authz.resources: {r:?} is not absolute ({e})"))?;
+    }
+    Ok(())
+}
+
+/// Validate `cfg`, bind `cfg.listen`, and serve on the current tokio runtime.
+pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, String> {
+    validate(&cfg, &sts)?;
+    let clients = clients::from_config(&cfg)?;
+    let users = cfg
+        .users
+        .iter()
+        .map(|u| {
+            (
+                u.username.clone(),
+                User {
+                    username: u.username.clone(),
+                    password_hash: u.password_hash.clone(),
+                    email: u.email.clone(),
+                    groups: u.groups.clone(),
+                },
+            )
+        })
+        .collect();
+    let dummy_hash = hash_password("warden-dummy-password")?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| format!("authz: cannot bind {}: {e}", cfg.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("authz: local address: {e}"))?;
+    let inner = Arc::new(Inner {
+        secure_cookies: cfg.issuer.starts_with("https://"),
+        cfg,
+        sts,
+        users,
+        clients,
+        store: Store::default(),
+        dummy_hash,
+    });
+    let app = router(inner.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, app);
+        tokio::select! {
+            r = serve => if let Err(e) = r {
+                tracing::error!(error = %e, "Authorization server listener failed");
+            },
+            _ = rx => {}
+        }
+    });
+    tracing::info!(%addr, issuer = %inner.cfg.issuer, "Authorization server listening");
+    Ok(AuthServer {
+        addr,
+        inner,
+        stop: Some(tx),
+    })
+}
+
+fn router(inner: Arc<Inner>) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(meta::metadata),
+        )
+        .route("/.well-known/openid-configuration", get(meta::metadata))
+        .route("/jwks", get(meta::jwks))
+        .route("/register", post(meta::register))
+        .route("/authorize", get(web::authorize))
+        .route("/login", post(web::login))
+        .route("/consent", post(web::consent))
+        .route("/token", post(token::token))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn(meta::cors))
+        .with_state(inner)
+}

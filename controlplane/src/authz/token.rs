@@ -1,0 +1,427 @@
+//! `POST /token`: authorization_code (PKCE), refresh_token (rotation), client_credentials, password; RFC 6749 §5.2 errors.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use super::Inner;
+use super::client_auth::{Authed, Method, authenticate};
+use super::clients::{
+    GRANT_CLIENT_CREDENTIALS, GRANT_CODE, GRANT_EXCHANGE, GRANT_PASSWORD, GRANT_REFRESH,
+};
+use super::pages::{param, parse_form};
+use super::store;
+use super::web::valid_pkce_string;
+use crate::sts::Sts;
+
+/// An RFC 6749 §5.2 error response.
+#[derive(Debug)]
+pub struct OAuthError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub description: String,
+    /// `WWW-Authenticate: Basic` when the client tried Basic (RFC 6749 §5.2).
+    pub basic_challenge: bool,
+}
+
+impl OAuthError {
+    pub fn new(error: &'static str, d: impl Into<String>) -> Self {
+        let status = match error {
+            "invalid_client" => StatusCode::UNAUTHORIZED,
+            "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        OAuthError {
+            status,
+            error,
+            description: d.into(),
+            basic_challenge: false,
+        }
+    }
+    pub fn invalid_request(d: impl Into<String>) -> Self {
+        Self::new("invalid_request", d)
+    }
+    pub fn invalid_client(d: impl Into<String>) -> Self {
+        Self::new("invalid_client", d)
+    }
+    pub fn invalid_client_basic(d: impl Into<String>) -> Self {
+        let mut e = Self::new("invalid_client", d);
+        e.basic_challenge = true;
+        e
+    }
+    pub fn invalid_grant(d: impl Into<String>) -> Self {
+        Self::new("invalid_grant", d)
+    }
+    pub fn invalid_scope(d: impl Into<String>) -> Self {
+        Self::new("invalid_scope", d)
+    }
+    pub fn invalid_target(d: impl Into<String>) -> Self {
+        Self::new("invalid_target", d)
+    }
+    pub fn unauthorized_client(d: impl Into<String>) -> Self {
+        Self::new("unauthorized_client", d)
+    }
+    pub fn server(d: impl Into<String>) -> Self {
+        Self::new("server_error", d)
+    }
+}
+
+fn no_store(r: &mut Response) {
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            axum::Json(json!({"error": self.error, "error_description": self.description})),
+        )
+            .into_response();
+        no_store(&mut r);
+        if self.basic_challenge {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"warden\""),
+            );
+        }
+        r
+    }
+}
+
+/// A successful token response (no-store).
+pub fn ok_json(v: Value) -> Response {
+    let mut r = (StatusCode::OK, axum::Json(v)).into_response();
+    no_store(&mut r);
+    r
+}
+
+/// `POST /token`.
+pub async fn token(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    match handle(&inner, &headers, &body).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = e.error, description = %e.description, "Token request refused");
+            e.into_response()
+        }
+    }
+}
+
+async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE)
+        && !ct
+            .to_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded")
+    {
+        return Err(OAuthError::invalid_request(
+            "the token request must be application/x-www-form-urlencoded",
+        ));
+    }
+    let f = parse_form(body).map_err(OAuthError::invalid_request)?;
+    let grant = param(&f, "grant_type")
+        .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?
+        .to_owned();
+    if ![
+        GRANT_CODE,
+        GRANT_REFRESH,
+        GRANT_CLIENT_CREDENTIALS,
+        GRANT_PASSWORD,
+        GRANT_EXCHANGE,
+    ]
+    .contains(&grant.as_str())
+    {
+        return Err(OAuthError::new(
+            "unsupported_grant_type",
+            "grant_type not supported",
+        ));
+    }
+    let authed = authenticate(inner, headers, &f)?;
+    if !authed.client.allows(&grant) {
+        return Err(OAuthError::unauthorized_client(format!(
+            "this client may not use {grant}"
+        )));
+    }
+    match grant.as_str() {
+        GRANT_CODE => authorization_code(inner, &authed, &f),
+        GRANT_REFRESH => refresh(inner, &authed, &f),
+        GRANT_CLIENT_CREDENTIALS => client_credentials(inner, &authed, &f),
+        GRANT_PASSWORD => password(inner, &authed, &f).await,
+        _ => super::exchange::exchange(inner, &authed, &f),
+    }
+}
+
+/// RFC 7636 §4.6: BASE64URL(SHA256(verifier)) == challenge.
+fn pkce_ok(verifier: &str, challenge: &str) -> bool {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+    let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref());
+    aws_lc_rs::constant_time::verify_slices_are_equal(computed.as_bytes(), challenge.as_bytes())
+        .is_ok()
+}
+
+/// Issue access + refresh tokens for a user; `family` continues a rotation chain.
+fn user_tokens(
+    inner: &Inner,
+    client: &super::clients::Client,
+    username: &str,
+    scopes: &[String],
+    resource: &str,
+    family: Option<&str>,
+) -> Result<Response, OAuthError> {
+    let user = inner
+        .users
+        .get(username)
+        .ok_or_else(|| OAuthError::invalid_grant("the user no longer exists"))?;
+    let (at, ttl) = inner
+        .user_token(user, &client.id, scopes, resource)
+        .map_err(OAuthError::server)?;
+    let mut out = json!({
+        "access_token": at,
+        "token_type": "Bearer",
+        "expires_in": ttl,
+        "scope": scopes.join(" "),
+    });
+    if client.allows(GRANT_REFRESH) {
+        let family = match family {
+            Some(f) => f.to_owned(),
+            None => store::random_token().map_err(OAuthError::server)?,
+        };
+        let rt = inner
+            .store
+            .add_refresh(
+                &family,
+                &client.id,
+                username,
+                scopes,
+                resource,
+                inner.cfg.refresh_token_ttl.as_secs() as i64,
+            )
+            .map_err(OAuthError::server)?;
+        out["refresh_token"] = Value::String(rt);
+    }
+    Ok(ok_json(out))
+}
+
+fn authorization_code(
+    inner: &Inner,
+    a: &Authed,
+    f: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let code = param(f, "code").ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
+    let verifier = param(f, "code_verifier")
+        .ok_or_else(|| OAuthError::invalid_request("code_verifier is missing (PKCE)"))?;
+    // Taken out first: a code is single-use even when this request fails.
+    let c = inner
+        .store
+        .take_code(code)
+        .ok_or_else(|| OAuthError::invalid_grant("invalid, expired or already used code"))?;
+    if c.client_id != a.client.id {
+        return Err(OAuthError::invalid_grant(
+            "the code was issued to another client",
+        ));
+    }
+    if param(f, "redirect_uri").is_some_and(|r| r != c.redirect_uri) {
+        return Err(OAuthError::invalid_grant("redirect_uri does not match"));
+    }
+    if !valid_pkce_string(verifier) || !pkce_ok(verifier, &c.code_challenge) {
+        return Err(OAuthError::invalid_grant("PKCE verification failed"));
+    }
+    if let Some(r) = param(f, "resource")
+        && r != c.resource
+    {
+        return Err(OAuthError::invalid_target(
+            "resource differs from the authorized one",
+        ));
+    }
+    user_tokens(inner, &a.client, &c.username, &c.scopes, &c.resource, None)
+}
+
+/// Requested scope narrowed from `have`: every requested one must be in `have`.
+fn narrow(have: &[String], requested: Option<&str>) -> Result<Vec<String>, OAuthError> {
+    match requested {
+        None => Ok(have.to_vec()),
+        Some(r) => {
+            let mut out: Vec<String> = Vec::new();
+            for s in r.split(' ').filter(|s| !s.is_empty()) {
+                if !have.iter().any(|h| h == s) {
+                    return Err(OAuthError::invalid_scope(format!(
+                        "scope {s:?} was not granted"
+                    )));
+                }
+                if !out.iter().any(|o| o == s) {
+                    out.push(s.to_owned());
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn refresh(inner: &Inner, a: &Authed, f: &HashMap<String, String>) -> Result<Response, OAuthError> {
+    let t = param(f, "refresh_token")
+        .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
+    let r = inner
+        .store
+        .peek_refresh(t)
+        .map_err(OAuthError::invalid_grant)?;
+    if r.client_id != a.client.id {
+        inner
+            .store
+            .revoked_families
+            .insert(r.family.clone(), r.expires);
+        return Err(OAuthError::invalid_grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    let scopes = narrow(&r.scopes, param(f, "scope"))?;
+    if let Some(res) = param(f, "resource")
+        && res != r.resource
+    {
+        return Err(OAuthError::invalid_target(
+            "resource differs from the authorized one",
+        ));
+    }
+    // The user's groups may have changed: keep only scopes still allowed.
+    let scopes: Vec<String> = match inner.users.get(&r.username) {
+        Some(u) => {
+            let allowed = inner.grant_user_scopes(u, Some(&scopes.join(" ")));
+            scopes.into_iter().filter(|s| allowed.contains(s)).collect()
+        }
+        None => return Err(OAuthError::invalid_grant("the user no longer exists")),
+    };
+    inner
+        .store
+        .spend_refresh(&r)
+        .map_err(OAuthError::invalid_grant)?;
+    if inner.store.family_revoked(&r.family) {
+        return Err(OAuthError::invalid_grant("refresh token revoked"));
+    }
+    user_tokens(
+        inner,
+        &a.client,
+        &r.username,
+        &scopes,
+        &r.resource,
+        Some(&r.family),
+    )
+}
+
+async fn password(
+    inner: &Inner,
+    a: &Authed,
+    f: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let username = param(f, "username")
+        .ok_or_else(|| OAuthError::invalid_request("username is missing"))?
+        .to_owned();
+    let pw = param(f, "password")
+        .ok_or_else(|| OAuthError::invalid_request("password is missing"))?
+        .to_owned();
+    let user = inner.users.get(&username).cloned();
+    let phc = user
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| inner.dummy_hash.clone());
+    let ok = tokio::task::spawn_blocking(move || super::verify_password(&pw, &phc))
+        .await
+        .unwrap_or(false);
+    let Some(user) = user.filter(|_| ok) else {
+        return Err(OAuthError::invalid_grant("invalid username or password"));
+    };
+    let resource = inner
+        .user_resource(param(f, "resource"))
+        .map_err(OAuthError::invalid_target)?;
+    let scopes = inner.grant_user_scopes(&user, param(f, "scope"));
+    user_tokens(inner, &a.client, &user.username, &scopes, &resource, None)
+}
+
+/// The audience a client asks for (`resource` or `audience`, at most one value); default the first allowed.
+pub fn client_audience(
+    client: &super::clients::Client,
+    f: &HashMap<String, String>,
+    required: bool,
+) -> Result<String, OAuthError> {
+    let aud = match (param(f, "resource"), param(f, "audience")) {
+        (Some(r), Some(a)) if r != a => {
+            return Err(OAuthError::invalid_target("resource and audience disagree"));
+        }
+        (Some(r), _) | (None, Some(r)) => r.to_owned(),
+        (None, None) if !required => client
+            .allowed_audiences
+            .first()
+            .cloned()
+            .ok_or_else(|| OAuthError::invalid_target("no audience allowed for this client"))?,
+        (None, None) => {
+            return Err(OAuthError::invalid_request(
+                "audience (or resource) is required",
+            ));
+        }
+    };
+    if !client.allowed_audiences.contains(&aud) {
+        return Err(OAuthError::invalid_target(
+            "audience not allowed for this client",
+        ));
+    }
+    Ok(aud)
+}
+
+/// Requested scopes, each within the client's `scopes`; `None` = `default_all` ? all : none.
+pub fn client_scopes(
+    client: &super::clients::Client,
+    requested: Option<&str>,
+    default_all: bool,
+) -> Result<Vec<String>, OAuthError> {
+    match requested {
+        None if default_all => Ok(client.scopes.clone()),
+        None => Ok(Vec::new()),
+        Some(r) => narrow(&client.scopes, Some(r)).map_err(|_| {
+            OAuthError::invalid_scope("requested scope exceeds what this client may obtain")
+        }),
+    }
+}
+
+fn client_credentials(
+    inner: &Inner,
+    a: &Authed,
+    f: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    if a.client.public || a.method == Method::None {
+        return Err(OAuthError::unauthorized_client(
+            "client_credentials is for confidential clients",
+        ));
+    }
+    let aud = client_audience(&a.client, f, false)?;
+    let scopes = client_scopes(&a.client, param(f, "scope"), true)?;
+    let now = store::now();
+    let ttl = inner.cfg.access_token_ttl.as_secs() as i64;
+    let jti = Sts::new_jti().map_err(|e| OAuthError::server(e.to_string()))?;
+    let claims = json!({
+        "iss": inner.cfg.issuer,
+        "sub": a.client.id,
+        "aud": aud,
+        "client_id": a.client.id,
+        "scope": scopes.join(" "),
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+        "jti": jti,
+    });
+    let at = inner
+        .sts
+        .sign(&claims)
+        .map_err(|e| OAuthError::server(e.to_string()))?;
+    Ok(ok_json(json!({
+        "access_token": at,
+        "token_type": "Bearer",
+        "expires_in": ttl,
+        "scope": scopes.join(" "),
+    })))
+}

@@ -1,0 +1,295 @@
+//! The browser flow: `GET /authorize`, `POST /login`, `POST /consent` (authorization code with PKCE S256).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+
+use super::Inner;
+use super::clients::GRANT_CODE;
+use super::pages::{
+    consent_page, error_page, login_page, param, parse_form, redirect_with, session_cookie,
+    set_cookie_value,
+};
+use super::store::{self, CodeData, MAX_LOGIN_FAILURES, PENDING_TTL, Pending, SESSION_TTL};
+
+/// RFC 7636 §4.2: 43–128 unreserved characters.
+pub fn valid_pkce_string(s: &str) -> bool {
+    (43..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+fn redirect_error(
+    inner: &Inner,
+    redirect_uri: &str,
+    state: Option<&str>,
+    error: &str,
+    desc: &str,
+) -> Response {
+    let mut p = vec![("error", error), ("error_description", desc)];
+    if let Some(s) = state {
+        p.push(("state", s));
+    }
+    p.push(("iss", inner.cfg.issuer.as_str()));
+    redirect_with(redirect_uri, &p)
+}
+
+/// `GET /authorize`.
+pub async fn authorize(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let q = match parse_form(q.unwrap_or_default().as_bytes()) {
+        Ok(q) => q,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, &e),
+    };
+    // 1. Errors that cannot go back to the client: unknown client, bad redirect URI.
+    let Some(client_id) = param(&q, "client_id") else {
+        return error_page(StatusCode::BAD_REQUEST, "client_id is missing");
+    };
+    let Some(client) = inner.client(client_id) else {
+        return error_page(StatusCode::BAD_REQUEST, "unknown client_id");
+    };
+    let redirect_uri = match param(&q, "redirect_uri") {
+        Some(r) if client.redirect_uris.iter().any(|x| x == r) => r.to_owned(),
+        Some(_) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "redirect_uri is not registered for this client",
+            );
+        }
+        None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+        None => return error_page(StatusCode::BAD_REQUEST, "redirect_uri is missing"),
+    };
+    // 2. Everything else goes back to the client as `error=`.
+    let state = param(&q, "state");
+    let err = |e: &str, d: &str| redirect_error(&inner, &redirect_uri, state, e, d);
+    if param(&q, "response_type") != Some("code") {
+        return err(
+            "unsupported_response_type",
+            "only response_type=code is supported",
+        );
+    }
+    if !client.allows(GRANT_CODE) {
+        return err(
+            "unauthorized_client",
+            "this client may not use the authorization code grant",
+        );
+    }
+    let Some(challenge) = param(&q, "code_challenge") else {
+        return err("invalid_request", "code_challenge is required (PKCE)");
+    };
+    if param(&q, "code_challenge_method") != Some("S256") {
+        return err("invalid_request", "code_challenge_method must be S256");
+    }
+    if challenge.len() != 43 || !valid_pkce_string(challenge) {
+        return err("invalid_request", "code_challenge is malformed");
+    }
+    let resource = match inner.user_resource(param(&q, "resource")) {
+        Ok(r) => r,
+        Err(d) => return err("invalid_target", d),
+    };
+    if let Some(s) = state
+        && s.len() > 2048
+    {
+        return err("invalid_request", "state is too long");
+    }
+    let scope = param(&q, "scope").map(str::to_owned);
+    if scope.as_deref().is_some_and(|s| s.len() > 4096) {
+        return err("invalid_scope", "scope is too long");
+    }
+    let csrf = match store::random_token() {
+        Ok(c) => c,
+        Err(_) => return err("server_error", "random generator failed"),
+    };
+    let user = session_cookie(&headers).and_then(|c| inner.store.session_user(&c));
+    let pending = Pending {
+        client_id: client.id.clone(),
+        redirect_uri: redirect_uri.clone(),
+        state: state.map(str::to_owned),
+        scope,
+        resource,
+        code_challenge: challenge.to_owned(),
+        csrf: csrf.clone(),
+        username: user.clone(),
+        failures: 0,
+        expires: store::now() + PENDING_TTL,
+    };
+    let rid = match inner.store.add_pending(pending.clone()) {
+        Ok(r) => r,
+        Err(d) => return err("temporarily_unavailable", d),
+    };
+    let display = client.display_name();
+    match user.and_then(|u| inner.users.get(&u)) {
+        Some(u) => {
+            let scopes = inner.grant_user_scopes(u, pending.scope.as_deref());
+            consent_page(
+                &u.username,
+                &display,
+                &scopes,
+                &pending.resource,
+                &rid,
+                &csrf,
+            )
+        }
+        None => login_page(StatusCode::OK, &display, &rid, &csrf, None),
+    }
+}
+
+/// `POST /login`: check the password, start a session, show the consent page.
+pub async fn login(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    let Ok(f) = parse_form(&body) else {
+        return error_page(StatusCode::BAD_REQUEST, "malformed form");
+    };
+    let (Some(rid), Some(csrf)) = (param(&f, "request_id"), param(&f, "csrf_token")) else {
+        return error_page(StatusCode::BAD_REQUEST, "the sign-in form is incomplete");
+    };
+    let Some(p) = inner.store.pending_checked(rid, csrf) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "this sign-in request has expired or is invalid; start again from the application",
+        );
+    };
+    let display = inner
+        .client(&p.client_id)
+        .map(|c| c.display_name())
+        .unwrap_or_else(|| p.client_id.clone());
+    let username = param(&f, "username").unwrap_or_default().to_owned();
+    let password = param(&f, "password").unwrap_or_default().to_owned();
+    let user = inner.users.get(&username).cloned();
+    // Verify against a dummy hash for unknown users so timing does not reveal them.
+    let phc = user
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| inner.dummy_hash.clone());
+    let ok = tokio::task::spawn_blocking(move || super::verify_password(&password, &phc))
+        .await
+        .unwrap_or(false);
+    let Some(user) = user.filter(|_| ok) else {
+        let failures = inner
+            .store
+            .pending
+            .get_mut(rid)
+            .map(|mut e| {
+                e.failures += 1;
+                e.failures
+            })
+            .unwrap_or(MAX_LOGIN_FAILURES);
+        tracing::info!(client = %p.client_id, "Authorization server: failed sign-in");
+        if failures >= MAX_LOGIN_FAILURES {
+            inner.store.pending.remove(rid);
+            return error_page(
+                StatusCode::UNAUTHORIZED,
+                "too many failed sign-in attempts; start again from the application",
+            );
+        }
+        return login_page(
+            StatusCode::UNAUTHORIZED,
+            &display,
+            rid,
+            csrf,
+            Some("Invalid username or password."),
+        );
+    };
+    let cookie = match inner.store.new_session(&user.username) {
+        Ok(c) => c,
+        Err(d) => return error_page(StatusCode::SERVICE_UNAVAILABLE, d),
+    };
+    // Bind the pending request to this user and rotate its CSRF token.
+    let Ok(new_csrf) = store::random_token() else {
+        return error_page(StatusCode::INTERNAL_SERVER_ERROR, "random generator failed");
+    };
+    match inner.store.pending.get_mut(rid) {
+        Some(mut e) => {
+            e.username = Some(user.username.clone());
+            e.csrf = new_csrf.clone();
+        }
+        None => return error_page(StatusCode::BAD_REQUEST, "this sign-in request has expired"),
+    }
+    let scopes = inner.grant_user_scopes(&user, p.scope.as_deref());
+    let mut r = consent_page(
+        &user.username,
+        &display,
+        &scopes,
+        &p.resource,
+        rid,
+        &new_csrf,
+    );
+    if let Ok(v) = HeaderValue::from_str(&set_cookie_value(
+        &cookie,
+        inner.secure_cookies,
+        SESSION_TTL,
+    )) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// `POST /consent`: approve → 302 with `code`; deny → 302 with `error=access_denied`.
+pub async fn consent(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(f) = parse_form(&body) else {
+        return error_page(StatusCode::BAD_REQUEST, "malformed form");
+    };
+    let (Some(rid), Some(csrf)) = (param(&f, "request_id"), param(&f, "csrf_token")) else {
+        return error_page(StatusCode::BAD_REQUEST, "the consent form is incomplete");
+    };
+    let Some(p) = inner.store.pending_checked(rid, csrf) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "this authorization request has expired or is invalid",
+        );
+    };
+    // The consent must come from the browser session of the user who signed in.
+    let session_user = session_cookie(&headers).and_then(|c| inner.store.session_user(&c));
+    let (Some(su), Some(pu)) = (session_user, p.username.as_deref()) else {
+        return error_page(StatusCode::FORBIDDEN, "not signed in");
+    };
+    if su != pu {
+        return error_page(StatusCode::FORBIDDEN, "session does not match this request");
+    }
+    // Single use: the pending request is consumed whatever the decision.
+    inner.store.pending.remove(rid);
+    let state = p.state.as_deref();
+    let iss = inner.cfg.issuer.clone();
+    match param(&f, "decision") {
+        Some("approve") => {}
+        _ => {
+            return redirect_error(
+                &inner,
+                &p.redirect_uri,
+                state,
+                "access_denied",
+                "the user denied the request",
+            );
+        }
+    }
+    let Some(user) = inner.users.get(&su) else {
+        return error_page(StatusCode::FORBIDDEN, "unknown user");
+    };
+    let scopes = inner.grant_user_scopes(user, p.scope.as_deref());
+    let code = inner.store.add_code(CodeData {
+        client_id: p.client_id.clone(),
+        redirect_uri: p.redirect_uri.clone(),
+        username: su.clone(),
+        scopes,
+        resource: p.resource.clone(),
+        code_challenge: p.code_challenge.clone(),
+        expires: store::now() + inner.cfg.code_ttl.as_secs() as i64,
+    });
+    let code = match code {
+        Ok(c) => c,
+        Err(d) => {
+            return redirect_error(&inner, &p.redirect_uri, state, "temporarily_unavailable", d);
+        }
+    };
+    let mut params = vec![("code", code.as_str())];
+    if let Some(s) = state {
+        params.push(("state", s));
+    }
+    params.push(("iss", iss.as_str()));
+    redirect_with(&p.redirect_uri, &params)
+}

@@ -1,0 +1,216 @@
+//! `warden demo`: the seed's whole scenario on loopback with embedded defaults — the
+//! authorization server, the Enterprise Ledger upstream, and the gateway delegating
+//! every call with a 5-second token for its one scope.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::authz::{self, AuthServer, AuthServerConfig};
+use crate::config::Config;
+use crate::gateway::{Running, start_with};
+use crate::sts::{SigningAlg, Sts};
+
+/// Where the demo listens.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub gateway: SocketAddr,
+    pub auth_server: SocketAddr,
+    pub admin: SocketAddr,
+    /// The ledger listens on an ephemeral loopback port unless set.
+    pub ledger: SocketAddr,
+    pub shards: Option<usize>,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            gateway: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            auth_server: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            ledger: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shards: None,
+        }
+    }
+}
+
+/// The gateway's client id: `act.sub` of every delegation token (as in the seed).
+pub const GATEWAY_CLIENT_ID: &str = "ai-identity-gateway";
+/// The ledger's audience (as in the seed).
+pub const LEDGER_AUDIENCE: &str = "https://enterprise-ledger.orchestrator.lab/";
+/// The demo users: (username, password, groups).
+pub const USERS: [(&str, &str, &[&str]); 2] = [
+    (
+        "john.mcclane@orchestrator.lab",
+        "yippiekayay",
+        &["employees"],
+    ),
+    (
+        "sarah.connor@orchestrator.lab",
+        "judgmentday",
+        &["employees", "compliance"],
+    ),
+];
+/// The ledger's tools and the scope each delegation token carries (the seed's scopes).
+pub const LEDGER_TOOLS: [(&str, &str); 6] = [
+    ("listAccounts", "ledger:ListAccounts"),
+    ("getAccount", "ledger:GetAccount"),
+    ("getTransactions", "ledger:ListTransactions"),
+    ("updateAccountStatus", "ledger:UpdateAccount"),
+    ("getCustomerPII", "ledger:ReadPII"),
+    ("getAuditLog", "ledger:ReadAudit"),
+];
+
+/// Everything the demo runs; dropping it stops the ledger and the authorization server.
+#[derive(Debug)]
+pub struct Demo {
+    pub gateway: Running,
+    pub auth_server: AuthServer,
+    pub ledger: demo::ledger::Ledger,
+    pub issuer: String,
+    pub mcp_url: String,
+}
+
+fn auth_server_yaml(issuer: &str, listen: SocketAddr, mcp_url: &str) -> Result<String, String> {
+    let mut users = String::new();
+    for (name, password, groups) in USERS {
+        let hash = authz::hash_password(password)?;
+        users.push_str(&format!("  - username: {name}\n    email: {name}\n    password_hash: '{hash}'\n    groups: [{}]\n", groups.join(", ")));
+    }
+    Ok(format!(
+        r#"listen: {listen}
+issuer: {issuer}
+access_token_ttl: 1h
+resources: [{mcp_url}]
+dynamic_registration: true
+users:
+{users}scopes:
+  - name: mcp:tools
+  - name: pii:read
+    groups: [compliance]
+  - name: audit:read
+    groups: [compliance]
+clients:
+  - client_id: mcp-client-cli
+    public: true
+    redirect_uris:
+      - http://localhost:19876/callback
+      - http://127.0.0.1:19876/callback
+      - http://localhost:3334/oauth/callback
+    grant_types: [authorization_code, refresh_token]
+  - client_id: loadtest
+    public: true
+    grant_types: [password, refresh_token]
+"#
+    ))
+}
+
+fn gateway_yaml(opts: &DemoOptions, issuer: &str, mcp_url: &str, ledger_url: &str) -> String {
+    let mut tools = String::new();
+    for (name, scope) in LEDGER_TOOLS {
+        tools.push_str(&format!("        - name: {name}\n          ttl: 5s\n          scopes:\n            - name: {scope}\n"));
+    }
+    format!(
+        r#"gateway:
+  listen: {gw}
+  public_url: {mcp_url}
+  scopes_supported: [mcp:tools, pii:read, audit:read]
+  allowed_origins: [http://localhost:6274, http://127.0.0.1:6274]
+admin:
+  listen: {admin}
+issuers:
+  - issuer: {issuer}
+delegation:
+  client_id: {GATEWAY_CLIENT_ID}
+  mode: embedded
+  issuer: {issuer}
+upstreams:
+  - name: enterprise-ledger
+    url: {ledger_url}
+    namespace: enterprise_ledger_
+    token_exchange:
+      type: delegation
+      idp: warden
+      audience: {LEDGER_AUDIENCE}
+      tools:
+{tools}"#,
+        gw = opts.gateway,
+        admin = opts.admin,
+    )
+}
+
+/// Start the whole demo on the current tokio runtime.
+pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
+    // Bind the authorization server's port first: its issuer URL must name the real port.
+    let as_probe = std::net::TcpListener::bind(opts.auth_server)
+        .map_err(|e| format!("authorization server {}: {e}", opts.auth_server))?;
+    let as_addr = as_probe.local_addr().map_err(|e| e.to_string())?;
+    drop(as_probe);
+    let gw_probe = std::net::TcpListener::bind(opts.gateway)
+        .map_err(|e| format!("gateway {}: {e}", opts.gateway))?;
+    let gw_addr = gw_probe.local_addr().map_err(|e| e.to_string())?;
+    drop(gw_probe);
+    let issuer = format!("http://{as_addr}");
+    let mcp_url = format!("http://{gw_addr}/mcp");
+
+    let sts = Arc::new(Sts::new(&issuer, SigningAlg::EdDSA).map_err(|e| e.to_string())?);
+    let as_yaml = auth_server_yaml(&issuer, as_addr, &mcp_url)?;
+    let as_cfg: AuthServerConfig = serde_yaml_ng::from_str(&as_yaml)
+        .map_err(|e| format!("demo authorization server config: {e}"))?;
+    let auth_server = authz::start(as_cfg, sts.clone()).await?;
+
+    let ledger = demo::ledger::Ledger::start(demo::ledger::LedgerOptions {
+        listen: opts.ledger,
+        jwks_uri: format!("{issuer}/jwks"),
+        issuer: issuer.clone(),
+        audience: LEDGER_AUDIENCE.into(),
+        gateway_client_id: GATEWAY_CLIENT_ID.into(),
+    })?;
+
+    let mut gw_opts = opts.clone();
+    gw_opts.gateway = gw_addr;
+    let yaml = gateway_yaml(&gw_opts, &issuer, &mcp_url, &ledger.url());
+    let cfg = Config::parse(&yaml, "(warden demo)").map_err(|e| e.to_string())?;
+    let gateway = start_with(cfg, opts.shards, Some(sts))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Demo {
+        gateway,
+        auth_server,
+        ledger,
+        issuer,
+        mcp_url,
+    })
+}
+
+/// What to print once the demo is ready.
+pub fn banner(d: &Demo) -> String {
+    let mcp = &d.mcp_url;
+    let port = d.gateway.addr.port();
+    format!(
+        r#"
+Warden demo is running.
+  MCP endpoint            {mcp}
+  authorization server    {issuer}   (users: john.mcclane@orchestrator.lab / yippiekayay,
+                                      sarah.connor@orchestrator.lab / judgmentday — compliance)
+  Enterprise Ledger       {ledger}   (behind the gateway; every call gets a 5 s delegation token)
+  admin                   http://{admin}/metrics  /healthz  /readyz
+
+Claude Code:
+  claude mcp add --transport http --client-id mcp-client-cli --callback-port 19876 warden {mcp}
+
+Claude Desktop (claude_desktop_config.json):
+  {{"mcpServers": {{"warden": {{"command": "npx", "args": ["mcp-remote", "{mcp}", "3334",
+    "--transport", "http-only", "--static-oauth-client-info", "{{\"client_id\":\"mcp-client-cli\"}}"]}}}}}}
+
+A test token (the `loadtest` client may use the password grant):
+  curl -s {issuer}/token -d grant_type=password -d client_id=loadtest \
+       -d username=john.mcclane@orchestrator.lab -d password=yippiekayay \
+       -d scope=mcp:tools -d resource={mcp}
+
+Then: curl -si http://127.0.0.1:{port}/mcp -H "authorization: Bearer $TOKEN" ... (see README).
+"#,
+        issuer = d.issuer,
+        ledger = d.ledger.url(),
+        admin = d.gateway.admin_addr,
+    )
+}

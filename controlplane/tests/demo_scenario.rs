@@ -1,0 +1,284 @@
+//! The seed's scenario in process: `warden demo`'s pieces, and what the Enterprise Ledger
+//! received; plus the external RFC 8693 mode against the embedded authorization server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use controlplane::demo::{self, DemoOptions};
+use serde_json::{Value, json};
+
+fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+async fn start_demo() -> demo::Demo {
+    demo::start(DemoOptions {
+        gateway: any_port(),
+        auth_server: any_port(),
+        admin: any_port(),
+        ledger: any_port(),
+        shards: Some(2),
+    })
+    .await
+    .expect("demo starts")
+}
+
+/// A user token from the demo's authorization server (password grant of the `loadtest` client).
+async fn password_token(d: &demo::Demo, user: &str, password: &str, scope: &str) -> String {
+    let r = reqwest::Client::new()
+        .post(format!("{}/token", d.issuer))
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", "loadtest"),
+            ("username", user),
+            ("password", password),
+            ("scope", scope),
+            ("resource", &d.mcp_url),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    sid: String,
+}
+
+impl Client {
+    async fn connect(url: &str, token: &str) -> Client {
+        let http = reqwest::Client::new();
+        let r = http
+            .post(url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+        Client {
+            http,
+            url: url.into(),
+            token: token.into(),
+            sid,
+        }
+    }
+
+    async fn call(&self, tool: &str, args: Value) -> Value {
+        let r = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .header("mcp-session-id", &self.sid)
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":tool,"arguments":args}}).to_string())
+            .send()
+            .await
+            .unwrap();
+        r.json().await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_receives_a_five_second_token_per_call() {
+    let d = start_demo().await;
+    let john = password_token(
+        &d,
+        "john.mcclane@orchestrator.lab",
+        "yippiekayay",
+        "mcp:tools",
+    )
+    .await;
+    let sarah = password_token(
+        &d,
+        "sarah.connor@orchestrator.lab",
+        "judgmentday",
+        "mcp:tools pii:read",
+    )
+    .await;
+    let cj = Client::connect(&d.mcp_url, &john).await;
+    let v = cj.call("enterprise_ledger_listAccounts", json!({})).await;
+    assert_eq!(
+        v["result"]["structuredContent"]["accounts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8,
+        "{v}"
+    );
+
+    let got = d.ledger.received();
+    assert_eq!(got.len(), 1);
+    let c = &got[0].claims;
+    assert_eq!(c["sub"], "john.mcclane@orchestrator.lab");
+    assert_eq!(c["act"], json!({"sub": "ai-identity-gateway"}));
+    assert_eq!(c["aud"], demo::LEDGER_AUDIENCE);
+    assert_eq!(c["scope"], "ledger:ListAccounts");
+    assert_eq!(c["client_id"], "ai-identity-gateway");
+    assert_eq!(c["iss"], d.issuer.as_str());
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 5);
+    // Never the user's token.
+    let john_hash: String = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, john.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_ne!(got[0].token_sha256, john_hash);
+
+    // A second call within the TTL reuses the token; another user gets their own.
+    cj.call("enterprise_ledger_listAccounts", json!({})).await;
+    let cs = Client::connect(&d.mcp_url, &sarah).await;
+    cs.call("enterprise_ledger_listAccounts", json!({})).await;
+    let got = d.ledger.received();
+    assert_eq!(got.len(), 3);
+    assert_eq!(
+        got[0].token_sha256, got[1].token_sha256,
+        "reused within the TTL"
+    );
+    assert_ne!(
+        got[1].token_sha256, got[2].token_sha256,
+        "never shared between users"
+    );
+    assert_eq!(got[2].claims["sub"], "sarah.connor@orchestrator.lab");
+
+    // Each tool gets its own scope: the flagged withdrawal comes back through getTransactions.
+    let v = cj
+        .call(
+            "enterprise_ledger_getTransactions",
+            json!({"accountId": "ACC-1003"}),
+        )
+        .await;
+    assert!(v.to_string().contains("48500"), "{v}");
+    assert_eq!(
+        d.ledger.received().last().unwrap().claims["scope"],
+        "ledger:ListTransactions"
+    );
+
+    // After the reuse window (TTL 5 s, margin 1 s) a fresh token is minted.
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    cj.call("enterprise_ledger_listAccounts", json!({})).await;
+    let got = d.ledger.received();
+    let last = got.last().unwrap();
+    assert_eq!(last.tool, "listAccounts");
+    assert_ne!(
+        last.token_sha256, got[0].token_sha256,
+        "a fresh token after expiry"
+    );
+    assert_ne!(last.claims["jti"], got[0].claims["jti"]);
+    d.gateway.shutdown().await;
+}
+
+fn pem(der: &[u8]) -> String {
+    let b = STANDARD.encode(der);
+    let lines: Vec<&str> = b
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_mode_performs_rfc8693_with_private_key_jwt() {
+    use controlplane::sts::{SigningAlg, SigningKey, Sts};
+    // The embedded authorization server plays the external AS, over real HTTP.
+    let as_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let as_issuer = format!("http://127.0.0.1:{as_port}");
+    let sts = std::sync::Arc::new(Sts::new(&as_issuer, SigningAlg::EdDSA).unwrap());
+    let der = SigningKey::generate_pkcs8(SigningAlg::EdDSA).unwrap();
+    let client_key = SigningKey::from_pkcs8(&der, "gw-key").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("gw.pem");
+    std::fs::write(&key_file, pem(&der)).unwrap();
+    let hash = controlplane::authz::hash_password("pw").unwrap();
+    let up = testkit::TestUpstream::start(Default::default()).await;
+    let up_aud = "https://up.example/";
+    let as_yaml = format!(
+        "listen: 127.0.0.1:{as_port}\nissuer: {as_issuer}\nresources: [{}]\nusers:\n  - username: alice\n    password_hash: '{hash}'\n  - username: bob\n    password_hash: '{hash}'\nscopes:\n  - name: mcp:tools\nclients:\n  - client_id: warden-gw\n    jwks: {{\"keys\": [{}]}}\n    grant_types: [client_credentials, 'urn:ietf:params:oauth:grant-type:token-exchange']\n    allowed_audiences: ['{up_aud}']\n    scopes: ['up:echo']\n    exchange_token_ttl: 5s\n",
+        common::AUD,
+        client_key.public_jwk
+    );
+    let as_cfg: controlplane::authz::AuthServerConfig = serde_yaml_ng::from_str(&as_yaml).unwrap();
+    let auth = controlplane::authz::start(as_cfg, sts.clone())
+        .await
+        .unwrap();
+
+    let yaml = format!(
+        "gateway:\n  listen: 127.0.0.1:0\n  public_url: {aud}\n  shards: 1\nadmin:\n  listen: 127.0.0.1:0\nissuers:\n  - issuer: {as_issuer}\ndelegation:\n  client_id: warden-gw\n  mode: external\n  token_endpoint: {as_issuer}/token\n  client_auth: private_key_jwt\n  private_key_file: {key}\n  private_key_id: gw-key\nupstreams:\n  - name: up0\n    url: {url}\n    token_exchange:\n      audience: '{up_aud}'\n      tools:\n        - name: echo\n          ttl: 5s\n          scopes: [up:echo]\n",
+        aud = common::AUD,
+        key = key_file.display(),
+        url = up.url()
+    );
+    let gw = controlplane::start(
+        controlplane::Config::parse(&yaml, "ext.yaml").unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}/mcp", gw.addr);
+    let alice = auth
+        .mint_user_token("alice", "mcp:tools", common::AUD)
+        .unwrap();
+    let ca = Client::connect(&url, &alice).await;
+    let v = ca.call("up0_echo", json!({"x": 1})).await;
+    assert_eq!(v["result"]["structuredContent"]["x"], 1, "{v}");
+    let call = up.tool_calls().pop().unwrap();
+    let tok = call
+        .header("authorization")
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned();
+    let c: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(tok.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c["iss"], as_issuer.as_str());
+    assert_eq!(c["sub"], "alice");
+    assert_eq!(c["act"]["sub"], "warden-gw");
+    assert_eq!(c["aud"], up_aud);
+    assert_eq!(c["scope"], "up:echo");
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 5);
+    assert_ne!(tok, alice);
+
+    // The authorization server goes down: a call needing a new exchange fails cleanly with
+    // nothing sent upstream, while the cached token for alice keeps working.
+    let bob = auth
+        .mint_user_token("bob", "mcp:tools", common::AUD)
+        .unwrap();
+    auth.shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cb = Client::connect(&url, &bob).await;
+    let before = up.tool_calls().len();
+    let v = cb.call("up0_echo", json!({})).await;
+    assert_eq!(v["error"]["code"], -32004, "{v}");
+    assert_eq!(up.tool_calls().len(), before, "nothing went upstream");
+    let v = ca.call("up0_echo", json!({"y": 2})).await;
+    assert_eq!(
+        v["result"]["structuredContent"]["y"], 2,
+        "cached token still used: {v}"
+    );
+    gw.shutdown().await;
+}
