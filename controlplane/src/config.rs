@@ -22,6 +22,10 @@ pub struct Config {
     /// How per-call delegation tokens are obtained (needed by any upstream with `token_exchange`).
     #[serde(default)]
     pub delegation: Option<DelegationConfig>,
+    /// Run the embedded OAuth authorization server (it also signs delegation tokens in
+    /// embedded mode, with one key ring).
+    #[serde(default)]
+    pub authorization_server: Option<crate::authz::AuthServerConfig>,
 }
 
 /// The gateway as an OAuth client obtaining per-call tokens (RFC 8693).
@@ -482,11 +486,11 @@ impl Config {
                     }
                     _ => {}
                 }
-            } else if d.issuer.is_none() {
+            } else if d.issuer.is_none() && self.authorization_server.is_none() {
                 return Err(err(
                     file,
                     "delegation.issuer",
-                    "required in embedded mode (the STS issuer)",
+                    "required in embedded mode unless `authorization_server` is configured (its issuer is used)",
                 ));
             }
         }

@@ -48,6 +48,8 @@ pub struct Running {
     grace: Duration,
     /// The embedded STS, when delegation mints in-process.
     pub sts: Option<Arc<Sts>>,
+    /// The embedded authorization server, when configured.
+    pub auth_server: Option<crate::authz::AuthServer>,
 }
 
 impl Running {
@@ -428,8 +430,16 @@ pub async fn start_with(
     };
     // Delegation: the embedded STS (shared with the authorization server when there is one),
     // or an external RFC 8693 token endpoint.
-    let sts = match (&cfg.delegation, sts) {
-        (Some(d), None) if d.mode == DelegationMode::Embedded => {
+    let sts = match (&cfg.delegation, &cfg.authorization_server, sts) {
+        (_, _, Some(s)) => Some(s),
+        // One key ring for the authorization server and the STS.
+        (d, Some(a), None) => {
+            let alg = d.as_ref().map(|d| d.signing_alg).unwrap_or_default();
+            Some(Arc::new(
+                Sts::new(&a.issuer, alg).map_err(|e| StartError::Other(e.to_string()))?,
+            ))
+        }
+        (Some(d), None, None) if d.mode == DelegationMode::Embedded => {
             let issuer = d
                 .issuer
                 .clone()
@@ -438,7 +448,15 @@ pub async fn start_with(
                 Sts::new(&issuer, d.signing_alg).map_err(|e| StartError::Other(e.to_string()))?,
             ))
         }
-        (_, s) => s,
+        _ => None,
+    };
+    let auth_server = match (&cfg.authorization_server, &sts) {
+        (Some(a), Some(s)) => Some(
+            crate::authz::start(a.clone(), s.clone())
+                .await
+                .map_err(StartError::Other)?,
+        ),
+        _ => None,
     };
     if let Some(d) = &cfg.delegation {
         let engine = crate::delegate::Engine::new(d.clone(), sts.clone(), http)
@@ -521,5 +539,6 @@ pub async fn start_with(
         admin,
         grace,
         sts,
+        auth_server,
     })
 }

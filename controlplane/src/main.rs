@@ -43,6 +43,8 @@ enum Cmd {
         #[arg(long)]
         shards: Option<usize>,
     },
+    /// Print an argon2id hash of a password read from standard input (for `authorization_server.users`).
+    HashPassword,
     /// Check a configuration file without serving.
     Validate {
         #[arg(short, long)]
@@ -67,6 +69,26 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(&cli.log_format);
     match cli.cmd {
+        Cmd::HashPassword => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() {
+                eprintln!("error: could not read standard input");
+                return ExitCode::from(2);
+            }
+            match controlplane::authz::hash_password(line.trim_end_matches(['\r', '\n'])) {
+                Ok(h) => {
+                    #[expect(clippy::print_stdout, reason = "the hash is this command's output")]
+                    {
+                        println!("{h}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Validate { config } => match controlplane::Config::load(&config) {
             Ok(_) => {
                 eprintln!("{}: ok", config.display());

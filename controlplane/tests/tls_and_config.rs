@@ -140,3 +140,15 @@ async fn refuses_a_port_in_use() {
         .unwrap_err();
     assert!(err.to_string().contains("cannot listen"), "{err}");
 }
+
+#[test]
+fn the_committed_examples_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let cfg = Config::load(&dir.join("seed.yaml")).unwrap();
+    let te = cfg.upstreams[0].token_exchange.as_ref().unwrap();
+    assert_eq!(te.audience, "https://enterprise-ledger.orchestrator.lab/");
+    assert_eq!(te.tools.len(), 6);
+    assert_eq!(te.tools[0].scopes[0].name(), "ledger:ListAccounts");
+    assert_eq!(te.tools[0].ttl, std::time::Duration::from_secs(5));
+    assert!(cfg.authorization_server.is_some());
+}
