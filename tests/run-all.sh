@@ -32,3 +32,6 @@ cargo test --workspace --no-fail-fast
 step "MCP conformance suite through Warden"
 cargo build -p controlplane --bin warden
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/conformance/through-warden.sh
+
+step "end-to-end: TypeScript and Python MCP SDK clients (OAuth: DCR and pre-registered) against warden demo"
+WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/e2e/run.sh
