@@ -1,4 +1,5 @@
-//! Criterion benchmarks of Warden's hot-path pieces: token verification, JSON-RPC parsing, routing.
+//! Criterion benchmarks of Warden's hot-path pieces: token verification, JSON-RPC parsing, routing,
+//! and per-call delegation (token minting, the delegation cache, the cached path summed).
 //!
 //! Run: `CARGO_TARGET_DIR=/var/tmp/warden-target cargo bench -p bench -- --warm-up-time 1 --measurement-time 3`.
 //! Results and their reading: `docs/performance.md`. On a shared 2-core machine compare
@@ -12,18 +13,24 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use controlplane::sts::{DelegationGrant, SigningAlg, SigningKey, Sts, delegation_claims};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dataplane::auth::jwt::ValidationPolicy;
 use dataplane::auth::{AuthOutcome, IssuerState, TokenCache, jwks, verify_uncached};
+use dataplane::control::{ControlHandle, DelegateRequest, Delegated, Subject};
+use dataplane::delegation::{DelegationCache, Key, Source};
 use dataplane::jsonrpc::Message;
 use dataplane::snapshot::{ToolRoute, ToolTable};
-use jsonwebtoken::Algorithm;
+use futures_channel::mpsc::UnboundedReceiver;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -310,5 +317,382 @@ fn routing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, token_verify, jsonrpc_parse, routing);
+// ---------------------------------------------------------------------------------------------
+// Per-call delegation.
+
+/// The demo's names: the ledger's audience and the gateway's client id (`act.sub`).
+const STS_ISSUER: &str = "http://127.0.0.1:9000";
+const LEDGER_AUD: &str = "https://enterprise-ledger.orchestrator.lab/";
+const GATEWAY_CLIENT: &str = "ai-identity-gateway";
+const USER: &str = "john.mcclane@orchestrator.lab";
+
+/// What the embedded mint does per token (`controlplane/src/delegate.rs`): a fresh `jti`
+/// and the claims of one 5-second, one-scope delegation token.
+fn mint_claims(scopes: &[String]) -> serde_json::Value {
+    let g = DelegationGrant {
+        subject: USER,
+        subject_act: None,
+        actor: GATEWAY_CLIENT,
+        audience: LEDGER_AUD,
+        scopes,
+        ttl_secs: 5,
+        email: Some(USER),
+    };
+    delegation_claims(STS_ISSUER, &g, now(), &Sts::new_jti().unwrap())
+}
+
+fn delegation_mint(c: &mut Criterion) {
+    let scopes = vec!["ledger:ListAccounts".to_owned()];
+    let mut g = c.benchmark_group("delegation_mint");
+    for (label, alg, jwt_alg) in [
+        ("EdDSA", SigningAlg::EdDSA, Algorithm::EdDSA),
+        ("ES256", SigningAlg::ES256, Algorithm::ES256),
+    ] {
+        // What the gateway runs: `Sts::sign(delegation_claims(..))`, key parsed once at start.
+        let sts = Sts::new(STS_ISSUER, alg).unwrap();
+        assert_eq!(
+            sts.sign(&mint_claims(&scopes)).unwrap().split('.').count(),
+            3
+        );
+        g.bench_function(format!("sts_sign/{label}"), |b| {
+            b.iter(|| sts.sign(&mint_claims(black_box(&scopes))).unwrap())
+        });
+
+        // The same PKCS#8 document, signed by aws-lc-rs (parsed once) and by jsonwebtoken.
+        let der = SigningKey::generate_pkcs8(alg).unwrap();
+        let key = SigningKey::from_pkcs8(&der, "bench-kid").unwrap();
+        let enc = match alg {
+            SigningAlg::EdDSA => EncodingKey::from_ed_der(&der),
+            SigningAlg::ES256 => EncodingKey::from_ec_der(&der),
+        };
+        let mut header = Header::new(jwt_alg);
+        header.typ = Some("at+jwt".to_owned());
+        header.kid = Some("bench-kid".to_owned());
+        // Both must produce tokens the dataplane verifies against the key's JWK.
+        let set = jwks::parse_jwks(
+            json!({"keys": [key.public_jwk]}).to_string().as_bytes(),
+            &[Algorithm::EdDSA, Algorithm::ES256],
+        )
+        .unwrap();
+        let policy = ValidationPolicy {
+            issuer: STS_ISSUER.to_owned(),
+            audiences: vec![LEDGER_AUD.to_owned()],
+            leeway_secs: 5,
+            max_lifetime_secs: 60,
+            token_types: vec!["at+jwt".to_owned()],
+        };
+        for tok in [
+            key.sign(&mint_claims(&scopes), "at+jwt").unwrap(),
+            jsonwebtoken::encode(&header, &mint_claims(&scopes), &enc).unwrap(),
+        ] {
+            let d = dataplane::auth::jwt::decode(&tok, MAX_TOKEN, &policy.token_types).unwrap();
+            let cl = dataplane::auth::jwt::verify(&d, &set, &policy, now()).unwrap();
+            assert_eq!(cl.sub, USER);
+        }
+        g.bench_function(format!("aws_lc_rs_same_pkcs8/{label}"), |b| {
+            b.iter(|| {
+                key.sign(&mint_claims(black_box(&scopes)), "at+jwt")
+                    .unwrap()
+            })
+        });
+        g.bench_function(format!("jsonwebtoken_encode/{label}"), |b| {
+            b.iter(|| {
+                jsonwebtoken::encode(&header, &mint_claims(black_box(&scopes)), &enc).unwrap()
+            })
+        });
+        // What jsonwebtoken repeats on every signature: parsing the PKCS#8 document.
+        g.bench_function(format!("pkcs8_parse_only/{label}"), |b| match alg {
+            SigningAlg::EdDSA => b.iter(|| Ed25519KeyPair::from_pkcs8(black_box(&der)).is_ok()),
+            SigningAlg::ES256 => b.iter(|| {
+                EcdsaKeyPair::from_pkcs8(
+                    &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    black_box(&der),
+                )
+                .is_ok()
+            }),
+        });
+    }
+    g.finish();
+}
+
+/// A monoio runtime like a shard's (legacy driver: no io_uring needed in the bench).
+fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap()
+}
+
+/// The demo's cache key for one user and one tool (as `call_auth` builds it).
+fn delegation_key(claims: &dataplane::auth::jwt::Claims, tool: &str, scope: &str) -> Key {
+    Key {
+        issuer: claims.iss.clone(),
+        subject: claims.sub.clone(),
+        client: claims.client_id.clone().unwrap_or_default(),
+        act: claims
+            .act
+            .as_ref()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        upstream: 0,
+        tool: tool.to_owned(),
+        scopes: vec![scope.to_owned()],
+    }
+}
+
+fn user_subject(claims: &dataplane::auth::jwt::Claims) -> Subject {
+    Subject::User {
+        sub: claims.sub.clone(),
+        email: claims.email.clone(),
+        act: claims.act.clone(),
+        subject_token: None,
+    }
+}
+
+/// Fill `cache` for `key` through the public API: `obtain` misses, asks the control queue,
+/// and this answers with a token valid for an hour (so no refresh-ahead fires while measuring).
+fn fill(
+    rt: &mut monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>>,
+    cache: &Rc<DelegationCache>,
+    control: &ControlHandle,
+    delegate_rx: &mut UnboundedReceiver<DelegateRequest>,
+    key: Key,
+    subject: Subject,
+) {
+    rt.block_on(async {
+        let (c, ctl) = (cache.clone(), control.clone());
+        let task = monoio::spawn(async move {
+            c.obtain(&ctl, key, subject, LEDGER_AUD, 5, Duration::from_secs(5))
+                .await
+        });
+        let req = loop {
+            if let Ok(r) = delegate_rx.try_recv() {
+                break r;
+            }
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        };
+        req.reply
+            .send(Ok(Delegated {
+                token: Arc::from("eyJhbGciOiJFZERTQSJ9.bench.sig"),
+                jti: Some("bench-jti".to_owned()),
+                exp: now() + 3600,
+                scope: req.scopes.join(" "),
+            }))
+            .unwrap();
+        let (_, src) = task.await.unwrap();
+        assert_eq!(src, Source::Fresh);
+    });
+}
+
+fn delegation_cache_hit(c: &mut Criterion) {
+    let keys = Keys::generate();
+    let iss = issuers(&keys);
+    let tok = keys.token("EdDSA", "ed");
+    let (AuthOutcome::Valid(claims), _) = verify_uncached(&tok, &iss, MAX_TOKEN, now()) else {
+        panic!("token does not verify");
+    };
+    let mut rt = runtime();
+    let cache = Rc::new(DelegationCache::default());
+    let (control, _cmd_rx, mut delegate_rx) = ControlHandle::new();
+    let key = delegation_key(&claims, "listAccounts", "ledger:ListAccounts");
+    fill(
+        &mut rt,
+        &cache,
+        &control,
+        &mut delegate_rx,
+        key.clone(),
+        user_subject(&claims),
+    );
+    assert_eq!(cache.len(), 1);
+    let mut g = c.benchmark_group("delegation_cache_hit");
+    // One iteration = one `obtain` that hits: the key, the subject and the audience are built
+    // by the caller as `call_auth` does, then the lookup and the clone of the cached token.
+    g.bench_function("obtain_hit_with_key_build", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let k =
+                        delegation_key(black_box(&claims), "listAccounts", "ledger:ListAccounts");
+                    let (d, src) = cache
+                        .obtain(
+                            &control,
+                            k,
+                            user_subject(&claims),
+                            LEDGER_AUD,
+                            5,
+                            Duration::from_secs(5),
+                        )
+                        .await
+                        .unwrap();
+                    debug_assert_eq!(src, Source::Cache);
+                    black_box(d);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    // The lookup alone: key and subject cloned from prepared values.
+    g.bench_function("obtain_hit_prebuilt_key", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let subject = user_subject(&claims);
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let (d, src) = cache
+                        .obtain(
+                            &control,
+                            black_box(&key).clone(),
+                            subject.clone(),
+                            LEDGER_AUD,
+                            5,
+                            Duration::from_secs(5),
+                        )
+                        .await
+                        .unwrap();
+                    debug_assert_eq!(src, Source::Cache);
+                    black_box(d);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+    assert!(
+        delegate_rx.try_recv().is_err(),
+        "a hit must not ask the control plane"
+    );
+}
+
+/// The demo ledger's tools, namespaced as the demo does.
+fn ledger_table() -> ToolTable {
+    let mut routes = HashMap::new();
+    let mut order = Vec::new();
+    for tool in [
+        "listAccounts",
+        "getAccount",
+        "getTransactions",
+        "updateAccountStatus",
+        "getCustomerPII",
+        "getAuditLog",
+    ] {
+        let name = format!("enterprise_ledger_{tool}");
+        let definition = RawValue::from_string(
+            json!({"name": name, "description": "a ledger tool", "inputSchema": {"type": "object"}})
+                .to_string(),
+        )
+        .unwrap();
+        routes.insert(
+            name.clone(),
+            ToolRoute {
+                upstream: 0,
+                upstream_name: tool.to_owned(),
+                definition,
+            },
+        );
+        order.push(name);
+    }
+    ToolTable { routes, order }
+}
+
+/// A copy of `dataplane::mcp::rewrite::upstream_request` (private to the dataplane): the
+/// request sent upstream with a gateway-assigned id.
+fn upstream_request(gid: u64, method: &str, params: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(64 + params.len());
+    v.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    v.extend_from_slice(gid.to_string().as_bytes());
+    v.extend_from_slice(br#","method":"#);
+    v.extend_from_slice(serde_json::to_string(method).unwrap().as_bytes());
+    v.extend_from_slice(br#","params":"#);
+    v.extend_from_slice(params.as_bytes());
+    v.push(b'}');
+    v
+}
+
+fn full_hot_path(c: &mut Criterion) {
+    let keys = Keys::generate();
+    let iss = issuers(&keys);
+    let tok = keys.token("EdDSA", "ed");
+    let n = now();
+    let mut tokens = TokenCache::new(1024);
+    let (AuthOutcome::Valid(claims), _) = tokens.authenticate(&tok, &iss, MAX_TOKEN, n) else {
+        panic!("token does not verify");
+    };
+    let table = ledger_table();
+    let body = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"enterprise_ledger_listAccounts","arguments":{}}}"#.to_vec();
+    // A ledger-sized upstream answer (gateway id 1), re-framed to the client's id.
+    let response = json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text",
+        "text": "[{\"id\":\"ACC-1001\",\"owner\":\"john.mcclane@orchestrator.lab\",\"balance\":1200.5},{\"id\":\"ACC-1002\",\"owner\":\"john.mcclane@orchestrator.lab\",\"balance\":87.25}]"}]}})
+    .to_string()
+    .into_bytes();
+
+    let mut rt = runtime();
+    let cache = Rc::new(DelegationCache::default());
+    let (control, _cmd_rx, mut delegate_rx) = ControlHandle::new();
+    fill(
+        &mut rt,
+        &cache,
+        &control,
+        &mut delegate_rx,
+        delegation_key(&claims, "listAccounts", "ledger:ListAccounts"),
+        user_subject(&claims),
+    );
+
+    let mut g = c.benchmark_group("full_hot_path");
+    // Pieces summed in one loop, in the gateway's order; no sockets, no HTTP, no session
+    // lookup, no metrics. One iteration is one cached `tools/call`.
+    g.bench_function("pieces_summed_in_one_loop/listAccounts", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters {
+                    // 1. Bearer token: TokenCache hit.
+                    let (out, hit) = tokens.authenticate(black_box(&tok), &iss, MAX_TOKEN, n);
+                    debug_assert!(hit);
+                    let AuthOutcome::Valid(cl) = out else {
+                        unreachable!()
+                    };
+                    // 2. JSON-RPC envelope.
+                    let msg = Message::parse(black_box(&body)).unwrap();
+                    // 3. Route and rename the tool.
+                    let (route, params) =
+                        dataplane::mcp::tools_call_params(msg.params, &table).unwrap();
+                    // 4. Delegation token: cache hit, key and subject built as `call_auth` does.
+                    let (d, src) = cache
+                        .obtain(
+                            &control,
+                            delegation_key(&cl, &route.upstream_name, "ledger:ListAccounts"),
+                            user_subject(&cl),
+                            LEDGER_AUD,
+                            5,
+                            Duration::from_secs(5),
+                        )
+                        .await
+                        .unwrap();
+                    debug_assert_eq!(src, Source::Cache);
+                    let authz = format!("Bearer {}", d.token);
+                    // 5. Upstream request body with a gateway id.
+                    let up = upstream_request(i, "tools/call", &params);
+                    // 6. The answer re-framed with the client's id (public stand-in for `reframe`).
+                    let r = Message::parse(black_box(&response)).unwrap();
+                    let back = dataplane::jsonrpc::result(msg.id.unwrap(), r.result.unwrap());
+                    black_box((authz, up, back));
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    token_verify,
+    jsonrpc_parse,
+    routing,
+    delegation_mint,
+    delegation_cache_hit,
+    full_hot_path
+);
+
 criterion_main!(benches);

@@ -26,6 +26,9 @@ pub struct Config {
     /// embedded mode, with one key ring).
     #[serde(default)]
     pub authorization_server: Option<crate::authz::AuthServerConfig>,
+    /// Where audit records go (default: JSON Lines on standard output).
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// The gateway as an OAuth client obtaining per-call tokens (RFC 8693).
@@ -493,6 +496,9 @@ impl Config {
                     "required in embedded mode unless `authorization_server` is configured (its issuer is used)",
                 ));
             }
+        }
+        if self.audit.sink == crate::audit::SinkKind::File && self.audit.dir.is_none() {
+            return Err(err(file, "audit.dir", "required for the file sink"));
         }
         let mut names = std::collections::HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {

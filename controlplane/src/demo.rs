@@ -19,6 +19,8 @@ pub struct DemoOptions {
     /// The ledger listens on an ephemeral loopback port unless set.
     pub ledger: SocketAddr,
     pub shards: Option<usize>,
+    /// Where audit records go (JSON Lines, hash-chained).
+    pub audit_dir: std::path::PathBuf,
 }
 
 impl Default for DemoOptions {
@@ -29,6 +31,7 @@ impl Default for DemoOptions {
             admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
             ledger: SocketAddr::from(([127, 0, 0, 1], 0)),
             shards: None,
+            audit_dir: std::env::temp_dir().join("warden-demo-audit"),
         }
     }
 }
@@ -68,6 +71,7 @@ pub struct Demo {
     pub ledger: demo::ledger::Ledger,
     pub issuer: String,
     pub mcp_url: String,
+    pub audit_dir: std::path::PathBuf,
 }
 
 fn auth_server_yaml(issuer: &str, listen: SocketAddr, mcp_url: &str) -> Result<String, String> {
@@ -110,7 +114,10 @@ fn gateway_yaml(opts: &DemoOptions, issuer: &str, mcp_url: &str, ledger_url: &st
         tools.push_str(&format!("        - name: {name}\n          ttl: 5s\n          scopes:\n            - name: {scope}\n"));
     }
     format!(
-        r#"gateway:
+        r#"audit:
+  sink: file
+  dir: {audit}
+gateway:
   listen: {gw}
   public_url: {mcp_url}
   scopes_supported: [mcp:tools, pii:read, audit:read]
@@ -135,6 +142,7 @@ upstreams:
 {tools}"#,
         gw = opts.gateway,
         admin = opts.admin,
+        audit = opts.audit_dir.display(),
     )
 }
 
@@ -179,6 +187,7 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
         ledger,
         issuer,
         mcp_url,
+        audit_dir: opts.audit_dir.clone(),
     })
 }
 
@@ -193,7 +202,8 @@ Warden demo is running.
   authorization server    {issuer}   (users: john.mcclane@orchestrator.lab / yippiekayay,
                                       sarah.connor@orchestrator.lab / judgmentday — compliance)
   Enterprise Ledger       {ledger}   (behind the gateway; every call gets a 5 s delegation token)
-  admin                   http://{admin}/metrics  /healthz  /readyz
+  admin                   http://{admin}/metrics  /healthz  /readyz  /live
+  audit trail             {audit}   (warden audit tail -f {audit}; warden audit verify {audit})
 
 Claude Code:
   claude mcp add --transport http --client-id mcp-client-cli --callback-port 19876 warden {mcp}
@@ -212,5 +222,6 @@ Then: curl -si http://127.0.0.1:{port}/mcp -H "authorization: Bearer $TOKEN" ...
         issuer = d.issuer,
         ledger = d.ledger.url(),
         admin = d.gateway.admin_addr,
+        audit = d.audit_dir.display(),
     )
 }

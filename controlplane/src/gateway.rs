@@ -50,6 +50,7 @@ pub struct Running {
     pub sts: Option<Arc<Sts>>,
     /// The embedded authorization server, when configured.
     pub auth_server: Option<crate::authz::AuthServer>,
+    audit_writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -67,6 +68,12 @@ impl Running {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Let the audit writer flush what the last requests recorded.
+        let flush_deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.shared.audit.depth() > 0 && tokio::time::Instant::now() < flush_deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
         self.control.abort();
         self.engine.abort();
         self.admin.abort();
@@ -75,6 +82,7 @@ impl Running {
                 let _ = t.join();
             }
         }
+        drop(self.audit_writer);
     }
 }
 
@@ -219,6 +227,7 @@ fn settings(
         instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
         passthrough_upstream: passthrough,
         capabilities_json: caps.to_string(),
+        delegation_client_id: cfg.delegation.as_ref().map(|d| d.client_id.clone()),
     }
 }
 
@@ -364,6 +373,16 @@ pub async fn start_with(
     shards: Option<usize>,
     sts: Option<Arc<Sts>>,
 ) -> Result<Running, StartError> {
+    start_observed(cfg, shards, sts, None).await
+}
+
+/// Start Warden; `observer` sees every audit record once written (the live page).
+pub async fn start_observed(
+    cfg: Config,
+    shards: Option<usize>,
+    sts: Option<Arc<Sts>>,
+    observer: Option<crate::audit::Observer>,
+) -> Result<Running, StartError> {
     crate::metrics::install();
     let n = shards
         .filter(|n| *n > 0)
@@ -470,6 +489,9 @@ pub async fn start_with(
     control.discover_missing().await;
     control.publish();
 
+    let audit = dataplane::audit::AuditQueue::new(cfg.audit.queue_capacity);
+    let audit_writer = crate::audit::spawn_writer(audit.clone(), cfg.audit.clone(), observer)
+        .map_err(|e| StartError::Other(format!("audit writer: {e}")))?;
     let (handle, rx, delegate_rx) = ControlHandle::new();
     let engine_task = match control.engine.clone() {
         Some(engine) => tokio::spawn(engine.run(delegate_rx)),
@@ -490,6 +512,7 @@ pub async fn start_with(
         running: Arc::new(AtomicUsize::new(0)),
         stopping: Arc::new(AtomicBool::new(false)),
         in_flight: Arc::new(AtomicUsize::new(0)),
+        audit,
         tls,
     };
     let driver = if cfg.gateway.io_driver == IoDriver::Epoll {
@@ -540,5 +563,6 @@ pub async fn start_with(
         grace,
         sts,
         auth_server,
+        audit_writer: Some(audit_writer),
     })
 }

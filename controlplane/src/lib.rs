@@ -2,6 +2,7 @@
 //! the admin port, and the supervisor that runs the data-plane shards.
 
 pub mod admin;
+pub mod audit;
 pub mod authz;
 pub mod catalog;
 pub mod config;
@@ -13,4 +14,4 @@ pub mod metrics;
 pub mod sts;
 
 pub use config::Config;
-pub use gateway::{Running, StartError, start, start_with};
+pub use gateway::{Running, StartError, start, start_observed, start_with};

@@ -42,6 +42,14 @@ enum Cmd {
         admin_listen: std::net::SocketAddr,
         #[arg(long)]
         shards: Option<usize>,
+        /// Directory of the audit trail (default: $TMPDIR/warden-demo-audit).
+        #[arg(long)]
+        audit_dir: Option<PathBuf>,
+    },
+    /// Inspect the audit trail.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
     },
     /// Print an argon2id hash of a password read from standard input (for `authorization_server.users`).
     HashPassword,
@@ -50,6 +58,101 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Verify the hash chain of an audit directory; report the first break.
+    Verify { dir: PathBuf },
+    /// Print records (and follow new ones with --follow), optionally filtered.
+    Tail {
+        dir: PathBuf,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        tool: Option<String>,
+        #[arg(long)]
+        decision: Option<String>,
+        #[arg(short, long)]
+        follow: bool,
+    },
+}
+
+fn audit_cmd(cmd: AuditCmd) -> ExitCode {
+    use controlplane::audit::{TailFilter, Verified, chain_files, verify};
+    match cmd {
+        AuditCmd::Verify { dir } => match verify(&dir) {
+            Ok(Verified::Ok { records, files }) => {
+                eprintln!(
+                    "{}: chain intact: {records} records in {files} files",
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(Verified::Broken {
+                file,
+                line,
+                problem,
+            }) => {
+                eprintln!("{}:{line}: chain broken: {problem}", file.display());
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        AuditCmd::Tail {
+            dir,
+            user,
+            tool,
+            decision,
+            follow,
+        } => {
+            use std::io::{BufRead, Write};
+            let filter = TailFilter {
+                user,
+                tool,
+                decision,
+            };
+            let mut seen: std::collections::HashMap<PathBuf, u64> =
+                std::collections::HashMap::new();
+            let stdout = std::io::stdout();
+            loop {
+                let files = match chain_files(&dir) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        eprintln!("error: {}: {e}", dir.display());
+                        return ExitCode::from(2);
+                    }
+                };
+                for f in files {
+                    let Ok(file) = std::fs::File::open(&f) else {
+                        continue;
+                    };
+                    let skip = seen.get(&f).copied().unwrap_or(0);
+                    let mut n = 0u64;
+                    let mut out = stdout.lock();
+                    for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
+                        n += 1;
+                        if n <= skip {
+                            continue;
+                        }
+                        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                            if filter.matches(&v) {
+                                let _ = writeln!(out, "{line}");
+                            }
+                        }
+                    }
+                    seen.insert(f, n);
+                }
+                if !follow {
+                    return ExitCode::SUCCESS;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        }
+    }
 }
 
 fn init_logs(format: &str) {
@@ -69,6 +172,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(&cli.log_format);
     match cli.cmd {
+        Cmd::Audit { cmd } => audit_cmd(cmd),
         Cmd::HashPassword => {
             let mut line = String::new();
             if std::io::stdin().read_line(&mut line).is_err() {
@@ -104,6 +208,7 @@ fn main() -> ExitCode {
             auth_listen,
             admin_listen,
             shards,
+            audit_dir,
         } => {
             let rt = match control_runtime() {
                 Ok(rt) => rt,
@@ -113,13 +218,16 @@ fn main() -> ExitCode {
                 }
             };
             rt.block_on(async move {
-                let opts = controlplane::demo::DemoOptions {
+                let mut opts = controlplane::demo::DemoOptions {
                     gateway: listen,
                     auth_server: auth_listen,
                     admin: admin_listen,
                     shards,
                     ..Default::default()
                 };
+                if let Some(d) = audit_dir {
+                    opts.audit_dir = d;
+                }
                 let demo = match controlplane::demo::start(opts).await {
                     Ok(d) => d,
                     Err(e) => {

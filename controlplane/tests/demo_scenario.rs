@@ -23,6 +23,7 @@ async fn start_demo() -> demo::Demo {
         admin: any_port(),
         ledger: any_port(),
         shards: Some(2),
+        audit_dir: common::audit_dir().into(),
     })
     .await
     .expect("demo starts")

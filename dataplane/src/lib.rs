@@ -3,6 +3,7 @@
 //! Nothing here blocks or talks to tokio: slow and shared work (JWKS fetches, discovery,
 //! token exchange) belongs to the control plane, reached through [`control`].
 
+pub mod audit;
 pub mod auth;
 pub mod control;
 pub mod delegation;

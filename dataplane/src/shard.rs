@@ -89,6 +89,8 @@ pub struct Shared {
     pub stopping: Arc<AtomicBool>,
     /// Requests being handled right now, across shards (for graceful shutdown).
     pub in_flight: Arc<AtomicUsize>,
+    /// Audit records on their way to the control plane's writer.
+    pub audit: Arc<crate::audit::AuditQueue>,
     /// TLS configuration for the listener, if any.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -103,10 +105,18 @@ pub struct Shard {
     pub delegations: Rc<DelegationCache>,
     pub clock: Clock,
     next_id: Cell<u64>,
+    next_req: Cell<u64>,
     pub connections: Cell<usize>,
 }
 
 impl Shard {
+    /// A request id for logs and audit records: shard and a per-shard counter, in hex.
+    pub fn next_request_id(&self) -> String {
+        let n = self.next_req.get() + 1;
+        self.next_req.set(n);
+        format!("{:04x}{:012x}", self.id, n)
+    }
+
     /// A gateway-assigned JSON-RPC id, unique across shards and over the process's life.
     pub fn next_upstream_id(&self) -> u64 {
         let n = self.next_id.get() + 1;
@@ -173,6 +183,7 @@ async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
         delegations: Rc::new(DelegationCache::default()),
         clock: Clock::new(),
         next_id: Cell::new(0),
+        next_req: Cell::new(0),
         connections: Cell::new(0),
     });
     let tls = shared.tls.clone().map(monoio_rustls::TlsAcceptor::from);

@@ -55,6 +55,8 @@ pub struct Settings {
     pub passthrough_upstream: Option<usize>,
     /// Capabilities advertised by `initialize`, pre-serialized.
     pub capabilities_json: String,
+    /// The gateway's client id in delegation chains (`act.sub`), when delegation is configured.
+    pub delegation_client_id: Option<String>,
 }
 
 /// How the gateway authenticates itself to an upstream for discovery and sessions.

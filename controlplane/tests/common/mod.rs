@@ -17,6 +17,32 @@ pub struct Env {
     pub client: reqwest::Client,
 }
 
+/// A fresh directory for a test gateway's audit files.
+pub fn audit_dir() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let d = std::env::temp_dir().join(format!(
+        "warden-test-audit-{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos
+    ));
+    d.display().to_string()
+}
+
+/// The audit directory named in a config produced by `config_yaml`.
+pub fn audit_dir_of(yaml: &str) -> std::path::PathBuf {
+    let line = yaml
+        .lines()
+        .find(|l| l.trim_start().starts_with("dir: "))
+        .unwrap();
+    line.trim_start().trim_start_matches("dir: ").into()
+}
+
 pub fn config_yaml(issuer: &str, upstreams: &[(String, String)], extra_gateway: &str) -> String {
     let mut ups = String::new();
     for (name, url) in upstreams {
@@ -27,8 +53,9 @@ pub fn config_yaml(issuer: &str, upstreams: &[(String, String)], extra_gateway: 
     if ups.is_empty() {
         ups.push_str("  []\n");
     }
+    let audit = audit_dir();
     format!(
-        "gateway:\n  listen: 127.0.0.1:0\n  public_url: {AUD}\n  shards: 2\n  scopes_supported: [mcp:tools]\n{extra_gateway}admin:\n  listen: 127.0.0.1:0\nlimits:\n  max_body_bytes: 65536\n  max_header_bytes: 8192\n  header_timeout: 1s\n  body_timeout: 1s\n  shutdown_grace: 2s\nissuers:\n  - issuer: {issuer}\n    jwks_min_refetch_interval: 2s\nupstreams:\n{ups}"
+        "audit:\n  sink: file\n  dir: {audit}\ngateway:\n  listen: 127.0.0.1:0\n  public_url: {AUD}\n  shards: 2\n  scopes_supported: [mcp:tools]\n{extra_gateway}admin:\n  listen: 127.0.0.1:0\nlimits:\n  max_body_bytes: 65536\n  max_header_bytes: 8192\n  header_timeout: 1s\n  body_timeout: 1s\n  shutdown_grace: 2s\nissuers:\n  - issuer: {issuer}\n    jwks_min_refetch_interval: 2s\nupstreams:\n{ups}"
     )
 }
 

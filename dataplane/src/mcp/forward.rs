@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use super::Caller;
 use super::rewrite;
 use super::send;
+use crate::audit::DelegationRecord;
 use crate::control::{DelegationError, Subject};
 use crate::delegation::{Key, Source};
 use crate::http1::Response;
@@ -186,7 +187,7 @@ pub async fn call_auth(
     up: &Upstream,
     tool: Option<&str>,
     caller: &Caller,
-) -> Result<Option<String>, DelegationError> {
+) -> Result<Option<(String, DelegationRecord)>, DelegationError> {
     let Some(d) = &up.delegation else {
         return Ok(None);
     };
@@ -240,7 +241,14 @@ pub async fn call_auth(
         "fresh"
     };
     metrics::counter!("warden_delegation_tokens_total", "source" => label).increment(1);
-    Ok(Some(format!("Bearer {}", t.token)))
+    let rec = DelegationRecord {
+        jti: t.jti.clone(),
+        aud: d.audience.clone(),
+        scope: t.scope.clone(),
+        exp: t.exp,
+        cached: source == Source::Cache,
+    };
+    Ok(Some((format!("Bearer {}", t.token), rec)))
 }
 
 /// The JSON-RPC error for a call whose token could not be obtained (nothing was sent).
@@ -317,6 +325,24 @@ fn record_latency(shard: &Shard, up: &Upstream, started: quanta::Instant) {
         );
 }
 
+/// What became of a forwarded request, for the audit record.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// The upstream's HTTP status, when it answered.
+    pub upstream_status: Option<u16>,
+    /// Why the agent got an error instead of the upstream's answer.
+    pub failure: Option<String>,
+}
+
+impl Report {
+    fn failed(status: Option<u16>, why: impl Into<String>) -> Report {
+        Report {
+            upstream_status: status,
+            failure: Some(why.into()),
+        }
+    }
+}
+
 /// Forward one request to `up` and relay the answer to the agent with its own id.
 #[allow(clippy::too_many_arguments)]
 pub async fn request<S: AsyncWriteRent>(
@@ -329,9 +355,9 @@ pub async fn request<S: AsyncWriteRent>(
     client_id: &RawValue,
     out: &mut Responder<'_, S>,
     cors: Option<&str>,
-) -> u16 {
+) -> Report {
     let started = shard.clock.now();
-    let status = match exchange(
+    let report = match exchange(
         shard,
         session,
         up,
@@ -348,13 +374,14 @@ pub async fn request<S: AsyncWriteRent>(
                 Response::json(200, upstream_error(client_id, up, &e)),
                 cors,
             )
-            .await
+            .await;
+            Report::failed(None, e.to_string())
         }
         Ok((r, gid)) => relay(shard, up, r, gid, client_id, out, cors).await,
     };
     session.inflight.remove(client_id.get());
     record_latency(shard, up, started);
-    status
+    report
 }
 
 /// Forward one request and return only its final answer (for batches), with the client's id.
@@ -366,8 +393,9 @@ pub async fn request_collect(
     params: &str,
     call_auth: Option<String>,
     client_id: &RawValue,
-) -> Vec<u8> {
+) -> (Vec<u8>, Report) {
     let started = shard.clock.now();
+    let mut status = None;
     let result = match exchange(
         shard,
         session,
@@ -379,18 +407,36 @@ pub async fn request_collect(
     )
     .await
     {
-        Ok((r, _)) if r.status != 200 => Err(UpError::BadResponse),
-        Ok((r, gid)) => collect_response(r, gid, shard, up).await,
+        Ok((r, _)) if r.status != 200 => {
+            status = Some(r.status);
+            Err(UpError::BadResponse)
+        }
+        Ok((r, gid)) => {
+            status = Some(r.status);
+            collect_response(r, gid, shard, up).await
+        }
         Err(e) => Err(e),
     };
     session.inflight.remove(client_id.get());
     record_latency(shard, up, started);
     match result {
         Ok(b) => match Message::parse(&b) {
-            Ok(m) if m.method.is_none() => rewrite::reframe(&m, Some(client_id), None),
-            _ => upstream_error(client_id, up, &UpError::BadResponse),
+            Ok(m) if m.method.is_none() => (
+                rewrite::reframe(&m, Some(client_id), None),
+                Report {
+                    upstream_status: status,
+                    failure: None,
+                },
+            ),
+            _ => (
+                upstream_error(client_id, up, &UpError::BadResponse),
+                Report::failed(status, UpError::BadResponse.to_string()),
+            ),
         },
-        Err(e) => upstream_error(client_id, up, &e),
+        Err(e) => (
+            upstream_error(client_id, up, &e),
+            Report::failed(status, e.to_string()),
+        ),
     }
 }
 
@@ -402,11 +448,12 @@ async fn relay<S: AsyncWriteRent>(
     client_id: &RawValue,
     out: &mut Responder<'_, S>,
     cors: Option<&str>,
-) -> u16 {
+) -> Report {
+    let status = Some(r.status);
     if r.status != 200 {
         let e = format!("Upstream '{}' answered HTTP {}", up.name, r.status);
         metrics::counter!("warden_upstream_errors_total", "upstream" => up.name.clone(), "kind" => "status").increment(1);
-        return send(
+        send(
             out,
             Response::json(
                 200,
@@ -415,16 +462,25 @@ async fn relay<S: AsyncWriteRent>(
             cors,
         )
         .await;
+        return Report::failed(status, e);
     }
+    let ok = Report {
+        upstream_status: status,
+        failure: None,
+    };
     match r.body {
         UpBody::Full(b) => {
-            let body = match Message::parse(&b) {
+            let (body, report) = match Message::parse(&b) {
                 Ok(m) if m.method.is_none() && rewrite::gateway_id(m.id) == Some(gid) => {
-                    rewrite::reframe(&m, Some(client_id), None)
+                    (rewrite::reframe(&m, Some(client_id), None), ok)
                 }
-                _ => upstream_error(client_id, up, &UpError::BadResponse),
+                _ => (
+                    upstream_error(client_id, up, &UpError::BadResponse),
+                    Report::failed(status, UpError::BadResponse.to_string()),
+                ),
             };
-            send(out, Response::json(200, body), cors).await
+            send(out, Response::json(200, body), cors).await;
+            report
         }
         UpBody::Sse(mut stream) => {
             let mut headers: Vec<(&'static str, String)> = vec![
@@ -433,7 +489,7 @@ async fn relay<S: AsyncWriteRent>(
             ];
             super::http::add_cors(&mut headers, cors);
             if out.start_stream(200, &headers).await.is_err() {
-                return 200;
+                return Report::failed(status, "client went away");
             }
             let mut ev_buf = Vec::with_capacity(512);
             loop {
@@ -444,14 +500,14 @@ async fn relay<S: AsyncWriteRent>(
                         write_event(&mut ev_buf, None, &e);
                         let _ = out.send_chunk(&ev_buf).await;
                         let _ = out.end_stream().await;
-                        return 200;
+                        return Report::failed(status, UpError::Closed.to_string());
                     }
-                    Err(e) => {
-                        let e = upstream_error(client_id, up, &e);
+                    Err(err) => {
+                        let e = upstream_error(client_id, up, &err);
                         write_event(&mut ev_buf, None, &e);
                         let _ = out.send_chunk(&ev_buf).await;
                         let _ = out.end_stream().await;
-                        return 200;
+                        return Report::failed(status, err.to_string());
                     }
                 };
                 let event_id = ev.id.as_ref().map(|i| format!("u{}-{i}", up.id));
@@ -461,7 +517,7 @@ async fn relay<S: AsyncWriteRent>(
                     if let Some(i) = &event_id {
                         ev_buf.extend_from_slice(format!("id: {i}\ndata: \n\n").as_bytes());
                         if out.send_chunk(&ev_buf).await.is_err() {
-                            return 200;
+                            return Report::failed(status, "client went away");
                         }
                     }
                     continue;
@@ -482,12 +538,13 @@ async fn relay<S: AsyncWriteRent>(
                 };
                 write_event(&mut ev_buf, event_id.as_deref(), &data);
                 if out.send_chunk(&ev_buf).await.is_err() {
-                    return 200; // Client went away; dropping the stream closes the upstream connection.
+                    // Client went away; dropping the stream closes the upstream connection.
+                    return Report::failed(status, "client went away");
                 }
                 if done {
                     let _ = out.end_stream().await;
                     stream.finish(&shard.pool, up.id);
-                    return 200;
+                    return ok;
                 }
             }
         }

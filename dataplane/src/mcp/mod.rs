@@ -3,6 +3,7 @@
 //!
 //! `Gateway::handle` is the whole stack on one page; each step is a small function below.
 
+mod call;
 mod forward;
 mod http;
 mod rewrite;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use monoio::io::AsyncWriteRent;
 use serde_json::value::RawValue;
 
+use crate::audit::Outcome;
 use crate::auth::{AuthOutcome, jwt::Claims};
 use crate::http1::conn::{Handler, Request, Responder};
 use crate::http1::{Method, Response};
@@ -22,6 +24,7 @@ use crate::jsonrpc::{self, Invalid, Kind, Message, code};
 use crate::session::{Session, owner_of};
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
+use call::{Audit, Meta};
 
 pub use http::{SUPPORTED_VERSIONS, negotiate_version};
 /// Re-exported for `bench/` only: routing is otherwise reachable only through a live shard.
@@ -58,7 +61,19 @@ impl Handler for Gateway {
         // One snapshot for the whole request.
         let snap = self.shard.shared.snapshot.load_full();
         let method = req.head.method;
-        let status = self.route(&snap, req, out).await;
+        let meta = Meta {
+            request_id: self.shard.next_request_id(),
+            trace_id: req
+                .head
+                .get_str("traceparent")
+                .and_then(trace_id_of)
+                .map(str::to_owned),
+            session: req
+                .head
+                .get_str("mcp-session-id")
+                .map(crate::audit::short_hash),
+        };
+        let status = self.route(&snap, req, &meta, out).await;
         metrics::counter!("warden_http_requests_total", "method" => method_label(method), "status" => status_label(status)).increment(1);
     }
 }
@@ -98,6 +113,7 @@ impl Gateway {
         &self,
         snap: &Arc<Snapshot>,
         req: Request,
+        meta: &Meta,
         out: &mut Responder<'_, S>,
     ) -> u16 {
         let st = &snap.settings;
@@ -157,12 +173,30 @@ impl Gateway {
         // 1. Authenticate, before anything else is revealed (even the 405 for GET).
         let caller = match self.authenticate(snap, &req).await {
             Ok(c) => c,
-            Err(resp) => return send(out, resp, cors.as_deref()).await,
+            Err(resp) => {
+                if req.head.method == Method::Post {
+                    let (method, tool) = call::peek(&req.body);
+                    call::record_unreserved(
+                        &self.shard,
+                        None,
+                        &method,
+                        tool.as_deref(),
+                        meta,
+                        Outcome::Unauthenticated,
+                        "bearer token missing or invalid",
+                    );
+                }
+                return send(out, resp, cors.as_deref()).await;
+            }
         };
 
         // 2. Dispatch by HTTP method.
         let resp_status = match req.head.method {
-            Method::Post => return self.post(snap, req, &caller, out, cors.as_deref()).await,
+            Method::Post => {
+                return self
+                    .post(snap, req, &caller, meta, out, cors.as_deref())
+                    .await;
+            }
             Method::Get => {
                 // Sessions are checked first so a stale id gets its 404.
                 match self.session(snap, &req, &caller) {
@@ -304,13 +338,39 @@ impl Gateway {
         snap: &Arc<Snapshot>,
         req: Request,
         caller: &Caller,
+        meta: &Meta,
         out: &mut Responder<'_, S>,
         cors: Option<&str>,
     ) -> u16 {
         if let Err(r) = http::check_post_headers(&req) {
+            let (method, tool) = call::peek(&req.body);
+            call::record_unreserved(
+                &self.shard,
+                caller.claims.as_ref(),
+                &method,
+                tool.as_deref(),
+                meta,
+                Outcome::Rejected,
+                "request headers not acceptable",
+            );
             return send(out, r, cors).await;
         }
-        let msg = match Message::parse(&req.body) {
+        let parsed = Message::parse(&req.body);
+        if let Err(e) = &parsed {
+            if *e != Invalid::Batch {
+                let (method, tool) = call::peek(&req.body);
+                call::record_unreserved(
+                    &self.shard,
+                    caller.claims.as_ref(),
+                    &method,
+                    tool.as_deref(),
+                    meta,
+                    Outcome::Rejected,
+                    "not a valid JSON-RPC message",
+                );
+            }
+        }
+        let msg = match parsed {
             Ok(m) => m,
             Err(Invalid::Parse) => {
                 return send(
@@ -324,7 +384,8 @@ impl Gateway {
                 // Batches exist only in 2025-03-26; later revisions removed them.
                 return match self.session(snap, &req, caller) {
                     Ok(Some(s)) if s.protocol_version == "2025-03-26" => {
-                        self.batch(snap, &s, caller, &req.body, out, cors).await
+                        self.batch(snap, &s, caller, meta, &req.body, out, cors)
+                            .await
                     }
                     Err(r) => send(out, r, cors).await,
                     Ok(_) => {
@@ -389,7 +450,10 @@ impl Gateway {
                 forward::client_response(&self.shard, snap, &session, &msg).await;
                 send(out, Response::new(202), cors).await
             }
-            Kind::Request => self.request(snap, &session, caller, &msg, out, cors).await,
+            Kind::Request => {
+                self.request(snap, &session, caller, meta, &msg, out, cors)
+                    .await
+            }
         }
     }
 
@@ -481,19 +545,69 @@ impl Gateway {
         }
     }
 
+    /// Open the audit record of an upstream-bound request, or refuse the request.
+    fn open_audit(
+        &self,
+        caller: &Caller,
+        msg: &Message<'_>,
+        meta: &Meta,
+        id: &RawValue,
+    ) -> Result<Option<Audit>, Vec<u8>> {
+        let method = msg.method.as_deref().unwrap_or("");
+        if !call::is_audited(method) {
+            return Ok(None);
+        }
+        let tool = if method == "tools/call" {
+            rewrite::tool_name(msg.params)
+        } else {
+            None
+        };
+        match Audit::begin(
+            &self.shard,
+            caller.claims.as_ref(),
+            method,
+            tool.as_deref(),
+            meta,
+        ) {
+            Some(a) => Ok(Some(a)),
+            None => Err(jsonrpc::error(
+                Some(id),
+                code::UNAVAILABLE,
+                "The audit trail is unavailable, so the call was refused rather than run unaudited.",
+            )),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn request<S: AsyncWriteRent>(
         &self,
         snap: &Arc<Snapshot>,
         session: &Arc<Session>,
         caller: &Caller,
+        meta: &Meta,
         msg: &Message<'_>,
         out: &mut Responder<'_, S>,
         cors: Option<&str>,
     ) -> u16 {
         let null = jsonrpc::null();
         let id: &RawValue = msg.id.unwrap_or(&null);
+        let mut audit = match self.open_audit(caller, msg, meta, id) {
+            Ok(a) => a,
+            Err(body) => return send(out, Response::json(200, body), cors).await,
+        };
         match self.plan(snap, msg, id) {
-            Plan::Local(body) => send(out, Response::json(200, body), cors).await,
+            Plan::Local(body) => {
+                if let Some(a) = audit {
+                    a.finish(
+                        &self.shard,
+                        Outcome::Deny,
+                        Some("unknown tool or method".into()),
+                        Vec::new(),
+                        None,
+                    );
+                }
+                send(out, Response::json(200, body), cors).await
+            }
             Plan::Forward {
                 upstream,
                 method,
@@ -501,38 +615,66 @@ impl Gateway {
                 tool,
             } => {
                 let up = &snap.upstreams[upstream];
+                if let Some(a) = audit.as_mut() {
+                    let gw = up
+                        .delegation
+                        .as_ref()
+                        .and(snap.settings.delegation_client_id.as_deref());
+                    a.route(&up.name, tool.as_deref(), gw);
+                }
                 // Delegate: a token for this one call, or the call fails here.
                 let auth = match forward::call_auth(&self.shard, up, tool.as_deref(), caller).await
                 {
                     Ok(a) => a,
                     Err(e) => {
+                        if let Some(a) = audit {
+                            a.finish(
+                                &self.shard,
+                                Outcome::ExchangeFailed,
+                                Some(e.to_string()),
+                                Vec::new(),
+                                None,
+                            );
+                        }
                         let body = forward::delegation_error(id, up, &e);
                         return send(out, Response::json(200, body), cors).await;
                     }
                 };
-                forward::request(
+                let header = auth.map(|(h, d)| {
+                    if let Some(a) = audit.as_mut() {
+                        a.delegation(d);
+                    }
+                    h
+                });
+                let report = forward::request(
                     &self.shard,
                     session,
                     up,
                     &method,
                     &params,
-                    auth,
+                    header,
                     id,
                     out,
                     cors,
                 )
-                .await
+                .await;
+                if let Some(a) = audit {
+                    a.forwarded(&self.shard, &report);
+                }
+                200
             }
         }
     }
 
     /// A JSON-RPC batch (2025-03-26 sessions only): each element handled in order, answers
     /// collected into one JSON array (no streaming inside a batch).
+    #[allow(clippy::too_many_arguments)]
     async fn batch<S: AsyncWriteRent>(
         &self,
         snap: &Arc<Snapshot>,
         session: &Arc<Session>,
         caller: &Caller,
+        meta: &Meta,
         body: &[u8],
         out: &mut Responder<'_, S>,
         cors: Option<&str>,
@@ -587,32 +729,12 @@ impl Gateway {
                         "initialize cannot be part of a batch",
                     ));
                 }
-                Kind::Request => answers.push(match self.plan(snap, &msg, id) {
-                    Plan::Local(b) => b,
-                    Plan::Forward {
-                        upstream,
-                        method,
-                        params,
-                        tool,
-                    } => {
-                        let up = &snap.upstreams[upstream];
-                        match forward::call_auth(&self.shard, up, tool.as_deref(), caller).await {
-                            Ok(auth) => {
-                                forward::request_collect(
-                                    &self.shard,
-                                    session,
-                                    up,
-                                    &method,
-                                    &params,
-                                    auth,
-                                    id,
-                                )
-                                .await
-                            }
-                            Err(e) => forward::delegation_error(id, up, &e),
-                        }
-                    }
-                }),
+                Kind::Request => {
+                    let answer = self
+                        .batch_request(snap, session, caller, meta, &msg, id)
+                        .await;
+                    answers.push(answer);
+                }
             }
         }
         if answers.is_empty() {
@@ -630,6 +752,102 @@ impl Gateway {
         body.push(b']');
         send(out, Response::json(200, body), cors).await
     }
+}
+
+impl Gateway {
+    /// One request of a batch, audited like a single request, answered as bytes.
+    async fn batch_request(
+        &self,
+        snap: &Arc<Snapshot>,
+        session: &Arc<Session>,
+        caller: &Caller,
+        meta: &Meta,
+        msg: &Message<'_>,
+        id: &RawValue,
+    ) -> Vec<u8> {
+        let mut audit = match self.open_audit(caller, msg, meta, id) {
+            Ok(a) => a,
+            Err(body) => return body,
+        };
+        match self.plan(snap, msg, id) {
+            Plan::Local(b) => {
+                if let Some(a) = audit {
+                    a.finish(
+                        &self.shard,
+                        Outcome::Deny,
+                        Some("unknown tool or method".into()),
+                        Vec::new(),
+                        None,
+                    );
+                }
+                b
+            }
+            Plan::Forward {
+                upstream,
+                method,
+                params,
+                tool,
+            } => {
+                let up = &snap.upstreams[upstream];
+                if let Some(a) = audit.as_mut() {
+                    let gw = up
+                        .delegation
+                        .as_ref()
+                        .and(snap.settings.delegation_client_id.as_deref());
+                    a.route(&up.name, tool.as_deref(), gw);
+                }
+                match forward::call_auth(&self.shard, up, tool.as_deref(), caller).await {
+                    Ok(auth) => {
+                        let header = auth.map(|(h, d)| {
+                            if let Some(a) = audit.as_mut() {
+                                a.delegation(d);
+                            }
+                            h
+                        });
+                        let (body, report) = forward::request_collect(
+                            &self.shard,
+                            session,
+                            up,
+                            &method,
+                            &params,
+                            header,
+                            id,
+                        )
+                        .await;
+                        if let Some(a) = audit {
+                            a.forwarded(&self.shard, &report);
+                        }
+                        body
+                    }
+                    Err(e) => {
+                        if let Some(a) = audit {
+                            a.finish(
+                                &self.shard,
+                                Outcome::ExchangeFailed,
+                                Some(e.to_string()),
+                                Vec::new(),
+                                None,
+                            );
+                        }
+                        forward::delegation_error(id, up, &e)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), if well formed.
+fn trace_id_of(tp: &str) -> Option<&str> {
+    let parts: Vec<&str> = tp.trim().split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+        && parts[1] != "0".repeat(32))
+    .then_some(parts[1])
 }
 
 /// What a request needs.

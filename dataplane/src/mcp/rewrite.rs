@@ -86,6 +86,16 @@ pub fn upstream_request(gid: u64, method: &str, params: &str) -> Vec<u8> {
     v
 }
 
+/// The `name` of a `tools/call`'s params, if it is a string (for records; routing is exact).
+pub fn tool_name(params: Option<&RawValue>) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct P {
+        name: Option<String>,
+    }
+    let p: P = serde_json::from_str(params?.get()).ok()?;
+    p.name.map(|n| n.chars().take(128).collect())
+}
+
 /// Server→client request ids are made unique across upstreams: `"w<upstream>:<original JSON id>"`.
 pub fn wrap_server_id(upstream: u32, id: &RawValue) -> Box<RawValue> {
     let s = format!("w{upstream}:{}", id.get());

@@ -1,0 +1,369 @@
+//! The audit sink: drains the shards' queue, chains records with SHA-256, writes JSON Lines
+//! with size/time rotation (or to stdout), and verifies or tails what was written.
+//!
+//! Chain: every line is a JSON object ending in `"seq":N,"prev":"<hex>"}` where `prev` is
+//! the SHA-256 of the previous line's bytes (64 zeros for the first). The chain continues
+//! across rotated files. A failing sink keeps its records in memory (nothing accepted is
+//! dropped), marks the queue unhealthy so shards refuse new tool calls, and retries.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane::audit::{AuditQueue, Record};
+use serde::Deserialize;
+
+/// The `audit:` block of the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    #[serde(default)]
+    pub sink: SinkKind,
+    /// Directory of the JSON Lines files (file sink).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    #[serde(default = "default_max_bytes")]
+    pub max_file_bytes: u64,
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_file_age: Duration,
+    #[serde(default)]
+    pub fsync: Fsync,
+    /// Records that may wait for the writer; beyond it tool calls are refused.
+    #[serde(default = "default_capacity")]
+    pub queue_capacity: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            sink: SinkKind::Stdout,
+            dir: None,
+            max_file_bytes: default_max_bytes(),
+            max_file_age: default_max_age(),
+            fsync: Fsync::Never,
+            queue_capacity: default_capacity(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// JSON Lines on standard output (containers).
+    #[default]
+    Stdout,
+    /// Rotated JSON Lines files under `dir`.
+    File,
+}
+
+/// When written batches are forced to disk.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Fsync {
+    /// Written with `write(2)` per batch: survives a process kill, not a power loss.
+    #[default]
+    Never,
+    /// `fsync` after every batch: survives a power loss, costs a disk flush per batch.
+    Batch,
+}
+
+fn default_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_capacity() -> usize {
+    65_536
+}
+
+const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+fn sha_hex(b: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b)
+        .as_ref()
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// One chained line (without the newline) and its hash.
+fn chain_line(rec: &Record, seq: u64, prev: &str) -> Result<(String, String), String> {
+    let mut s = serde_json::to_string(rec).map_err(|e| e.to_string())?;
+    // The record is a JSON object: append the chain fields before its closing brace.
+    s.pop();
+    s.push_str(&format!(",\"seq\":{seq},\"prev\":\"{prev}\"}}"));
+    let h = sha_hex(s.as_bytes());
+    Ok((s, h))
+}
+
+fn file_name(first_seq: u64) -> String {
+    format!("audit-{first_seq:020}.jsonl")
+}
+
+/// Files of a directory in chain order.
+pub fn chain_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+#[derive(Debug, Deserialize)]
+struct ChainFields {
+    seq: u64,
+    prev: String,
+}
+
+/// Where the chain stands: next sequence number and the last line's hash.
+fn resume(dir: &Path) -> Result<(u64, String), String> {
+    let files = chain_files(dir).map_err(|e| e.to_string())?;
+    let Some(last) = files.last() else {
+        return Ok((1, ZERO.into()));
+    };
+    let f = File::open(last).map_err(|e| format!("{}: {e}", last.display()))?;
+    let mut last_line = None;
+    for line in BufReader::new(f).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        if !line.is_empty() {
+            last_line = Some(line);
+        }
+    }
+    match last_line {
+        None => Ok((1, ZERO.into())),
+        Some(l) => {
+            let c: ChainFields = serde_json::from_str(&l)
+                .map_err(|e| format!("{}: last line: {e}", last.display()))?;
+            let _ = c.prev;
+            Ok((c.seq + 1, sha_hex(l.as_bytes())))
+        }
+    }
+}
+
+struct FileSink {
+    dir: PathBuf,
+    cfg: AuditConfig,
+    file: Option<(File, u64, Instant)>,
+}
+
+impl FileSink {
+    fn write(&mut self, lines: &[u8], first_seq: u64) -> std::io::Result<()> {
+        let rotate = match &self.file {
+            None => true,
+            Some((_, size, opened)) => {
+                *size >= self.cfg.max_file_bytes || opened.elapsed() >= self.cfg.max_file_age
+            }
+        };
+        if rotate {
+            fs::create_dir_all(&self.dir)?;
+            let path = self.dir.join(file_name(first_seq));
+            let f = OpenOptions::new().create(true).append(true).open(path)?;
+            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            self.file = Some((f, size, Instant::now()));
+        }
+        let Some((f, size, _)) = self.file.as_mut() else {
+            return Err(std::io::Error::other("no audit file"));
+        };
+        if let Err(e) = f.write_all(lines) {
+            // Start a new file next time: this one may hold a partial line.
+            self.file = None;
+            return Err(e);
+        }
+        if self.cfg.fsync == Fsync::Batch {
+            f.sync_data()?;
+        }
+        *size += lines.len() as u64;
+        Ok(())
+    }
+}
+
+/// Called with each record as written (for the live page).
+pub type Observer = Arc<dyn Fn(&Record) + Send + Sync>;
+
+/// Start the writer on its own thread (file I/O never runs on a shard or a tokio worker).
+/// It stops once every other holder of the queue is gone and the queue is drained.
+pub fn spawn_writer(
+    queue: Arc<AuditQueue>,
+    cfg: AuditConfig,
+    observer: Option<Observer>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("warden-audit".into())
+        .spawn(move || run_writer(queue, cfg, observer))
+}
+
+/// The writer loop. Never drops an accepted record.
+fn run_writer(queue: Arc<AuditQueue>, cfg: AuditConfig, observer: Option<Observer>) {
+    let mut file = match (cfg.sink, &cfg.dir) {
+        (SinkKind::File, Some(d)) => Some(FileSink {
+            dir: d.clone(),
+            cfg: cfg.clone(),
+            file: None,
+        }),
+        _ => None,
+    };
+    let (mut seq, mut prev) = match &file {
+        Some(f) => resume(&f.dir).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "Audit chain could not be resumed; starting a new chain");
+            (1, ZERO.into())
+        }),
+        None => (1, ZERO.into()),
+    };
+    let mut pending: Vec<Record> = Vec::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    loop {
+        while pending.len() < 4096 {
+            match queue.pop() {
+                Some(r) => pending.push(r),
+                None => break,
+            }
+        }
+        metrics::gauge!("warden_audit_queue_depth").set((queue.depth() + pending.len()) as f64);
+        if pending.is_empty() {
+            if Arc::strong_count(&queue) == 1 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        buf.clear();
+        let (mut s, mut p) = (seq, prev.clone());
+        let mut ok = true;
+        for r in &pending {
+            match chain_line(r, s, &p) {
+                Ok((line, h)) => {
+                    buf.extend_from_slice(line.as_bytes());
+                    buf.push(b'\n');
+                    s += 1;
+                    p = h;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Audit record not serializable");
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        let written = ok
+            && match file.as_mut() {
+                Some(f) => {
+                    let first = seq;
+                    f.write(&buf, first).map_err(|e| tracing::error!(error = %e, "Audit sink failed; refusing tool calls until it recovers")).is_ok()
+                }
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&buf).and_then(|_| out.flush()).is_ok()
+                }
+            };
+        if written {
+            if !queue.is_healthy() {
+                tracing::info!("Audit sink recovered");
+            }
+            queue.set_healthy(true);
+            if let Some(o) = &observer {
+                for r in &pending {
+                    o(r);
+                }
+            }
+            metrics::counter!("warden_audit_records_written_total").increment(pending.len() as u64);
+            queue.release(pending.len());
+            pending.clear();
+            seq = s;
+            prev = p;
+        } else {
+            queue.set_healthy(false);
+            metrics::counter!("warden_audit_sink_failures_total").increment(1);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The result of verifying a directory's chain.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verified {
+    Ok {
+        records: u64,
+        files: usize,
+    },
+    Broken {
+        file: PathBuf,
+        line: usize,
+        problem: String,
+    },
+}
+
+/// Check every file in order: valid JSON, consecutive `seq`, `prev` = hash of the previous line.
+pub fn verify(dir: &Path) -> Result<Verified, String> {
+    let files = chain_files(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut prev = ZERO.to_string();
+    let mut expect_seq: Option<u64> = None;
+    let mut n = 0;
+    for f in &files {
+        let file = File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        for (i, line) in BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|e| format!("{}: {e}", f.display()))?;
+            let broken = |problem: String| {
+                Ok(Verified::Broken {
+                    file: f.clone(),
+                    line: i + 1,
+                    problem,
+                })
+            };
+            let c: ChainFields = match serde_json::from_str(&line) {
+                Ok(c) => c,
+                Err(e) => return broken(format!("not a chained JSON record: {e}")),
+            };
+            if let Some(s) = expect_seq
+                && c.seq != s
+            {
+                return broken(format!(
+                    "sequence {} where {s} was expected (records missing or reordered)",
+                    c.seq
+                ));
+            }
+            if c.prev != prev {
+                return broken(
+                    "prev hash does not match the previous record (altered, inserted or removed)"
+                        .into(),
+                );
+            }
+            prev = sha_hex(line.as_bytes());
+            expect_seq = Some(c.seq + 1);
+            n += 1;
+        }
+    }
+    Ok(Verified::Ok {
+        records: n,
+        files: files.len(),
+    })
+}
+
+/// Filters of `warden audit tail`.
+#[derive(Debug, Default, Clone)]
+pub struct TailFilter {
+    pub user: Option<String>,
+    pub tool: Option<String>,
+    pub decision: Option<String>,
+}
+
+impl TailFilter {
+    pub fn matches(&self, v: &serde_json::Value) -> bool {
+        let eq = |k: &str, want: &Option<String>| {
+            want.as_ref()
+                .is_none_or(|w| v.get(k).and_then(|x| x.as_str()) == Some(w.as_str()))
+        };
+        eq("sub", &self.user) && eq("tool", &self.tool) && eq("decision", &self.decision)
+    }
+}
+
+#[cfg(test)]
+#[path = "audit_tests.rs"]
+mod tests;

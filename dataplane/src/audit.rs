@@ -1,0 +1,300 @@
+//! Audit records and the bounded lock-free queue that carries them off the shards.
+//!
+//! A tool call reserves its record's slot before anything is forwarded; if no slot can
+//! be reserved (queue full, or the sink failing) the call is refused rather than run
+//! unaudited. The control plane's writer drains the queue, chains and writes records,
+//! and gives slots back only once they are written, so nothing accepted is dropped.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use crossbeam_queue::ArrayQueue;
+use serde::Serialize;
+
+/// What happened to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Forwarded upstream and answered.
+    Allow,
+    /// Denied by policy (or hidden/unknown tool).
+    Deny,
+    /// The bearer token was missing or invalid.
+    Unauthenticated,
+    /// The request was malformed or not acceptable.
+    Rejected,
+    /// No delegation token could be obtained; nothing was sent.
+    ExchangeFailed,
+    /// The upstream failed, timed out or answered garbage.
+    UpstreamError,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::Unauthenticated => "unauthenticated",
+            Outcome::Rejected => "rejected",
+            Outcome::ExchangeFailed => "exchange_failed",
+            Outcome::UpstreamError => "upstream_error",
+        }
+    }
+}
+
+/// The delegation token used for a call (never the token itself).
+#[derive(Debug, Clone, Serialize)]
+pub struct DelegationRecord {
+    pub jti: Option<String>,
+    pub aud: String,
+    pub scope: String,
+    pub exp: i64,
+    pub cached: bool,
+}
+
+/// One audit record. Never holds a token, secret, cookie or raw session id.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// Unix time in milliseconds.
+    pub time_ms: i64,
+    pub request_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// SHA-256 (first 16 bytes, hex) of the session id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// SHA-256 (first 16 bytes, hex) of the inbound token's `jti`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti_hash: Option<String>,
+    /// Actors, outermost first: the gateway, then the inbound token's `act` chain.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actors: Vec<String>,
+    pub method: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_tool: Option<String>,
+    pub decision: Outcome,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy_ids: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<DelegationRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    pub latency_ms: f64,
+}
+
+/// The shared queue between shards and the writer.
+#[derive(Debug)]
+pub struct AuditQueue {
+    q: ArrayQueue<Record>,
+    /// Slots not yet promised to a request.
+    free: AtomicI64,
+    /// False while the sink is failing: calls are refused.
+    healthy: AtomicBool,
+    pub refused: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// A promised slot; `commit` fills it. Dropping it uncommitted gives the slot back.
+#[derive(Debug)]
+pub struct Reservation {
+    queue: Arc<AuditQueue>,
+    done: bool,
+}
+
+impl AuditQueue {
+    pub fn new(capacity: usize) -> Arc<AuditQueue> {
+        let capacity = capacity.max(16);
+        Arc::new(AuditQueue {
+            q: ArrayQueue::new(capacity),
+            free: AtomicI64::new(capacity as i64),
+            healthy: AtomicBool::new(true),
+            refused: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Records waiting for the writer.
+    pub fn depth(&self) -> usize {
+        self.q.len()
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Set by the writer when the sink fails or recovers.
+    pub fn set_healthy(&self, ok: bool) {
+        self.healthy.store(ok, Ordering::Release);
+    }
+
+    /// Promise a slot for a record, or `None` (queue full or sink failing).
+    pub fn reserve(self: &Arc<Self>) -> Option<Reservation> {
+        if !self.is_healthy() {
+            return None;
+        }
+        if self.free.fetch_sub(1, Ordering::AcqRel) <= 0 {
+            self.free.fetch_add(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Reservation {
+            queue: self.clone(),
+            done: false,
+        })
+    }
+
+    /// Record an outcome that had no reservation (authentication failures, rejected input).
+    /// Counted as dropped when no slot is free.
+    pub fn record(self: &Arc<Self>, r: Record) {
+        match self.reserve_even_if_unhealthy() {
+            Some(res) => res.commit(r),
+            None => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn reserve_even_if_unhealthy(self: &Arc<Self>) -> Option<Reservation> {
+        if self.free.fetch_sub(1, Ordering::AcqRel) <= 0 {
+            self.free.fetch_add(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Reservation {
+            queue: self.clone(),
+            done: false,
+        })
+    }
+
+    /// Take records for writing (writer side). Slots stay promised until `release`.
+    pub fn pop(&self) -> Option<Record> {
+        self.q.pop()
+    }
+
+    /// The writer wrote `n` records: their slots are free again.
+    pub fn release(&self, n: usize) {
+        self.free.fetch_add(n as i64, Ordering::AcqRel);
+    }
+}
+
+impl Reservation {
+    /// Fill the promised slot. Cannot fail: the slot was reserved.
+    pub fn commit(mut self, r: Record) {
+        self.done = true;
+        if self.queue.q.push(r).is_err() {
+            // Unreachable while every push holds a reservation; count it if it ever happens.
+            self.queue.dropped.fetch_add(1, Ordering::Relaxed);
+            self.queue.free.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.done {
+            self.queue.free.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Hex of the first 16 bytes of SHA-256: enough to correlate, useless to replay.
+pub fn short_hash(data: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data.as_bytes());
+    let mut s = String::with_capacity(32);
+    for b in &d.as_ref()[..16] {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The actor chain of an inbound `act` claim, outermost first.
+pub fn actors(gateway: Option<&str>, act: Option<&serde_json::Value>) -> Vec<String> {
+    let mut out: Vec<String> = gateway.map(str::to_owned).into_iter().collect();
+    let mut cur = act;
+    while let Some(a) = cur {
+        match a.get("sub").and_then(|s| s.as_str()) {
+            Some(s) if out.len() < 16 => out.push(s.to_owned()),
+            _ => break,
+        }
+        cur = a.get("act");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec() -> Record {
+        Record {
+            time_ms: 0,
+            request_id: "r".into(),
+            trace_id: None,
+            session: None,
+            iss: None,
+            sub: None,
+            client_id: None,
+            jti_hash: None,
+            actors: vec![],
+            method: "tools/call".into(),
+            upstream: None,
+            tool: None,
+            upstream_tool: None,
+            decision: Outcome::Allow,
+            policy_ids: vec![],
+            reason: None,
+            delegation: None,
+            upstream_status: None,
+            latency_ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn reservations_bound_the_queue_and_nothing_is_lost() {
+        let q = AuditQueue::new(16);
+        let rs: Vec<_> = (0..16).map(|_| q.reserve().unwrap()).collect();
+        assert!(q.reserve().is_none(), "full: refuse");
+        for r in rs {
+            r.commit(rec());
+        }
+        assert_eq!(q.depth(), 16);
+        assert!(
+            q.reserve().is_none(),
+            "written records hold their slots until released"
+        );
+        let mut n = 0;
+        while q.pop().is_some() {
+            n += 1;
+        }
+        q.release(n);
+        assert!(q.reserve().is_some());
+        q.set_healthy(false);
+        assert!(q.reserve().is_none(), "sink failing: refuse");
+        // Outcomes with no reservation are still recorded while a slot is free.
+        q.record(rec());
+        assert_eq!(q.depth(), 1);
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn actor_chains_and_hashes() {
+        let act = serde_json::json!({"sub": "agent", "act": {"sub": "orchestrator"}});
+        assert_eq!(
+            actors(Some("warden"), Some(&act)),
+            vec!["warden", "agent", "orchestrator"]
+        );
+        assert_eq!(short_hash("x").len(), 32);
+        assert_ne!(short_hash("x"), short_hash("y"));
+    }
+}
