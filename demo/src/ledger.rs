@@ -1,6 +1,5 @@
 //! The Enterprise Ledger: an MCP server (Streamable HTTP, JSON answers) that is an OAuth resource server for delegation tokens.
 
-mod auth;
 pub mod data;
 mod tools;
 
@@ -20,10 +19,10 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
-pub use auth::{JWKS_REFETCH_INTERVAL, LEEWAY_SECS};
+pub use crate::auth::{JWKS_REFETCH_INTERVAL, LEEWAY_SECS};
 pub use tools::{TOOL_SCOPES, required_scope};
 
-use auth::{AuthError, Verifier};
+use crate::auth::{self, AuthError, ChainSummary, Verifier, bearer, random_hex};
 use data::LedgerData;
 
 /// Protocol versions accepted from `initialize`; anything else gets [`DEFAULT_PROTOCOL_VERSION`].
@@ -105,6 +104,7 @@ impl Ledger {
                 .map_err(|e| format!("cannot register the listener: {e}"))?
         };
         let verifier = Verifier::new(
+            "ledger",
             opts.jwks_uri.clone(),
             opts.issuer.clone(),
             opts.audience.clone(),
@@ -223,26 +223,6 @@ async fn mcp(
     }
 }
 
-/// The bearer token of the request.
-fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| AuthError::Invalid("missing Authorization header".to_owned()))?;
-    let value = value
-        .to_str()
-        .map_err(|_| AuthError::Invalid("Authorization header is not ASCII".to_owned()))?;
-    match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Ok(token.trim())
-        }
-        _ => Err(AuthError::Invalid(
-            "Authorization must be a Bearer token".to_owned(),
-        )),
-    }
-}
-
 async fn post(
     shared: &Arc<Shared>,
     headers: &HeaderMap,
@@ -346,35 +326,26 @@ async fn call_tool(
 
 /// Logs the delegation chain (never the token): info for delegation tokens, debug for direct ones.
 fn log_chain(claims: &Value, method: &str, params: &Value) {
-    let str_claim = |n: &str| claims.get(n).and_then(Value::as_str).unwrap_or("-");
-    let act = auth::act_chain(claims).unwrap_or_default().join(" > ");
-    let ttl = match (
-        claims.get("exp").and_then(Value::as_i64),
-        claims.get("iat").and_then(Value::as_i64),
-    ) {
-        (Some(exp), Some(iat)) => exp - iat,
-        _ => -1,
-    };
-    let aud = claims.get("aud").map(Value::to_string).unwrap_or_default();
+    let chain = ChainSummary::of(claims);
     let tool = params.get("name").and_then(Value::as_str).unwrap_or("-");
-    if act.is_empty() {
+    if chain.act.is_empty() {
         tracing::debug!(
             method,
-            sub = str_claim("sub"),
-            aud,
-            scope = str_claim("scope"),
+            sub = chain.sub.as_str(),
+            aud = chain.aud.as_str(),
+            scope = chain.scope.as_str(),
             "ledger: direct token"
         );
     } else {
         tracing::info!(
             method,
             tool,
-            sub = str_claim("sub"),
-            act,
-            aud,
-            scope = str_claim("scope"),
-            jti = str_claim("jti"),
-            ttl_secs = ttl,
+            sub = chain.sub.as_str(),
+            act = chain.act.as_str(),
+            aud = chain.aud.as_str(),
+            scope = chain.scope.as_str(),
+            jti = chain.jti.as_str(),
+            ttl_secs = chain.ttl_secs,
             "ledger: delegation chain received"
         );
     }
@@ -496,15 +467,4 @@ fn json_response(status: StatusCode, v: &Value) -> Response {
         HeaderValue::from_static("application/json"),
     );
     resp
-}
-
-/// `n` random bytes from the system CSPRNG as lower-case hex; `None` if the RNG fails.
-fn random_hex(n: usize) -> Option<String> {
-    use std::fmt::Write as _;
-    let mut buf = vec![0u8; n];
-    aws_lc_rs::rand::fill(&mut buf).ok()?;
-    Some(buf.iter().fold(String::with_capacity(n * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    }))
 }

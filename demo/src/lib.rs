@@ -1,3 +1,5 @@
-//! Demo peers for Warden: the Enterprise Ledger MCP resource server from the "MCP server is a resource server" scenario.
+//! Demo peers for Warden: the Enterprise Ledger (MCP) and the Employee Directory (REST + OpenAPI) resource servers from the seed scenario.
 
+mod auth;
+pub mod directory;
 pub mod ledger;

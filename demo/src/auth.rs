@@ -1,10 +1,11 @@
-//! Bearer-token validation for the ledger: a JWKS cache fetched over HTTP and RFC 9068 / RFC 8693 checks.
+//! Bearer-token validation shared by the demo resource servers: a JWKS cache fetched over HTTP and RFC 9068 / RFC 8693 checks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use axum::http::{HeaderMap, header};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -42,9 +43,11 @@ impl std::fmt::Debug for Key {
     }
 }
 
-/// Verifies the ledger's bearer tokens against the issuer's JWKS.
+/// Verifies a resource server's bearer tokens against the issuer's JWKS.
 #[derive(Debug)]
 pub struct Verifier {
+    /// Log prefix of the server using it, e.g. `ledger`.
+    server: &'static str,
     jwks_uri: String,
     issuer: String,
     audience: String,
@@ -56,12 +59,18 @@ pub struct Verifier {
 
 impl Verifier {
     /// A verifier with an empty key cache; the JWKS is fetched on first use.
-    pub fn new(jwks_uri: String, issuer: String, audience: String) -> Result<Verifier, String> {
+    pub fn new(
+        server: &'static str,
+        jwks_uri: String,
+        issuer: String,
+        audience: String,
+    ) -> Result<Verifier, String> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| format!("cannot build the JWKS HTTP client: {e}"))?;
         Ok(Verifier {
+            server,
             jwks_uri,
             issuer,
             audience,
@@ -120,7 +129,7 @@ impl Verifier {
         }
         *last = Some(Instant::now());
         let keys = self.fetch().await?;
-        tracing::debug!(count = keys.len(), uri = %self.jwks_uri, "ledger: JWKS fetched");
+        tracing::debug!(count = keys.len(), uri = %self.jwks_uri, "{}: JWKS fetched", self.server);
         let found = keys.get(kid).cloned();
         self.keys.store(Arc::new(keys));
         found.ok_or_else(|| invalid(format!("unknown signing key {kid:?}")))
@@ -198,7 +207,7 @@ pub fn act_chain(claims: &Value) -> Result<Vec<String>, AuthError> {
     Ok(chain)
 }
 
-/// Checks the delegation claims a `tools/call` needs: `sub`, `iat`, and `act.sub == gateway`.
+/// Checks the delegation claims every delegated call needs: `sub`, `iat`, and `act.sub == gateway`.
 pub fn check_delegation(claims: &Value, gateway_client_id: &str) -> Result<Vec<String>, AuthError> {
     if claims
         .get("sub")
@@ -233,7 +242,7 @@ pub fn scopes(claims: &Value) -> Vec<String> {
     }
 }
 
-/// Lower-case hex SHA-256 of the token: what the ledger records instead of the token.
+/// Lower-case hex SHA-256 of the token: what the servers record instead of the token.
 pub fn token_sha256(token: &str) -> String {
     use std::fmt::Write as _;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
@@ -241,4 +250,80 @@ pub fn token_sha256(token: &str) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+/// The bearer token of the request.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| AuthError::Invalid("missing Authorization header".to_owned()))?;
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::Invalid("Authorization header is not ASCII".to_owned()))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(AuthError::Invalid(
+            "Authorization must be a Bearer token".to_owned(),
+        )),
+    }
+}
+
+/// What a delegation log line shows of a token: never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSummary {
+    /// `sub`, or `-`.
+    pub sub: String,
+    /// The `act` chain joined with ` > `; empty for a direct token.
+    pub act: String,
+    /// `aud` as JSON.
+    pub aud: String,
+    /// `scope`, or `-`.
+    pub scope: String,
+    /// `jti`, or `-`.
+    pub jti: String,
+    /// `exp - iat` in seconds, `-1` if either is missing.
+    pub ttl_secs: i64,
+}
+
+impl ChainSummary {
+    /// The summary of validated claims.
+    pub fn of(claims: &Value) -> ChainSummary {
+        let str_claim = |n: &str| {
+            claims
+                .get(n)
+                .and_then(Value::as_str)
+                .unwrap_or("-")
+                .to_owned()
+        };
+        let ttl_secs = match (
+            claims.get("exp").and_then(Value::as_i64),
+            claims.get("iat").and_then(Value::as_i64),
+        ) {
+            (Some(exp), Some(iat)) => exp - iat,
+            _ => -1,
+        };
+        ChainSummary {
+            sub: str_claim("sub"),
+            act: act_chain(claims).unwrap_or_default().join(" > "),
+            aud: claims.get("aud").map(Value::to_string).unwrap_or_default(),
+            scope: str_claim("scope"),
+            jti: str_claim("jti"),
+            ttl_secs,
+        }
+    }
+}
+
+/// `n` random bytes from the system CSPRNG as lower-case hex; `None` if the RNG fails.
+pub fn random_hex(n: usize) -> Option<String> {
+    use std::fmt::Write as _;
+    let mut buf = vec![0u8; n];
+    aws_lc_rs::rand::fill(&mut buf).ok()?;
+    Some(buf.iter().fold(String::with_capacity(n * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    }))
 }
