@@ -15,7 +15,15 @@ rustc --version
 cargo --version
 command -v node >/dev/null || { echo "node is required (for the MCP conformance suite)"; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is required (free-port helper)"; exit 1; }
-command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+# Debian packages the tests use: curl, headless Chromium (live page), promtool (metrics exposition).
+need=()
+command -v curl >/dev/null || need+=(curl)
+command -v chromium >/dev/null || need+=(chromium)
+command -v promtool >/dev/null || need+=(prometheus)
+if [ "${#need[@]}" -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
 
 step "npm packages for the conformance suite (pinned in tests/conformance/package-lock.json)"
 (cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)

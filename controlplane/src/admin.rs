@@ -9,6 +9,7 @@ use axum::routing::get;
 use dataplane::shard::Shared;
 use std::sync::Arc;
 
+use crate::live::Live;
 use crate::sts::Sts;
 
 #[derive(Clone)]
@@ -16,6 +17,18 @@ struct AdminState {
     shared: Shared,
     shards: usize,
     sts: Option<Arc<Sts>>,
+    live: Arc<Live>,
+}
+
+async fn live_state(State(s): State<AdminState>) -> impl IntoResponse {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(s.live.state(now)),
+    )
 }
 
 /// The embedded STS's public keys, for upstreams that verify delegation tokens
@@ -36,16 +49,23 @@ pub async fn serve(
     shared: Shared,
     shards: usize,
     sts: Option<Arc<Sts>>,
+    live: Arc<Live>,
 ) {
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/sts/jwks.json", get(sts_jwks))
+        .route(
+            "/live",
+            get(|| async { axum::response::Html(crate::live::PAGE) }),
+        )
+        .route("/live/state.json", get(live_state))
         .with_state(AdminState {
             shared,
             shards,
             sts,
+            live,
         });
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "Admin listener failed");

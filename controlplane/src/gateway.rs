@@ -355,7 +355,7 @@ impl Control {
                         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
                         self.sessions.expire(now, self.cfg.gateway.session_idle_timeout.as_secs() as i64);
                     }
-                    metrics::gauge!("warden_sessions").set(self.sessions.len() as f64);
+                    metrics::gauge!("warden_sessions_active").set(self.sessions.len() as f64);
                 }
             }
         }
@@ -490,7 +490,15 @@ pub async fn start_observed(
     control.publish();
 
     let audit = dataplane::audit::AuditQueue::new(cfg.audit.queue_capacity);
-    let audit_writer = crate::audit::spawn_writer(audit.clone(), cfg.audit.clone(), observer)
+    let live = crate::live::Live::new(cfg.upstreams.iter().map(|u| u.name.clone()).collect());
+    let live_obs = live.clone();
+    let observer: crate::audit::Observer = Arc::new(move |r: &dataplane::audit::Record| {
+        live_obs.observe(r);
+        if let Some(o) = &observer {
+            o(r);
+        }
+    });
+    let audit_writer = crate::audit::spawn_writer(audit.clone(), cfg.audit.clone(), Some(observer))
         .map_err(|e| StartError::Other(format!("audit writer: {e}")))?;
     let (handle, rx, delegate_rx) = ControlHandle::new();
     let engine_task = match control.engine.clone() {
@@ -541,6 +549,7 @@ pub async fn start_observed(
         shared.clone(),
         expected_shards,
         sts.clone(),
+        live,
     ));
     let grace = cfg.limits.shutdown_grace;
     let control_task = tokio::spawn(control.run(rx));

@@ -10,6 +10,7 @@ pub mod delegate;
 pub mod demo;
 pub mod gateway;
 pub mod issuers;
+pub mod live;
 pub mod metrics;
 pub mod sts;
 

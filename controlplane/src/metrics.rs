@@ -6,6 +6,155 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// Help text for every series (Prometheus `# HELP`), one table so nothing is missed.
+const HELP: &[(&str, &str, &str)] = &[
+    (
+        "counter",
+        "warden_http_requests_total",
+        "HTTP requests served by the MCP listener, by method and status.",
+    ),
+    (
+        "counter",
+        "warden_tool_calls_total",
+        "Upstream-bound requests by upstream, tool and decision (one per audit record).",
+    ),
+    (
+        "counter",
+        "warden_auth_failures_total",
+        "Requests refused by bearer authentication, by reason.",
+    ),
+    (
+        "counter",
+        "warden_token_cache_lookups_total",
+        "Verified-token cache lookups on the shards, by result (hit or miss).",
+    ),
+    (
+        "counter",
+        "warden_jwks_fetches_total",
+        "JWKS fetches, by issuer.",
+    ),
+    (
+        "counter",
+        "warden_jwks_fetch_failures_total",
+        "JWKS fetches that failed or returned unusable keys, by issuer.",
+    ),
+    (
+        "counter",
+        "warden_jwks_refetch_limited_total",
+        "Unknown-kid refetches refused by the rate limit.",
+    ),
+    (
+        "gauge",
+        "warden_jwks_keys",
+        "Usable keys in the last good JWKS, by issuer.",
+    ),
+    (
+        "counter",
+        "warden_delegation_tokens_total",
+        "Delegation tokens attached to calls, by source (cache or fresh).",
+    ),
+    (
+        "counter",
+        "warden_delegation_mints_total",
+        "Tokens minted by the embedded STS.",
+    ),
+    (
+        "counter",
+        "warden_delegation_exchanges_total",
+        "RFC 8693 exchanges at the external authorization server, by HTTP status.",
+    ),
+    (
+        "counter",
+        "warden_delegation_failures_total",
+        "Calls failed because no delegation token could be obtained, by upstream.",
+    ),
+    (
+        "histogram",
+        "warden_delegation_mint_duration_seconds",
+        "Time to mint one token with the embedded STS.",
+    ),
+    (
+        "histogram",
+        "warden_delegation_exchange_duration_seconds",
+        "Time of one external token exchange.",
+    ),
+    (
+        "histogram",
+        "warden_upstream_request_duration_seconds",
+        "Upstream request time, by upstream.",
+    ),
+    (
+        "counter",
+        "warden_upstream_errors_total",
+        "Upstream failures, by upstream and kind.",
+    ),
+    (
+        "counter",
+        "warden_sessions_created_total",
+        "MCP sessions created.",
+    ),
+    (
+        "gauge",
+        "warden_sessions_active",
+        "MCP sessions currently open.",
+    ),
+    (
+        "gauge",
+        "warden_connections_open",
+        "Open client connections, by shard.",
+    ),
+    (
+        "counter",
+        "warden_connections_refused_total",
+        "Connections refused over the per-shard limit.",
+    ),
+    (
+        "gauge",
+        "warden_snapshot_generation",
+        "Generation of the snapshot the shards serve.",
+    ),
+    (
+        "gauge",
+        "warden_audit_queue_depth",
+        "Audit records waiting to be written.",
+    ),
+    (
+        "counter",
+        "warden_audit_records_written_total",
+        "Audit records written to the sink.",
+    ),
+    (
+        "counter",
+        "warden_audit_refusals_total",
+        "Calls refused because no audit record could be guaranteed.",
+    ),
+    (
+        "counter",
+        "warden_audit_sink_failures_total",
+        "Failed attempts to write an audit batch.",
+    ),
+    (
+        "gauge",
+        "warden_policy_generation",
+        "Generation of the compiled policy set.",
+    ),
+    (
+        "counter",
+        "warden_policy_reload_failures_total",
+        "Policy reloads refused (the previous policy stays).",
+    ),
+];
+
+fn describe() {
+    for (kind, name, help) in HELP {
+        match *kind {
+            "counter" => metrics::describe_counter!(*name, *help),
+            "gauge" => metrics::describe_gauge!(*name, *help),
+            _ => metrics::describe_histogram!(*name, metrics::Unit::Seconds, *help),
+        }
+    }
+}
+
 /// Install the recorder (idempotent; several gateways in one test process share it).
 pub fn install() {
     HANDLE.get_or_init(|| {
@@ -14,9 +163,12 @@ pub fn install() {
             2.5, 5.0, 10.0,
         ];
         let b = PrometheusBuilder::new().set_buckets(&buckets).ok()?;
-        b.install_recorder()
+        let h = b
+            .install_recorder()
             .map_err(|e| tracing::error!(error = %e, "Metrics recorder not installed"))
-            .ok()
+            .ok();
+        describe();
+        h
     });
 }
 

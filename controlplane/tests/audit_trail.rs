@@ -13,10 +13,27 @@ use serde_json::{Value, json};
 async fn start(extra_audit: &str) -> (Env, std::path::PathBuf) {
     let issuer = testkit::TestIssuer::start().await;
     let up = testkit::TestUpstream::start(Default::default()).await;
-    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "").replacen("  sink: file\n", &format!("  sink: file\n{extra_audit}"), 1);
+    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "").replacen(
+        "  sink: file\n",
+        &format!("  sink: file\n{extra_audit}"),
+        1,
+    );
     let dir = common::audit_dir_of(&yaml);
-    let gw = controlplane::start(controlplane::Config::parse(&yaml, "audit.yaml").unwrap(), None).await.unwrap();
-    (Env { issuer, upstreams: vec![up], gw, client: reqwest::Client::new() }, dir)
+    let gw = controlplane::start(
+        controlplane::Config::parse(&yaml, "audit.yaml").unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    (
+        Env {
+            issuer,
+            upstreams: vec![up],
+            gw,
+            client: reqwest::Client::new(),
+        },
+        dir,
+    )
 }
 
 fn records(dir: &Path) -> Vec<Value> {
@@ -46,28 +63,65 @@ async fn one_record_per_outcome_and_no_secrets() {
     let tok = env.token("alice");
     let sid = env.session(&tok).await;
     // allow
-    env.call(&tok, &sid, json!(1), "up0_echo", json!({"k": "v"})).await;
+    env.call(&tok, &sid, json!(1), "up0_echo", json!({"k": "v"}))
+        .await;
     // unknown tool → deny
     env.call(&tok, &sid, json!(2), "up0_nope", json!({})).await;
     // upstream error
-    env.call(&tok, &sid, json!(3), "up0_slow", json!({"ms": 5000})).await;
+    env.call(&tok, &sid, json!(3), "up0_slow", json!({"ms": 5000}))
+        .await;
     // unauthenticated
-    let r = env.post(Some("not-a-token"), Some(&sid), &json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"up0_echo"}})).await;
+    let r = env
+        .post(
+            Some("not-a-token"),
+            Some(&sid),
+            &json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"up0_echo"}}),
+        )
+        .await;
     assert_eq!(r.status(), 401);
     // rejected input
-    let r = env.post(Some(&tok), Some(&sid), &json!({"jsonrpc":"1.0","id":5,"method":"tools/call"})).await;
+    let r = env
+        .post(
+            Some(&tok),
+            Some(&sid),
+            &json!({"jsonrpc":"1.0","id":5,"method":"tools/call"}),
+        )
+        .await;
     assert_eq!(r.status(), 400);
     // Not upstream-bound: no record.
-    env.post(Some(&tok), Some(&sid), &json!({"jsonrpc":"2.0","id":6,"method":"ping"})).await;
-    env.post(Some(&tok), Some(&sid), &json!({"jsonrpc":"2.0","id":7,"method":"tools/list"})).await;
+    env.post(
+        Some(&tok),
+        Some(&sid),
+        &json!({"jsonrpc":"2.0","id":6,"method":"ping"}),
+    )
+    .await;
+    env.post(
+        Some(&tok),
+        Some(&sid),
+        &json!({"jsonrpc":"2.0","id":7,"method":"tools/list"}),
+    )
+    .await;
 
     let recs = wait_for(&dir, 5).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let recs = if recs.len() == 5 { records(&dir) } else { recs };
-    let decisions: Vec<&str> = recs.iter().map(|r| r["decision"].as_str().unwrap()).collect();
+    let decisions: Vec<&str> = recs
+        .iter()
+        .map(|r| r["decision"].as_str().unwrap())
+        .collect();
     assert_eq!(decisions.len(), 5, "{recs:#?}");
-    for d in ["allow", "deny", "upstream_error", "unauthenticated", "rejected"] {
-        assert_eq!(decisions.iter().filter(|x| **x == d).count(), 1, "one {d} record: {decisions:?}");
+    for d in [
+        "allow",
+        "deny",
+        "upstream_error",
+        "unauthenticated",
+        "rejected",
+    ] {
+        assert_eq!(
+            decisions.iter().filter(|x| **x == d).count(),
+            1,
+            "one {d} record: {decisions:?}"
+        );
     }
     let allow = recs.iter().find(|r| r["decision"] == "allow").unwrap();
     assert_eq!(allow["sub"], "alice");
@@ -83,7 +137,10 @@ async fn one_record_per_outcome_and_no_secrets() {
     assert!(!all.contains(tok.split('.').nth(1).unwrap()));
     assert!(!all.contains(&sid));
     env.gw.shutdown().await;
-    assert!(matches!(controlplane::audit::verify(&dir).unwrap(), controlplane::audit::Verified::Ok { records: 5, .. }));
+    assert!(matches!(
+        controlplane::audit::verify(&dir).unwrap(),
+        controlplane::audit::Verified::Ok { records: 5, .. }
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,10 +171,27 @@ async fn a_failing_sink_refuses_calls_and_recovers() {
     }
     let refused = refused.expect("calls are refused while the sink fails");
     assert_eq!(refused["error"]["code"], -32003);
-    assert!(refused["error"]["message"].as_str().unwrap().contains("audit"));
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("audit")
+    );
     let calls_before = env.upstreams[0].tool_calls().len();
-    let m = env.client.get(format!("http://{}/metrics", env.gw.admin_addr)).send().await.unwrap().text().await.unwrap();
-    assert!(m.lines().any(|l| l.starts_with("warden_audit_refusals_total") && !l.ends_with(" 0")), "{m}");
+    let m = env
+        .client
+        .get(format!("http://{}/metrics", env.gw.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("warden_audit_refusals_total") && !l.ends_with(" 0")),
+        "{m}"
+    );
 
     // Recovery: the directory comes back; calls proceed and the chain is whole.
     std::fs::remove_file(&dir).unwrap();
@@ -132,10 +206,21 @@ async fn a_failing_sink_refuses_calls_and_recovers() {
         }
     }
     assert!(ok, "calls proceed after recovery");
-    assert_eq!(env.upstreams[0].tool_calls().len(), calls_before + 1, "refused calls never reached the upstream");
+    assert_eq!(
+        env.upstreams[0].tool_calls().len(),
+        calls_before + 1,
+        "refused calls never reached the upstream"
+    );
     env.gw.shutdown().await;
     let recs = records(&dir);
     let allows = recs.iter().filter(|r| r["decision"] == "allow").count();
-    assert_eq!(allows, env.upstreams[0].tool_calls().len(), "one record per forwarded call");
-    assert!(matches!(controlplane::audit::verify(&dir).unwrap(), controlplane::audit::Verified::Ok { .. }));
+    assert_eq!(
+        allows,
+        env.upstreams[0].tool_calls().len(),
+        "one record per forwarded call"
+    );
+    assert!(matches!(
+        controlplane::audit::verify(&dir).unwrap(),
+        controlplane::audit::Verified::Ok { .. }
+    ));
 }

@@ -188,6 +188,8 @@ async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
     });
     let tls = shared.tls.clone().map(monoio_rustls::TlsAcceptor::from);
     shared.running.fetch_add(1, Ordering::SeqCst);
+    // Pre-registered: the shard label is bounded by the core count.
+    let open_conns = metrics::gauge!("warden_connections_open", "shard" => id.to_string());
     loop {
         if shared.stopping.load(Ordering::Relaxed) {
             break;
@@ -217,7 +219,9 @@ async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
         }
         let _ = stream.set_nodelay(true);
         shard.connections.set(shard.connections.get() + 1);
+        open_conns.set(shard.connections.get() as f64);
         let shard2 = shard.clone();
+        let open_conns2 = open_conns.clone();
         let tls = tls.clone();
         monoio::spawn(async move {
             match tls {
@@ -231,6 +235,7 @@ async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
                 }
             }
             shard2.connections.set(shard2.connections.get() - 1);
+            open_conns2.set(shard2.connections.get() as f64);
         });
     }
     // Stop accepting; in-flight connections finish on their own within their deadlines.

@@ -264,12 +264,14 @@ impl Gateway {
             return Err(http::challenge(st, Some("invalid_token")));
         };
         let now = self.shard.clock.unix_secs();
-        let (mut outcome, _) = self.shard.cache.borrow_mut().authenticate(
+        let (mut outcome, hit) = self.shard.cache.borrow_mut().authenticate(
             token,
             &snap.issuers,
             st.max_token_bytes,
             now,
         );
+        let lookup = if hit { "hit" } else { "miss" };
+        metrics::counter!("warden_token_cache_lookups_total", "result" => lookup).increment(1);
         if let AuthOutcome::UnknownKid { issuer } = outcome {
             // Ask the control plane (debounced and rate-limited there), then try once more
             // against whatever snapshot is current.
