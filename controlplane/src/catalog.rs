@@ -24,6 +24,40 @@ pub struct Discovered {
 const PROTOCOL_VERSION: &str = "2025-06-18";
 const MAX_PAGES: usize = 100;
 
+/// Load an OpenAPI upstream's spec (file I/O here, in the control plane) and bridge it.
+pub fn load_bridge(u: &UpstreamConfig) -> Result<Option<Arc<warden_bridge::Bridge>>, String> {
+    if u.kind != crate::config::UpstreamKind::Openapi {
+        return Ok(None);
+    }
+    let text = match (&u.spec, &u.spec_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?
+        }
+        (None, None) => return Err("no spec".into()),
+    };
+    let opts = warden_bridge::BridgeOptions {
+        namespace: String::new(),
+        include: u.include.clone(),
+        exclude: u.exclude.clone(),
+        base_url: Some(u.url.as_str().trim_end_matches('/').to_owned()),
+    };
+    let b = warden_bridge::load(&text, &opts).map_err(|e| format!("OpenAPI spec: {e}"))?;
+    for s in b.skipped() {
+        tracing::warn!(upstream = %u.name, operation = %s.operation, reason = %s.reason, "OpenAPI operation not bridged");
+    }
+    Ok(Some(Arc::new(b)))
+}
+
+/// What an OpenAPI upstream offers, without any network: its bridged tools.
+pub fn discovered_from_bridge(b: &warden_bridge::Bridge) -> Discovered {
+    Discovered {
+        tools: b.tools().iter().map(|t| t.to_mcp()).collect(),
+        instructions: None,
+        capabilities: serde_json::json!({"tools": {}}),
+    }
+}
+
 /// Build the shard-facing upstream description; resolves DNS here, never on a shard.
 pub async fn resolve(id: u32, u: &UpstreamConfig) -> Result<Upstream, String> {
     let host = u
@@ -62,6 +96,7 @@ pub async fn resolve(id: u32, u: &UpstreamConfig) -> Result<Upstream, String> {
         credential: credential(u)?,
         timeout: u.timeout,
         max_response_bytes: u.max_response_bytes,
+        bridge: load_bridge(u)?,
         delegation: u.token_exchange.as_ref().map(|te| UpstreamDelegation {
             audience: te.audience.clone(),
             tools: te

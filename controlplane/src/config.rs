@@ -279,12 +279,27 @@ pub struct IssuerConfig {
     pub ca_file: Option<PathBuf>,
 }
 
-/// An upstream MCP server.
+/// An upstream: an MCP server (proxied) or a REST API with an OpenAPI spec (bridged).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub name: String,
+    /// MCP: the Streamable HTTP endpoint. OpenAPI: the API's base URL (overrides the spec's servers).
     pub url: url::Url,
+    #[serde(default)]
+    pub kind: UpstreamKind,
+    /// OpenAPI: the spec file (YAML or JSON, 3.0 or 3.1).
+    #[serde(default)]
+    pub spec_file: Option<PathBuf>,
+    /// OpenAPI: the spec inline.
+    #[serde(default)]
+    pub spec: Option<String>,
+    /// OpenAPI: operationIds to bridge (empty = all).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// OpenAPI: operationIds not to bridge.
+    #[serde(default)]
+    pub exclude: Vec<String>,
     /// Prefix for tool names; `""` for none. Default: the name with `-` → `_`, plus `_`.
     #[serde(default)]
     pub namespace: Option<String>,
@@ -297,6 +312,14 @@ pub struct UpstreamConfig {
     /// Per-call delegation tokens for this upstream (the seed's `tokenExchange`).
     #[serde(default)]
     pub token_exchange: Option<TokenExchangeConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamKind {
+    #[default]
+    Mcp,
+    Openapi,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

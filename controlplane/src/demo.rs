@@ -69,6 +69,7 @@ pub struct Demo {
     pub gateway: Running,
     pub auth_server: AuthServer,
     pub ledger: demo::ledger::Ledger,
+    pub directory: demo::directory::Directory,
     pub issuer: String,
     pub mcp_url: String,
     pub audit_dir: std::path::PathBuf,
@@ -108,11 +109,31 @@ clients:
     ))
 }
 
-fn gateway_yaml(opts: &DemoOptions, issuer: &str, mcp_url: &str, ledger_url: &str) -> String {
+fn gateway_yaml(
+    opts: &DemoOptions,
+    issuer: &str,
+    mcp_url: &str,
+    ledger_url: &str,
+    directory_api: &str,
+) -> String {
     let mut tools = String::new();
     for (name, scope) in LEDGER_TOOLS {
         tools.push_str(&format!("        - name: {name}\n          ttl: 5s\n          scopes:\n            - name: {scope}\n"));
     }
+    let mut dir_tools = String::new();
+    for (name, scope) in demo::directory::OPERATION_SCOPES {
+        dir_tools.push_str(&format!(
+            "        - name: {name}\n          ttl: 5s\n          scopes: [{scope}]\n"
+        ));
+    }
+    let spec: String = demo::directory::OPENAPI_YAML
+        .lines()
+        .map(|l| format!("      {l}\n"))
+        .collect();
+    let directory = format!(
+        "  - name: employee-directory\n    kind: openapi\n    url: {directory_api}\n    namespace: employee_directory_\n    exclude: [health]\n    token_exchange:\n      type: delegation\n      audience: {aud}\n      tools:\n{dir_tools}    spec: |\n{spec}",
+        aud = demo::directory::DEFAULT_AUDIENCE
+    );
     format!(
         r#"audit:
   sink: file
@@ -139,7 +160,7 @@ upstreams:
       idp: warden
       audience: {LEDGER_AUDIENCE}
       tools:
-{tools}"#,
+{tools}{directory}"#,
         gw = opts.gateway,
         admin = opts.admin,
         audit = opts.audit_dir.display(),
@@ -176,7 +197,15 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
 
     let mut gw_opts = opts.clone();
     gw_opts.gateway = gw_addr;
-    let yaml = gateway_yaml(&gw_opts, &issuer, &mcp_url, &ledger.url());
+    let directory = demo::directory::Directory::start(demo::directory::DirectoryOptions {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        jwks_uri: format!("{issuer}/jwks"),
+        issuer: issuer.clone(),
+        audience: demo::directory::DEFAULT_AUDIENCE.into(),
+        gateway_client_id: GATEWAY_CLIENT_ID.into(),
+    })?;
+    let directory_api = format!("{}{}", directory.url(), demo::directory::API_PREFIX);
+    let yaml = gateway_yaml(&gw_opts, &issuer, &mcp_url, &ledger.url(), &directory_api);
     let cfg = Config::parse(&yaml, "(warden demo)").map_err(|e| e.to_string())?;
     let gateway = start_with(cfg, opts.shards, Some(sts))
         .await
@@ -185,6 +214,7 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
         gateway,
         auth_server,
         ledger,
+        directory,
         issuer,
         mcp_url,
         audit_dir: opts.audit_dir.clone(),
@@ -201,7 +231,8 @@ Warden demo is running.
   MCP endpoint            {mcp}
   authorization server    {issuer}   (users: john.mcclane@orchestrator.lab / yippiekayay,
                                       sarah.connor@orchestrator.lab / judgmentday — compliance)
-  Enterprise Ledger       {ledger}   (behind the gateway; every call gets a 5 s delegation token)
+  Enterprise Ledger       {ledger}   (MCP, behind the gateway; every call gets a 5 s delegation token)
+  Employee Directory      {directory}/api/v1   (REST + OpenAPI, bridged as employee_directory_* tools)
   admin                   http://{admin}/metrics  /healthz  /readyz  /live
   audit trail             {audit}   (warden audit tail -f {audit}; warden audit verify {audit})
 
@@ -221,6 +252,7 @@ Then: curl -si http://127.0.0.1:{port}/mcp -H "authorization: Bearer $TOKEN" ...
 "#,
         issuer = d.issuer,
         ledger = d.ledger.url(),
+        directory = d.directory.url(),
         admin = d.gateway.admin_addr,
         audit = d.audit_dir.display(),
     )

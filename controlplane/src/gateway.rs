@@ -185,7 +185,8 @@ fn settings(
         origins.push(format!("http://127.0.0.1:{}", listen.port()));
         origins.push(format!("http://localhost:{}", listen.port()));
     }
-    let passthrough = (upstreams.len() == 1).then_some(0);
+    // resources/prompts/completion/logging go to the one upstream when it is an MCP server.
+    let passthrough = (upstreams.len() == 1 && upstreams[0].bridge.is_none()).then_some(0);
     let mut caps = serde_json::json!({"tools": {"listChanged": true}});
     if let Some(d) = passthrough.and_then(|i| found.get(&upstreams[i].id)) {
         for k in ["resources", "prompts", "completions", "logging"] {
@@ -289,6 +290,12 @@ impl Control {
         for (i, u) in self.cfg.upstreams.clone().iter().enumerate() {
             let id = i as u32;
             if self.found.contains_key(&id) {
+                continue;
+            }
+            // A bridged REST API offers what its spec says; nothing to ask it.
+            if let Some(b) = self.upstreams.get(i).and_then(|up| up.bridge.clone()) {
+                self.found.insert(id, catalog::discovered_from_bridge(&b));
+                changed = true;
                 continue;
             }
             // Upstreams that take delegation tokens see the gateway's own service token.

@@ -138,10 +138,10 @@ fn audit_cmd(cmd: AuditCmd) -> ExitCode {
                         if n <= skip {
                             continue;
                         }
-                        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                            if filter.matches(&v) {
-                                let _ = writeln!(out, "{line}");
-                            }
+                        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                            && filter.matches(&v)
+                        {
+                            let _ = writeln!(out, "{line}");
                         }
                     }
                     seen.insert(f, n);

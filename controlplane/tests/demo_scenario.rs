@@ -283,3 +283,130 @@ async fn external_mode_performs_rfc8693_with_private_key_jwt() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_employee_directory_is_bridged_with_delegation() {
+    let d = start_demo().await;
+    let john = password_token(
+        &d,
+        "john.mcclane@orchestrator.lab",
+        "yippiekayay",
+        "mcp:tools",
+    )
+    .await;
+    let c = Client::connect(&d.mcp_url, &john).await;
+    let r = c
+        .http
+        .post(&c.url)
+        .bearer_auth(&c.token)
+        .header("content-type", "application/json")
+        .header("mcp-session-id", &c.sid)
+        .body(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let tools = v["result"]["tools"].as_array().unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    for n in [
+        "enterprise_ledger_listAccounts",
+        "employee_directory_listEmployees",
+        "employee_directory_getEmployee",
+        "employee_directory_listDepartments",
+        "employee_directory_createEmployee",
+    ] {
+        assert!(names.contains(&n), "{n} in {names:?}");
+    }
+    assert!(
+        !names.contains(&"employee_directory_health"),
+        "excluded by config"
+    );
+    let get = tools
+        .iter()
+        .find(|t| t["name"] == "employee_directory_getEmployee")
+        .unwrap();
+    assert_eq!(get["inputSchema"]["required"], json!(["id"]), "{get}");
+
+    let v = c.call("employee_directory_listEmployees", json!({})).await;
+    assert_eq!(v["result"]["structuredContent"]["total"], 10, "{v}");
+    let v = c
+        .call("employee_directory_getEmployee", json!({"id": "E1001"}))
+        .await;
+    assert_eq!(v["result"]["structuredContent"]["id"], "E1001", "{v}");
+    let v = c
+        .call("employee_directory_listDepartments", json!({}))
+        .await;
+    assert!(v["result"]["structuredContent"]["items"].is_array(), "{v}");
+    let v = c
+        .call(
+            "employee_directory_createEmployee",
+            json!({"body": {"firstName": "Kyle", "lastName": "Reese", "email": "kyle.reese@orchestrator.lab", "department": "Operations", "title": "Sergeant"}}),
+        )
+        .await;
+    assert_eq!(v["result"]["structuredContent"]["lastName"], "Reese", "{v}");
+
+    let got = d.directory.received();
+    let ops: Vec<&str> = got.iter().map(|r| r.operation.as_str()).collect();
+    assert_eq!(
+        ops,
+        [
+            "listEmployees",
+            "getEmployee",
+            "listDepartments",
+            "createEmployee"
+        ]
+    );
+    let want = [
+        ("listEmployees", "employee:List"),
+        ("getEmployee", "employee:Get"),
+        ("listDepartments", "department:List"),
+        ("createEmployee", "employee:Create"),
+    ];
+    for (r, (op, scope)) in got.iter().zip(want) {
+        assert_eq!(r.operation, op);
+        assert_eq!(
+            r.claims["aud"],
+            "https://employee-directory.orchestrator.lab/"
+        );
+        assert_eq!(r.claims["scope"], scope);
+        assert_eq!(r.claims["sub"], "john.mcclane@orchestrator.lab");
+        assert_eq!(r.claims["act"]["sub"], "ai-identity-gateway");
+        assert_eq!(
+            r.claims["exp"].as_i64().unwrap() - r.claims["iat"].as_i64().unwrap(),
+            5
+        );
+    }
+
+    // Arguments that fail the schema never leave the gateway; traversal stays in one segment.
+    let v = c.call("employee_directory_getEmployee", json!({})).await;
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    // The spec's pattern refuses a traversal attempt before anything is built (the bridge's
+    // own tests show such values stay inside one percent-encoded segment when no pattern exists).
+    let v = c
+        .call(
+            "employee_directory_getEmployee",
+            json!({"id": "../departments"}),
+        )
+        .await;
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    // A well-formed unknown id reaches the directory and comes back as an isError result.
+    let v = c
+        .call("employee_directory_getEmployee", json!({"id": "E9999"}))
+        .await;
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    assert!(
+        v["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("404"),
+        "{v}"
+    );
+    let ops: Vec<String> = d
+        .directory
+        .received()
+        .iter()
+        .map(|r| r.operation.clone())
+        .collect();
+    assert_eq!(ops.len(), 5, "only the well-formed call was sent: {ops:?}");
+    d.gateway.shutdown().await;
+}

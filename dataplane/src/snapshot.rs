@@ -92,6 +92,8 @@ pub struct Upstream {
     /// Per-call delegation (RFC 8693): when set, every call to this upstream carries a
     /// token minted for that one call, and sessions use a gateway service token.
     pub delegation: Option<UpstreamDelegation>,
+    /// A REST API bridged from its OpenAPI spec: calls become single HTTP requests.
+    pub bridge: Option<Arc<warden_bridge::Bridge>>,
 }
 
 /// Delegation settings of one upstream (the seed's `tokenExchange` block).

@@ -275,7 +275,7 @@ async fn connect(up: &Upstream, deadline: Instant) -> Result<TcpStream, UpError>
     Err(UpError::Connect)
 }
 
-/// Send one POST/DELETE/GET to `up` and read the response head (and body unless SSE).
+/// Send one POST/DELETE/GET to `up`'s endpoint path and read the response head (and body unless SSE).
 pub async fn send(
     pool: &Pool,
     up: &Upstream,
@@ -284,11 +284,24 @@ pub async fn send(
     body: &[u8],
     timeout: Duration,
 ) -> Result<UpResponse, UpError> {
+    send_to(pool, up, method, &up.path, headers, body, timeout).await
+}
+
+/// Send one request to an explicit path on `up` (the OpenAPI bridge's requests).
+pub async fn send_to(
+    pool: &Pool,
+    up: &Upstream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<UpResponse, UpError> {
     let deadline = Instant::now() + timeout;
     let mut req = Vec::with_capacity(256 + body.len());
     req.extend_from_slice(method.as_bytes());
     req.push(b' ');
-    req.extend_from_slice(up.path.as_bytes());
+    req.extend_from_slice(path.as_bytes());
     req.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     req.extend_from_slice(up.authority.as_bytes());
     req.extend_from_slice(b"\r\n");

@@ -325,6 +325,92 @@ fn record_latency(shard: &Shard, up: &Upstream, started: quanta::Instant) {
         );
 }
 
+/// A `tools/call` on a bridged REST API: validate the arguments, build exactly one request
+/// for exactly that operation, map the answer to a tool result. Returns the JSON-RPC body,
+/// the report, and whether the arguments were rejected (nothing was sent).
+pub async fn bridge_call(
+    shard: &Shard,
+    up: &Upstream,
+    bridge: &warden_bridge::Bridge,
+    tool: &str,
+    params: &str,
+    auth: Option<String>,
+    client_id: &RawValue,
+) -> (Vec<u8>, Report, bool) {
+    let args = serde_json::from_str::<serde_json::Value>(params)
+        .ok()
+        .and_then(|p| p.get("arguments").cloned());
+    let req = match bridge.build_request(tool, args.as_ref()) {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = e.to_string();
+            return (
+                jsonrpc::error(Some(client_id), e.json_rpc_code(), &msg),
+                Report::failed(None, msg),
+                true,
+            );
+        }
+    };
+    let mut headers: Vec<(&str, &str)> = vec![("accept", "application/json")];
+    for (k, v) in &req.headers {
+        headers.push((k.as_str(), v.as_str()));
+    }
+    if let Some(ct) = &req.content_type {
+        headers.push(("content-type", ct.as_str()));
+    }
+    if let Some(a) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    let body = req.body.unwrap_or_default();
+    let started = shard.clock.now();
+    let sent = upstream::send_to(
+        &shard.pool,
+        up,
+        &req.method,
+        &req.path_and_query,
+        &headers,
+        &body,
+        up.timeout,
+    )
+    .await;
+    record_latency(shard, up, started);
+    match sent {
+        Ok(resp) => {
+            let status = resp.status;
+            let ct = resp.header("content-type").map(str::to_owned);
+            let bytes = match resp.body {
+                UpBody::Full(b) => b,
+                UpBody::Sse(_) => {
+                    let e = UpError::BadResponse;
+                    return (
+                        upstream_error(client_id, up, &e),
+                        Report::failed(Some(status), "unexpected event stream from a REST API"),
+                        false,
+                    );
+                }
+            };
+            let result = bridge.map_response(tool, status, ct.as_deref(), &bytes);
+            let failure = (status >= 400).then(|| format!("HTTP {status}"));
+            if failure.is_some() {
+                metrics::counter!("warden_upstream_errors_total", "upstream" => up.name.clone(), "kind" => "status").increment(1);
+            }
+            (
+                jsonrpc::result_value(client_id, &result),
+                Report {
+                    upstream_status: Some(status),
+                    failure,
+                },
+                false,
+            )
+        }
+        Err(e) => (
+            upstream_error(client_id, up, &e),
+            Report::failed(None, e.to_string()),
+            false,
+        ),
+    }
+}
+
 /// What became of a forwarded request, for the audit record.
 #[derive(Debug, Clone, Default)]
 pub struct Report {

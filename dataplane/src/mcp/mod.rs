@@ -358,19 +358,19 @@ impl Gateway {
             return send(out, r, cors).await;
         }
         let parsed = Message::parse(&req.body);
-        if let Err(e) = &parsed {
-            if *e != Invalid::Batch {
-                let (method, tool) = call::peek(&req.body);
-                call::record_unreserved(
-                    &self.shard,
-                    caller.claims.as_ref(),
-                    &method,
-                    tool.as_deref(),
-                    meta,
-                    Outcome::Rejected,
-                    "not a valid JSON-RPC message",
-                );
-            }
+        if let Err(e) = &parsed
+            && *e != Invalid::Batch
+        {
+            let (method, tool) = call::peek(&req.body);
+            call::record_unreserved(
+                &self.shard,
+                caller.claims.as_ref(),
+                &method,
+                tool.as_deref(),
+                meta,
+                Outcome::Rejected,
+                "not a valid JSON-RPC message",
+            );
         }
         let msg = match parsed {
             Ok(m) => m,
@@ -648,6 +648,24 @@ impl Gateway {
                     }
                     h
                 });
+                if let (Some(bridge), Some(t)) = (&up.bridge, tool.as_deref()) {
+                    let (body, report, rejected) =
+                        forward::bridge_call(&self.shard, up, bridge, t, &params, header, id).await;
+                    if let Some(a) = audit {
+                        if rejected {
+                            a.finish(
+                                &self.shard,
+                                Outcome::Rejected,
+                                report.failure.clone(),
+                                Vec::new(),
+                                None,
+                            );
+                        } else {
+                            a.forwarded(&self.shard, &report);
+                        }
+                    }
+                    return send(out, Response::json(200, body), cors).await;
+                }
                 let report = forward::request(
                     &self.shard,
                     session,
@@ -806,6 +824,32 @@ impl Gateway {
                             }
                             h
                         });
+                        if let (Some(bridge), Some(t)) = (&up.bridge, tool.as_deref()) {
+                            let (body, report, rejected) = forward::bridge_call(
+                                &self.shard,
+                                up,
+                                bridge,
+                                t,
+                                &params,
+                                header,
+                                id,
+                            )
+                            .await;
+                            if let Some(a) = audit {
+                                if rejected {
+                                    a.finish(
+                                        &self.shard,
+                                        Outcome::Rejected,
+                                        report.failure.clone(),
+                                        Vec::new(),
+                                        None,
+                                    );
+                                } else {
+                                    a.forwarded(&self.shard, &report);
+                                }
+                            }
+                            return body;
+                        }
                         let (body, report) = forward::request_collect(
                             &self.shard,
                             session,
