@@ -113,6 +113,11 @@ taskset -c "$SERVER_CPU" nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-
 PIDS+=($!); NGINX_PID=$!
 
 cat >"$WORK/warden.yaml" <<YAML
+policy:
+  default: allow
+audit:
+  sink: file
+  dir: $WORK/audit
 gateway:
   listen: 127.0.0.1:$WARDEN_PORT
   public_url: http://127.0.0.1/mcp

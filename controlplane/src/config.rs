@@ -29,6 +29,9 @@ pub struct Config {
     /// Where audit records go (default: JSON Lines on standard output).
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
+    /// Per-tool authorization (Cedar). Without this block every call is denied.
+    #[serde(default)]
+    pub policy: warden_policy::PolicyConfig,
 }
 
 /// The gateway as an OAuth client obtaining per-call tokens (RFC 8693).

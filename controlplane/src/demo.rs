@@ -138,6 +138,16 @@ fn gateway_yaml(
         r#"audit:
   sink: file
   dir: {audit}
+# The seed's OPA/Rego policy, as Warden rules (translated to Cedar; `warden policy show`).
+policy:
+  default: allow
+  rules:
+    - tools: [enterprise_ledger_getCustomerPII]
+      require_scopes: [pii:read]
+      reason: "Access denied: PII access requires pii:read scope."
+    - tools: [enterprise_ledger_getAuditLog]
+      require_scopes: [audit:read]
+      reason: "Insufficient privileges: audit log access requires audit:read scope."
 gateway:
   listen: {gw}
   public_url: {mcp_url}

@@ -244,13 +244,25 @@ struct Control {
     http: reqwest::Client,
     sessions: Arc<SessionStore>,
     engine: Option<Arc<crate::delegate::Engine>>,
+    policy: crate::policy::PolicyState,
+    policy_error: Option<String>,
 }
 
 impl Control {
     fn build(&mut self) -> Snapshot {
         self.generation += 1;
         let tools: ToolTable = catalog::build_table(&self.upstreams, &self.found);
+        let policy = match self.policy.engine_for(&self.upstreams, &tools) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                // No policy ever compiled: shards deny every call (fail closed).
+                tracing::error!(error = %e, "Policy does not compile; every call is denied");
+                self.policy_error = Some(e.to_string());
+                None
+            }
+        };
         Snapshot {
+            policy,
             generation: self.generation,
             settings: Arc::new(settings(
                 &self.cfg,
@@ -390,6 +402,17 @@ pub async fn start_observed(
     sts: Option<Arc<Sts>>,
     observer: Option<crate::audit::Observer>,
 ) -> Result<Running, StartError> {
+    start_full(cfg, shards, sts, observer, Vec::new()).await
+}
+
+/// Start Warden with policies supplied in code beside the configured files (the demo).
+pub async fn start_full(
+    cfg: Config,
+    shards: Option<usize>,
+    sts: Option<Arc<Sts>>,
+    observer: Option<crate::audit::Observer>,
+    policy_extra: Vec<warden_policy::PolicyFile>,
+) -> Result<Running, StartError> {
     crate::metrics::install();
     let n = shards
         .filter(|n| *n > 0)
@@ -440,6 +463,7 @@ pub async fn start_observed(
         issuers: Vec::new(),
         upstreams: upstreams.clone(),
         tools: Arc::default(),
+        policy: None,
     };
     let cell = Arc::new(ArcSwap::from_pointee(placeholder));
     let mut control = Control {
@@ -453,6 +477,9 @@ pub async fn start_observed(
         http: http.clone(),
         sessions: sessions.clone(),
         engine: None,
+        policy: crate::policy::PolicyState::load(cfg.policy.clone(), policy_extra)
+            .map_err(|e| StartError::Other(format!("policy: {e}")))?,
+        policy_error: None,
     };
     // Delegation: the embedded STS (shared with the authorization server when there is one),
     // or an external RFC 8693 token endpoint.
@@ -495,6 +522,9 @@ pub async fn start_observed(
     }
     control.discover_missing().await;
     control.publish();
+    if let Some(e) = control.policy_error.take() {
+        return Err(StartError::Other(format!("policy: {e}")));
+    }
 
     let audit = dataplane::audit::AuditQueue::new(cfg.audit.queue_capacity);
     let live = crate::live::Live::new(cfg.upstreams.iter().map(|u| u.name.clone()).collect());

@@ -12,7 +12,8 @@ pub mod gateway;
 pub mod issuers;
 pub mod live;
 pub mod metrics;
+pub mod policy;
 pub mod sts;
 
 pub use config::Config;
-pub use gateway::{Running, StartError, start, start_observed, start_with};
+pub use gateway::{Running, StartError, start, start_full, start_observed, start_with};

@@ -46,6 +46,11 @@ enum Cmd {
         #[arg(long)]
         audit_dir: Option<PathBuf>,
     },
+    /// Per-tool policy: show the generated Cedar, import the seed's Rego shape.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
     /// Inspect the audit trail.
     Audit {
         #[command(subcommand)]
@@ -58,6 +63,73 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    /// Print the Cedar generated from the config's rules, then the configured .cedar files,
+    /// and check that everything compiles against the schema.
+    Show {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Translate Rego of the documented shape (default allow/deny, a rule per tool with a
+    /// scope condition, external_message) into Cedar; refuse anything else.
+    ImportRego { file: PathBuf },
+}
+
+#[expect(clippy::print_stdout, reason = "policy text is this command's output")]
+fn policy_cmd(cmd: PolicyCmd) -> ExitCode {
+    match cmd {
+        PolicyCmd::Show { config } => {
+            let cfg = match controlplane::Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            println!("{}", warden_policy::translate(&cfg.policy));
+            let mut files = Vec::new();
+            for f in &cfg.policy.files {
+                match std::fs::read_to_string(f) {
+                    Ok(t) => {
+                        println!("// ---- {} ----\n{t}", f.display());
+                        files.push(warden_policy::PolicyFile {
+                            name: f.display().to_string(),
+                            text: t,
+                        });
+                    }
+                    Err(e) => {
+                        eprintln!("error: {}: {e}", f.display());
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            // Compiled against an empty catalog: syntax and schema are checked; tool names are
+            // checked when the gateway starts and knows its upstreams' tools.
+            match warden_policy::compile(&cfg.policy, &files, &[], 0) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        PolicyCmd::ImportRego { file } => match std::fs::read_to_string(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|t| warden_policy::import_rego(&t))
+        {
+            Ok(cedar) => {
+                println!("{cedar}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        },
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,6 +245,7 @@ fn main() -> ExitCode {
     init_logs(&cli.log_format);
     match cli.cmd {
         Cmd::Audit { cmd } => audit_cmd(cmd),
+        Cmd::Policy { cmd } => policy_cmd(cmd),
         Cmd::HashPassword => {
             let mut line = String::new();
             if std::io::stdin().read_line(&mut line).is_err() {

@@ -225,7 +225,7 @@ async fn external_mode_performs_rfc8693_with_private_key_jwt() {
         .unwrap();
 
     let yaml = format!(
-        "gateway:\n  listen: 127.0.0.1:0\n  public_url: {aud}\n  shards: 1\nadmin:\n  listen: 127.0.0.1:0\nissuers:\n  - issuer: {as_issuer}\ndelegation:\n  client_id: warden-gw\n  mode: external\n  token_endpoint: {as_issuer}/token\n  client_auth: private_key_jwt\n  private_key_file: {key}\n  private_key_id: gw-key\nupstreams:\n  - name: up0\n    url: {url}\n    token_exchange:\n      audience: '{up_aud}'\n      tools:\n        - name: echo\n          ttl: 5s\n          scopes: [up:echo]\n",
+        "policy:\n  default: allow\ngateway:\n  listen: 127.0.0.1:0\n  public_url: {aud}\n  shards: 1\nadmin:\n  listen: 127.0.0.1:0\nissuers:\n  - issuer: {as_issuer}\ndelegation:\n  client_id: warden-gw\n  mode: external\n  token_endpoint: {as_issuer}/token\n  client_auth: private_key_jwt\n  private_key_file: {key}\n  private_key_id: gw-key\nupstreams:\n  - name: up0\n    url: {url}\n    token_exchange:\n      audience: '{up_aud}'\n      tools:\n        - name: echo\n          ttl: 5s\n          scopes: [up:echo]\n",
         aud = common::AUD,
         key = key_file.display(),
         url = up.url()
@@ -409,4 +409,119 @@ async fn the_employee_directory_is_bridged_with_delegation() {
         .collect();
     assert_eq!(ops.len(), 5, "only the well-formed call was sent: {ops:?}");
     d.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_policy_decides_list_and_call() {
+    let d = start_demo().await;
+    let john = password_token(
+        &d,
+        "john.mcclane@orchestrator.lab",
+        "yippiekayay",
+        "mcp:tools pii:read",
+    )
+    .await;
+    let sarah = password_token(
+        &d,
+        "sarah.connor@orchestrator.lab",
+        "judgmentday",
+        "mcp:tools pii:read audit:read",
+    )
+    .await;
+    let list = |c: &Client| {
+        let http = c.http.clone();
+        let (url, token, sid) = (c.url.clone(), c.token.clone(), c.sid.clone());
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .header("mcp-session-id", sid)
+                .body(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}).to_string())
+                .send()
+                .await
+                .unwrap();
+            let v: Value = r.json().await.unwrap();
+            v["result"]["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let cj = Client::connect(&d.mcp_url, &john).await;
+    let cs = Client::connect(&d.mcp_url, &sarah).await;
+    // john was not granted pii:read (not in the compliance group): those tools are not listed...
+    let lj = list(&cj).await;
+    assert!(lj.contains(&"enterprise_ledger_listAccounts".to_string()));
+    assert!(
+        !lj.contains(&"enterprise_ledger_getCustomerPII".to_string()),
+        "{lj:?}"
+    );
+    assert!(
+        !lj.contains(&"enterprise_ledger_getAuditLog".to_string()),
+        "{lj:?}"
+    );
+    let ls = list(&cs).await;
+    assert!(
+        ls.contains(&"enterprise_ledger_getCustomerPII".to_string())
+            && ls.contains(&"enterprise_ledger_getAuditLog".to_string()),
+        "{ls:?}"
+    );
+    // ...and calling them returns the seed's messages as tool results; the ledger never sees them.
+    let before = d.ledger.received().len();
+    let v = cj
+        .call(
+            "enterprise_ledger_getCustomerPII",
+            json!({"customerId": "CUST-001"}),
+        )
+        .await;
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    assert_eq!(
+        v["result"]["content"][0]["text"],
+        "Access denied: PII access requires pii:read scope."
+    );
+    assert!(v["result"].get("structuredContent").is_none());
+    let v = cj.call("enterprise_ledger_getAuditLog", json!({})).await;
+    assert_eq!(
+        v["result"]["content"][0]["text"],
+        "Insufficient privileges: audit log access requires audit:read scope."
+    );
+    assert_eq!(
+        d.ledger.received().len(),
+        before,
+        "denied calls never reach delegation or the upstream"
+    );
+    // sarah (compliance, granted pii:read and audit:read) gets the data, with a 5 s token for ledger:ReadPII.
+    let v = cs
+        .call(
+            "enterprise_ledger_getCustomerPII",
+            json!({"customerId": "CUST-001"}),
+        )
+        .await;
+    assert!(v["result"]["structuredContent"].is_object(), "{v}");
+    let last = d.ledger.received().pop().unwrap();
+    assert_eq!(last.claims["scope"], "ledger:ReadPII");
+    assert_eq!(last.claims["sub"], "sarah.connor@orchestrator.lab");
+    // The audit trail recorded the denials with the deciding policy ids.
+    d.gateway.shutdown().await;
+    let mut denies = Vec::new();
+    for f in controlplane::audit::chain_files(&d.audit_dir).unwrap() {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            let r: Value = serde_json::from_str(line).unwrap();
+            if r["decision"] == "deny" {
+                denies.push(r);
+            }
+        }
+    }
+    assert_eq!(denies.len(), 2, "{denies:#?}");
+    assert_eq!(
+        denies[0]["policy_ids"],
+        json!(["rule-0:enterprise_ledger_getCustomerPII:scopes"])
+    );
+    assert_eq!(
+        denies[0]["reason"],
+        "Access denied: PII access requires pii:read scope."
+    );
 }

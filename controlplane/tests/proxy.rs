@@ -255,7 +255,7 @@ async fn colliding_tool_names_are_refused() {
     let a = testkit::TestUpstream::start(Default::default()).await;
     let b = testkit::TestUpstream::start(Default::default()).await;
     let yaml = format!(
-        "gateway:\n  listen: 127.0.0.1:0\n  public_url: {}\n  shards: 1\nadmin:\n  listen: 127.0.0.1:0\nissuers:\n  - issuer: {}\nupstreams:\n  - name: a\n    url: {}\n    namespace: x_\n  - name: b\n    url: {}\n    namespace: x_\n",
+        "policy:\n  default: allow\ngateway:\n  listen: 127.0.0.1:0\n  public_url: {}\n  shards: 1\nadmin:\n  listen: 127.0.0.1:0\nissuers:\n  - issuer: {}\nupstreams:\n  - name: a\n    url: {}\n    namespace: x_\n  - name: b\n    url: {}\n    namespace: x_\n",
         common::AUD,
         issuer.issuer(),
         a.url(),
@@ -517,4 +517,74 @@ async fn sigterm_drains_in_flight_requests() {
             .is_err(),
         "no longer accepting"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_step_up_and_deny_by_default() {
+    let issuer = testkit::TestIssuer::start().await;
+    let up = testkit::TestUpstream::start(Default::default()).await;
+    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "").replace(
+        "policy:\n  default: allow\n",
+        "policy:\n  default: deny\n  rules:\n    - tools: [up0_echo]\n    - tools: [up0_whoami]\n      require_scopes: [admin:read]\n      step_up: true\n",
+    );
+    let gw = controlplane::start(controlplane::Config::parse(&yaml, "t.yaml").unwrap(), None)
+        .await
+        .unwrap();
+    let env = Env {
+        issuer,
+        upstreams: vec![up],
+        gw,
+        client: reqwest::Client::new(),
+    };
+    let tok = env.token("alice");
+    let sid = env.session(&tok).await;
+    let r = env
+        .post(
+            Some(&tok),
+            Some(&sid),
+            &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
+        )
+        .await;
+    let v: serde_json::Value = r.json().await.unwrap();
+    let names: Vec<&str> = v["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["up0_echo"],
+        "deny by default: only the permitted tool is listed"
+    );
+    // A tool with no permit is hidden: the same error as an unknown tool.
+    let hidden = env.call(&tok, &sid, json!(2), "up0_slow", json!({})).await;
+    let unknown = env
+        .call(&tok, &sid, json!(2), "up0_nonexistent", json!({}))
+        .await;
+    assert_eq!(hidden, unknown);
+    assert_eq!(hidden["error"]["code"], -32602);
+    // A missing scope the user could be granted: 403 step-up challenge with current + needed scopes.
+    let r = env.post(Some(&tok), Some(&sid), &json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"up0_whoami","arguments":{}}})).await;
+    assert_eq!(r.status(), 403);
+    let h = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(h.starts_with("Bearer error=\"insufficient_scope\""), "{h}");
+    assert!(h.contains("scope=\"mcp:tools admin:read\""), "{h}");
+    assert!(h.contains("resource_metadata=\""), "{h}");
+    // With the scope, the call goes through.
+    let tok2 = env.issuer.mint(
+        &env.issuer
+            .claims("alice", common::AUD, "mcp:tools admin:read"),
+    );
+    let sid2 = env.session(&tok2).await;
+    let v = env
+        .call(&tok2, &sid2, json!(4), "up0_whoami", json!({}))
+        .await;
+    assert!(v["result"].is_object(), "{v}");
+    assert_eq!(
+        env.upstreams[0].tool_calls().len(),
+        1,
+        "only the allowed call reached the upstream"
+    );
+    env.gw.shutdown().await;
 }

@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub issuers: Vec<Arc<IssuerState>>,
     pub upstreams: Vec<Arc<Upstream>>,
     pub tools: Arc<ToolTable>,
+    /// The compiled policy set for this generation; `None` until one compiled (fail closed).
+    pub policy: Option<Arc<warden_policy::Engine>>,
 }
 
 /// Listener and protocol settings.

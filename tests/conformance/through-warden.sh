@@ -33,6 +33,8 @@ done
 gw_port="$(free_port)"
 admin_port="$(free_port)"
 cat >"$work/warden.yaml" <<YAML
+policy:
+  default: allow
 gateway:
   listen: 127.0.0.1:$gw_port
   public_url: http://127.0.0.1:$gw_port/mcp

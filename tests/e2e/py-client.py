@@ -37,9 +37,21 @@ from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAu
 
 USERNAME = "john.mcclane@orchestrator.lab"
 PASSWORD = "yippiekayay"
+# john is not in the compliance group: the seed's policy hides getCustomerPII and getAuditLog.
 EXPECTED_TOOLS = sorted(
-    f"enterprise_ledger_{t}"
-    for t in ("listAccounts", "getAccount", "getTransactions", "updateAccountStatus", "getCustomerPII", "getAuditLog")
+    [f"enterprise_ledger_{t}" for t in ("listAccounts", "getAccount", "getTransactions", "updateAccountStatus")]
+    + [
+        f"employee_directory_{t}"
+        for t in (
+            "listEmployees",
+            "createEmployee",
+            "getEmployee",
+            "updateEmployee",
+            "deactivateEmployee",
+            "listDirectReports",
+            "listDepartments",
+        )
+    ]
 )
 EXPECTED_ACCOUNTS = [f"ACC-{n}" for n in range(1001, 1009)]
 

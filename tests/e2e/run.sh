@@ -142,6 +142,16 @@ fi
 PLAIN="$WORK/demo.plain.log"
 sed -e 's/\x1b\[[0-9;]*[A-Za-z]//g' "$DEMO_LOG" >"$PLAIN"
 
+# The Employee Directory (REST, bridged): the TypeScript clients called four operations each,
+# and the directory logged a delegation token with its own audience and the operation's scope.
+for op_scope in "listEmployees employee:List" "getEmployee employee:Get" "listDepartments department:List" "createEmployee employee:Create"; do
+  op="${op_scope%% *}"; scope="${op_scope##* }"
+  n="$(grep -F 'directory: delegation chain received' "$PLAIN" | grep -F "operation=\"$op\"" \
+      | grep -F 'employee-directory.orchestrator.lab' | grep -F "scope=\"$scope\"" \
+      | grep -F 'act="ai-identity-gateway"' | grep -c . || true)"
+  if (( n >= 2 )); then pass "directory-$op ($n delegation chains with scope $scope)"; else fail "directory-$op ($n delegation chains with scope $scope, want >= 2)"; fi
+done
+
 # One delegation token per listAccounts call: at least one per passing client, and at least 3.
 want=$(( ${#CLIENT_SHAS[@]} > 3 ? ${#CLIENT_SHAS[@]} : 3 ))
 chains="$(grep -F 'delegation chain received' "$PLAIN" \

@@ -24,10 +24,17 @@ import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 
 const USERNAME = 'john.mcclane@orchestrator.lab';
 const PASSWORD = 'yippiekayay';
+// john is not in the compliance group: the seed's policy hides getCustomerPII and
+// getAuditLog from him. The Employee Directory (REST, bridged) adds seven tools.
 const EXPECTED_TOOLS = [
+  'employee_directory_createEmployee',
+  'employee_directory_deactivateEmployee',
+  'employee_directory_getEmployee',
+  'employee_directory_listDepartments',
+  'employee_directory_listDirectReports',
+  'employee_directory_listEmployees',
+  'employee_directory_updateEmployee',
   'enterprise_ledger_getAccount',
-  'enterprise_ledger_getAuditLog',
-  'enterprise_ledger_getCustomerPII',
   'enterprise_ledger_getTransactions',
   'enterprise_ledger_listAccounts',
   'enterprise_ledger_updateAccountStatus',
@@ -326,6 +333,25 @@ async function main() {
   assert(data?.count === 8, `count 8 (got ${data?.count})`);
   assert(JSON.stringify(ids) === JSON.stringify(EXPECTED_ACCOUNTS), `account ids: ${JSON.stringify(ids)}`);
   step(`listAccounts: ${ids.length} accounts`);
+
+  // 5. The Employee Directory, a REST API bridged into tools.
+  const call = async (name, args) => {
+    const r = await client.callTool({ name, arguments: args });
+    assert(!r.isError, `${name} isError: ${JSON.stringify(r.content)}`);
+    return r.structuredContent;
+  };
+  const emps = await call('employee_directory_listEmployees', {});
+  assert(emps?.total >= 10, `listEmployees total >= 10 (got ${emps?.total})`);
+  const e = await call('employee_directory_getEmployee', { id: 'E1001' });
+  assert(e?.id === 'E1001', `getEmployee E1001 (got ${JSON.stringify(e)})`);
+  const depts = await call('employee_directory_listDepartments', {});
+  assert(Array.isArray(depts?.items) && depts.items.length > 0, `listDepartments: ${JSON.stringify(depts)}`);
+  const suffix = `${process.pid}-${Date.now()}`;
+  const created = await call('employee_directory_createEmployee', {
+    body: { firstName: 'Kyle', lastName: `Reese-${mode}`, email: `kyle.${suffix}@orchestrator.lab`, department: 'Operations', title: 'Sergeant' },
+  });
+  assert(created?.id, `createEmployee: ${JSON.stringify(created)}`);
+  step(`directory: ${emps.total} employees, created ${created.id}`);
 
   await transport.close();
   summary.ok = true;

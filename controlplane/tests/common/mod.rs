@@ -55,7 +55,7 @@ pub fn config_yaml(issuer: &str, upstreams: &[(String, String)], extra_gateway: 
     }
     let audit = audit_dir();
     format!(
-        "audit:\n  sink: file\n  dir: {audit}\ngateway:\n  listen: 127.0.0.1:0\n  public_url: {AUD}\n  shards: 2\n  scopes_supported: [mcp:tools]\n{extra_gateway}admin:\n  listen: 127.0.0.1:0\nlimits:\n  max_body_bytes: 65536\n  max_header_bytes: 8192\n  header_timeout: 1s\n  body_timeout: 1s\n  shutdown_grace: 2s\nissuers:\n  - issuer: {issuer}\n    jwks_min_refetch_interval: 2s\nupstreams:\n{ups}"
+        "audit:\n  sink: file\n  dir: {audit}\npolicy:\n  default: allow\ngateway:\n  listen: 127.0.0.1:0\n  public_url: {AUD}\n  shards: 2\n  scopes_supported: [mcp:tools]\n{extra_gateway}admin:\n  listen: 127.0.0.1:0\nlimits:\n  max_body_bytes: 65536\n  max_header_bytes: 8192\n  header_timeout: 1s\n  body_timeout: 1s\n  shutdown_grace: 2s\nissuers:\n  - issuer: {issuer}\n    jwks_min_refetch_interval: 2s\nupstreams:\n{ups}"
     )
 }
 

@@ -100,6 +100,10 @@ impl Audit {
         }
     }
 
+    pub fn policies(&mut self, ids: Vec<String>) {
+        self.rec.policy_ids = ids;
+    }
+
     pub fn delegation(&mut self, d: DelegationRecord) {
         self.rec.delegation = Some(d);
     }
@@ -127,7 +131,9 @@ impl Audit {
     ) {
         self.rec.decision = outcome;
         self.rec.reason = reason;
-        self.rec.policy_ids = policy_ids;
+        if !policy_ids.is_empty() {
+            self.rec.policy_ids = policy_ids;
+        }
         self.rec.upstream_status = upstream_status;
         self.rec.latency_ms = shard
             .clock

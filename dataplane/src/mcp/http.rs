@@ -43,6 +43,23 @@ pub fn challenge(st: &Settings, error: Option<&str>) -> Response {
     r
 }
 
+/// A 403 step-up challenge (RFC 6750 §3.1, MCP step-up): the scopes are the user's current
+/// ones plus those needed, since clients replace their scope set with the challenged one.
+pub fn step_up(st: &Settings, scopes: &[String]) -> Response {
+    let v = format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{}\"",
+        scopes.join(" "),
+        st.resource_metadata_url
+    );
+    let mut r = error_json(
+        403,
+        "insufficient_scope",
+        "this call needs scopes the token does not carry",
+    );
+    r.headers.push(("www-authenticate", v));
+    r
+}
+
 /// The token from an `Authorization: Bearer <token>` value (scheme case-insensitive).
 pub fn bearer(v: &str) -> Option<&str> {
     let (scheme, rest) = v.split_once(' ')?;

@@ -3,6 +3,7 @@
 //!
 //! `Gateway::handle` is the whole stack on one page; each step is a small function below.
 
+mod authz;
 mod call;
 mod forward;
 mod http;
@@ -24,8 +25,11 @@ use crate::jsonrpc::{self, Invalid, Kind, Message, code};
 use crate::session::{Session, owner_of};
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
+use authz::Verdict;
 use call::{Audit, Meta};
+use warden_policy::Action;
 
+pub use authz::PolicyCaches;
 pub use http::{SUPPORTED_VERSIONS, negotiate_version};
 /// Re-exported for `bench/` only: routing is otherwise reachable only through a live shard.
 #[doc(hidden)]
@@ -501,30 +505,113 @@ impl Gateway {
     }
 
     /// Decide what a request needs: a local answer, or one upstream exchange.
-    fn plan(&self, snap: &Snapshot, msg: &Message<'_>, id: &RawValue) -> Plan {
+    fn plan(
+        &self,
+        snap: &Snapshot,
+        caller: &Caller,
+        session: &Session,
+        meta: &Meta,
+        msg: &Message<'_>,
+        id: &RawValue,
+    ) -> Plan {
         let method = msg.method.as_deref().unwrap_or("");
+        let who = authz::Who {
+            caller,
+            session,
+            session_hash: meta.session.as_deref(),
+        };
+        let unknown_tool = || Plan::Refused {
+            body: jsonrpc::error(Some(id), code::INVALID_PARAMS, "Unknown tool"),
+            reason: "unknown or hidden tool".into(),
+            policy_ids: Vec::new(),
+            step_up: None,
+        };
         match method {
             "ping" => Plan::Local(jsonrpc::result_value(id, &serde_json::json!({}))),
-            "tools/list" => Plan::Local(rewrite::tools_list(id, &snap.tools)),
-            "tools/call" => match rewrite::tools_call_params(msg.params, &snap.tools) {
-                Some((route, params)) => Plan::Forward {
-                    upstream: route.upstream,
-                    method: "tools/call".into(),
-                    params,
-                    tool: Some(route.upstream_name.clone()),
-                },
-                None => {
-                    metrics::counter!("warden_tool_calls_total", "decision" => "unknown_tool")
-                        .increment(1);
-                    Plan::Local(jsonrpc::error(
-                        Some(id),
-                        code::INVALID_PARAMS,
-                        "Unknown tool",
-                    ))
+            "tools/list" => Plan::Local(rewrite::tools_list(id, &snap.tools, |name| {
+                authz::visible(&self.shard, snap, &who, name)
+            })),
+            "tools/call" => {
+                let Some((route, params)) = rewrite::tools_call_params(msg.params, &snap.tools)
+                else {
+                    return unknown_tool();
+                };
+                let name = rewrite::tool_name(msg.params).unwrap_or_default();
+                let args = rewrite::arguments(msg.params);
+                match authz::decide(
+                    &self.shard,
+                    snap,
+                    &who,
+                    Action::CallTool,
+                    &name,
+                    args.as_deref(),
+                ) {
+                    Verdict::Allow { policy_ids } => Plan::Forward {
+                        upstream: route.upstream,
+                        method: "tools/call".into(),
+                        params,
+                        tool: Some(route.upstream_name.clone()),
+                        policy_ids,
+                    },
+                    // A hidden tool and an unknown tool get the same answer (no enumeration).
+                    Verdict::Hidden => unknown_tool(),
+                    Verdict::Deny { reason, policy_ids } => {
+                        let result = serde_json::json!({"content": [{"type": "text", "text": reason}], "isError": true});
+                        Plan::Refused {
+                            body: jsonrpc::result_value(id, &result),
+                            reason,
+                            policy_ids,
+                            step_up: None,
+                        }
+                    }
+                    Verdict::StepUp {
+                        scopes,
+                        reason,
+                        policy_ids,
+                    } => Plan::Refused {
+                        body: Vec::new(),
+                        reason,
+                        policy_ids,
+                        step_up: Some(scopes),
+                    },
                 }
-            },
-            m if forward::is_passthrough_method(m) => match snap.settings.passthrough_upstream {
-                Some(u) => Plan::Forward {
+            }
+            m if forward::is_passthrough_method(m) => {
+                let Some(u) = snap.settings.passthrough_upstream else {
+                    return Plan::Local(jsonrpc::error(
+                        Some(id),
+                        code::METHOD_NOT_FOUND,
+                        "Method not found",
+                    ));
+                };
+                let up = &snap.upstreams[u];
+                let mut policy_ids = Vec::new();
+                if let Some(action) = authz::action_of(m) {
+                    match authz::decide(&self.shard, snap, &who, action, &up.name, msg.params) {
+                        Verdict::Allow { policy_ids: ids } => policy_ids = ids,
+                        Verdict::Hidden | Verdict::StepUp { .. } => {
+                            return Plan::Refused {
+                                body: jsonrpc::error(
+                                    Some(id),
+                                    code::INVALID_PARAMS,
+                                    warden_policy::DEFAULT_DENY_REASON,
+                                ),
+                                reason: "denied by policy".into(),
+                                policy_ids: Vec::new(),
+                                step_up: None,
+                            };
+                        }
+                        Verdict::Deny { reason, policy_ids } => {
+                            return Plan::Refused {
+                                body: jsonrpc::error(Some(id), code::INVALID_PARAMS, &reason),
+                                reason,
+                                policy_ids,
+                                step_up: None,
+                            };
+                        }
+                    }
+                }
+                Plan::Forward {
                     upstream: u,
                     tool: None,
                     method: m.to_owned(),
@@ -532,13 +619,9 @@ impl Gateway {
                         .params
                         .map(|p| p.get().to_owned())
                         .unwrap_or_else(|| "{}".into()),
-                },
-                None => Plan::Local(jsonrpc::error(
-                    Some(id),
-                    code::METHOD_NOT_FOUND,
-                    "Method not found",
-                )),
-            },
+                    policy_ids,
+                }
+            }
             _ => Plan::Local(jsonrpc::error(
                 Some(id),
                 code::METHOD_NOT_FOUND,
@@ -597,7 +680,7 @@ impl Gateway {
             Ok(a) => a,
             Err(body) => return send(out, Response::json(200, body), cors).await,
         };
-        match self.plan(snap, msg, id) {
+        match self.plan(snap, caller, session, meta, msg, id) {
             Plan::Local(body) => {
                 if let Some(a) = audit {
                     a.finish(
@@ -610,11 +693,27 @@ impl Gateway {
                 }
                 send(out, Response::json(200, body), cors).await
             }
+            Plan::Refused {
+                body,
+                reason,
+                policy_ids,
+                step_up,
+            } => {
+                if let Some(a) = audit {
+                    a.finish(&self.shard, Outcome::Deny, Some(reason), policy_ids, None);
+                }
+                match step_up {
+                    // MCP step-up: the client re-consents for the challenged scopes.
+                    Some(scopes) => send(out, http::step_up(&snap.settings, &scopes), cors).await,
+                    None => send(out, Response::json(200, body), cors).await,
+                }
+            }
             Plan::Forward {
                 upstream,
                 method,
                 params,
                 tool,
+                policy_ids,
             } => {
                 let up = &snap.upstreams[upstream];
                 if let Some(a) = audit.as_mut() {
@@ -623,6 +722,7 @@ impl Gateway {
                         .as_ref()
                         .and(snap.settings.delegation_client_id.as_deref());
                     a.route(&up.name, tool.as_deref(), gw);
+                    a.policies(policy_ids);
                 }
                 // Delegate: a token for this one call, or the call fails here.
                 let auth = match forward::call_auth(&self.shard, up, tool.as_deref(), caller).await
@@ -789,7 +889,7 @@ impl Gateway {
             Ok(a) => a,
             Err(body) => return body,
         };
-        match self.plan(snap, msg, id) {
+        match self.plan(snap, caller, session, meta, msg, id) {
             Plan::Local(b) => {
                 if let Some(a) = audit {
                     a.finish(
@@ -802,11 +902,33 @@ impl Gateway {
                 }
                 b
             }
+            Plan::Refused {
+                body,
+                reason,
+                policy_ids,
+                step_up,
+            } => {
+                if let Some(a) = audit {
+                    a.finish(
+                        &self.shard,
+                        Outcome::Deny,
+                        Some(reason.clone()),
+                        policy_ids,
+                        None,
+                    );
+                }
+                match step_up {
+                    // No HTTP challenge inside a batch: the reason as a JSON-RPC error.
+                    Some(_) => jsonrpc::error(Some(id), code::INVALID_PARAMS, &reason),
+                    None => body,
+                }
+            }
             Plan::Forward {
                 upstream,
                 method,
                 params,
                 tool,
+                policy_ids,
             } => {
                 let up = &snap.upstreams[upstream];
                 if let Some(a) = audit.as_mut() {
@@ -815,6 +937,7 @@ impl Gateway {
                         .as_ref()
                         .and(snap.settings.delegation_client_id.as_deref());
                     a.route(&up.name, tool.as_deref(), gw);
+                    a.policies(policy_ids);
                 }
                 match forward::call_auth(&self.shard, up, tool.as_deref(), caller).await {
                     Ok(auth) => {
@@ -898,13 +1021,24 @@ fn trace_id_of(tp: &str) -> Option<&str> {
 
 /// What a request needs.
 enum Plan {
+    /// Answered by the gateway (ping, tools/list, unknown methods).
     Local(Vec<u8>),
+    /// Refused by routing or policy before anything else happens.
+    Refused {
+        body: Vec<u8>,
+        reason: String,
+        policy_ids: Vec<String>,
+        /// Scopes for a 403 `insufficient_scope` challenge (MCP step-up).
+        step_up: Option<Vec<String>>,
+    },
     Forward {
         upstream: usize,
         method: String,
         params: String,
         /// The upstream's tool name, for `tools/call`.
         tool: Option<String>,
+        /// The policies that allowed it.
+        policy_ids: Vec<String>,
     },
 }
 

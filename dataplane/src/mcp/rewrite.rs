@@ -10,14 +10,20 @@ use crate::jsonrpc::{self, Message};
 use crate::snapshot::{ToolRoute, ToolTable};
 
 /// The merged `tools/list` result, from the snapshot's table.
-pub fn tools_list(id: &RawValue, table: &ToolTable) -> Vec<u8> {
+pub fn tools_list(
+    id: &RawValue,
+    table: &ToolTable,
+    mut visible: impl FnMut(&str) -> bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + table.order.len() * 256);
     out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
     out.extend_from_slice(id.get().as_bytes());
     out.extend_from_slice(br#","result":{"tools":["#);
     let mut first = true;
     for name in &table.order {
-        if let Some(r) = table.routes.get(name) {
+        if let Some(r) = table.routes.get(name)
+            && visible(name)
+        {
             if !first {
                 out.push(b',');
             }
@@ -94,6 +100,17 @@ pub fn tool_name(params: Option<&RawValue>) -> Option<String> {
     }
     let p: P = serde_json::from_str(params?.get()).ok()?;
     p.name.map(|n| n.chars().take(128).collect())
+}
+
+/// The raw `arguments` of a `tools/call`'s params, for context-reading policies.
+pub fn arguments(params: Option<&RawValue>) -> Option<Box<RawValue>> {
+    #[derive(serde::Deserialize)]
+    struct P<'a> {
+        #[serde(borrow)]
+        arguments: Option<&'a RawValue>,
+    }
+    let p: P<'_> = serde_json::from_str(params?.get()).ok()?;
+    p.arguments.map(|a| a.to_owned())
 }
 
 /// Server→client request ids are made unique across upstreams: `"w<upstream>:<original JSON id>"`.

@@ -1,0 +1,150 @@
+//! Policy in the control plane: load the `.cedar` files, compile them with the config's
+//! rules against the current tool catalog, and reload on change — keeping the last good
+//! policy when a new one does not compile.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use dataplane::snapshot::{ToolTable, Upstream};
+use serde_json::Value;
+use warden_policy::{Engine, PolicyConfig, PolicyError, PolicyFile, ToolInfo};
+
+/// The compiled policy and what it was compiled from.
+#[derive(Debug, Default)]
+pub struct PolicyState {
+    pub cfg: PolicyConfig,
+    files: Vec<(PathBuf, Option<SystemTime>, String)>,
+    /// Policies supplied in code (the demo), beside the files.
+    pub extra: Vec<PolicyFile>,
+    engine: Option<Arc<Engine>>,
+    /// The catalog the engine was compiled for.
+    catalog: Vec<String>,
+    generation: u64,
+    /// Set when the files changed and must be recompiled.
+    dirty: bool,
+}
+
+fn mtime(p: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+impl PolicyState {
+    /// Read the configured files (file I/O happens here, in the control plane).
+    pub fn load(cfg: PolicyConfig, extra: Vec<PolicyFile>) -> Result<PolicyState, PolicyError> {
+        let mut files = Vec::new();
+        for p in &cfg.files {
+            let text = std::fs::read_to_string(p).map_err(|e| PolicyError {
+                file: p.display().to_string(),
+                line: None,
+                message: e.to_string(),
+            })?;
+            files.push((p.clone(), mtime(p), text));
+        }
+        Ok(PolicyState {
+            cfg,
+            files,
+            extra,
+            dirty: true,
+            ..Default::default()
+        })
+    }
+
+    fn policy_files(&self) -> Vec<PolicyFile> {
+        let mut v: Vec<PolicyFile> = self
+            .files
+            .iter()
+            .map(|(p, _, t)| PolicyFile {
+                name: p.display().to_string(),
+                text: t.clone(),
+            })
+            .collect();
+        v.extend(self.extra.iter().cloned());
+        v
+    }
+
+    /// Notice edited policy files; returns whether something changed.
+    pub fn poll_files(&mut self) -> bool {
+        let mut changed = false;
+        for (p, m, text) in &mut self.files {
+            let now = mtime(p);
+            if now != *m {
+                *m = now;
+                match std::fs::read_to_string(&*p) {
+                    Ok(t) if t != *text => {
+                        *text = t;
+                        changed = true;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(file = %p.display(), error = %e, "Policy file unreadable; keeping the loaded text")
+                    }
+                }
+            }
+        }
+        self.dirty |= changed;
+        changed
+    }
+
+    /// The engine for this catalog: recompiled when the catalog or the files changed.
+    /// A failed recompilation keeps the previous engine (and is counted); with none, `Err`.
+    pub fn engine_for(
+        &mut self,
+        upstreams: &[Arc<Upstream>],
+        tools: &ToolTable,
+    ) -> Result<Arc<Engine>, PolicyError> {
+        let catalog: Vec<String> = tools.order.clone();
+        if let Some(e) = &self.engine
+            && !self.dirty
+            && catalog == self.catalog
+        {
+            return Ok(e.clone());
+        }
+        let infos: Vec<ToolInfo> = tools
+            .order
+            .iter()
+            .filter_map(|name| {
+                let r = tools.routes.get(name)?;
+                let def: Value = serde_json::from_str(r.definition.get()).unwrap_or_default();
+                Some(ToolInfo {
+                    name: name.clone(),
+                    upstream: upstreams
+                        .get(r.upstream)
+                        .map(|u| u.name.clone())
+                        .unwrap_or_default(),
+                    upstream_name: r.upstream_name.clone(),
+                    annotations: def.get("annotations").cloned().unwrap_or(Value::Null),
+                    tags: Vec::new(),
+                    input_schema: def.get("inputSchema").cloned().unwrap_or(Value::Null),
+                })
+            })
+            .collect();
+        let generation = self.generation + 1;
+        match warden_policy::compile(&self.cfg, &self.policy_files(), &infos, generation) {
+            Ok(e) => {
+                let e = Arc::new(e);
+                self.generation = generation;
+                self.engine = Some(e.clone());
+                self.catalog = catalog;
+                self.dirty = false;
+                metrics::gauge!("warden_policy_generation").set(generation as f64);
+                tracing::info!(generation, tools = infos.len(), "Policy compiled");
+                Ok(e)
+            }
+            Err(err) => {
+                metrics::counter!("warden_policy_reload_failures_total").increment(1);
+                self.dirty = false;
+                match &self.engine {
+                    Some(old) => {
+                        tracing::error!(error = %err, "Policy refused; the previous policy stays active");
+                        // Keep serving the old policy; the catalog change it missed is retried
+                        // with the next change.
+                        self.catalog = catalog;
+                        Ok(old.clone())
+                    }
+                    None => Err(err),
+                }
+            }
+        }
+    }
+}
