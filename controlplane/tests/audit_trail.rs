@@ -224,3 +224,37 @@ async fn a_failing_sink_refuses_calls_and_recovers() {
         controlplane::audit::Verified::Ok { .. }
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traceparent_reaches_the_upstream_and_the_record() {
+    let (env, dir) = start("").await;
+    let tok = env.token("alice");
+    let sid = env.session(&tok).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = env
+        .client
+        .post(env.url())
+        .bearer_auth(&tok)
+        .header("content-type", "application/json")
+        .header("mcp-session-id", &sid)
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .body(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"up0_echo","arguments":{}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let call = env.upstreams[0].tool_calls().pop().unwrap();
+    let tp = call.header("traceparent").expect("traceparent sent upstream").to_owned();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4);
+    assert_eq!(parts[1], trace, "same trace");
+    assert_ne!(parts[2], "00f067aa0ba902b7", "a new span");
+    // Without one, a trace is started.
+    env.call(&tok, &sid, json!(2), "up0_echo", json!({})).await;
+    let tp2 = env.upstreams[0].tool_calls().pop().unwrap().header("traceparent").unwrap().to_owned();
+    assert!(tp2.starts_with("00-") && !tp2.contains(trace));
+    let recs = wait_for(&dir, 2).await;
+    assert_eq!(recs[0]["trace_id"], trace);
+    assert_eq!(recs[1]["trace_id"].as_str().unwrap(), tp2.split('-').nth(1).unwrap());
+    env.gw.shutdown().await;
+}

@@ -18,6 +18,40 @@ pub(crate) struct Meta {
     pub session: Option<String>,
 }
 
+impl Meta {
+    /// The extras of an upstream call: its credential and a `traceparent` continuing the
+    /// caller's trace (or starting one), with a fresh span id.
+    pub fn outbound(&self, auth: Option<String>) -> super::forward::Outbound {
+        super::forward::Outbound {
+            auth,
+            traceparent: Some(traceparent(self.trace_id.as_deref())),
+        }
+    }
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    if aws_lc_rs::rand::fill(&mut b).is_err() {
+        // Trace ids are not secrets; a failed RNG must not fail the call. A zero id is
+        // invalid per W3C, so use a fixed non-zero one.
+        b.iter_mut().for_each(|x| *x = 1);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A fresh 128-bit trace id, hex.
+pub(crate) fn new_trace_id() -> String {
+    random_hex(16)
+}
+
+/// A W3C `traceparent` value: version 00, the trace id, a new span id, sampled.
+pub(crate) fn traceparent(trace_id: Option<&str>) -> String {
+    let trace = trace_id
+        .map(str::to_owned)
+        .unwrap_or_else(|| random_hex(16));
+    format!("00-{trace}-{}-01", random_hex(8))
+}
+
 /// Methods whose requests reach an upstream: each gets an audit record.
 pub(crate) fn is_audited(method: &str) -> bool {
     method == "tools/call" || super::forward::is_passthrough_method(method)

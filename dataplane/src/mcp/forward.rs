@@ -287,7 +287,7 @@ async fn exchange(
     up: &Upstream,
     method: &str,
     params: &str,
-    call_auth: Option<&str>,
+    call: &Outbound,
     client_id: &RawValue,
 ) -> Result<(UpResponse, u64), UpError> {
     let mut retried = false;
@@ -295,11 +295,14 @@ async fn exchange(
         let us = ensure_upstream_session(shard, session, up).await?;
         let gid = shard.next_upstream_id();
         let body = rewrite::upstream_request(gid, method, params);
-        let auth = match call_auth {
-            Some(a) => Some(a.to_owned()),
+        let auth = match &call.auth {
+            Some(a) => Some(a.clone()),
             None => session_auth(shard, up).await?,
         };
-        let h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
+        let mut h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
+        if let Some(tp) = &call.traceparent {
+            h.push(("traceparent", tp.as_str()));
+        }
         session
             .inflight
             .insert(client_id.get().to_owned(), (up.id, gid));
@@ -325,6 +328,14 @@ fn record_latency(shard: &Shard, up: &Upstream, started: quanta::Instant) {
         );
 }
 
+/// What goes on an upstream call besides the message: the per-call credential (a
+/// delegation token; `None` = the session credential) and the W3C trace context.
+#[derive(Debug, Default)]
+pub struct Outbound {
+    pub auth: Option<String>,
+    pub traceparent: Option<String>,
+}
+
 /// A `tools/call` on a bridged REST API: validate the arguments, build exactly one request
 /// for exactly that operation, map the answer to a tool result. Returns the JSON-RPC body,
 /// the report, and whether the arguments were rejected (nothing was sent).
@@ -334,7 +345,7 @@ pub async fn bridge_call(
     bridge: &warden_bridge::Bridge,
     tool: &str,
     params: &str,
-    auth: Option<String>,
+    call: Outbound,
     client_id: &RawValue,
 ) -> (Vec<u8>, Report, bool) {
     let args = serde_json::from_str::<serde_json::Value>(params)
@@ -358,8 +369,11 @@ pub async fn bridge_call(
     if let Some(ct) = &req.content_type {
         headers.push(("content-type", ct.as_str()));
     }
-    if let Some(a) = &auth {
+    if let Some(a) = &call.auth {
         headers.push(("authorization", a.as_str()));
+    }
+    if let Some(tp) = &call.traceparent {
+        headers.push(("traceparent", tp.as_str()));
     }
     let body = req.body.unwrap_or_default();
     let started = shard.clock.now();
@@ -437,23 +451,13 @@ pub async fn request<S: AsyncWriteRent>(
     up: &Upstream,
     method: &str,
     params: &str,
-    call_auth: Option<String>,
+    call: Outbound,
     client_id: &RawValue,
     out: &mut Responder<'_, S>,
     cors: Option<&str>,
 ) -> Report {
     let started = shard.clock.now();
-    let report = match exchange(
-        shard,
-        session,
-        up,
-        method,
-        params,
-        call_auth.as_deref(),
-        client_id,
-    )
-    .await
-    {
+    let report = match exchange(shard, session, up, method, params, &call, client_id).await {
         Err(e) => {
             send(
                 out,
@@ -477,22 +481,12 @@ pub async fn request_collect(
     up: &Upstream,
     method: &str,
     params: &str,
-    call_auth: Option<String>,
+    call: Outbound,
     client_id: &RawValue,
 ) -> (Vec<u8>, Report) {
     let started = shard.clock.now();
     let mut status = None;
-    let result = match exchange(
-        shard,
-        session,
-        up,
-        method,
-        params,
-        call_auth.as_deref(),
-        client_id,
-    )
-    .await
-    {
+    let result = match exchange(shard, session, up, method, params, &call, client_id).await {
         Ok((r, _)) if r.status != 200 => {
             status = Some(r.status);
             Err(UpError::BadResponse)

@@ -67,11 +67,15 @@ impl Handler for Gateway {
         let method = req.head.method;
         let meta = Meta {
             request_id: self.shard.next_request_id(),
-            trace_id: req
-                .head
-                .get_str("traceparent")
-                .and_then(trace_id_of)
-                .map(str::to_owned),
+            // Continue the caller's W3C trace, or start one: the audit record and the
+            // upstream's `traceparent` carry the same trace id.
+            trace_id: Some(
+                req.head
+                    .get_str("traceparent")
+                    .and_then(trace_id_of)
+                    .map(str::to_owned)
+                    .unwrap_or_else(call::new_trace_id),
+            ),
             session: req
                 .head
                 .get_str("mcp-session-id")
@@ -749,8 +753,16 @@ impl Gateway {
                     h
                 });
                 if let (Some(bridge), Some(t)) = (&up.bridge, tool.as_deref()) {
-                    let (body, report, rejected) =
-                        forward::bridge_call(&self.shard, up, bridge, t, &params, header, id).await;
+                    let (body, report, rejected) = forward::bridge_call(
+                        &self.shard,
+                        up,
+                        bridge,
+                        t,
+                        &params,
+                        meta.outbound(header),
+                        id,
+                    )
+                    .await;
                     if let Some(a) = audit {
                         if rejected {
                             a.finish(
@@ -772,7 +784,7 @@ impl Gateway {
                     up,
                     &method,
                     &params,
-                    header,
+                    meta.outbound(header),
                     id,
                     out,
                     cors,
@@ -954,7 +966,7 @@ impl Gateway {
                                 bridge,
                                 t,
                                 &params,
-                                header,
+                                meta.outbound(header),
                                 id,
                             )
                             .await;
@@ -979,7 +991,7 @@ impl Gateway {
                             up,
                             &method,
                             &params,
-                            header,
+                            meta.outbound(header),
                             id,
                         )
                         .await;
