@@ -125,6 +125,9 @@ struct ChainFields {
 
 /// Where the chain stands: next sequence number and the last line's hash.
 fn resume(dir: &Path) -> Result<(u64, String), String> {
+    if !dir.exists() {
+        return Ok((1, ZERO.into()));
+    }
     let files = chain_files(dir).map_err(|e| e.to_string())?;
     let Some(last) = files.last() else {
         return Ok((1, ZERO.into()));

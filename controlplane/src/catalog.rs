@@ -58,6 +58,44 @@ pub fn discovered_from_bridge(b: &warden_bridge::Bridge) -> Discovered {
     }
 }
 
+/// TLS to an `https://` upstream: rustls with aws-lc-rs; roots are the upstream's `ca_file`
+/// when given (private PKI), else the Mozilla roots (webpki-roots).
+pub fn upstream_tls(
+    u: &UpstreamConfig,
+    host: &str,
+) -> Result<Option<dataplane::upstream::UpstreamTls>, String> {
+    use rustls_pki_types::pem::PemObject;
+    if u.url.scheme() != "https" {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match &u.ca_file {
+        Some(f) => {
+            for c in rustls_pki_types::CertificateDer::pem_file_iter(f)
+                .map_err(|e| format!("{}: {e}", f.display()))?
+            {
+                let c = c.map_err(|e| format!("{}: {e}", f.display()))?;
+                roots.add(c).map_err(|e| format!("{}: {e}", f.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let server_name =
+        rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+            .map_err(|e| format!("{host}: {e}"))?;
+    Ok(Some(dataplane::upstream::UpstreamTls {
+        connector: monoio_rustls::TlsConnector::from(Arc::new(cfg)),
+        server_name,
+    }))
+}
+
 /// Build the shard-facing upstream description; resolves DNS here, never on a shard.
 pub async fn resolve(id: u32, u: &UpstreamConfig) -> Result<Upstream, String> {
     let host = u
@@ -92,7 +130,7 @@ pub async fn resolve(id: u32, u: &UpstreamConfig) -> Result<Upstream, String> {
         authority,
         path,
         addrs,
-        tls: u.url.scheme() == "https",
+        tls: upstream_tls(u, &host)?,
         credential: credential(u)?,
         timeout: u.timeout,
         max_response_bytes: u.max_response_bytes,
@@ -224,6 +262,22 @@ pub async fn discover(
     u: &UpstreamConfig,
     auth: Option<String>,
 ) -> Result<Discovered, String> {
+    // A private CA for this upstream: the discovery client trusts it too.
+    let custom;
+    let http = match &u.ca_file {
+        Some(f) => {
+            let pem = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| format!("{}: {e}", f.display()))?;
+            custom = reqwest::Client::builder()
+                .tls_certs_only([cert])
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| e.to_string())?;
+            &custom
+        }
+        None => http,
+    };
     let cred = credential(u)?;
     let url = u.url.to_string();
     let mut c = Client {

@@ -315,6 +315,9 @@ pub struct UpstreamConfig {
     /// Per-call delegation tokens for this upstream (the seed's `tokenExchange`).
     #[serde(default)]
     pub token_exchange: Option<TokenExchangeConfig>,
+    /// `https://` upstreams: PEM roots to trust instead of the Mozilla set (private PKI).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -532,11 +535,11 @@ impl Config {
             if !names.insert(u.name.clone()) {
                 return Err(err(file, format!("{p}.name"), "duplicate upstream name"));
             }
-            if u.url.scheme() != "http" {
+            if !matches!(u.url.scheme(), "http" | "https") {
                 return Err(err(
                     file,
                     format!("{p}.url"),
-                    "only http:// upstreams are supported in this version",
+                    "upstream URLs must be http:// or https://",
                 ));
             }
             if let Some(ns) = &u.namespace

@@ -244,17 +244,29 @@ async fn traceparent_reaches_the_upstream_and_the_record() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let call = env.upstreams[0].tool_calls().pop().unwrap();
-    let tp = call.header("traceparent").expect("traceparent sent upstream").to_owned();
+    let tp = call
+        .header("traceparent")
+        .expect("traceparent sent upstream")
+        .to_owned();
     let parts: Vec<&str> = tp.split('-').collect();
     assert_eq!(parts.len(), 4);
     assert_eq!(parts[1], trace, "same trace");
     assert_ne!(parts[2], "00f067aa0ba902b7", "a new span");
     // Without one, a trace is started.
     env.call(&tok, &sid, json!(2), "up0_echo", json!({})).await;
-    let tp2 = env.upstreams[0].tool_calls().pop().unwrap().header("traceparent").unwrap().to_owned();
+    let tp2 = env.upstreams[0]
+        .tool_calls()
+        .pop()
+        .unwrap()
+        .header("traceparent")
+        .unwrap()
+        .to_owned();
     assert!(tp2.starts_with("00-") && !tp2.contains(trace));
     let recs = wait_for(&dir, 2).await;
     assert_eq!(recs[0]["trace_id"], trace);
-    assert_eq!(recs[1]["trace_id"].as_str().unwrap(), tp2.split('-').nth(1).unwrap());
+    assert_eq!(
+        recs[1]["trace_id"].as_str().unwrap(),
+        tp2.split('-').nth(1).unwrap()
+    );
     env.gw.shutdown().await;
 }

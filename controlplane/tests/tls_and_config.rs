@@ -152,3 +152,83 @@ fn the_committed_examples_validate() {
     assert_eq!(te.tools[0].ttl, std::time::Duration::from_secs(5));
     assert!(cfg.authorization_server.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_with_a_private_ca() {
+    // Upstream: a second Warden terminating TLS with the dev certificate (auth off on loopback),
+    // in front of a plain MCP server. The first Warden reaches it over https, trusting dev-ca.pem.
+    let d = certs();
+    let inner = testkit::TestUpstream::start(Default::default()).await;
+    let tls_yaml = format!(
+        "policy:\n  default: allow\ngateway:\n  listen: 127.0.0.1:0\n  public_url: https://localhost/mcp\n  shards: 1\n  authentication: false\n  allowed_hosts: ['*']\n  tls:\n    cert: {}\n    key: {}\nadmin:\n  listen: 127.0.0.1:0\nupstreams:\n  - name: inner\n    url: {}\n    namespace: ''\n",
+        d.join("localhost.pem").display(),
+        d.join("localhost.key").display(),
+        inner.url()
+    );
+    let tls_gw = controlplane::start(Config::parse(&tls_yaml, "tls-up.yaml").unwrap(), None)
+        .await
+        .unwrap();
+    let issuer = testkit::TestIssuer::start().await;
+    let outer_yaml = common::config_yaml(&issuer.issuer(), &[], "").replace(
+        "upstreams:\n  []\n",
+        &format!("upstreams:\n  - name: secure\n    url: https://localhost:{}/mcp\n    ca_file: {}\n    timeout: 3s\n", tls_gw.addr.port(), d.join("dev-ca.pem").display()),
+    );
+    let gw = controlplane::start(Config::parse(&outer_yaml, "outer.yaml").unwrap(), None)
+        .await
+        .unwrap();
+    let env = common::Env {
+        issuer,
+        upstreams: vec![inner],
+        gw,
+        client: reqwest::Client::new(),
+    };
+    let tok = env.token("alice");
+    let sid = env.session(&tok).await;
+    let v = env
+        .call(
+            &tok,
+            &sid,
+            serde_json::json!(1),
+            "secure_echo",
+            serde_json::json!({"over": "tls"}),
+        )
+        .await;
+    assert_eq!(v["result"]["structuredContent"]["over"], "tls", "{v}");
+    assert_eq!(env.upstreams[0].tool_calls().len(), 1);
+
+    // Without the CA, the handshake fails: a clear JSON-RPC error, nothing sent in clear.
+    let issuer2 = testkit::TestIssuer::start().await;
+    let bad_yaml = common::config_yaml(&issuer2.issuer(), &[], "").replace(
+        "upstreams:\n  []\n",
+        &format!(
+            "upstreams:\n  - name: secure\n    url: https://localhost:{}/mcp\n    timeout: 3s\n",
+            tls_gw.addr.port()
+        ),
+    );
+    let gw2 = controlplane::start(Config::parse(&bad_yaml, "bad.yaml").unwrap(), None)
+        .await
+        .unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/mcp", gw2.addr))
+        .bearer_auth(issuer2.mint(&issuer2.claims("alice", common::AUD, "mcp:tools")))
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    // No session without initialize; the point here is that discovery found no tools.
+    assert_eq!(r.status(), 400);
+    let ready: serde_json::Value = reqwest::get(format!("http://{}/readyz", gw2.admin_addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready["tools"], 0,
+        "an untrusted certificate is refused: {ready}"
+    );
+    gw2.shutdown().await;
+    env.gw.shutdown().await;
+    tls_gw.shutdown().await;
+}

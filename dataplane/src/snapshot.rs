@@ -87,7 +87,8 @@ pub struct Upstream {
     pub authority: String,
     pub path: String,
     pub addrs: Vec<SocketAddr>,
-    pub tls: bool,
+    /// TLS to the upstream (`https://`), with the roots the control plane loaded.
+    pub tls: Option<crate::upstream::UpstreamTls>,
     pub credential: UpstreamCredential,
     pub timeout: Duration,
     pub max_response_bytes: usize,

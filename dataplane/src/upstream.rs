@@ -11,6 +11,7 @@ use monoio::buf::SliceMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio::time::Instant;
+use monoio_rustls::ClientTlsStream;
 
 use crate::http1::ChunkedDecoder;
 use crate::snapshot::Upstream;
@@ -30,22 +31,65 @@ pub enum UpError {
     TooLarge,
     #[error("no gateway credential could be obtained for the upstream")]
     Credential,
+    #[error("TLS handshake with the upstream failed")]
+    Tls,
+}
+
+/// An upstream connection: plain TCP, or TLS (rustls + aws-lc-rs) over TCP.
+#[derive(Debug)]
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<ClientTlsStream<TcpStream>>),
+}
+
+impl Conn {
+    async fn read<T: monoio::buf::IoBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    async fn write_all<T: monoio::buf::IoBuf + 'static>(
+        &mut self,
+        buf: T,
+    ) -> monoio::BufResult<usize, T> {
+        match self {
+            Conn::Plain(s) => s.write_all(buf).await,
+            Conn::Tls(s) => s.write_all(buf).await,
+        }
+    }
+}
+
+/// TLS settings of an upstream, built by the control plane (roots from its CA file).
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub connector: monoio_rustls::TlsConnector,
+    pub server_name: rustls_pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Idle connections per upstream, owned by one shard.
 #[derive(Debug, Default)]
 pub struct Pool {
-    idle: RefCell<HashMap<u32, Vec<TcpStream>>>,
+    idle: RefCell<HashMap<u32, Vec<Conn>>>,
 }
 
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
 
 impl Pool {
-    fn take(&self, id: u32) -> Option<TcpStream> {
+    fn take(&self, id: u32) -> Option<Conn> {
         self.idle.borrow_mut().get_mut(&id).and_then(Vec::pop)
     }
 
-    fn put(&self, id: u32, c: TcpStream) {
+    fn put(&self, id: u32, c: Conn) {
         let mut idle = self.idle.borrow_mut();
         let v = idle.entry(id).or_default();
         if v.len() < MAX_IDLE_PER_UPSTREAM {
@@ -101,7 +145,7 @@ pub struct SseEvent {
 /// An SSE body being read from an upstream connection.
 #[derive(Debug)]
 pub struct SseStream {
-    conn: Option<TcpStream>,
+    conn: Option<Conn>,
     raw: Vec<u8>,
     decoded: Vec<u8>,
     framing: Framing,
@@ -116,7 +160,7 @@ pub struct SseStream {
 }
 
 async fn read_into(
-    conn: &mut TcpStream,
+    conn: &mut Conn,
     buf: Vec<u8>,
     deadline: Instant,
 ) -> Result<(usize, Vec<u8>), UpError> {
@@ -261,7 +305,27 @@ fn take_event_ready(buf: &[u8]) -> bool {
     memchr::memmem::find(buf, b"\n\n").is_some() || memchr::memmem::find(buf, b"\r\n\r\n").is_some()
 }
 
-async fn connect(up: &Upstream, deadline: Instant) -> Result<TcpStream, UpError> {
+async fn connect(up: &Upstream, deadline: Instant) -> Result<Conn, UpError> {
+    let tcp = connect_tcp(up, deadline).await?;
+    match &up.tls {
+        None => Ok(Conn::Plain(tcp)),
+        Some(t) => match monoio::time::timeout_at(
+            deadline,
+            t.connector.connect(t.server_name.clone(), tcp),
+        )
+        .await
+        {
+            Ok(Ok(s)) => Ok(Conn::Tls(Box::new(s))),
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %up.name, error = %e, "TLS handshake with the upstream failed");
+                Err(UpError::Tls)
+            }
+            Err(_) => Err(UpError::Timeout),
+        },
+    }
+}
+
+async fn connect_tcp(up: &Upstream, deadline: Instant) -> Result<TcpStream, UpError> {
     for addr in &up.addrs {
         match monoio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(c)) => {
@@ -349,10 +413,10 @@ pub async fn send_to(
 }
 
 async fn read_response(
-    mut conn: TcpStream,
+    mut conn: Conn,
     up: &Upstream,
     deadline: Instant,
-) -> Result<(UpResponse, Option<TcpStream>), UpError> {
+) -> Result<(UpResponse, Option<Conn>), UpError> {
     let mut buf = Vec::with_capacity(8192);
     let (status, headers, consumed) = loop {
         let (n, b) = read_into(&mut conn, buf, deadline).await?;

@@ -276,6 +276,7 @@ fn error_kind(e: &UpError) -> &'static str {
         UpError::BadResponse => "bad_response",
         UpError::TooLarge => "too_large",
         UpError::Credential => "credential",
+        UpError::Tls => "tls",
     }
 }
 
