@@ -318,6 +318,9 @@ pub struct UpstreamConfig {
     /// `https://` upstreams: PEM roots to trust instead of the Mozilla set (private PKI).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Operator tags per tool (the upstream's tool name → tags), for policy rules by `tag`.
+    #[serde(default)]
+    pub tool_tags: std::collections::HashMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

@@ -454,8 +454,9 @@ pub async fn start_full(
         .issuers
         .iter()
         .cloned()
-        .map(|c| IssuerRuntime::new(c, &public))
-        .collect();
+        .map(|c| IssuerRuntime::new(c, &public).with_ca())
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|e| StartError::Other(format!("issuer ca_file: {e}")))?;
     let sessions = Arc::new(SessionStore::new());
     let placeholder = Snapshot {
         generation: 0,
@@ -477,8 +478,16 @@ pub async fn start_full(
         http: http.clone(),
         sessions: sessions.clone(),
         engine: None,
-        policy: crate::policy::PolicyState::load(cfg.policy.clone(), policy_extra)
-            .map_err(|e| StartError::Other(format!("policy: {e}")))?,
+        policy: {
+            let mut p = crate::policy::PolicyState::load(cfg.policy.clone(), policy_extra)
+                .map_err(|e| StartError::Other(format!("policy: {e}")))?;
+            p.tags = cfg
+                .upstreams
+                .iter()
+                .map(|u| (u.name.clone(), u.tool_tags.clone()))
+                .collect();
+            p
+        },
         policy_error: None,
     };
     // Delegation: the embedded STS (shared with the authorization server when there is one),

@@ -24,6 +24,8 @@ pub struct IssuerRuntime {
     last_attempt: Option<Instant>,
     /// Replies owed to shards waiting on a refetch.
     pub waiting: Vec<oneshot::Sender<()>>,
+    /// A client trusting only the issuer's `ca_file`, when one is configured.
+    http: Option<reqwest::Client>,
 }
 
 /// Why a fetch did not produce keys.
@@ -75,6 +77,7 @@ impl IssuerRuntime {
             last_ok: None,
             last_attempt: None,
             waiting: Vec::new(),
+            http: None,
         }
     }
 
@@ -120,7 +123,26 @@ impl IssuerRuntime {
 
     /// Fetch the JWKS (discovering its URL first if needed). Returns whether the keys changed.
     /// On any failure the last-known-good keys stay.
+    /// Build the issuer's own HTTP client when it has a private CA (`ca_file`).
+    pub fn with_ca(mut self) -> Result<Self, String> {
+        if let Some(f) = &self.cfg.ca_file {
+            let pem = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| format!("{}: {e}", f.display()))?;
+            let client = reqwest::Client::builder()
+                .tls_certs_only([cert])
+                .connect_timeout(Duration::from_secs(3))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| e.to_string())?;
+            self.http = Some(client);
+        }
+        Ok(self)
+    }
+
     pub async fn refresh(&mut self, http: &reqwest::Client) -> Result<bool, FetchError> {
+        let own = self.http.clone();
+        let http = own.as_ref().unwrap_or(http);
         self.last_attempt = Some(Instant::now());
         metrics::counter!("warden_jwks_fetches_total", "issuer" => self.cfg.issuer.clone())
             .increment(1);
@@ -216,4 +238,40 @@ pub async fn discover_jwks_uri(http: &reqwest::Client, issuer: &str) -> Result<S
         }
     }
     Err(FetchError::Discovery(last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(ca: Option<&str>) -> IssuerConfig {
+        let yaml = match ca {
+            Some(f) => format!("issuer: https://idp.example\nca_file: {f}\n"),
+            None => "issuer: https://idp.example\n".into(),
+        };
+        serde_yaml_ng::from_str(&yaml).unwrap()
+    }
+
+    #[test]
+    fn a_private_ca_gets_its_own_client() {
+        let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/../certs/dev-ca.pem");
+        assert!(
+            IssuerRuntime::new(cfg(Some(ca)), "https://gw/mcp")
+                .with_ca()
+                .unwrap()
+                .http
+                .is_some()
+        );
+        assert!(
+            IssuerRuntime::new(cfg(None), "https://gw/mcp")
+                .with_ca()
+                .unwrap()
+                .http
+                .is_none()
+        );
+        let e = IssuerRuntime::new(cfg(Some("/nonexistent/ca.pem")), "https://gw/mcp")
+            .with_ca()
+            .unwrap_err();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+    }
 }

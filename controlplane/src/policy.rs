@@ -23,6 +23,8 @@ pub struct PolicyState {
     generation: u64,
     /// Set when the files changed and must be recompiled.
     dirty: bool,
+    /// Operator tags: upstream name → (upstream tool name → tags).
+    pub tags: std::collections::HashMap<String, std::collections::HashMap<String, Vec<String>>>,
 }
 
 fn mtime(p: &PathBuf) -> Option<SystemTime> {
@@ -114,7 +116,12 @@ impl PolicyState {
                         .unwrap_or_default(),
                     upstream_name: r.upstream_name.clone(),
                     annotations: def.get("annotations").cloned().unwrap_or(Value::Null),
-                    tags: Vec::new(),
+                    tags: upstreams
+                        .get(r.upstream)
+                        .and_then(|u| self.tags.get(&u.name))
+                        .and_then(|m| m.get(&r.upstream_name))
+                        .cloned()
+                        .unwrap_or_default(),
                     input_schema: def.get("inputSchema").cloned().unwrap_or(Value::Null),
                 })
             })

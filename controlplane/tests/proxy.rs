@@ -588,3 +588,41 @@ async fn policy_step_up_and_deny_by_default() {
     );
     env.gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_rules_by_operator_tag() {
+    let issuer = testkit::TestIssuer::start().await;
+    let up = testkit::TestUpstream::start(Default::default()).await;
+    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "")
+        .replace(
+            "policy:\n  default: allow\n",
+            "policy:\n  default: allow\n  rules:\n    - tag: sensitive\n      deny: true\n      reason: Sensitive tools are switched off.\n",
+        )
+        .replace("    timeout: 2s\n", "    timeout: 2s\n    tool_tags:\n      echo: [sensitive]\n");
+    let gw = controlplane::start(controlplane::Config::parse(&yaml, "t.yaml").unwrap(), None)
+        .await
+        .unwrap();
+    let env = Env {
+        issuer,
+        upstreams: vec![up],
+        gw,
+        client: reqwest::Client::new(),
+    };
+    let tok = env.token("alice");
+    let sid = env.session(&tok).await;
+    let v = env.call(&tok, &sid, json!(1), "up0_echo", json!({})).await;
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    assert_eq!(
+        v["result"]["content"][0]["text"],
+        "Sensitive tools are switched off."
+    );
+    let v = env
+        .call(&tok, &sid, json!(2), "up0_whoami", json!({}))
+        .await;
+    assert!(
+        v["result"]["isError"].is_null() || v["result"]["isError"] == false,
+        "{v}"
+    );
+    assert_eq!(env.upstreams[0].tool_calls().len(), 1);
+    env.gw.shutdown().await;
+}
