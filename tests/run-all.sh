@@ -43,3 +43,6 @@ WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/conformance/through-warde
 
 step "end-to-end: TypeScript and Python MCP SDK clients (OAuth: DCR and pre-registered) against warden demo"
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/e2e/run.sh
+
+step "audit trail under load: k6 mixed allowed/denied/unauthenticated calls against warden demo; records == requests, chain verifies, no token leaks"
+WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/load-audit/run.sh

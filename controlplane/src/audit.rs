@@ -175,13 +175,21 @@ impl FileSink {
         let Some((f, size, _)) = self.file.as_mut() else {
             return Err(std::io::Error::other("no audit file"));
         };
-        if let Err(e) = f.write_all(lines) {
-            // Start a new file next time: this one may hold a partial line.
+        let good = *size;
+        let written = f.write_all(lines).and_then(|_| {
+            if self.cfg.fsync == Fsync::Batch {
+                f.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            // Cut any torn line so the chain stays verifiable; the batch is retried whole.
+            if let Err(t) = f.set_len(good) {
+                tracing::error!(error = %t, "Could not cut a partial audit write; starting a new file");
+            }
             self.file = None;
             return Err(e);
-        }
-        if self.cfg.fsync == Fsync::Batch {
-            f.sync_data()?;
         }
         *size += lines.len() as u64;
         Ok(())
@@ -214,10 +222,20 @@ fn run_writer(queue: Arc<AuditQueue>, cfg: AuditConfig, observer: Option<Observe
         _ => None,
     };
     let (mut seq, mut prev) = match &file {
-        Some(f) => resume(&f.dir).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "Audit chain could not be resumed; starting a new chain");
-            (1, ZERO.into())
-        }),
+        // Never start a second chain over an unreadable one: refuse calls until it can be read.
+        Some(f) => loop {
+            match resume(&f.dir) {
+                Ok(state) => break state,
+                Err(e) => {
+                    tracing::error!(error = %e, "Audit chain cannot be resumed; refusing tool calls until it can");
+                    queue.set_healthy(false);
+                    if queue.is_closing() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        },
         None => (1, ZERO.into()),
     };
     let mut pending: Vec<Record> = Vec::new();
@@ -230,8 +248,10 @@ fn run_writer(queue: Arc<AuditQueue>, cfg: AuditConfig, observer: Option<Observe
             }
         }
         metrics::gauge!("warden_audit_queue_depth").set((queue.depth() + pending.len()) as f64);
+        metrics::counter!("warden_audit_records_dropped_total")
+            .absolute(queue.dropped.load(std::sync::atomic::Ordering::Relaxed));
         if pending.is_empty() {
-            if Arc::strong_count(&queue) == 1 {
+            if Arc::strong_count(&queue) == 1 || (queue.is_closing() && queue.depth() == 0) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(5));

@@ -60,7 +60,7 @@ impl Running {
     }
 
     /// Stop accepting, let in-flight requests finish up to the grace period, stop the shards.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + self.grace;
         while self.shared.running.load(Ordering::SeqCst) > 0
@@ -68,12 +68,21 @@ impl Running {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // Let the audit writer flush what the last requests recorded.
-        let flush_deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while self.shared.audit.depth() > 0 && tokio::time::Instant::now() < flush_deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        // Let the audit writer write everything the last requests recorded, then stop.
+        self.shared.audit.close();
+        if let Some(w) = self.audit_writer.take() {
+            let flush_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !w.is_finished() && tokio::time::Instant::now() < flush_deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if w.is_finished() {
+                let _ = w.join();
+            } else {
+                tracing::error!(
+                    "Audit writer did not finish in time; some records may be unwritten"
+                );
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
         self.control.abort();
         self.engine.abort();
         self.admin.abort();
@@ -82,7 +91,6 @@ impl Running {
                 let _ = t.join();
             }
         }
-        drop(self.audit_writer);
     }
 }
 

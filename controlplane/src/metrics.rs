@@ -134,6 +134,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Failed attempts to write an audit batch.",
     ),
     (
+        "counter",
+        "warden_audit_records_dropped_total",
+        "Records of outcomes without a reserved slot (authentication failures, rejected input) dropped because the queue was full.",
+    ),
+    (
         "gauge",
         "warden_policy_generation",
         "Generation of the compiled policy set.",

@@ -17,12 +17,17 @@ fn any_port() -> SocketAddr {
 }
 
 async fn start_demo() -> demo::Demo {
+    start_demo_shards(2).await
+}
+
+/// Delegation tokens are cached per shard: one shard makes reuse deterministic.
+async fn start_demo_shards(n: usize) -> demo::Demo {
     demo::start(DemoOptions {
         gateway: any_port(),
         auth_server: any_port(),
         admin: any_port(),
         ledger: any_port(),
-        shards: Some(2),
+        shards: Some(n),
         audit_dir: common::audit_dir().into(),
     })
     .await
@@ -95,7 +100,7 @@ impl Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ledger_receives_a_five_second_token_per_call() {
-    let d = start_demo().await;
+    let d = start_demo_shards(1).await;
     let john = password_token(
         &d,
         "john.mcclane@orchestrator.lab",

@@ -105,6 +105,8 @@ pub struct AuditQueue {
     healthy: AtomicBool,
     pub refused: AtomicU64,
     pub dropped: AtomicU64,
+    /// Set at shutdown: the writer drains what is queued, then stops.
+    closing: AtomicBool,
 }
 
 /// A promised slot; `commit` fills it. Dropping it uncommitted gives the slot back.
@@ -123,7 +125,17 @@ impl AuditQueue {
             healthy: AtomicBool::new(true),
             refused: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
         })
+    }
+
+    /// Ask the writer to stop once everything queued is written.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     /// Records waiting for the writer.

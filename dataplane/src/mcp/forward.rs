@@ -363,7 +363,8 @@ pub async fn bridge_call(
             );
         }
     };
-    let mut headers: Vec<(&str, &str)> = vec![("accept", "application/json")];
+    // The bridge's request carries its own Accept.
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(req.headers.len() + 3);
     for (k, v) in &req.headers {
         headers.push((k.as_str(), v.as_str()));
     }

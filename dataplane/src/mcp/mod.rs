@@ -529,6 +529,7 @@ impl Gateway {
             reason: "unknown or hidden tool".into(),
             policy_ids: Vec::new(),
             step_up: None,
+            route: None,
         };
         match method {
             "ping" => Plan::Local(jsonrpc::result_value(id, &serde_json::json!({}))),
@@ -566,6 +567,7 @@ impl Gateway {
                             reason,
                             policy_ids,
                             step_up: None,
+                            route: Some((route.upstream, route.upstream_name.clone())),
                         }
                     }
                     Verdict::StepUp {
@@ -577,6 +579,7 @@ impl Gateway {
                         reason,
                         policy_ids,
                         step_up: Some(scopes),
+                        route: Some((route.upstream, route.upstream_name.clone())),
                     },
                 }
             }
@@ -603,6 +606,7 @@ impl Gateway {
                                 reason: "denied by policy".into(),
                                 policy_ids: Vec::new(),
                                 step_up: None,
+                                route: Some((u, String::new())),
                             };
                         }
                         Verdict::Deny { reason, policy_ids } => {
@@ -611,6 +615,7 @@ impl Gateway {
                                 reason,
                                 policy_ids,
                                 step_up: None,
+                                route: Some((u, String::new())),
                             };
                         }
                     }
@@ -702,8 +707,16 @@ impl Gateway {
                 reason,
                 policy_ids,
                 step_up,
+                route,
             } => {
-                if let Some(a) = audit {
+                if let Some(mut a) = audit {
+                    if let Some((u, t)) = &route {
+                        a.route(
+                            &snap.upstreams[*u].name,
+                            (!t.is_empty()).then_some(t.as_str()),
+                            None,
+                        );
+                    }
                     a.finish(&self.shard, Outcome::Deny, Some(reason), policy_ids, None);
                 }
                 match step_up {
@@ -919,8 +932,16 @@ impl Gateway {
                 reason,
                 policy_ids,
                 step_up,
+                route,
             } => {
-                if let Some(a) = audit {
+                if let Some(mut a) = audit {
+                    if let Some((u, t)) = &route {
+                        a.route(
+                            &snap.upstreams[*u].name,
+                            (!t.is_empty()).then_some(t.as_str()),
+                            None,
+                        );
+                    }
                     a.finish(
                         &self.shard,
                         Outcome::Deny,
@@ -1042,6 +1063,8 @@ enum Plan {
         policy_ids: Vec<String>,
         /// Scopes for a 403 `insufficient_scope` challenge (MCP step-up).
         step_up: Option<Vec<String>>,
+        /// Where it would have gone (upstream index, upstream tool name), for the record.
+        route: Option<(usize, String)>,
     },
     Forward {
         upstream: usize,
