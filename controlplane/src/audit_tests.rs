@@ -6,6 +6,8 @@ fn rec(i: u64, tool: &str) -> Record {
         time_ms: i as i64,
         request_id: format!("r{i}"),
         trace_id: None,
+        span_id: None,
+        parent_span_id: None,
         session: None,
         iss: Some("iss".into()),
         sub: Some("alice".into()),

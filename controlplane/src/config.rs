@@ -32,6 +32,9 @@ pub struct Config {
     /// Per-tool authorization (Cedar). Without this block every call is denied.
     #[serde(default)]
     pub policy: warden_policy::PolicyConfig,
+    /// Optional OpenTelemetry span export (off by default).
+    #[serde(default)]
+    pub telemetry: crate::otlp::TelemetryConfig,
 }
 
 /// The gateway as an OAuth client obtaining per-call tokens (RFC 8693).

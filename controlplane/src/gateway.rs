@@ -546,8 +546,14 @@ pub async fn start_full(
     let audit = dataplane::audit::AuditQueue::new(cfg.audit.queue_capacity);
     let live = crate::live::Live::new(cfg.upstreams.iter().map(|u| u.name.clone()).collect());
     let live_obs = live.clone();
+    let otlp = crate::otlp::start(&cfg.telemetry, reqwest::Client::new());
     let observer: crate::audit::Observer = Arc::new(move |r: &dataplane::audit::Record| {
         live_obs.observe(r);
+        if let Some(tx) = &otlp
+            && tx.try_send(r.clone()).is_err()
+        {
+            metrics::counter!("warden_otlp_spans_dropped_total").increment(1);
+        }
         if let Some(o) = &observer {
             o(r);
         }

@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod issuers;
 pub mod live;
 pub mod metrics;
+pub mod otlp;
 pub mod policy;
 pub mod sts;
 

@@ -135,6 +135,21 @@ const HELP: &[(&str, &str, &str)] = &[
     ),
     (
         "counter",
+        "warden_otlp_spans_exported_total",
+        "Spans accepted by the OTLP collector.",
+    ),
+    (
+        "counter",
+        "warden_otlp_export_failures_total",
+        "OTLP export attempts that failed.",
+    ),
+    (
+        "counter",
+        "warden_otlp_spans_dropped_total",
+        "Spans dropped because the exporter's queue was full.",
+    ),
+    (
+        "counter",
         "warden_audit_records_dropped_total",
         "Records of outcomes without a reserved slot (authentication failures, rejected input) dropped because the queue was full.",
     ),

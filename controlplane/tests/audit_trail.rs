@@ -270,3 +270,104 @@ async fn traceparent_reaches_the_upstream_and_the_record() {
     );
     env.gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_when_configured() {
+    use std::sync::Arc;
+    // A collector that keeps what it receives.
+    let got: Arc<tokio::sync::Mutex<Vec<Value>>> = Arc::default();
+    let g2 = got.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let g = g2.clone();
+            async move {
+                g.lock().await.push(v);
+                "{}"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = format!("http://{}/v1/traces", l.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    let issuer = testkit::TestIssuer::start().await;
+    let up = testkit::TestUpstream::start(Default::default()).await;
+    let yaml = format!(
+        "telemetry:\n  otlp_endpoint: {collector}\n  service_name: warden-test\n{}",
+        common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "")
+    );
+    let gw = controlplane::start(
+        controlplane::Config::parse(&yaml, "otlp.yaml").unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    let env = Env {
+        issuer,
+        upstreams: vec![up],
+        gw,
+        client: reqwest::Client::new(),
+    };
+    let tok = env.token("alice");
+    let sid = env.session(&tok).await;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let r = env
+        .client
+        .post(env.url())
+        .bearer_auth(&tok)
+        .header("content-type", "application/json")
+        .header("mcp-session-id", &sid)
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .body(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"up0_echo","arguments":{}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let upstream_parent = env.upstreams[0].tool_calls()[0]
+        .header("traceparent")
+        .unwrap()
+        .split('-')
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    let mut span = None;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let bodies = got.lock().await.clone();
+        span = bodies
+            .iter()
+            .flat_map(|b| {
+                b["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .find(|s| s["traceId"] == trace);
+        if span.is_some() {
+            let b = &bodies[0];
+            assert_eq!(
+                b["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"],
+                "warden-test"
+            );
+            break;
+        }
+    }
+    let span = span.expect("the span reached the collector");
+    assert_eq!(
+        span["parentSpanId"], "b7ad6b7169203331",
+        "the caller's span is the parent"
+    );
+    assert_eq!(
+        span["spanId"],
+        upstream_parent.as_str(),
+        "the upstream's parent is the exported span"
+    );
+    assert_eq!(span["name"], "tools/call up0_echo");
+    assert_eq!(span["kind"], 2);
+    assert!(span.to_string().contains("\"warden.decision\""));
+    assert!(!span.to_string().contains(&tok));
+    env.gw.shutdown().await;
+    server.abort();
+}

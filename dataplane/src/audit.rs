@@ -61,6 +61,11 @@ pub struct Record {
     pub request_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The gateway's span (exported over OTLP when configured; the upstream's parent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_span_id: Option<String>,
     /// SHA-256 (first 16 bytes, hex) of the session id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
@@ -253,6 +258,8 @@ mod tests {
             time_ms: 0,
             request_id: "r".into(),
             trace_id: None,
+            span_id: None,
+            parent_span_id: None,
             session: None,
             iss: None,
             sub: None,

@@ -14,6 +14,10 @@ use super::forward::Report;
 pub(crate) struct Meta {
     pub request_id: String,
     pub trace_id: Option<String>,
+    /// The gateway's span for this request: the parent of the upstream's.
+    pub span_id: String,
+    /// The caller's span, from its `traceparent`.
+    pub parent_span_id: Option<String>,
     /// Short hash of the `Mcp-Session-Id`, never the id itself.
     pub session: Option<String>,
 }
@@ -24,7 +28,13 @@ impl Meta {
     pub fn outbound(&self, auth: Option<String>) -> super::forward::Outbound {
         super::forward::Outbound {
             auth,
-            traceparent: Some(traceparent(self.trace_id.as_deref())),
+            traceparent: Some(format!(
+                "00-{}-{}-01",
+                self.trace_id
+                    .as_deref()
+                    .unwrap_or("00000000000000000000000000000001"),
+                self.span_id
+            )),
         }
     }
 }
@@ -44,12 +54,9 @@ pub(crate) fn new_trace_id() -> String {
     random_hex(16)
 }
 
-/// A W3C `traceparent` value: version 00, the trace id, a new span id, sampled.
-pub(crate) fn traceparent(trace_id: Option<&str>) -> String {
-    let trace = trace_id
-        .map(str::to_owned)
-        .unwrap_or_else(|| random_hex(16));
-    format!("00-{trace}-{}-01", random_hex(8))
+/// A fresh 64-bit span id, hex.
+pub(crate) fn new_span_id() -> String {
+    random_hex(8)
 }
 
 /// Methods whose requests reach an upstream: each gets an audit record.
@@ -75,6 +82,8 @@ fn base(
         time_ms: shard.clock.unix_ms(),
         request_id: meta.request_id.clone(),
         trace_id: meta.trace_id.clone(),
+        span_id: Some(meta.span_id.clone()),
+        parent_span_id: meta.parent_span_id.clone(),
         session: meta.session.clone(),
         iss: claims.map(|c| c.iss.clone()),
         sub: claims.map(|c| c.sub.clone()),

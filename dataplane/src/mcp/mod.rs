@@ -65,17 +65,19 @@ impl Handler for Gateway {
         // One snapshot for the whole request.
         let snap = self.shard.shared.snapshot.load_full();
         let method = req.head.method;
+        // Continue the caller's W3C trace, or start one: the audit record, the exported span
+        // and the upstream's `traceparent` carry the same trace id; the gateway's span is the
+        // upstream's parent.
+        let incoming = req.head.get_str("traceparent").and_then(trace_context_of);
         let meta = Meta {
             request_id: self.shard.next_request_id(),
-            // Continue the caller's W3C trace, or start one: the audit record and the
-            // upstream's `traceparent` carry the same trace id.
             trace_id: Some(
-                req.head
-                    .get_str("traceparent")
-                    .and_then(trace_id_of)
-                    .map(str::to_owned)
+                incoming
+                    .map(|(t, _)| t.to_owned())
                     .unwrap_or_else(call::new_trace_id),
             ),
+            span_id: call::new_span_id(),
+            parent_span_id: incoming.map(|(_, p)| p.to_owned()),
             session: req
                 .head
                 .get_str("mcp-session-id")
@@ -1039,8 +1041,9 @@ impl Gateway {
     }
 }
 
-/// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), if well formed.
-fn trace_id_of(tp: &str) -> Option<&str> {
+/// Trace id and parent span id of a W3C `traceparent` header
+/// (`00-<32 hex>-<16 hex>-<2 hex>`), if well formed.
+fn trace_context_of(tp: &str) -> Option<(&str, &str)> {
     let parts: Vec<&str> = tp.trim().split('-').collect();
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     (parts.len() == 4
@@ -1048,8 +1051,9 @@ fn trace_id_of(tp: &str) -> Option<&str> {
         && hex(parts[1], 32)
         && hex(parts[2], 16)
         && hex(parts[3], 2)
-        && parts[1] != "0".repeat(32))
-    .then_some(parts[1])
+        && parts[1] != "0".repeat(32)
+        && parts[2] != "0".repeat(16))
+    .then_some((parts[1], parts[2]))
 }
 
 /// What a request needs.
