@@ -373,6 +373,13 @@ impl Control {
                             self.refresh_issuer(i).await;
                         }
                     }
+                    // Keys turning stale (or fresh again) take effect at once: fail closed.
+                    let snap = self.cell.load();
+                    if snap.issuers.iter().zip(&self.issuers).any(|(published, now)| published.usable != now.usable()) {
+                        drop(snap);
+                        tracing::warn!("Issuer key freshness changed; republishing");
+                        self.publish();
+                    }
                     if self.found.len() < self.cfg.upstreams.len() && ticks.is_multiple_of(5) && self.discover_missing().await {
                         self.publish();
                     }

@@ -82,11 +82,16 @@ impl IssuerRuntime {
     }
 
     /// The shards' view: keys are usable only while fresh enough.
-    pub fn state(&self) -> Arc<IssuerState> {
-        let usable = self.keys.is_some()
+    /// Whether the keys may be used now: loaded, and refreshed within the maximum staleness.
+    pub fn usable(&self) -> bool {
+        self.keys.is_some()
             && self
                 .last_ok
-                .is_some_and(|t| t.elapsed() <= self.cfg.jwks_max_staleness);
+                .is_some_and(|t| t.elapsed() <= self.cfg.jwks_max_staleness)
+    }
+
+    pub fn state(&self) -> Arc<IssuerState> {
+        let usable = self.usable();
         Arc::new(IssuerState {
             policy: self.policy.clone(),
             keys: self.keys.clone().unwrap_or_default(),
@@ -103,8 +108,15 @@ impl IssuerRuntime {
     pub fn refresh_due(&self) -> bool {
         match (self.last_ok, self.last_attempt) {
             (_, None) => true,
-            // After a failure retry sooner (every min-refetch interval), else on schedule.
-            (Some(ok), Some(at)) if ok >= at => ok.elapsed() >= self.cfg.jwks_refresh_interval,
+            // After a failure retry sooner (every min-refetch interval), else on schedule —
+            // and at least twice within the staleness limit, so keys never go stale unprobed.
+            (Some(ok), Some(at)) if ok >= at => {
+                ok.elapsed()
+                    >= self
+                        .cfg
+                        .jwks_refresh_interval
+                        .min(self.cfg.jwks_max_staleness / 2)
+            }
             (_, Some(at)) => {
                 at.elapsed()
                     >= self

@@ -626,3 +626,72 @@ async fn policy_rules_by_operator_tag() {
     assert_eq!(env.upstreams[0].tool_calls().len(), 1);
     env.gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_keys_stop_being_used() {
+    // Keys older than jwks_max_staleness without a successful refresh: fail closed.
+    let issuer = testkit::TestIssuer::start().await;
+    let up = testkit::TestUpstream::start(Default::default()).await;
+    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "").replace(
+        "    jwks_min_refetch_interval: 2s\n",
+        "    jwks_min_refetch_interval: 1s\n    jwks_max_staleness: 2s\n",
+    );
+    let gw = controlplane::start(controlplane::Config::parse(&yaml, "t.yaml").unwrap(), None)
+        .await
+        .unwrap();
+    let env = Env {
+        issuer,
+        upstreams: vec![up],
+        gw,
+        client: reqwest::Client::new(),
+    };
+    let tok = env.token("alice");
+    let ready = |c: reqwest::Client, a: std::net::SocketAddr| async move {
+        c.get(format!("http://{a}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(ready(env.client.clone(), env.gw.admin_addr).await, 200);
+    let sid = env.session(&tok).await;
+    env.issuer.set_jwks_mode(testkit::JwksMode::Status500);
+    let mut status = 200;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = ready(env.client.clone(), env.gw.admin_addr).await.as_u16();
+        if status == 503 {
+            break;
+        }
+    }
+    assert_eq!(status, 503, "not ready once the keys are stale");
+    let r = env
+        .post(
+            Some(&tok),
+            Some(&sid),
+            &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        401,
+        "stale keys are not used, even for a cached token"
+    );
+    // The issuer recovers: keys are fresh again.
+    env.issuer.set_jwks_mode(testkit::JwksMode::Normal);
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if ready(env.client.clone(), env.gw.admin_addr).await == 200 {
+            break;
+        }
+    }
+    let r = env
+        .post(
+            Some(&tok),
+            Some(&sid),
+            &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    env.gw.shutdown().await;
+}

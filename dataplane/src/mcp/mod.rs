@@ -83,7 +83,10 @@ impl Handler for Gateway {
                 .get_str("mcp-session-id")
                 .map(crate::audit::short_hash),
         };
-        let status = self.route(&snap, req, &meta, out).await;
+        // Log lines of this request carry its ids (cheap when debug logging is off).
+        let span = tracing::debug_span!("request", request_id = %meta.request_id, trace_id = meta.trace_id.as_deref().unwrap_or(""));
+        let status =
+            tracing::Instrument::instrument(self.route(&snap, req, &meta, out), span).await;
         metrics::counter!("warden_http_requests_total", "method" => method_label(method), "status" => status_label(status)).increment(1);
     }
 }
