@@ -4,9 +4,11 @@
 //! `Gateway::handle` is the whole stack on one page; each step is a small function below.
 
 mod authz;
+mod batch;
 mod call;
 mod forward;
 mod http;
+mod plan;
 mod rewrite;
 
 use std::rc::Rc;
@@ -25,9 +27,8 @@ use crate::jsonrpc::{self, Invalid, Kind, Message, code};
 use crate::session::{Session, owner_of};
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
-use authz::Verdict;
 use call::{Audit, Meta};
-use warden_policy::Action;
+use plan::Plan;
 
 pub use authz::PolicyCaches;
 pub use http::{SUPPORTED_VERSIONS, negotiate_version};
@@ -513,137 +514,6 @@ impl Gateway {
         )
     }
 
-    /// Decide what a request needs: a local answer, or one upstream exchange.
-    fn plan(
-        &self,
-        snap: &Snapshot,
-        caller: &Caller,
-        session: &Session,
-        meta: &Meta,
-        msg: &Message<'_>,
-        id: &RawValue,
-    ) -> Plan {
-        let method = msg.method.as_deref().unwrap_or("");
-        let who = authz::Who {
-            caller,
-            session,
-            session_hash: meta.session.as_deref(),
-        };
-        let unknown_tool = || Plan::Refused {
-            body: jsonrpc::error(Some(id), code::INVALID_PARAMS, "Unknown tool"),
-            reason: "unknown or hidden tool".into(),
-            policy_ids: Vec::new(),
-            step_up: None,
-            route: None,
-        };
-        match method {
-            "ping" => Plan::Local(jsonrpc::result_value(id, &serde_json::json!({}))),
-            "tools/list" => Plan::Local(rewrite::tools_list(id, &snap.tools, |name| {
-                authz::visible(&self.shard, snap, &who, name)
-            })),
-            "tools/call" => {
-                let Some((route, params)) = rewrite::tools_call_params(msg.params, &snap.tools)
-                else {
-                    return unknown_tool();
-                };
-                let name = rewrite::tool_name(msg.params).unwrap_or_default();
-                let args = rewrite::arguments(msg.params);
-                match authz::decide(
-                    &self.shard,
-                    snap,
-                    &who,
-                    Action::CallTool,
-                    &name,
-                    args.as_deref(),
-                ) {
-                    Verdict::Allow { policy_ids } => Plan::Forward {
-                        upstream: route.upstream,
-                        method: "tools/call".into(),
-                        params,
-                        tool: Some(route.upstream_name.clone()),
-                        policy_ids,
-                    },
-                    // A hidden tool and an unknown tool get the same answer (no enumeration).
-                    Verdict::Hidden => unknown_tool(),
-                    Verdict::Deny { reason, policy_ids } => {
-                        let result = serde_json::json!({"content": [{"type": "text", "text": reason}], "isError": true});
-                        Plan::Refused {
-                            body: jsonrpc::result_value(id, &result),
-                            reason,
-                            policy_ids,
-                            step_up: None,
-                            route: Some((route.upstream, route.upstream_name.clone())),
-                        }
-                    }
-                    Verdict::StepUp {
-                        scopes,
-                        reason,
-                        policy_ids,
-                    } => Plan::Refused {
-                        body: Vec::new(),
-                        reason,
-                        policy_ids,
-                        step_up: Some(scopes),
-                        route: Some((route.upstream, route.upstream_name.clone())),
-                    },
-                }
-            }
-            m if forward::is_passthrough_method(m) => {
-                let Some(u) = snap.settings.passthrough_upstream else {
-                    return Plan::Local(jsonrpc::error(
-                        Some(id),
-                        code::METHOD_NOT_FOUND,
-                        "Method not found",
-                    ));
-                };
-                let up = &snap.upstreams[u];
-                let mut policy_ids = Vec::new();
-                if let Some(action) = authz::action_of(m) {
-                    match authz::decide(&self.shard, snap, &who, action, &up.name, msg.params) {
-                        Verdict::Allow { policy_ids: ids } => policy_ids = ids,
-                        Verdict::Hidden | Verdict::StepUp { .. } => {
-                            return Plan::Refused {
-                                body: jsonrpc::error(
-                                    Some(id),
-                                    code::INVALID_PARAMS,
-                                    warden_policy::DEFAULT_DENY_REASON,
-                                ),
-                                reason: "denied by policy".into(),
-                                policy_ids: Vec::new(),
-                                step_up: None,
-                                route: Some((u, String::new())),
-                            };
-                        }
-                        Verdict::Deny { reason, policy_ids } => {
-                            return Plan::Refused {
-                                body: jsonrpc::error(Some(id), code::INVALID_PARAMS, &reason),
-                                reason,
-                                policy_ids,
-                                step_up: None,
-                                route: Some((u, String::new())),
-                            };
-                        }
-                    }
-                }
-                Plan::Forward {
-                    upstream: u,
-                    tool: None,
-                    method: m.to_owned(),
-                    params: msg
-                        .params
-                        .map(|p| p.get().to_owned())
-                        .unwrap_or_else(|| "{}".into()),
-                    policy_ids,
-                }
-            }
-            _ => Plan::Local(jsonrpc::error(
-                Some(id),
-                code::METHOD_NOT_FOUND,
-                "Method not found",
-            )),
-        }
-    }
-
     /// Open the audit record of an upstream-bound request, or refuse the request.
     fn open_audit(
         &self,
@@ -696,15 +566,13 @@ impl Gateway {
         };
         match self.plan(snap, caller, session, meta, msg, id) {
             Plan::Local(body) => {
-                if let Some(a) = audit {
-                    a.finish(
-                        &self.shard,
-                        Outcome::Deny,
-                        Some("unknown tool or method".into()),
-                        Vec::new(),
-                        None,
-                    );
-                }
+                self.record_refusal(
+                    snap,
+                    audit,
+                    None,
+                    "unknown tool or method".into(),
+                    Vec::new(),
+                );
                 send(out, Response::json(200, body), cors).await
             }
             Plan::Refused {
@@ -714,16 +582,7 @@ impl Gateway {
                 step_up,
                 route,
             } => {
-                if let Some(mut a) = audit {
-                    if let Some((u, t)) = &route {
-                        a.route(
-                            &snap.upstreams[*u].name,
-                            (!t.is_empty()).then_some(t.as_str()),
-                            None,
-                        );
-                    }
-                    a.finish(&self.shard, Outcome::Deny, Some(reason), policy_ids, None);
-                }
+                self.record_refusal(snap, audit, route, reason, policy_ids);
                 match step_up {
                     // MCP step-up: the client re-consents for the challenged scopes.
                     Some(scopes) => send(out, http::step_up(&snap.settings, &scopes), cors).await,
@@ -738,71 +597,30 @@ impl Gateway {
                 policy_ids,
             } => {
                 let up = &snap.upstreams[upstream];
-                if let Some(a) = audit.as_mut() {
-                    let gw = up
-                        .delegation
-                        .as_ref()
-                        .and(snap.settings.delegation_client_id.as_deref());
-                    a.route(&up.name, tool.as_deref(), gw);
-                    a.policies(policy_ids);
-                }
-                // Delegate: a token for this one call, or the call fails here.
-                let auth = match forward::call_auth(&self.shard, up, tool.as_deref(), caller).await
-                {
-                    Ok(a) => a,
-                    Err(e) => {
-                        if let Some(a) = audit {
-                            a.finish(
-                                &self.shard,
-                                Outcome::ExchangeFailed,
-                                Some(e.to_string()),
-                                Vec::new(),
-                                None,
-                            );
-                        }
-                        let body = forward::delegation_error(id, up, &e);
-                        return send(out, Response::json(200, body), cors).await;
-                    }
-                };
-                let header = auth.map(|(h, d)| {
-                    if let Some(a) = audit.as_mut() {
-                        a.delegation(d);
-                    }
-                    h
-                });
-                if let (Some(bridge), Some(t)) = (&up.bridge, tool.as_deref()) {
-                    let (body, report, rejected) = forward::bridge_call(
-                        &self.shard,
+                let call = match self
+                    .prepare_forward(
+                        snap,
+                        caller,
+                        meta,
+                        &mut audit,
                         up,
-                        bridge,
-                        t,
+                        tool.as_deref(),
                         &params,
-                        meta.outbound(header),
+                        policy_ids,
                         id,
                     )
-                    .await;
-                    if let Some(a) = audit {
-                        if rejected {
-                            a.finish(
-                                &self.shard,
-                                Outcome::Rejected,
-                                report.failure.clone(),
-                                Vec::new(),
-                                None,
-                            );
-                        } else {
-                            a.forwarded(&self.shard, &report);
-                        }
-                    }
-                    return send(out, Response::json(200, body), cors).await;
-                }
+                    .await
+                {
+                    Next::Answer(body) => return send(out, Response::json(200, body), cors).await,
+                    Next::Mcp(call) => call,
+                };
                 let report = forward::request(
                     &self.shard,
                     session,
                     up,
                     &method,
                     &params,
-                    meta.outbound(header),
+                    call,
                     id,
                     out,
                     cors,
@@ -812,233 +630,6 @@ impl Gateway {
                     a.forwarded(&self.shard, &report);
                 }
                 200
-            }
-        }
-    }
-
-    /// A JSON-RPC batch (2025-03-26 sessions only): each element handled in order, answers
-    /// collected into one JSON array (no streaming inside a batch).
-    #[allow(clippy::too_many_arguments)]
-    async fn batch<S: AsyncWriteRent>(
-        &self,
-        snap: &Arc<Snapshot>,
-        session: &Arc<Session>,
-        caller: &Caller,
-        meta: &Meta,
-        body: &[u8],
-        out: &mut Responder<'_, S>,
-        cors: Option<&str>,
-    ) -> u16 {
-        let items: Vec<&RawValue> = match std::str::from_utf8(body)
-            .ok()
-            .and_then(|t| serde_json::from_str(t).ok())
-        {
-            Some(v) => v,
-            None => {
-                return send(
-                    out,
-                    Response::json(400, jsonrpc::error(None, code::PARSE_ERROR, "Parse error")),
-                    cors,
-                )
-                .await;
-            }
-        };
-        if items.is_empty() {
-            return send(
-                out,
-                Response::json(
-                    400,
-                    jsonrpc::error(None, code::INVALID_REQUEST, "Invalid Request"),
-                ),
-                cors,
-            )
-            .await;
-        }
-        let mut answers: Vec<Vec<u8>> = Vec::new();
-        for item in items {
-            let msg = match Message::parse(item.get().as_bytes()) {
-                Ok(m) => m,
-                Err(_) => {
-                    answers.push(jsonrpc::error(
-                        None,
-                        code::INVALID_REQUEST,
-                        "Invalid Request",
-                    ));
-                    continue;
-                }
-            };
-            let null = jsonrpc::null();
-            let id: &RawValue = msg.id.unwrap_or(&null);
-            match msg.kind() {
-                Kind::Notification => forward::notification(&self.shard, snap, session, &msg).await,
-                Kind::Response => forward::client_response(&self.shard, snap, session, &msg).await,
-                Kind::Request if msg.method.as_deref() == Some("initialize") => {
-                    answers.push(jsonrpc::error(
-                        Some(id),
-                        code::INVALID_REQUEST,
-                        "initialize cannot be part of a batch",
-                    ));
-                }
-                Kind::Request => {
-                    let answer = self
-                        .batch_request(snap, session, caller, meta, &msg, id)
-                        .await;
-                    answers.push(answer);
-                }
-            }
-        }
-        if answers.is_empty() {
-            return send(out, Response::new(202), cors).await;
-        }
-        let mut body =
-            Vec::with_capacity(answers.iter().map(Vec::len).sum::<usize>() + answers.len() + 2);
-        body.push(b'[');
-        for (i, a) in answers.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(a);
-        }
-        body.push(b']');
-        send(out, Response::json(200, body), cors).await
-    }
-}
-
-impl Gateway {
-    /// One request of a batch, audited like a single request, answered as bytes.
-    async fn batch_request(
-        &self,
-        snap: &Arc<Snapshot>,
-        session: &Arc<Session>,
-        caller: &Caller,
-        meta: &Meta,
-        msg: &Message<'_>,
-        id: &RawValue,
-    ) -> Vec<u8> {
-        let mut audit = match self.open_audit(caller, msg, meta, id) {
-            Ok(a) => a,
-            Err(body) => return body,
-        };
-        match self.plan(snap, caller, session, meta, msg, id) {
-            Plan::Local(b) => {
-                if let Some(a) = audit {
-                    a.finish(
-                        &self.shard,
-                        Outcome::Deny,
-                        Some("unknown tool or method".into()),
-                        Vec::new(),
-                        None,
-                    );
-                }
-                b
-            }
-            Plan::Refused {
-                body,
-                reason,
-                policy_ids,
-                step_up,
-                route,
-            } => {
-                if let Some(mut a) = audit {
-                    if let Some((u, t)) = &route {
-                        a.route(
-                            &snap.upstreams[*u].name,
-                            (!t.is_empty()).then_some(t.as_str()),
-                            None,
-                        );
-                    }
-                    a.finish(
-                        &self.shard,
-                        Outcome::Deny,
-                        Some(reason.clone()),
-                        policy_ids,
-                        None,
-                    );
-                }
-                match step_up {
-                    // No HTTP challenge inside a batch: the reason as a JSON-RPC error.
-                    Some(_) => jsonrpc::error(Some(id), code::INVALID_PARAMS, &reason),
-                    None => body,
-                }
-            }
-            Plan::Forward {
-                upstream,
-                method,
-                params,
-                tool,
-                policy_ids,
-            } => {
-                let up = &snap.upstreams[upstream];
-                if let Some(a) = audit.as_mut() {
-                    let gw = up
-                        .delegation
-                        .as_ref()
-                        .and(snap.settings.delegation_client_id.as_deref());
-                    a.route(&up.name, tool.as_deref(), gw);
-                    a.policies(policy_ids);
-                }
-                match forward::call_auth(&self.shard, up, tool.as_deref(), caller).await {
-                    Ok(auth) => {
-                        let header = auth.map(|(h, d)| {
-                            if let Some(a) = audit.as_mut() {
-                                a.delegation(d);
-                            }
-                            h
-                        });
-                        if let (Some(bridge), Some(t)) = (&up.bridge, tool.as_deref()) {
-                            let (body, report, rejected) = forward::bridge_call(
-                                &self.shard,
-                                up,
-                                bridge,
-                                t,
-                                &params,
-                                meta.outbound(header),
-                                id,
-                            )
-                            .await;
-                            if let Some(a) = audit {
-                                if rejected {
-                                    a.finish(
-                                        &self.shard,
-                                        Outcome::Rejected,
-                                        report.failure.clone(),
-                                        Vec::new(),
-                                        None,
-                                    );
-                                } else {
-                                    a.forwarded(&self.shard, &report);
-                                }
-                            }
-                            return body;
-                        }
-                        let (body, report) = forward::request_collect(
-                            &self.shard,
-                            session,
-                            up,
-                            &method,
-                            &params,
-                            meta.outbound(header),
-                            id,
-                        )
-                        .await;
-                        if let Some(a) = audit {
-                            a.forwarded(&self.shard, &report);
-                        }
-                        body
-                    }
-                    Err(e) => {
-                        if let Some(a) = audit {
-                            a.finish(
-                                &self.shard,
-                                Outcome::ExchangeFailed,
-                                Some(e.to_string()),
-                                Vec::new(),
-                                None,
-                            );
-                        }
-                        forward::delegation_error(id, up, &e)
-                    }
-                }
             }
         }
     }
@@ -1059,29 +650,98 @@ fn trace_context_of(tp: &str) -> Option<(&str, &str)> {
     .then_some((parts[1], parts[2]))
 }
 
-/// What a request needs.
-enum Plan {
-    /// Answered by the gateway (ping, tools/list, unknown methods).
-    Local(Vec<u8>),
-    /// Refused by routing or policy before anything else happens.
-    Refused {
-        body: Vec<u8>,
+/// After the shared forwarding steps: a finished answer, or an MCP upstream still to call.
+enum Next {
+    Answer(Vec<u8>),
+    Mcp(forward::Outbound),
+}
+
+impl Gateway {
+    /// Commit the record of a request refused before forwarding (unknown, hidden or denied).
+    fn record_refusal(
+        &self,
+        snap: &Snapshot,
+        audit: Option<Audit>,
+        route: Option<(usize, String)>,
         reason: String,
         policy_ids: Vec<String>,
-        /// Scopes for a 403 `insufficient_scope` challenge (MCP step-up).
-        step_up: Option<Vec<String>>,
-        /// Where it would have gone (upstream index, upstream tool name), for the record.
-        route: Option<(usize, String)>,
-    },
-    Forward {
-        upstream: usize,
-        method: String,
-        params: String,
-        /// The upstream's tool name, for `tools/call`.
-        tool: Option<String>,
-        /// The policies that allowed it.
+    ) {
+        let Some(mut a) = audit else { return };
+        if let Some((u, t)) = &route {
+            a.route(
+                &snap.upstreams[*u].name,
+                (!t.is_empty()).then_some(t.as_str()),
+                None,
+            );
+        }
+        a.finish(&self.shard, Outcome::Deny, Some(reason), policy_ids, None);
+    }
+
+    /// The forwarding steps shared by single requests and batches: record the route and the
+    /// deciding policies, delegate (a token for this one call, or the call fails here), and
+    /// serve bridged REST calls whole. Finishes the audit record when it ends the call.
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare_forward(
+        &self,
+        snap: &Snapshot,
+        caller: &Caller,
+        meta: &Meta,
+        audit: &mut Option<Audit>,
+        up: &crate::snapshot::Upstream,
+        tool: Option<&str>,
+        params: &str,
         policy_ids: Vec<String>,
-    },
+        id: &RawValue,
+    ) -> Next {
+        if let Some(a) = audit.as_mut() {
+            let gw = up
+                .delegation
+                .as_ref()
+                .and(snap.settings.delegation_client_id.as_deref());
+            a.route(&up.name, tool, gw);
+            a.policies(policy_ids);
+        }
+        let header = match forward::call_auth(&self.shard, up, tool, caller).await {
+            Ok(auth) => auth.map(|(h, d)| {
+                if let Some(a) = audit.as_mut() {
+                    a.delegation(d);
+                }
+                h
+            }),
+            Err(e) => {
+                if let Some(a) = audit.take() {
+                    a.finish(
+                        &self.shard,
+                        Outcome::ExchangeFailed,
+                        Some(e.to_string()),
+                        Vec::new(),
+                        None,
+                    );
+                }
+                return Next::Answer(forward::delegation_error(id, up, &e));
+            }
+        };
+        let call = meta.outbound(header);
+        let (Some(bridge), Some(t)) = (&up.bridge, tool) else {
+            return Next::Mcp(call);
+        };
+        let (body, report, rejected) =
+            forward::bridge_call(&self.shard, up, bridge, t, params, call, id).await;
+        if let Some(a) = audit.take() {
+            if rejected {
+                a.finish(
+                    &self.shard,
+                    Outcome::Rejected,
+                    report.failure.clone(),
+                    Vec::new(),
+                    None,
+                );
+            } else {
+                a.forwarded(&self.shard, &report);
+            }
+        }
+        Next::Answer(body)
+    }
 }
 
 /// Send a full response with CORS headers; returns the status for metrics.
