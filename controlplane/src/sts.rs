@@ -64,45 +64,8 @@ impl SigningKey {
     /// Generate a fresh key.
     pub fn generate(alg: SigningAlg) -> Result<SigningKey, StsError> {
         let kid = format!("warden-{}", random_hex(8)?);
-        let rng = SystemRandom::new();
-        let (pair, public_jwk) = match alg {
-            SigningAlg::EdDSA => {
-                let doc = Ed25519KeyPair::generate_pkcs8(&rng)
-                    .map_err(|_| StsError("Ed25519 key generation failed".into()))?;
-                let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref())
-                    .map_err(|_| StsError("Ed25519 key parse failed".into()))?;
-                let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
-                (
-                    Pair::Ed(pair),
-                    json!({"kty":"OKP","crv":"Ed25519","x":x,"kid":kid,"alg":"EdDSA","use":"sig"}),
-                )
-            }
-            SigningAlg::ES256 => {
-                let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                    .map_err(|_| StsError("P-256 key generation failed".into()))?;
-                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref())
-                    .map_err(|_| StsError("P-256 key parse failed".into()))?;
-                // Uncompressed point: 0x04 || X (32) || Y (32).
-                let p = pair.public_key().as_ref();
-                if p.len() != 65 {
-                    return Err(StsError("unexpected P-256 public key encoding".into()));
-                }
-                let (x, y) = (
-                    URL_SAFE_NO_PAD.encode(&p[1..33]),
-                    URL_SAFE_NO_PAD.encode(&p[33..65]),
-                );
-                (
-                    Pair::Ec(pair),
-                    json!({"kty":"EC","crv":"P-256","x":x,"y":y,"kid":kid,"alg":"ES256","use":"sig"}),
-                )
-            }
-        };
-        Ok(SigningKey {
-            kid,
-            alg,
-            pair,
-            public_jwk,
-        })
+        let der = Self::generate_pkcs8(alg)?;
+        Self::from_pkcs8(&der, &kid)
     }
 
     /// Load a PKCS#8 private key (Ed25519 or P-256), DER bytes, with a given `kid`.

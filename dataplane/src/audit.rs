@@ -162,20 +162,13 @@ impl AuditQueue {
         if !self.is_healthy() {
             return None;
         }
-        if self.free.fetch_sub(1, Ordering::AcqRel) <= 0 {
-            self.free.fetch_add(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Reservation {
-            queue: self.clone(),
-            done: false,
-        })
+        self.take_slot()
     }
 
     /// Record an outcome that had no reservation (authentication failures, rejected input).
     /// Counted as dropped when no slot is free.
     pub fn record(self: &Arc<Self>, r: Record) {
-        match self.reserve_even_if_unhealthy() {
+        match self.take_slot() {
             Some(res) => res.commit(r),
             None => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -183,7 +176,8 @@ impl AuditQueue {
         }
     }
 
-    fn reserve_even_if_unhealthy(self: &Arc<Self>) -> Option<Reservation> {
+    /// A slot whatever the sink's health (the outcome already happened; record it if possible).
+    fn take_slot(self: &Arc<Self>) -> Option<Reservation> {
         if self.free.fetch_sub(1, Ordering::AcqRel) <= 0 {
             self.free.fetch_add(1, Ordering::AcqRel);
             return None;
