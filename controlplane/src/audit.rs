@@ -82,11 +82,7 @@ fn default_capacity() -> usize {
 const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 fn sha_hex(b: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b)
-        .as_ref()
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
+    dataplane::audit::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b).as_ref())
 }
 
 /// One chained line (without the newline) and its hash.

@@ -57,7 +57,7 @@ pub struct StsError(pub String);
 fn random_hex(n: usize) -> Result<String, StsError> {
     let mut b = vec![0u8; n];
     aws_lc_rs::rand::fill(&mut b).map_err(|_| StsError("system RNG failed".into()))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    Ok(dataplane::audit::hex(&b))
 }
 
 impl SigningKey {

@@ -5,7 +5,6 @@
 //! unaudited. The control plane's writer drains the queue, chains and writes records,
 //! and gives slots back only once they are written, so nothing accepted is dropped.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
@@ -222,11 +221,19 @@ impl Drop for Reservation {
 /// Hex of the first 16 bytes of SHA-256: enough to correlate, useless to replay.
 pub fn short_hash(data: &str) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data.as_bytes());
-    let mut s = String::with_capacity(32);
-    for b in &d.as_ref()[..16] {
-        let _ = write!(s, "{b:02x}");
+    hex(&d.as_ref()[..16])
+}
+
+/// Lower-case hex, without a formatter per byte (this runs once or twice per call).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xf)]);
     }
-    s
+    // Only ASCII hex digits were pushed.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The actor chain of an inbound `act` claim, outermost first.

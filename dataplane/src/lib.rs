@@ -10,6 +10,7 @@ pub mod delegation;
 pub mod http1;
 pub mod jsonrpc;
 pub mod mcp;
+pub mod meters;
 pub mod session;
 pub mod shard;
 pub mod snapshot;

@@ -104,13 +104,26 @@ pub struct Shard {
     pub pool: Pool,
     pub delegations: Rc<DelegationCache>,
     pub policy: RefCell<crate::mcp::PolicyCaches>,
+    pub meters: crate::meters::Meters,
     pub clock: Clock,
     next_id: Cell<u64>,
     next_req: Cell<u64>,
+    rng: Cell<u64>,
     pub connections: Cell<usize>,
 }
 
 impl Shard {
+    /// 64 pseudo-random bits for trace and span ids (xorshift64*, seeded from the system
+    /// RNG per shard): unique enough for tracing, never used for anything secret.
+    pub fn trace_bits(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
     /// A request id for logs and audit records: shard and a per-shard counter, in hex.
     pub fn next_request_id(&self) -> String {
         let n = self.next_req.get() + 1;
@@ -168,6 +181,13 @@ pub fn spawn(
     })
 }
 
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    // xorshift must not start at zero.
+    u64::from_le_bytes(b) | 1
+}
+
 async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -183,9 +203,11 @@ async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
         pool: Pool::default(),
         delegations: Rc::new(DelegationCache::default()),
         policy: RefCell::new(crate::mcp::PolicyCaches::default()),
+        meters: crate::meters::Meters::default(),
         clock: Clock::new(),
         next_id: Cell::new(0),
         next_req: Cell::new(0),
+        rng: Cell::new(seed()),
         connections: Cell::new(0),
     });
     let tls = shared.tls.clone().map(monoio_rustls::TlsAcceptor::from);

@@ -39,7 +39,7 @@ pub fn random_token() -> Result<String, String> {
 /// SHA-256, hex; secrets are stored and looked up by this only.
 pub fn sha256_hex(s: &str) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
-    d.as_ref().iter().map(|x| format!("{x:02x}")).collect()
+    dataplane::audit::hex(d.as_ref())
 }
 
 /// A validated authorization request waiting for login and consent.

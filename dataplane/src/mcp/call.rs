@@ -39,26 +39,6 @@ impl Meta {
     }
 }
 
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    if aws_lc_rs::rand::fill(&mut b).is_err() {
-        // Trace ids are not secrets; a failed RNG must not fail the call. A zero id is
-        // invalid per W3C, so use a fixed non-zero one.
-        b.iter_mut().for_each(|x| *x = 1);
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A fresh 128-bit trace id, hex.
-pub(crate) fn new_trace_id() -> String {
-    random_hex(16)
-}
-
-/// A fresh 64-bit span id, hex.
-pub(crate) fn new_span_id() -> String {
-    random_hex(8)
-}
-
 /// Methods whose requests reach an upstream: each gets an audit record.
 pub(crate) fn is_audited(method: &str) -> bool {
     method == "tools/call" || super::forward::is_passthrough_method(method)
@@ -185,11 +165,14 @@ impl Audit {
             .as_secs_f64()
             * 1000.0;
         // Labels stay bounded: a tool name is a label only once it was routed (from the catalog).
-        let (upstream, tool) = match &self.rec.upstream {
-            Some(u) => (u.clone(), self.rec.tool.clone().unwrap_or_default()),
-            None => (String::new(), String::new()),
-        };
-        metrics::counter!("warden_tool_calls_total", "upstream" => upstream, "tool" => tool, "decision" => outcome.label()).increment(1);
+        match &self.rec.upstream {
+            Some(u) => {
+                shard
+                    .meters
+                    .tool_call(u, self.rec.tool.as_deref().unwrap_or(""), outcome.label())
+            }
+            None => shard.meters.tool_call("", "", outcome.label()),
+        }
         self.res.commit(self.rec);
     }
 }

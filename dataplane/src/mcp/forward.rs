@@ -319,14 +319,12 @@ async fn exchange(
 }
 
 fn record_latency(shard: &Shard, up: &Upstream, started: quanta::Instant) {
-    metrics::histogram!("warden_upstream_request_duration_seconds", "upstream" => up.name.clone())
-        .record(
-            shard
-                .clock
-                .now()
-                .saturating_duration_since(started)
-                .as_secs_f64(),
-        );
+    let secs = shard
+        .clock
+        .now()
+        .saturating_duration_since(started)
+        .as_secs_f64();
+    shard.meters.upstream_latency(&up.name, secs);
 }
 
 /// What goes on an upstream call besides the message: the per-call credential (a

@@ -72,12 +72,14 @@ impl Handler for Gateway {
         let incoming = req.head.get_str("traceparent").and_then(trace_context_of);
         let meta = Meta {
             request_id: self.shard.next_request_id(),
-            trace_id: Some(
-                incoming
-                    .map(|(t, _)| t.to_owned())
-                    .unwrap_or_else(call::new_trace_id),
-            ),
-            span_id: call::new_span_id(),
+            trace_id: Some(incoming.map(|(t, _)| t.to_owned()).unwrap_or_else(|| {
+                format!(
+                    "{:016x}{:016x}",
+                    self.shard.trace_bits(),
+                    self.shard.trace_bits()
+                )
+            })),
+            span_id: format!("{:016x}", self.shard.trace_bits() | 1),
             parent_span_id: incoming.map(|(_, p)| p.to_owned()),
             session: req
                 .head

@@ -66,19 +66,17 @@ impl Gateway {
                 authz::visible(&self.shard, snap, &who, name)
             })),
             "tools/call" => {
-                let Some((route, params)) = rewrite::tools_call_params(msg.params, &snap.tools)
-                else {
+                let Some(call) = rewrite::route_call(msg.params, &snap.tools) else {
                     return unknown_tool();
                 };
-                let name = rewrite::tool_name(msg.params).unwrap_or_default();
-                let args = rewrite::arguments(msg.params);
+                let (route, params) = (call.route, call.params);
                 match authz::decide(
                     &self.shard,
                     snap,
                     &who,
                     Action::CallTool,
-                    &name,
-                    args.as_deref(),
+                    call.name,
+                    call.arguments.as_deref(),
                 ) {
                     Verdict::Allow { policy_ids } => Plan::Forward {
                         upstream: route.upstream,

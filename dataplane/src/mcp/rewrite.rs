@@ -40,15 +40,38 @@ pub fn tools_call_params<'t>(
     params: Option<&RawValue>,
     table: &'t ToolTable,
 ) -> Option<(&'t ToolRoute, String)> {
+    route_call(params, table).map(|r| (r.route, r.params))
+}
+
+/// A routed `tools/call`, from one parse of its params.
+#[derive(Debug)]
+pub struct RoutedCall<'t> {
+    /// The namespaced name (the routing table's key).
+    pub name: &'t str,
+    pub route: &'t ToolRoute,
+    /// The params with `name` rewritten to the upstream's tool name.
+    pub params: String,
+    /// The raw `arguments`, for policies that read them.
+    pub arguments: Option<Box<RawValue>>,
+}
+
+/// Route a `tools/call` by exact name, parsing its params once.
+pub fn route_call<'t>(params: Option<&RawValue>, table: &'t ToolTable) -> Option<RoutedCall<'t>> {
     let params = params?;
     let mut map: BTreeMap<Cow<'_, str>, &RawValue> = serde_json::from_str(params.get()).ok()?;
     let name_raw = map.get("name")?;
     let name: Cow<'_, str> = serde_json::from_str(name_raw.get()).ok()?;
-    let route = table.routes.get(name.as_ref())?;
+    let (key, route) = table.routes.get_key_value(name.as_ref())?;
+    let arguments = map.get("arguments").map(|a| (*a).to_owned());
     let new_name = serde_json::value::to_raw_value(&route.upstream_name).ok()?;
     map.insert(Cow::Borrowed("name"), &new_name);
     let s = serde_json::to_string(&map).ok()?;
-    Some((route, s))
+    Some(RoutedCall {
+        name: key,
+        route,
+        params: s,
+        arguments,
+    })
 }
 
 #[derive(Serialize)]
@@ -100,17 +123,6 @@ pub fn tool_name(params: Option<&RawValue>) -> Option<String> {
     }
     let p: P = serde_json::from_str(params?.get()).ok()?;
     p.name.map(|n| n.chars().take(128).collect())
-}
-
-/// The raw `arguments` of a `tools/call`'s params, for context-reading policies.
-pub fn arguments(params: Option<&RawValue>) -> Option<Box<RawValue>> {
-    #[derive(serde::Deserialize)]
-    struct P<'a> {
-        #[serde(borrow)]
-        arguments: Option<&'a RawValue>,
-    }
-    let p: P<'_> = serde_json::from_str(params?.get()).ok()?;
-    p.arguments.map(|a| a.to_owned())
 }
 
 /// Server→client request ids are made unique across upstreams: `"w<upstream>:<original JSON id>"`.
