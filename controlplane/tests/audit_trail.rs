@@ -243,6 +243,7 @@ async fn traceparent_reaches_the_upstream_and_the_record() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     let call = env.upstreams[0].tool_calls().pop().unwrap();
     let tp = call
         .header("traceparent")
@@ -264,6 +265,11 @@ async fn traceparent_reaches_the_upstream_and_the_record() {
     assert!(tp2.starts_with("00-") && !tp2.contains(trace));
     let recs = wait_for(&dir, 2).await;
     assert_eq!(recs[0]["trace_id"], trace);
+    assert_eq!(
+        recs[0]["request_id"],
+        request_id.as_str(),
+        "the response's x-request-id names its record"
+    );
     assert_eq!(
         recs[1]["trace_id"].as_str().unwrap(),
         tp2.split('-').nth(1).unwrap()

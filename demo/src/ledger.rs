@@ -379,7 +379,10 @@ fn initialize(shared: &Shared, id: &Value, params: &Value) -> Response {
 }
 
 /// The request's known session id, or the 400 (missing) / 404 (unknown) answer.
-#[allow(clippy::result_large_err)]
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is a ready HTTP response, built once per refused request"
+)]
 fn check_session(shared: &Shared, headers: &HeaderMap) -> Result<String, Response> {
     let Some(id) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
         return Err(http_rpc_error(

@@ -48,6 +48,8 @@ pub struct Responder<'a, S> {
     close: bool,
     state: RespState,
     head_only: bool,
+    /// Headers added to whatever response is sent (e.g. `x-request-id`).
+    extra: Vec<(&'static str, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +61,11 @@ enum RespState {
 }
 
 impl<'a, S: AsyncWriteRent> Responder<'a, S> {
+    /// Add a header to the response this responder will send.
+    pub fn add_header(&mut self, name: &'static str, value: String) {
+        self.extra.push((name, value));
+    }
+
     /// Mark the connection to be closed after this response.
     pub fn close_after(&mut self) {
         self.close = true;
@@ -97,10 +104,12 @@ impl<'a, S: AsyncWriteRent> Responder<'a, S> {
                 self.close = true;
             }
         }
+        let mut headers = resp.headers;
+        headers.append(&mut self.extra);
         write_head(
             &mut self.buf,
             resp.status,
-            &resp.headers,
+            &headers,
             Some(resp.body.len()),
             self.close,
         );
@@ -120,7 +129,9 @@ impl<'a, S: AsyncWriteRent> Responder<'a, S> {
         if self.state != RespState::Pending {
             return Ok(());
         }
-        write_head(&mut self.buf, status, headers, None, self.close);
+        let mut all = headers.to_vec();
+        all.append(&mut self.extra);
+        write_head(&mut self.buf, status, &all, None, self.close);
         self.state = RespState::Streaming;
         self.flush().await
     }
@@ -216,6 +227,7 @@ where
                             close: true,
                             state: RespState::Pending,
                             head_only: false,
+                            extra: Vec::new(),
                         };
                         let _ = r
                             .send(error_response(&HttpError::new(
@@ -239,6 +251,7 @@ where
                     close: true,
                     state: RespState::Pending,
                     head_only: false,
+                    extra: Vec::new(),
                 };
                 let _ = r.send(error_response(&e)).await;
                 return;
@@ -321,6 +334,7 @@ where
                 close: true,
                 state: RespState::Pending,
                 head_only: false,
+                extra: Vec::new(),
             };
             let _ = r.send(error_response(&e)).await;
             return;
@@ -334,6 +348,7 @@ where
             close: close_after,
             state: RespState::Pending,
             head_only,
+            extra: Vec::new(),
         };
         handler.handle(Request { head, body }, &mut responder).await;
         if responder.state == RespState::Pending {

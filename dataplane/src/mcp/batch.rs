@@ -18,7 +18,10 @@ use crate::snapshot::Snapshot;
 impl Gateway {
     /// A JSON-RPC batch (2025-03-26 sessions only): each element handled in order, answers
     /// collected into one JSON array (no streaming inside a batch).
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the request path's context (shard, snapshot, session, caller, ids, output) is passed explicitly rather than bundled"
+    )]
     pub(super) async fn batch<S: AsyncWriteRent>(
         &self,
         snap: &Arc<Snapshot>,

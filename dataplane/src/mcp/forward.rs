@@ -444,7 +444,10 @@ impl Report {
 }
 
 /// Forward one request to `up` and relay the answer to the agent with its own id.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the request path's context (shard, snapshot, session, caller, ids, output) is passed explicitly rather than bundled"
+)]
 pub async fn request<S: AsyncWriteRent>(
     shard: &Shard,
     session: &Arc<Session>,

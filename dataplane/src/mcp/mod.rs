@@ -86,6 +86,7 @@ impl Handler for Gateway {
                 .get_str("mcp-session-id")
                 .map(crate::audit::short_hash),
         };
+        out.add_header("x-request-id", meta.request_id.clone());
         // Log lines of this request carry its ids (cheap when debug logging is off).
         let span = tracing::debug_span!("request", request_id = %meta.request_id, trace_id = meta.trace_id.as_deref().unwrap_or(""));
         let status =
@@ -549,7 +550,10 @@ impl Gateway {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the request path's context (shard, snapshot, session, caller, ids, output) is passed explicitly rather than bundled"
+    )]
     async fn request<S: AsyncWriteRent>(
         &self,
         snap: &Arc<Snapshot>,
@@ -682,7 +686,10 @@ impl Gateway {
     /// The forwarding steps shared by single requests and batches: record the route and the
     /// deciding policies, delegate (a token for this one call, or the call fails here), and
     /// serve bridged REST calls whole. Finishes the audit record when it ends the call.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the request path's context (shard, snapshot, session, caller, ids, output) is passed explicitly rather than bundled"
+    )]
     async fn prepare_forward(
         &self,
         snap: &Snapshot,

@@ -12,14 +12,20 @@ use super::data::DataError;
 use crate::auth::AuthError;
 
 /// The `{id}` path parameter, or a 400.
-#[allow(clippy::result_large_err)]
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is a ready HTTP response, built once per refused request"
+)]
 pub(super) fn path_id(id: Result<Path<String>, PathRejection>) -> Result<String, Response> {
     id.map(|Path(id)| id)
         .map_err(|e| bad_request(&format!("invalid path parameter: {e}")))
 }
 
 /// The JSON request body as `T`, or a 400 (413 if too large) naming the problem.
-#[allow(clippy::result_large_err)]
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is a ready HTTP response, built once per refused request"
+)]
 pub(super) fn parse_body<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, Response> {

@@ -104,7 +104,10 @@ impl LedgerData {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "seed-data constructors take each column"
+)]
 fn account(
     id: &str,
     customer: &str,
@@ -374,7 +377,10 @@ fn transactions() -> Vec<Transaction> {
     ]
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "seed-data constructors take each column"
+)]
 fn customer(
     id: &str,
     name: &str,
