@@ -86,13 +86,24 @@ fn sha_hex(b: &[u8]) -> String {
 }
 
 /// One chained line (without the newline) and its hash.
-fn chain_line(rec: &Record, seq: u64, prev: &str) -> Result<(String, String), String> {
-    let mut s = serde_json::to_string(rec).map_err(|e| e.to_string())?;
+/// Append one chained line (and its newline) to `buf`; returns the line's hash.
+/// Written in place: no per-record string is built.
+fn chain_into(buf: &mut Vec<u8>, rec: &Record, seq: u64, prev: &str) -> Result<String, String> {
+    let start = buf.len();
+    if let Err(e) = serde_json::to_writer(&mut *buf, rec) {
+        buf.truncate(start);
+        return Err(e.to_string());
+    }
     // The record is a JSON object: append the chain fields before its closing brace.
-    s.pop();
-    s.push_str(&format!(",\"seq\":{seq},\"prev\":\"{prev}\"}}"));
-    let h = sha_hex(s.as_bytes());
-    Ok((s, h))
+    buf.pop();
+    buf.extend_from_slice(b",\"seq\":");
+    buf.extend_from_slice(seq.to_string().as_bytes());
+    buf.extend_from_slice(b",\"prev\":\"");
+    buf.extend_from_slice(prev.as_bytes());
+    buf.extend_from_slice(b"\"}");
+    let h = sha_hex(&buf[start..]);
+    buf.push(b'\n');
+    Ok(h)
 }
 
 fn file_name(first_seq: u64) -> String {
@@ -257,10 +268,8 @@ fn run_writer(queue: Arc<AuditQueue>, cfg: AuditConfig, observer: Option<Observe
         let (mut s, mut p) = (seq, prev.clone());
         let mut ok = true;
         for r in &pending {
-            match chain_line(r, s, &p) {
-                Ok((line, h)) => {
-                    buf.extend_from_slice(line.as_bytes());
-                    buf.push(b'\n');
+            match chain_into(&mut buf, r, s, &p) {
+                Ok(h) => {
                     s += 1;
                     p = h;
                 }

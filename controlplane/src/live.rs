@@ -8,20 +8,48 @@ use std::sync::{Arc, RwLock};
 use dataplane::audit::{Outcome, Record};
 use serde::Serialize;
 
-const WINDOW_MS: i64 = 60_000;
 const RECENT: usize = 100;
 
-#[derive(Debug, Default)]
+/// Per-second buckets over the last minute: memory stays constant whatever the call rate.
+#[derive(Debug)]
 struct Edge {
-    /// (time_ms, error) of calls within the window.
-    calls: VecDeque<(i64, bool)>,
+    /// (second, calls, errors), indexed by second modulo 60.
+    buckets: [(i64, u32, u32); 60],
+}
+
+impl Default for Edge {
+    fn default() -> Self {
+        Edge {
+            buckets: [(i64::MIN, 0, 0); 60],
+        }
+    }
+}
+
+impl Edge {
+    fn add(&mut self, time_ms: i64, error: bool) {
+        let sec = time_ms.div_euclid(1000);
+        let b = &mut self.buckets[sec.rem_euclid(60) as usize];
+        if b.0 != sec {
+            *b = (sec, 0, 0);
+        }
+        b.1 += 1;
+        b.2 += u32::from(error);
+    }
+
+    fn last_minute(&self, now_ms: i64) -> (usize, usize) {
+        let now = now_ms.div_euclid(1000);
+        self.buckets
+            .iter()
+            .filter(|b| b.0 > now - 60 && b.0 <= now)
+            .fold((0, 0), |(c, e), b| (c + b.1 as usize, e + b.2 as usize))
+    }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     recent: VecDeque<RecentDecision>,
-    /// (client, upstream) → calls.
-    edges: HashMap<(String, String), Edge>,
+    /// client → upstream → calls.
+    edges: HashMap<String, HashMap<String, Edge>>,
     upstreams: Vec<String>,
 }
 
@@ -72,21 +100,25 @@ impl Live {
         let Ok(mut g) = self.inner.write() else {
             return;
         };
-        let client = r
-            .client_id
-            .clone()
-            .unwrap_or_else(|| "(unknown client)".into());
-        let upstream = r.upstream.clone().unwrap_or_else(|| "(not routed)".into());
+        let client = r.client_id.as_deref().unwrap_or("(unknown client)");
+        let upstream = r.upstream.as_deref().unwrap_or("(not routed)");
         let error = !matches!(r.decision, Outcome::Allow);
-        let e = g.edges.entry((client.clone(), upstream)).or_default();
-        e.calls.push_back((r.time_ms, error));
-        while e
-            .calls
-            .front()
-            .is_some_and(|(t, _)| *t < r.time_ms - WINDOW_MS)
+        // Look up without allocating; keys are made only for a new edge.
+        if !g
+            .edges
+            .get(client)
+            .is_some_and(|m| m.contains_key(upstream))
         {
-            e.calls.pop_front();
+            g.edges
+                .entry(client.to_owned())
+                .or_default()
+                .entry(upstream.to_owned())
+                .or_default();
         }
+        if let Some(e) = g.edges.get_mut(client).and_then(|m| m.get_mut(upstream)) {
+            e.add(r.time_ms, error);
+        }
+        let client = client.to_owned();
         g.recent.push_back(RecentDecision {
             time_ms: r.time_ms,
             user: r.sub.clone().unwrap_or_else(|| "(anonymous)".into()),
@@ -108,18 +140,16 @@ impl Live {
         let edges = g
             .edges
             .iter()
-            .map(|((c, u), e)| {
-                let live: Vec<&(i64, bool)> = e
-                    .calls
-                    .iter()
-                    .filter(|(t, _)| *t >= now_ms - WINDOW_MS)
-                    .collect();
-                EdgeView {
-                    client: c.clone(),
-                    upstream: u.clone(),
-                    calls_per_min: live.len(),
-                    errors_per_min: live.iter().filter(|(_, err)| *err).count(),
-                }
+            .flat_map(|(c, ups)| {
+                ups.iter().map(move |(u, e)| {
+                    let (calls, errors) = e.last_minute(now_ms);
+                    EdgeView {
+                        client: c.clone(),
+                        upstream: u.clone(),
+                        calls_per_min: calls,
+                        errors_per_min: errors,
+                    }
+                })
             })
             .collect();
         let v = View {
@@ -167,3 +197,21 @@ async function tick(){
 }
 tick();setInterval(tick,1000);
 </script></body></html>"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_cover_the_last_minute_in_constant_memory() {
+        let mut e = Edge::default();
+        for i in 0..120_000 {
+            // Two minutes of calls, one per millisecond; every 10th an error.
+            e.add(1_000_000 + i, i % 10 == 0);
+        }
+        let (calls, errors) = e.last_minute(1_000_000 + 119_999);
+        assert_eq!(calls, 60_000);
+        assert_eq!(errors, 6_000);
+        assert_eq!(e.last_minute(1_000_000 + 119_999 + 120_000), (0, 0), "an idle minute later: nothing");
+    }
+}

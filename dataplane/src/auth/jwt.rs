@@ -36,6 +36,8 @@ pub struct Claims {
     pub exp: i64,
     pub iat: Option<i64>,
     pub jti: Option<String>,
+    /// Short hash of `jti`, computed once per token for audit records.
+    pub jti_hash: Option<String>,
     pub scopes: Vec<String>,
     pub client_id: Option<String>,
     pub email: Option<String>,
@@ -358,13 +360,16 @@ pub fn check_claims(
         Some(v @ Value::Object(_)) => Some(v),
         Some(_) => return Err(TokenError::BadClaims),
     };
+    let jti = opt_str(raw.jti)?;
+    let jti_hash = jti.as_deref().map(crate::audit::short_hash);
     Ok(Claims {
         iss,
         sub,
         aud,
         exp,
         iat,
-        jti: opt_str(raw.jti)?,
+        jti,
+        jti_hash,
         scopes,
         client_id,
         email: opt_str(raw.email)?,

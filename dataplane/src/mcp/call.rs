@@ -68,7 +68,7 @@ fn base(
         iss: claims.map(|c| c.iss.clone()),
         sub: claims.map(|c| c.sub.clone()),
         client_id: claims.and_then(|c| c.client_id.clone()),
-        jti_hash: claims.and_then(|c| c.jti.as_deref().map(audit::short_hash)),
+        jti_hash: claims.and_then(|c| c.jti_hash.clone()),
         actors: audit::actors(gateway, claims.and_then(|c| c.act.as_ref())),
         method: method.to_owned(),
         upstream: None,
