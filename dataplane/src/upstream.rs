@@ -165,8 +165,8 @@ async fn read_into(
     deadline: Instant,
 ) -> Result<(usize, Vec<u8>), UpError> {
     let mut buf = buf;
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(16384);
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(buf.capacity().max(4096));
     }
     let (len, cap) = (buf.len(), buf.capacity());
     match monoio::time::timeout_at(deadline, conn.read(SliceMut::new(buf, len, cap))).await {
@@ -417,7 +417,7 @@ async fn read_response(
     up: &Upstream,
     deadline: Instant,
 ) -> Result<(UpResponse, Option<Conn>), UpError> {
-    let mut buf = Vec::with_capacity(8192);
+    let mut buf = Vec::with_capacity(4096);
     let (status, headers, consumed) = loop {
         let (n, b) = read_into(&mut conn, buf, deadline).await?;
         buf = b;
