@@ -212,6 +212,10 @@ mod tests {
         let (calls, errors) = e.last_minute(1_000_000 + 119_999);
         assert_eq!(calls, 60_000);
         assert_eq!(errors, 6_000);
-        assert_eq!(e.last_minute(1_000_000 + 119_999 + 120_000), (0, 0), "an idle minute later: nothing");
+        assert_eq!(
+            e.last_minute(1_000_000 + 119_999 + 120_000),
+            (0, 0),
+            "an idle minute later: nothing"
+        );
     }
 }
