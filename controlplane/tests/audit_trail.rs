@@ -11,29 +11,14 @@ use common::Env;
 use serde_json::{Value, json};
 
 async fn start(extra_audit: &str) -> (Env, std::path::PathBuf) {
-    let issuer = testkit::TestIssuer::start().await;
-    let up = testkit::TestUpstream::start(Default::default()).await;
-    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "").replacen(
-        "  sink: file\n",
-        &format!("  sink: file\n{extra_audit}"),
-        1,
-    );
-    let dir = common::audit_dir_of(&yaml);
-    let gw = controlplane::start(
-        controlplane::Config::parse(&yaml, "audit.yaml").unwrap(),
-        None,
-    )
-    .await
-    .unwrap();
-    (
-        Env {
-            issuer,
-            upstreams: vec![up],
-            gw,
-            client: reqwest::Client::new(),
-        },
-        dir,
-    )
+    let mut dir = std::path::PathBuf::new();
+    let env = Env::start_edited(1, Default::default(), "", |y| {
+        let y = y.replacen("  sink: file\n", &format!("  sink: file\n{extra_audit}"), 1);
+        dir = common::audit_dir_of(&y);
+        y
+    })
+    .await;
+    (env, dir)
 }
 
 fn records(dir: &Path) -> Vec<Value> {

@@ -521,21 +521,13 @@ async fn sigterm_drains_in_flight_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_step_up_and_deny_by_default() {
-    let issuer = testkit::TestIssuer::start().await;
-    let up = testkit::TestUpstream::start(Default::default()).await;
-    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "").replace(
+    let env = Env::start_edited(1, Default::default(), "", |y| {
+        y.replace(
         "policy:\n  default: allow\n",
         "policy:\n  default: deny\n  rules:\n    - tools: [up0_echo]\n    - tools: [up0_whoami]\n      require_scopes: [admin:read]\n      step_up: true\n",
-    );
-    let gw = controlplane::start(controlplane::Config::parse(&yaml, "t.yaml").unwrap(), None)
-        .await
-        .unwrap();
-    let env = Env {
-        issuer,
-        upstreams: vec![up],
-        gw,
-        client: reqwest::Client::new(),
-    };
+    )
+    })
+    .await;
     let tok = env.token("alice");
     let sid = env.session(&tok).await;
     let r = env
@@ -591,23 +583,15 @@ async fn policy_step_up_and_deny_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_rules_by_operator_tag() {
-    let issuer = testkit::TestIssuer::start().await;
-    let up = testkit::TestUpstream::start(Default::default()).await;
-    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "")
+    let env = Env::start_edited(1, Default::default(), "", |y| {
+        y
         .replace(
             "policy:\n  default: allow\n",
             "policy:\n  default: allow\n  rules:\n    - tag: sensitive\n      deny: true\n      reason: Sensitive tools are switched off.\n",
         )
-        .replace("    timeout: 2s\n", "    timeout: 2s\n    tool_tags:\n      echo: [sensitive]\n");
-    let gw = controlplane::start(controlplane::Config::parse(&yaml, "t.yaml").unwrap(), None)
-        .await
-        .unwrap();
-    let env = Env {
-        issuer,
-        upstreams: vec![up],
-        gw,
-        client: reqwest::Client::new(),
-    };
+        .replace("    timeout: 2s\n", "    timeout: 2s\n    tool_tags:\n      echo: [sensitive]\n")
+    })
+    .await;
     let tok = env.token("alice");
     let sid = env.session(&tok).await;
     let v = env.call(&tok, &sid, json!(1), "up0_echo", json!({})).await;
@@ -630,21 +614,13 @@ async fn policy_rules_by_operator_tag() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_keys_stop_being_used() {
     // Keys older than jwks_max_staleness without a successful refresh: fail closed.
-    let issuer = testkit::TestIssuer::start().await;
-    let up = testkit::TestUpstream::start(Default::default()).await;
-    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "").replace(
-        "    jwks_min_refetch_interval: 2s\n",
-        "    jwks_min_refetch_interval: 1s\n    jwks_max_staleness: 2s\n",
-    );
-    let gw = controlplane::start(controlplane::Config::parse(&yaml, "t.yaml").unwrap(), None)
-        .await
-        .unwrap();
-    let env = Env {
-        issuer,
-        upstreams: vec![up],
-        gw,
-        client: reqwest::Client::new(),
-    };
+    let env = Env::start_edited(1, Default::default(), "", |y| {
+        y.replace(
+            "    jwks_min_refetch_interval: 2s\n",
+            "    jwks_min_refetch_interval: 1s\n    jwks_max_staleness: 2s\n",
+        )
+    })
+    .await;
     let tok = env.token("alice");
     let ready = |c: reqwest::Client, a: std::net::SocketAddr| async move {
         c.get(format!("http://{a}/readyz"))

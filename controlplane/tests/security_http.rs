@@ -292,19 +292,10 @@ async fn bodies_that_are_not_jsonrpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_nesting_is_rejected_fast_without_panic() {
     // 1 MiB bodies here so 100k-deep documents get past the size limit and meet the parser.
-    let up = testkit::TestUpstream::start(testkit::UpstreamOptions::default()).await;
-    let issuer = testkit::TestIssuer::start().await;
-    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".to_owned(), up.url())], "")
-        .replace("max_body_bytes: 65536", "max_body_bytes: 1048576");
-    let gw = controlplane::start(controlplane::Config::parse(&yaml, "t.yaml").unwrap(), None)
-        .await
-        .unwrap();
-    let env = Env {
-        issuer,
-        upstreams: vec![up],
-        gw,
-        client: reqwest::Client::new(),
-    };
+    let env = Env::start_edited(1, Default::default(), "", |y| {
+        y.replace("max_body_bytes: 65536", "max_body_bytes: 1048576")
+    })
+    .await;
     let tok = env.token("alice");
     let sid = env.session(&tok).await;
     let s = Some(sid.as_str());

@@ -65,6 +65,16 @@ impl Env {
     }
 
     pub async fn start_with(n_upstreams: usize, opts: UpstreamOptions, extra_gateway: &str) -> Env {
+        Self::start_edited(n_upstreams, opts, extra_gateway, |y| y).await
+    }
+
+    /// Like `start_with`, with the generated YAML passed through `edit` first.
+    pub async fn start_edited(
+        n_upstreams: usize,
+        opts: UpstreamOptions,
+        extra_gateway: &str,
+        edit: impl FnOnce(String) -> String,
+    ) -> Env {
         let issuer = TestIssuer::start().await;
         let mut upstreams = Vec::new();
         let mut list = Vec::new();
@@ -73,7 +83,7 @@ impl Env {
             list.push((format!("up{i}"), u.url()));
             upstreams.push(u);
         }
-        let yaml = config_yaml(&issuer.issuer(), &list, extra_gateway);
+        let yaml = edit(config_yaml(&issuer.issuer(), &list, extra_gateway));
         let cfg = Config::parse(&yaml, "test.yaml").expect("config");
         let gw = controlplane::start(cfg, None).await.expect("start");
         Env {
