@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`. Never on the request path.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/live`, `POST /admin/reload`,
+//! `GET /admin/config`. Never on the request path; bind it where only operators reach it.
 
 use std::sync::atomic::Ordering;
 
@@ -10,14 +11,49 @@ use dataplane::shard::Shared;
 use std::sync::Arc;
 
 use crate::live::Live;
+use crate::reload::{StatusCell, Trigger};
 use crate::sts::Sts;
 
+/// What the admin endpoints read and the reload trigger they send on.
 #[derive(Clone)]
-struct AdminState {
-    shared: Shared,
-    shards: usize,
-    sts: Option<Arc<Sts>>,
-    live: Arc<Live>,
+pub struct AdminState {
+    pub shared: Shared,
+    pub shards: usize,
+    pub sts: Option<Arc<Sts>>,
+    pub live: Arc<Live>,
+    pub reload: tokio::sync::mpsc::Sender<Trigger>,
+    pub status: StatusCell,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("shards", &self.shards)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /admin/reload`: reload now and answer with the outcome (200 with the generation,
+/// 409 with the reason when the running configuration stays).
+async fn admin_reload(State(s): State<AdminState>) -> impl IntoResponse {
+    match crate::gateway::request_reload(&s.reload).await {
+        Ok(generation) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"reloaded": true, "generation": generation})),
+        ),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            axum::Json(serde_json::json!({"reloaded": false, "error": e})),
+        ),
+    }
+}
+
+/// `GET /admin/config`: generation, load time, last error, watched files.
+async fn admin_config(State(s): State<AdminState>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json((**s.status.load()).clone()),
+    )
 }
 
 async fn live_state(State(s): State<AdminState>) -> impl IntoResponse {
@@ -44,13 +80,7 @@ async fn sts_jwks(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 /// Serve the admin endpoints until the task is aborted.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    shared: Shared,
-    shards: usize,
-    sts: Option<Arc<Sts>>,
-    live: Arc<Live>,
-) {
+pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -61,12 +91,9 @@ pub async fn serve(
             get(|| async { axum::response::Html(crate::live::PAGE) }),
         )
         .route("/live/state.json", get(live_state))
-        .with_state(AdminState {
-            shared,
-            shards,
-            sts,
-            live,
-        });
+        .route("/admin/reload", axum::routing::post(admin_reload))
+        .route("/admin/config", get(admin_config))
+        .with_state(state);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "Admin listener failed");
     }

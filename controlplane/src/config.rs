@@ -35,6 +35,73 @@ pub struct Config {
     /// Optional OpenTelemetry span export (off by default).
     #[serde(default)]
     pub telemetry: crate::otlp::TelemetryConfig,
+    /// Sealed MCP session ids: the key ring and the absolute lifetime.
+    #[serde(default)]
+    pub sessions: SessionsConfig,
+}
+
+/// Sealed session ids (`dataplane::session::seal`): any replica holding the key ring can
+/// serve any session. Without a key ring, a random key is made at start (one process only;
+/// its sessions end with it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Key ring file: one `kid:base64url(32 bytes)` per line; the first seals, all open.
+    #[serde(default)]
+    pub keys_file: Option<PathBuf>,
+    /// Environment variable holding the key ring (lines or comma separated).
+    #[serde(default)]
+    pub keys_env: Option<String>,
+    /// Absolute lifetime of a session, from its creation.
+    #[serde(default = "default_session_max", with = "humantime_serde")]
+    pub max_lifetime: Duration,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            keys_file: None,
+            keys_env: None,
+            max_lifetime: default_session_max(),
+        }
+    }
+}
+
+fn default_session_max() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+impl SessionsConfig {
+    /// Read the key ring (file I/O and environment: control plane only). `None` = none configured.
+    pub fn load_keys(
+        &self,
+    ) -> Result<Option<dataplane::session::SessionKeys>, (&'static str, String)> {
+        let text = match (&self.keys_file, &self.keys_env) {
+            (Some(f), None) => std::fs::read_to_string(f)
+                .map_err(|e| ("sessions.keys_file", format!("{}: {e}", f.display())))?,
+            (None, Some(v)) => std::env::var(v).map_err(|_| {
+                (
+                    "sessions.keys_env",
+                    format!("environment variable {v} is not set"),
+                )
+            })?,
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => {
+                return Err((
+                    "sessions",
+                    "give `keys_file` or `keys_env`, not both".into(),
+                ));
+            }
+        };
+        let key = if self.keys_file.is_some() {
+            "sessions.keys_file"
+        } else {
+            "sessions.keys_env"
+        };
+        dataplane::session::SessionKeys::parse(&text)
+            .map(Some)
+            .map_err(|e| (key, e.to_string()))
+    }
 }
 
 /// The gateway as an OAuth client obtaining per-call tokens (RFC 8693).
@@ -409,6 +476,19 @@ impl Config {
         Self::parse(&text, &file)
     }
 
+    /// Read, parse and validate a config file, also returning the document as YAML (the
+    /// reload compares sections of it to see what changed). `warden validate`, start and
+    /// reload all go through [`Config::parse`].
+    pub fn load_raw(path: &Path) -> Result<(Config, serde_yaml_ng::Value), ConfigError> {
+        let file = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| err(&file, "(file)", e.to_string()))?;
+        let cfg = Self::parse(&text, &file)?;
+        let raw =
+            serde_yaml_ng::from_str(&text).map_err(|e| err(&file, "(root)", e.to_string()))?;
+        Ok((cfg, raw))
+    }
+
     /// Parse and validate YAML text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let de = serde_yaml_ng::Deserializer::from_str(text);
@@ -429,6 +509,9 @@ impl Config {
     }
 
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        if let Err((key, message)) = self.sessions.load_keys() {
+            return Err(err(file, key, message));
+        }
         let g = &self.gateway;
         let loopback = g.listen.ip().is_loopback();
         if g.tls.is_none() && !loopback && !g.allow_insecure_http {

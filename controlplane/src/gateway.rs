@@ -1,22 +1,26 @@
-//! Starting, running and stopping Warden: listeners, shards, the control loop and the admin port.
+//! Starting, running and stopping Warden: listeners, shards, the control loop (`control.rs`)
+//! and the admin port.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use dataplane::control::{Command, ControlHandle};
+use dataplane::control::ControlHandle;
 use dataplane::http1::conn::ConnLimits;
-use dataplane::session::SessionStore;
+use dataplane::session::{Lifetimes, SessionKeys, SessionStore};
 use dataplane::shard::{self, DriverChoice, Shared};
-use dataplane::snapshot::{Settings, Snapshot, ToolTable, Upstream};
+use dataplane::snapshot::{Settings, Snapshot, Upstream};
 use futures_util::StreamExt;
 
 use crate::catalog::{self, Discovered};
 use crate::config::{Config, DelegationMode, IoDriver};
+use crate::control::Control;
 use crate::issuers::IssuerRuntime;
+use crate::reload::{ReloadStatus, StatusCell, Trigger};
 use crate::sts::Sts;
 
 /// Why Warden could not start.
@@ -51,12 +55,27 @@ pub struct Running {
     /// The embedded authorization server, when configured.
     pub auth_server: Option<crate::authz::AuthServer>,
     audit_writer: Option<std::thread::JoinHandle<()>>,
+    reload: tokio::sync::mpsc::Sender<Trigger>,
+    status: StatusCell,
+    /// Kept alive while serving; dropped with the gateway.
+    _watcher: Option<notify::RecommendedWatcher>,
+    hup: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// Current snapshot generation (for tests and /readyz).
     pub fn generation(&self) -> u64 {
         self.shared.snapshot.load().generation
+    }
+
+    /// Reload the configuration file now (what `POST /admin/reload` does).
+    pub async fn reload(&self) -> Result<u64, String> {
+        request_reload(&self.reload).await
+    }
+
+    /// What `GET /admin/config` shows.
+    pub fn config_status(&self) -> ReloadStatus {
+        (**self.status.load()).clone()
     }
 
     /// Stop accepting, let in-flight requests finish up to the grace period, stop the shards.
@@ -84,6 +103,7 @@ impl Running {
             }
         }
         self.control.abort();
+        self.hup.abort();
         self.engine.abort();
         self.admin.abort();
         for t in self.threads {
@@ -92,6 +112,16 @@ impl Running {
             }
         }
     }
+}
+
+/// Ask the control loop to reload and wait for the outcome.
+pub async fn request_reload(tx: &tokio::sync::mpsc::Sender<Trigger>) -> Result<u64, String> {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    tx.send(Trigger::Admin(reply))
+        .await
+        .map_err(|_| "the control loop is not running".to_string())?;
+    rx.await
+        .map_err(|_| "the control loop stopped before answering".to_string())?
 }
 
 fn bind_listeners(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
@@ -124,33 +154,13 @@ fn bind_listeners(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListene
     Ok(out)
 }
 
-fn tls_config(cfg: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
-    use rustls_pki_types::pem::PemObject;
-    let Some(t) = &cfg.gateway.tls else {
-        return Ok(None);
-    };
-    let certs = rustls_pki_types::CertificateDer::pem_file_iter(&t.cert)
-        .map_err(|e| StartError::Tls(format!("{}: {e}", t.cert.display())))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| StartError::Tls(format!("{}: {e}", t.cert.display())))?;
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&t.key)
-        .map_err(|e| StartError::Tls(format!("{}: {e}", t.key.display())))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut sc = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StartError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| StartError::Tls(e.to_string()))?;
-    sc.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some(Arc::new(sc)))
-}
-
-fn settings(
+/// The shards' settings for one configuration (built again for every snapshot).
+pub(crate) fn settings(
     cfg: &Config,
     listen: SocketAddr,
     found: &HashMap<u32, Discovered>,
     upstreams: &[Arc<Upstream>],
+    session_keys: Arc<SessionKeys>,
 ) -> Settings {
     let g = &cfg.gateway;
     let public = g.public_url.as_str().trim_end_matches('/').to_owned();
@@ -229,7 +239,11 @@ fn settings(
             body_timeout: cfg.limits.body_timeout,
             idle_timeout: cfg.limits.idle_timeout,
         },
-        session_idle_secs: g.session_idle_timeout.as_secs() as i64,
+        session_life: Lifetimes {
+            idle_secs: g.session_idle_timeout.as_secs() as i64,
+            max_secs: cfg.sessions.max_lifetime.as_secs() as i64,
+        },
+        session_keys,
         max_connections_per_shard: cfg.limits.max_connections_per_shard,
         server_name: "warden".into(),
         server_version: env!("CARGO_PKG_VERSION").into(),
@@ -237,162 +251,6 @@ fn settings(
         passthrough_upstream: passthrough,
         capabilities_json: caps.to_string(),
         delegation_client_id: cfg.delegation.as_ref().map(|d| d.client_id.clone()),
-    }
-}
-
-/// Everything the control loop owns.
-struct Control {
-    cfg: Config,
-    listen: SocketAddr,
-    issuers: Vec<IssuerRuntime>,
-    upstreams: Vec<Arc<Upstream>>,
-    found: HashMap<u32, Discovered>,
-    generation: u64,
-    cell: Arc<ArcSwap<Snapshot>>,
-    http: reqwest::Client,
-    sessions: Arc<SessionStore>,
-    engine: Option<Arc<crate::delegate::Engine>>,
-    policy: crate::policy::PolicyState,
-    policy_error: Option<String>,
-}
-
-impl Control {
-    fn build(&mut self) -> Snapshot {
-        self.generation += 1;
-        let tools: ToolTable = catalog::build_table(&self.upstreams, &self.found);
-        let policy = match self.policy.engine_for(&self.upstreams, &tools) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                // No policy ever compiled: shards deny every call (fail closed).
-                tracing::error!(error = %e, "Policy does not compile; every call is denied");
-                self.policy_error = Some(e.to_string());
-                None
-            }
-        };
-        Snapshot {
-            policy,
-            generation: self.generation,
-            settings: Arc::new(settings(
-                &self.cfg,
-                self.listen,
-                &self.found,
-                &self.upstreams,
-            )),
-            issuers: self.issuers.iter().map(IssuerRuntime::state).collect(),
-            upstreams: self.upstreams.clone(),
-            tools: Arc::new(tools),
-        }
-    }
-
-    fn publish(&mut self) {
-        let s = self.build();
-        metrics::gauge!("warden_snapshot_generation").set(s.generation as f64);
-        self.cell.store(Arc::new(s));
-    }
-
-    async fn refresh_issuer(&mut self, i: usize) {
-        let http = self.http.clone();
-        let iss = &mut self.issuers[i];
-        match iss.refresh(&http).await {
-            Ok(changed) => tracing::info!(issuer = %iss.cfg.issuer, changed, "JWKS refreshed"),
-            Err(e) => {
-                tracing::warn!(issuer = %iss.cfg.issuer, error = %e, "JWKS refresh failed; keeping last-known-good keys")
-            }
-        }
-        self.publish();
-        for w in std::mem::take(&mut self.issuers[i].waiting) {
-            let _ = w.send(());
-        }
-    }
-
-    async fn discover_missing(&mut self) -> bool {
-        let mut changed = false;
-        for (i, u) in self.cfg.upstreams.clone().iter().enumerate() {
-            let id = i as u32;
-            if self.found.contains_key(&id) {
-                continue;
-            }
-            // A bridged REST API offers what its spec says; nothing to ask it.
-            if let Some(b) = self.upstreams.get(i).and_then(|up| up.bridge.clone()) {
-                self.found.insert(id, catalog::discovered_from_bridge(&b));
-                changed = true;
-                continue;
-            }
-            // Upstreams that take delegation tokens see the gateway's own service token.
-            let auth = match (&u.token_exchange, &self.engine) {
-                (Some(te), Some(engine)) => match engine.service_token(&te.audience).await {
-                    Ok(t) => Some(format!("Bearer {}", t.token)),
-                    Err(e) => {
-                        tracing::warn!(upstream = %u.name, error = %e, "No service token for discovery; will retry");
-                        continue;
-                    }
-                },
-                _ => None,
-            };
-            match catalog::discover(&self.http, u, auth).await {
-                Ok(d) => {
-                    tracing::info!(upstream = %u.name, tools = d.tools.len(), "Upstream discovered");
-                    self.found.insert(id, d);
-                    changed = true;
-                }
-                Err(e) => {
-                    tracing::warn!(upstream = %u.name, error = %e, "Upstream discovery failed; will retry")
-                }
-            }
-        }
-        changed
-    }
-
-    async fn run(mut self, mut rx: futures_channel::mpsc::UnboundedReceiver<Command>) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ticks: u64 = 0;
-        loop {
-            tokio::select! {
-                cmd = rx.next() => match cmd {
-                    None => return,
-                    Some(Command::RefreshJwks { issuer, done }) => {
-                        if issuer >= self.issuers.len() {
-                            let _ = done.send(());
-                            continue;
-                        }
-                        if self.issuers[issuer].refetch_allowed() {
-                            self.issuers[issuer].waiting.push(done);
-                            self.refresh_issuer(issuer).await;
-                        } else {
-                            // Rate-limited: answer at once; the shard fails the token closed.
-                            metrics::counter!("warden_jwks_refetch_limited_total").increment(1);
-                            let _ = done.send(());
-                        }
-                    }
-                },
-                _ = tick.tick() => {
-                    ticks += 1;
-                    for i in 0..self.issuers.len() {
-                        if self.issuers[i].refresh_due() {
-                            self.refresh_issuer(i).await;
-                        }
-                    }
-                    // Keys turning stale (or fresh again) take effect at once: fail closed.
-                    let snap = self.cell.load();
-                    if snap.issuers.iter().zip(&self.issuers).any(|(published, now)| published.usable != now.usable()) {
-                        drop(snap);
-                        tracing::warn!("Issuer key freshness changed; republishing");
-                        self.publish();
-                    }
-                    if self.found.len() < self.cfg.upstreams.len() && ticks.is_multiple_of(5) && self.discover_missing().await {
-                        self.publish();
-                    }
-                    if ticks.is_multiple_of(30) {
-                        // Re-publish so staleness limits take effect; expire idle sessions.
-                        self.publish();
-                        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-                        self.sessions.expire(now, self.cfg.gateway.session_idle_timeout.as_secs() as i64);
-                    }
-                    metrics::gauge!("warden_sessions_active").set(self.sessions.len() as f64);
-                }
-            }
-        }
     }
 }
 
@@ -420,9 +278,35 @@ pub async fn start_observed(
     start_full(cfg, shards, sts, observer, Vec::new()).await
 }
 
+/// Start Warden from a configuration file (`warden serve`): SIGHUP, edits of the file or any
+/// file it names, and `POST /admin/reload` reload it.
+pub async fn start_file(path: &Path, shards: Option<usize>) -> Result<Running, StartError> {
+    let (cfg, raw) = Config::load_raw(path).map_err(|e| StartError::Other(e.to_string()))?;
+    start_inner(
+        cfg,
+        Some((path.to_path_buf(), raw)),
+        shards,
+        None,
+        None,
+        Vec::new(),
+    )
+    .await
+}
+
 /// Start Warden with policies supplied in code beside the configured files (the demo).
 pub async fn start_full(
     cfg: Config,
+    shards: Option<usize>,
+    sts: Option<Arc<Sts>>,
+    observer: Option<crate::audit::Observer>,
+    policy_extra: Vec<warden_policy::PolicyFile>,
+) -> Result<Running, StartError> {
+    start_inner(cfg, None, shards, sts, observer, policy_extra).await
+}
+
+async fn start_inner(
+    cfg: Config,
+    source: Option<(PathBuf, serde_yaml_ng::Value)>,
     shards: Option<usize>,
     sts: Option<Arc<Sts>>,
     observer: Option<crate::audit::Observer>,
@@ -442,7 +326,21 @@ pub async fn start_full(
     let listen = listeners[0]
         .local_addr()
         .map_err(|e| StartError::Other(e.to_string()))?;
-    let tls = tls_config(&cfg)?;
+    let (tls, certs) = match &cfg.gateway.tls {
+        Some(t) => {
+            let (sc, cell) = crate::tls::server_config(t).map_err(StartError::Tls)?;
+            (Some(sc), Some(cell))
+        }
+        None => (None, None),
+    };
+    let session_keys = match cfg.sessions.load_keys() {
+        Ok(Some(k)) => Arc::new(k),
+        // One process without a configured ring: a fresh key; its sessions end with it.
+        Ok(None) => {
+            Arc::new(SessionKeys::generate("local").map_err(|e| StartError::Other(e.to_string()))?)
+        }
+        Err((key, m)) => return Err(StartError::Other(format!("{key}: {m}"))),
+    };
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
         .redirect(reqwest::redirect::Policy::none())
@@ -450,6 +348,7 @@ pub async fn start_full(
         .map_err(|e| StartError::Other(e.to_string()))?;
 
     let mut upstreams = Vec::new();
+    let next_upstream_id = cfg.upstreams.len() as u32;
     for (i, u) in cfg.upstreams.iter().enumerate() {
         let up = catalog::resolve(i as u32, u)
             .await
@@ -475,15 +374,39 @@ pub async fn start_full(
     let sessions = Arc::new(SessionStore::new());
     let placeholder = Snapshot {
         generation: 0,
-        settings: Arc::new(settings(&cfg, listen, &HashMap::new(), &upstreams)),
+        settings: Arc::new(settings(
+            &cfg,
+            listen,
+            &HashMap::new(),
+            &upstreams,
+            session_keys.clone(),
+        )),
         issuers: Vec::new(),
         upstreams: upstreams.clone(),
         tools: Arc::default(),
         policy: None,
     };
     let cell = Arc::new(ArcSwap::from_pointee(placeholder));
+    let keys = match &source {
+        Some((_, raw)) => crate::control::Keys::of(raw, &cfg),
+        None => crate::control::Keys::default(),
+    };
+    let status: StatusCell = Arc::new(ArcSwap::from_pointee(ReloadStatus {
+        path: source.as_ref().map(|(p, _)| p.display().to_string()),
+        config_generation: 1,
+        loaded_at: crate::reload::unix_now(),
+        last_attempt_at: crate::reload::unix_now(),
+        ..Default::default()
+    }));
     let mut control = Control {
         cfg: cfg.clone(),
+        source,
+        next_upstream_id,
+        session_keys,
+        certs,
+        status: status.clone(),
+        keys,
+        fingerprint: [0; 32],
         listen,
         issuers,
         upstreams,
@@ -505,6 +428,7 @@ pub async fn start_full(
         },
         policy_error: None,
     };
+    control.fingerprint = control.current_fingerprint();
     // Delegation: the embedded STS (shared with the authorization server when there is one),
     // or an external RFC 8693 token endpoint.
     let sts = match (&cfg.delegation, &cfg.authorization_server, sts) {
@@ -601,6 +525,41 @@ pub async fn start_full(
             .map_err(|e| StartError::Other(e.to_string()))?;
         threads.push(t);
     }
+    // Reload triggers: SIGHUP, file changes (watching directories), POST /admin/reload.
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
+    let watcher = match &control.source {
+        Some((path, _)) => {
+            let dirs = crate::reload::watch_dirs(path, &crate::reload::named_files(&control.cfg));
+            match crate::reload::spawn_watcher(&dirs, reload_tx.clone()) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    // The control loop's own fingerprint check still picks changes up.
+                    tracing::warn!(error = %e, "File watcher unavailable; polling the configuration every 2 s");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let hup_tx = reload_tx.clone();
+    let hup = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if hup_tx.send(Trigger::Signal).await.is_err() {
+                return;
+            }
+        }
+    });
+    let status_view = control.status.clone();
+    {
+        let mut st = (**status_view.load()).clone();
+        st.snapshot_generation = control.generation;
+        st.watched_files = control.watched();
+        status_view.store(Arc::new(st));
+    }
     let expected_shards = n;
     let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
         .await
@@ -613,13 +572,17 @@ pub async fn start_full(
         .map_err(|e| StartError::Other(e.to_string()))?;
     let admin = tokio::spawn(crate::admin::serve(
         admin_listener,
-        shared.clone(),
-        expected_shards,
-        sts.clone(),
-        live,
+        crate::admin::AdminState {
+            shared: shared.clone(),
+            shards: expected_shards,
+            sts: sts.clone(),
+            live,
+            reload: reload_tx.clone(),
+            status: status_view.clone(),
+        },
     ));
     let grace = cfg.limits.shutdown_grace;
-    let control_task = tokio::spawn(control.run(rx));
+    let control_task = tokio::spawn(control.run(rx, reload_rx));
     // Wait (bounded) until every shard runs, so callers can connect right away.
     for _ in 0..500 {
         if shared.running.load(Ordering::SeqCst) >= expected_shards {
@@ -640,5 +603,9 @@ pub async fn start_full(
         sts,
         auth_server,
         audit_writer: Some(audit_writer),
+        reload: reload_tx,
+        status: status_view,
+        _watcher: watcher,
+        hup,
     })
 }

@@ -100,6 +100,18 @@ impl IssuerRuntime {
         })
     }
 
+    /// The key generation the shards' token caches are tied to.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Make this issuer's generation exceed `floor`, so no token cached under an issuer that
+    /// held its place before a reload (another issuer, or the same one with other rules) is
+    /// taken as verified under this one.
+    pub fn raise_generation_above(&mut self, floor: u64) {
+        self.generation = self.generation.max(floor) + 1;
+    }
+
     pub fn loaded(&self) -> bool {
         self.keys.is_some()
     }

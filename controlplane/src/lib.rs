@@ -6,6 +6,7 @@ pub mod audit;
 pub mod authz;
 pub mod catalog;
 pub mod config;
+mod control;
 pub mod delegate;
 pub mod demo;
 pub mod gateway;
@@ -14,7 +15,9 @@ pub mod live;
 pub mod metrics;
 pub mod otlp;
 pub mod policy;
+pub mod reload;
 pub mod sts;
+pub mod tls;
 
 pub use config::Config;
-pub use gateway::{Running, StartError, start, start_full, start_observed, start_with};
+pub use gateway::{Running, StartError, start, start_file, start_full, start_observed, start_with};

@@ -316,13 +316,10 @@ fn main() -> ExitCode {
             })
         }
         Cmd::Serve { config, shards } => {
-            let cfg = match controlplane::Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
+            if let Err(e) = controlplane::Config::load(&config) {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
             let rt = match control_runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -331,7 +328,7 @@ fn main() -> ExitCode {
                 }
             };
             rt.block_on(async move {
-                let running = match controlplane::start(cfg, shards).await {
+                let running = match controlplane::start_file(&config, shards).await {
                     Ok(r) => r,
                     Err(e) => {
                         eprintln!("error: {e}");

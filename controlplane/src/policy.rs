@@ -1,10 +1,10 @@
-//! Policy in the control plane: load the `.cedar` files, compile them with the config's
-//! rules against the current tool catalog, and reload on change — keeping the last good
-//! policy when a new one does not compile.
+//! Policy in the control plane: load the `.cedar` files and compile them with the config's
+//! rules against the current tool catalog (again when the catalog changes). File edits
+//! reload the whole configuration (`reload.rs`), which refuses a policy that does not
+//! compile and keeps the running one.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use dataplane::snapshot::{ToolTable, Upstream};
 use serde_json::Value;
@@ -14,7 +14,7 @@ use warden_policy::{Engine, PolicyConfig, PolicyError, PolicyFile, ToolInfo};
 #[derive(Debug, Default)]
 pub struct PolicyState {
     pub cfg: PolicyConfig,
-    files: Vec<(PathBuf, Option<SystemTime>, String)>,
+    files: Vec<(PathBuf, String)>,
     /// Policies supplied in code (the demo), beside the files.
     pub extra: Vec<PolicyFile>,
     engine: Option<Arc<Engine>>,
@@ -27,10 +27,6 @@ pub struct PolicyState {
     pub tags: std::collections::HashMap<String, std::collections::HashMap<String, Vec<String>>>,
 }
 
-fn mtime(p: &PathBuf) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
-}
-
 impl PolicyState {
     /// Read the configured files (file I/O happens here, in the control plane).
     pub fn load(cfg: PolicyConfig, extra: Vec<PolicyFile>) -> Result<PolicyState, PolicyError> {
@@ -41,7 +37,7 @@ impl PolicyState {
                 line: None,
                 message: e.to_string(),
             })?;
-            files.push((p.clone(), mtime(p), text));
+            files.push((p.clone(), text));
         }
         Ok(PolicyState {
             cfg,
@@ -56,7 +52,7 @@ impl PolicyState {
         let mut v: Vec<PolicyFile> = self
             .files
             .iter()
-            .map(|(p, _, t)| PolicyFile {
+            .map(|(p, t)| PolicyFile {
                 name: p.display().to_string(),
                 text: t.clone(),
             })
@@ -65,27 +61,18 @@ impl PolicyState {
         v
     }
 
-    /// Notice edited policy files; returns whether something changed.
-    pub fn poll_files(&mut self) -> bool {
-        let mut changed = false;
-        for (p, m, text) in &mut self.files {
-            let now = mtime(p);
-            if now != *m {
-                *m = now;
-                match std::fs::read_to_string(&*p) {
-                    Ok(t) if t != *text => {
-                        *text = t;
-                        changed = true;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(file = %p.display(), error = %e, "Policy file unreadable; keeping the loaded text")
-                    }
-                }
-            }
-        }
-        self.dirty |= changed;
-        changed
+    /// The state for a reloaded configuration: files read afresh, nothing compiled yet, and
+    /// the generation counter carried on so shards' decision caches (keyed by generation)
+    /// never confuse the new policy with the old.
+    pub fn successor(
+        &self,
+        cfg: PolicyConfig,
+        tags: std::collections::HashMap<String, std::collections::HashMap<String, Vec<String>>>,
+    ) -> Result<PolicyState, PolicyError> {
+        let mut next = PolicyState::load(cfg, self.extra.clone())?;
+        next.generation = self.generation;
+        next.tags = tags;
+        Ok(next)
     }
 
     /// The engine for this catalog: recompiled when the catalog or the files changed.

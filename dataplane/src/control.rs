@@ -21,6 +21,9 @@ pub enum Command {
         issuer: usize,
         done: oneshot::Sender<()>,
     },
+    /// A session ended by DELETE on this replica: record it in the shared store so other
+    /// replicas refuse the id too (`until`: when the id would have expired anyway).
+    SessionEnded { id_hash: [u8; 32], until: i64 },
 }
 
 /// Who the delegated token is for.
@@ -122,6 +125,14 @@ impl ControlHandle {
             return false;
         }
         matches!(monoio::time::timeout(wait, rx).await, Ok(Ok(())))
+    }
+
+    /// Tell the control plane a session ended (fire and forget: the local refusal is
+    /// already in place; sharing it is the control plane's job).
+    pub fn session_ended(&self, id_hash: [u8; 32], until: i64) {
+        let _ = self
+            .tx
+            .unbounded_send(Command::SessionEnded { id_hash, until });
     }
 
     /// Ask the control plane for a delegation token and wait (bounded) for it.

@@ -47,7 +47,10 @@ pub struct Settings {
     pub challenge_scope: String,
     pub max_token_bytes: usize,
     pub limits: ConnLimits,
-    pub session_idle_secs: i64,
+    /// Idle and absolute session lifetimes.
+    pub session_life: crate::session::Lifetimes,
+    /// The key ring sealing and opening session ids (reloadable; `Debug` prints key ids only).
+    pub session_keys: Arc<crate::session::SessionKeys>,
     pub max_connections_per_shard: usize,
     pub server_name: String,
     pub server_version: String,

@@ -224,8 +224,16 @@ impl Gateway {
             }
             Method::Delete => match req.head.get_str("mcp-session-id") {
                 None => http::error_json(400, "invalid_request", "Mcp-Session-Id required"),
-                Some(id) => match self.shard.shared.sessions.remove(id, &caller.owner) {
-                    Ok(sess) => {
+                Some(id) => match self.shard.shared.sessions.remove(
+                    &snap.settings.session_keys,
+                    id,
+                    &caller.owner,
+                    self.shard.clock.unix_secs(),
+                    snap.settings.session_life,
+                ) {
+                    Ok((sess, id_hash, until)) => {
+                        // Other replicas learn of the end through the shared store.
+                        self.shard.shared.control.session_ended(id_hash, until);
                         forward::close_upstream_sessions(&self.shard, snap, &sess).await;
                         Response::new(200)
                     }
@@ -347,7 +355,13 @@ impl Gateway {
         self.shard
             .shared
             .sessions
-            .get(id, &caller.owner, now, snap.settings.session_idle_secs)
+            .get(
+                &snap.settings.session_keys,
+                id,
+                &caller.owner,
+                now,
+                snap.settings.session_life,
+            )
             .map(Some)
             .map_err(|_| http::error_json(404, "not_found", "unknown or ended session"))
     }
@@ -495,12 +509,19 @@ impl Gateway {
             });
         let version = negotiate_version(requested.as_deref());
         let now = self.shard.clock.unix_secs();
-        let sid = self.shard.shared.sessions.create(
+        let sid = match self.shard.shared.sessions.create(
+            &st.session_keys,
             caller.owner,
             version.to_owned(),
             msg.params.map(|p| p.get().to_owned()),
             now,
-        );
+        ) {
+            Ok(sid) => sid,
+            Err(_) => {
+                let body = jsonrpc::error(Some(id), -32603, "could not create a session");
+                return (Response::json(500, body), String::new());
+            }
+        };
         metrics::counter!("warden_sessions_created_total").increment(1);
         let mut result = serde_json::json!({
             "protocolVersion": version,

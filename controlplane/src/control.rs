@@ -1,0 +1,496 @@
+//! The control loop: owns issuers, upstream catalogs, policy and session keys, answers the
+//! shards' commands, refreshes keys and catalogs on its timer, and reloads the configuration
+//! (validate-then-swap) on SIGHUP, file changes and `POST /admin/reload`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use dataplane::control::Command;
+use dataplane::session::{Lifetimes, SessionKeys, SessionStore};
+use dataplane::snapshot::{Snapshot, ToolTable, Upstream};
+use futures_util::StreamExt;
+
+use crate::catalog::{self, Discovered};
+use crate::config::Config;
+use crate::issuers::IssuerRuntime;
+use crate::reload::{self, ReloadError, ReloadStatus, StatusCell, Trigger};
+use crate::tls::CertCell;
+
+/// Everything the control loop owns.
+pub(crate) struct Control {
+    pub cfg: Config,
+    /// The file the configuration came from, with its YAML document (reload compares them).
+    pub source: Option<(PathBuf, serde_yaml_ng::Value)>,
+    pub listen: SocketAddr,
+    pub issuers: Vec<IssuerRuntime>,
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Discovered catalogs by upstream id.
+    pub found: HashMap<u32, Discovered>,
+    /// Upstream ids are never reused: pooled connections and client sessions' upstream
+    /// sessions are keyed by id, so a changed upstream must not inherit them.
+    pub next_upstream_id: u32,
+    pub generation: u64,
+    pub cell: Arc<ArcSwap<Snapshot>>,
+    pub http: reqwest::Client,
+    pub sessions: Arc<SessionStore>,
+    pub session_keys: Arc<SessionKeys>,
+    pub engine: Option<Arc<crate::delegate::Engine>>,
+    pub policy: crate::policy::PolicyState,
+    pub policy_error: Option<String>,
+    pub certs: Option<Arc<CertCell>>,
+    pub status: StatusCell,
+    /// What each issuer and upstream was loaded from.
+    pub keys: Keys,
+    /// Fingerprint of the config file and every file it names, as last loaded.
+    pub fingerprint: [u8; 32],
+}
+
+/// A section of the config as YAML plus its files' fingerprints, as loaded: equal means
+/// "unchanged" (kept with its state across a reload).
+type SectionKey = (serde_yaml_ng::Value, [u8; 32]);
+
+/// The keys of every issuer and upstream of one loaded configuration.
+#[derive(Debug, Default)]
+pub(crate) struct Keys {
+    pub issuers: Vec<SectionKey>,
+    pub upstreams: Vec<SectionKey>,
+}
+
+impl Keys {
+    pub fn of(raw: &serde_yaml_ng::Value, cfg: &Config) -> Keys {
+        // An issuer's default audience is the public URL: part of what it is.
+        let public = serde_yaml_ng::Value::String(cfg.gateway.public_url.to_string());
+        Keys {
+            issuers: cfg
+                .issuers
+                .iter()
+                .enumerate()
+                .map(|(i, ic)| {
+                    let sec = serde_yaml_ng::Value::Sequence(vec![
+                        section(raw, "issuers", i),
+                        public.clone(),
+                    ]);
+                    (sec, reload::files_fingerprint(ic.ca_file.iter().cloned()))
+                })
+                .collect(),
+            upstreams: cfg
+                .upstreams
+                .iter()
+                .enumerate()
+                .map(|(i, u)| {
+                    let files = u.spec_file.iter().chain(u.ca_file.iter()).cloned();
+                    (
+                        section(raw, "upstreams", i),
+                        reload::files_fingerprint(files),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+fn section(raw: &serde_yaml_ng::Value, key: &str, i: usize) -> serde_yaml_ng::Value {
+    raw.get(key)
+        .and_then(|v| v.get(i))
+        .cloned()
+        .unwrap_or(serde_yaml_ng::Value::Null)
+}
+
+impl Control {
+    pub fn build(&mut self) -> Snapshot {
+        self.generation += 1;
+        let tools: ToolTable = catalog::build_table(&self.upstreams, &self.found);
+        let policy = match self.policy.engine_for(&self.upstreams, &tools) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                // No policy ever compiled: shards deny every call (fail closed).
+                tracing::error!(error = %e, "Policy does not compile; every call is denied");
+                self.policy_error = Some(e.to_string());
+                None
+            }
+        };
+        Snapshot {
+            policy,
+            generation: self.generation,
+            settings: Arc::new(crate::gateway::settings(
+                &self.cfg,
+                self.listen,
+                &self.found,
+                &self.upstreams,
+                self.session_keys.clone(),
+            )),
+            issuers: self.issuers.iter().map(IssuerRuntime::state).collect(),
+            upstreams: self.upstreams.clone(),
+            tools: Arc::new(tools),
+        }
+    }
+
+    pub fn publish(&mut self) {
+        let s = self.build();
+        metrics::gauge!("warden_snapshot_generation").set(s.generation as f64);
+        self.cell.store(Arc::new(s));
+    }
+
+    pub async fn refresh_issuer(&mut self, i: usize) {
+        self.fetch_keys(i).await;
+        self.publish();
+        for w in std::mem::take(&mut self.issuers[i].waiting) {
+            let _ = w.send(());
+        }
+    }
+
+    async fn fetch_keys(&mut self, i: usize) {
+        let http = self.http.clone();
+        let iss = &mut self.issuers[i];
+        match iss.refresh(&http).await {
+            Ok(changed) => tracing::info!(issuer = %iss.cfg.issuer, changed, "JWKS refreshed"),
+            Err(e) => {
+                tracing::warn!(issuer = %iss.cfg.issuer, error = %e, "JWKS refresh failed; keeping last-known-good keys")
+            }
+        }
+    }
+
+    /// Discover upstreams without a catalog yet; returns whether any was found.
+    pub async fn discover_missing(&mut self) -> bool {
+        let mut changed = false;
+        for (i, u) in self.cfg.upstreams.clone().iter().enumerate() {
+            let Some(up) = self.upstreams.get(i).cloned() else {
+                continue;
+            };
+            if self.found.contains_key(&up.id) {
+                continue;
+            }
+            if let Some(d) = self.discover_one(u, &up).await {
+                self.found.insert(up.id, d);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// One upstream's catalog: from its spec (bridged REST) or by asking it (MCP).
+    async fn discover_one(
+        &self,
+        u: &crate::config::UpstreamConfig,
+        up: &Upstream,
+    ) -> Option<Discovered> {
+        if let Some(b) = &up.bridge {
+            return Some(catalog::discovered_from_bridge(b));
+        }
+        // Upstreams that take delegation tokens see the gateway's own service token.
+        let auth = match (&u.token_exchange, &self.engine) {
+            (Some(te), Some(engine)) => match engine.service_token(&te.audience).await {
+                Ok(t) => Some(format!("Bearer {}", t.token)),
+                Err(e) => {
+                    tracing::warn!(upstream = %u.name, error = %e, "No service token for discovery; will retry");
+                    return None;
+                }
+            },
+            _ => None,
+        };
+        match catalog::discover(&self.http, u, auth).await {
+            Ok(d) => {
+                tracing::info!(upstream = %u.name, tools = d.tools.len(), "Upstream discovered");
+                Some(d)
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %u.name, error = %e, "Upstream discovery failed; will retry");
+                None
+            }
+        }
+    }
+
+    /// Load, validate and prepare the configuration file's current content; publish it only
+    /// if every part is good, else change nothing. Returns the new snapshot generation.
+    pub async fn reload(&mut self) -> Result<u64, ReloadError> {
+        let Some((path, old_raw)) = self.source.clone() else {
+            return Err(ReloadError::NoSource);
+        };
+        let (new, new_raw) = Config::load_raw(&path)?;
+        let restart = reload::restart_needed(&self.cfg, &new, &old_raw, &new_raw);
+        if !restart.is_empty() {
+            return Err(ReloadError::RestartNeeded(restart));
+        }
+        let prep = ReloadError::Prepare;
+        // Session keys: a new ring seals new sessions; old keys still listed open old ones.
+        let session_keys = match new.sessions.load_keys() {
+            Ok(Some(k)) => Arc::new(k),
+            Ok(None)
+                if self.cfg.sessions.keys_file.is_none()
+                    && self.cfg.sessions.keys_env.is_none() =>
+            {
+                self.session_keys.clone()
+            }
+            Ok(None) => {
+                return Err(prep(
+                    "sessions: removing the key ring would end every session; give a new ring instead".into(),
+                ));
+            }
+            Err((key, m)) => return Err(prep(format!("{key}: {m}"))),
+        };
+        // Listener certificate: parsed and matched with its key before anything changes.
+        let certified = match (&new.gateway.tls, &self.certs) {
+            (Some(t), Some(_)) => Some(crate::tls::load_certified(t).map_err(prep)?),
+            _ => None,
+        };
+        let keys = Keys::of(&new_raw, &new);
+        // Issuers: unchanged ones keep their keys (and shards' cached verifications); new or
+        // changed ones are fetched now, under a generation above every earlier one.
+        let public = new
+            .gateway
+            .public_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned();
+        let floor = self
+            .issuers
+            .iter()
+            .map(IssuerRuntime::generation)
+            .max()
+            .unwrap_or(0);
+        let mut issuer_plan: Vec<Result<usize, IssuerRuntime>> = Vec::new();
+        for (i, ic) in new.issuers.iter().enumerate() {
+            let kept = self.keys.issuers.iter().enumerate().position(|(j, k)| {
+                *k == keys.issuers[i] && !issuer_plan.iter().any(|p| p.as_ref().ok() == Some(&j))
+            });
+            match kept {
+                Some(j) => issuer_plan.push(Ok(j)),
+                None => {
+                    let mut rt = IssuerRuntime::new(ic.clone(), &public)
+                        .with_ca()
+                        .map_err(|e| prep(format!("issuers[{i}].ca_file: {e}")))?;
+                    rt.raise_generation_above(floor);
+                    if let Err(e) = rt.refresh(&self.http).await {
+                        tracing::warn!(issuer = %ic.issuer, error = %e, "New issuer's JWKS not loaded yet; will retry");
+                    }
+                    issuer_plan.push(Err(rt));
+                }
+            }
+        }
+        // Upstreams: unchanged ones keep their id, catalog, pooled connections and sessions.
+        let mut upstreams = Vec::new();
+        let mut found = HashMap::new();
+        let mut next_id = self.next_upstream_id;
+        for (i, u) in new.upstreams.iter().enumerate() {
+            let kept = self
+                .keys
+                .upstreams
+                .iter()
+                .position(|k| *k == keys.upstreams[i])
+                .and_then(|j| self.upstreams.get(j).cloned());
+            let up = match kept {
+                Some(up) => up,
+                None => {
+                    let up = catalog::resolve(next_id, u)
+                        .await
+                        .map_err(|m| prep(format!("upstream {}: {m}", u.name)))?;
+                    next_id += 1;
+                    Arc::new(up)
+                }
+            };
+            let d = match self.found.get(&up.id) {
+                Some(d) => Some(d.clone()),
+                None => self.discover_one(u, &up).await,
+            };
+            if let Some(d) = d {
+                found.insert(up.id, d);
+            }
+            upstreams.push(up);
+        }
+        // Policy: compiled now against the new catalog; one that does not compile refuses
+        // the whole reload.
+        let tags = new
+            .upstreams
+            .iter()
+            .map(|u| (u.name.clone(), u.tool_tags.clone()))
+            .collect();
+        let mut policy = self
+            .policy
+            .successor(new.policy.clone(), tags)
+            .map_err(|e| prep(format!("policy: {e}")))?;
+        let tools = catalog::build_table(&upstreams, &found);
+        policy
+            .engine_for(&upstreams, &tools)
+            .map_err(|e| prep(format!("policy: {e}")))?;
+        // Everything is prepared: commit and publish one snapshot. Shards adopt it between
+        // requests; requests in flight finish on the snapshot they started with.
+        let mut old: Vec<Option<IssuerRuntime>> = std::mem::take(&mut self.issuers)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut issuers = Vec::with_capacity(issuer_plan.len());
+        for (i, p) in issuer_plan.into_iter().enumerate() {
+            match p {
+                Ok(j) => match old.get_mut(j).and_then(Option::take) {
+                    Some(rt) => issuers.push(rt),
+                    // Each kept index is planned once, so this does not happen; if it did,
+                    // a fresh runtime (keys fetched on the next tick) is still correct.
+                    None => {
+                        let mut rt = IssuerRuntime::new(new.issuers[i].clone(), &public);
+                        rt.raise_generation_above(floor);
+                        issuers.push(rt);
+                    }
+                },
+                Err(rt) => issuers.push(rt),
+            }
+        }
+        self.issuers = issuers;
+        for w in old.into_iter().flatten().flat_map(|rt| rt.waiting) {
+            let _ = w.send(());
+        }
+        self.cfg = new;
+        self.upstreams = upstreams;
+        self.found = found;
+        self.policy = policy;
+        self.keys = keys;
+        self.next_upstream_id = next_id;
+        self.session_keys = session_keys;
+        if let (Some(cell), Some(ck)) = (&self.certs, certified) {
+            cell.store(ck);
+        }
+        self.source = Some((path, new_raw));
+        self.fingerprint = self.current_fingerprint();
+        self.publish();
+        Ok(self.generation)
+    }
+
+    /// Fingerprint of the config file and the files it names, now.
+    pub fn current_fingerprint(&self) -> [u8; 32] {
+        let mut files = reload::named_files(&self.cfg);
+        if let Some((p, _)) = &self.source {
+            files.push(p.clone());
+        }
+        reload::fingerprint(&files)
+    }
+
+    /// Run one reload and record its outcome (log, metric, `/admin/config`).
+    async fn reload_and_record(&mut self, why: &'static str) -> Result<u64, String> {
+        let outcome = self.reload().await;
+        let now = reload::unix_now();
+        let mut st: ReloadStatus = (**self.status.load()).clone();
+        st.last_attempt_at = now;
+        let label = match &outcome {
+            Ok(generation) => {
+                tracing::info!(generation, trigger = why, "Configuration reloaded");
+                st.config_generation += 1;
+                st.snapshot_generation = *generation;
+                st.loaded_at = now;
+                st.last_error = None;
+                st.watched_files = self.watched();
+                "ok"
+            }
+            Err(e) => {
+                tracing::error!(error = %e, trigger = why, "Configuration reload refused; the running configuration stays");
+                st.last_error = Some(e.to_string());
+                e.label()
+            }
+        };
+        metrics::counter!("warden_config_reload_total", "result" => label).increment(1);
+        self.status.store(Arc::new(st));
+        if outcome.is_err() {
+            // Do not retry the same broken content on every tick.
+            self.fingerprint = self.current_fingerprint();
+        }
+        outcome.map_err(|e| e.to_string())
+    }
+
+    pub fn watched(&self) -> Vec<String> {
+        let mut v: Vec<String> = reload::named_files(&self.cfg)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        if let Some((p, _)) = &self.source {
+            v.insert(0, p.display().to_string());
+        }
+        v
+    }
+
+    fn lifetimes(&self) -> Lifetimes {
+        Lifetimes {
+            idle_secs: self.cfg.gateway.session_idle_timeout.as_secs() as i64,
+            max_secs: self.cfg.sessions.max_lifetime.as_secs() as i64,
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut rx: futures_channel::mpsc::UnboundedReceiver<Command>,
+        mut triggers: tokio::sync::mpsc::Receiver<Trigger>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
+        loop {
+            tokio::select! {
+                cmd = rx.next() => match cmd {
+                    None => return,
+                    Some(Command::RefreshJwks { issuer, done }) => {
+                        if issuer >= self.issuers.len() {
+                            let _ = done.send(());
+                            continue;
+                        }
+                        if self.issuers[issuer].refetch_allowed() {
+                            self.issuers[issuer].waiting.push(done);
+                            self.refresh_issuer(issuer).await;
+                        } else {
+                            // Rate-limited: answer at once; the shard fails the token closed.
+                            metrics::counter!("warden_jwks_refetch_limited_total").increment(1);
+                            let _ = done.send(());
+                        }
+                    }
+                    Some(Command::SessionEnded { id_hash, until }) => {
+                        // Shards of this process share the store, so they already refuse it.
+                        let _ = (id_hash, until);
+                        metrics::counter!("warden_sessions_ended_total").increment(1);
+                    }
+                },
+                t = triggers.recv() => match t {
+                    None => {}
+                    Some(Trigger::Admin(reply)) => {
+                        let r = self.reload_and_record("admin").await;
+                        let _ = reply.send(r);
+                    }
+                    Some(Trigger::Signal) => {
+                        let _ = self.reload_and_record("sighup").await;
+                    }
+                    Some(Trigger::Files) if self.source.is_some() && self.current_fingerprint() != self.fingerprint => {
+                        let _ = self.reload_and_record("file change").await;
+                    }
+                    Some(Trigger::Files) => {}
+                },
+                _ = tick.tick() => {
+                    ticks += 1;
+                    for i in 0..self.issuers.len() {
+                        if self.issuers[i].refresh_due() {
+                            self.refresh_issuer(i).await;
+                        }
+                    }
+                    // Keys turning stale (or fresh again) take effect at once: fail closed.
+                    let snap = self.cell.load();
+                    if snap.issuers.iter().zip(&self.issuers).any(|(published, now)| published.usable != now.usable()) {
+                        drop(snap);
+                        tracing::warn!("Issuer key freshness changed; republishing");
+                        self.publish();
+                    }
+                    if self.found.len() < self.upstreams.len() && ticks.is_multiple_of(5) && self.discover_missing().await {
+                        self.publish();
+                    }
+                    // A missed watcher event delays a reload by at most two seconds.
+                    if self.source.is_some() && ticks.is_multiple_of(2) && self.current_fingerprint() != self.fingerprint {
+                        let _ = self.reload_and_record("file change").await;
+                    }
+                    if ticks.is_multiple_of(30) {
+                        // Re-publish so staleness limits take effect; expire idle sessions.
+                        self.publish();
+                        self.sessions.expire(reload::unix_now(), self.lifetimes());
+                    }
+                    metrics::gauge!("warden_sessions_active").set(self.sessions.len() as f64);
+                }
+            }
+        }
+    }
+}
