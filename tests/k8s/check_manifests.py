@@ -218,8 +218,8 @@ def check_config(docs):
     if url_env and not any(e["name"] == url_env and "secretKeyRef" in e.get("valueFrom", {}) for e in c.get("env", [])):
         errs.append(f"state.url_env {url_env} is not set from a Secret")
     admin = port_number(c, "admin")
-    if (cfg.get("admin") or {}).get("listen") != f"0.0.0.0:{admin}":
-        errs.append(f"admin.listen {(cfg.get('admin') or {}).get('listen')!r} is not 0.0.0.0:{admin}")
+    if (cfg.get("admin") or {}).get("listen") not in (f"0.0.0.0:{admin}", f"[::]:{admin}"):
+        errs.append(f"admin.listen {(cfg.get('admin') or {}).get('listen')!r} is not 0.0.0.0:{admin} or [::]:{admin}")
     if cfg["gateway"].get("io_driver") != "epoll":
         errs.append("gateway.io_driver is not epoll (the default seccomp profile blocks io_uring)")
     grace = duration_seconds((cfg.get("limits") or {}).get("shutdown_grace", "15s"))

@@ -192,6 +192,8 @@ refused "terminationGracePeriodSeconds <= preStop + shutdown_grace is refused" "
   render warden --set terminationGracePeriodSeconds=20
 refused "admin on loopback (unreachable for probes) is refused" "config.admin.listen must be 0.0.0.0:9090" \
   render warden --set config.admin.listen=127.0.0.1:9090
+refused "the MCP listener on loopback (unreachable through the Service) is refused" "config.gateway.listen must be 0.0.0.0:8080" \
+  render warden --set config.gateway.listen=127.0.0.1:8080
 refused "a policy file not ending in .cedar is refused" "must end in .cedar" \
   render warden --set-string 'policies.ledger\.txt=permit(principal\,action\,resource);'
 

@@ -99,14 +99,15 @@ policies and `gateway.tls` when the chart mounts a certificate.
 {{/* Refuse values that would deploy something broken; called from the Deployment. */}}
 {{- define "warden.checks" -}}
 {{- $cfg := .Values.config }}
+{{- /* Every pod address: 0.0.0.0, or [::] on IPv6 clusters. */}}
 {{- $want := printf "0.0.0.0:%v" .Values.ports.mcp }}
-{{- if ne (toString $cfg.gateway.listen) $want }}
-{{- fail (printf "config.gateway.listen must be %s (ports.mcp, on every pod address), not %v" $want $cfg.gateway.listen) }}
+{{- if not (has (toString $cfg.gateway.listen) (list $want (printf "[::]:%v" .Values.ports.mcp))) }}
+{{- fail (printf "config.gateway.listen must be %s or [::]:%v (ports.mcp, on every pod address), not %v" $want .Values.ports.mcp $cfg.gateway.listen) }}
 {{- end }}
 {{- $wantAdmin := printf "0.0.0.0:%v" .Values.ports.admin }}
 {{- $admin := default (dict) $cfg.admin }}
-{{- if ne (toString $admin.listen) $wantAdmin }}
-{{- fail (printf "config.admin.listen must be %s (ports.admin): the probes and Prometheus reach it on the pod IP" $wantAdmin) }}
+{{- if not (has (toString $admin.listen) (list $wantAdmin (printf "[::]:%v" .Values.ports.admin))) }}
+{{- fail (printf "config.admin.listen must be %s or [::]:%v (ports.admin): the probes and Prometheus reach it on the pod IP" $wantAdmin .Values.ports.admin) }}
 {{- end }}
 {{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled }}
 {{- $state := default (dict) $cfg.state }}
