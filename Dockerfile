@@ -1,6 +1,9 @@
 # Multi-stage build of the `warden` binary. (Not exercised by CI: the build machines have
-# no Docker engine.) Note: Docker's default seccomp profile blocks io_uring; Warden logs
-# it and falls back to epoll (or set `gateway.io_driver: epoll`).
+# no Docker engine.) Note: Docker's and Kubernetes' default seccomp profiles block io_uring;
+# Warden logs it and falls back to epoll (or set `gateway.io_driver: epoll`, as the Helm chart
+# does). It runs as the numeric user 10001:10001, the chart's runAsUser/runAsGroup: a numeric
+# USER lets the kubelet verify runAsNonRoot, and nothing in the image needs to be writable
+# (readOnlyRootFilesystem; the chart mounts /tmp).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 RUN apt-get update && apt-get install -y --no-install-recommends cmake clang && rm -rf /var/lib/apt/lists/*
@@ -9,9 +12,10 @@ RUN cargo build --release -p controlplane --bin warden
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 warden
+ && groupadd --system --gid 10001 warden \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin warden
 COPY --from=build /src/target/release/warden /usr/local/bin/warden
-USER warden
+USER 10001:10001
 EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/warden"]
 CMD ["serve", "-c", "/etc/warden/warden.yaml"]
