@@ -16,11 +16,13 @@ rustc --version
 cargo --version
 command -v node >/dev/null || { echo "node is required (for the MCP conformance suite)"; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is required (free-port helper)"; exit 1; }
-# Debian packages the tests use: curl, headless Chromium (live page), promtool (metrics exposition).
+# Debian packages the tests use: curl, headless Chromium (live page), promtool (metrics exposition),
+# nginx (the load balancer in front of replicas).
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v chromium >/dev/null || need+=(chromium)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v nginx >/dev/null || need+=(nginx)
 if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

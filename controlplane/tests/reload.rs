@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::client::{call, rpc, session};
 use common::process::{WardenProc, free_port};
 use serde_json::{Value, json};
 use testkit::{TestIssuer, TestUpstream};
@@ -28,63 +29,6 @@ fn yaml_with_policy(issuer: &TestIssuer, ups: &[&TestUpstream], dir: &Path) -> S
             policy.display()
         ),
     )
-}
-
-async fn rpc(
-    c: &reqwest::Client,
-    url: &str,
-    tok: &str,
-    sid: Option<&str>,
-    body: Value,
-) -> (u16, Value, Option<String>) {
-    let mut rb = c
-        .post(url)
-        .bearer_auth(tok)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .timeout(Duration::from_secs(10));
-    if let Some(s) = sid {
-        rb = rb
-            .header("mcp-session-id", s)
-            .header("mcp-protocol-version", "2025-06-18");
-    }
-    let r = rb.body(body.to_string()).send().await.unwrap();
-    let status = r.status().as_u16();
-    let sid = r
-        .headers()
-        .get("mcp-session-id")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let ct = r
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let text = r.text().await.unwrap();
-    let v = if ct.starts_with("text/event-stream") {
-        common::last_sse_message(&text)
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    };
-    (status, v, sid)
-}
-
-async fn session(c: &reqwest::Client, url: &str, tok: &str) -> String {
-    let (s, _, sid) = rpc(c, url, tok, None, json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})).await;
-    assert_eq!(s, 200);
-    sid.unwrap()
-}
-
-async fn call(
-    c: &reqwest::Client,
-    url: &str,
-    tok: &str,
-    sid: &str,
-    tool: &str,
-    args: Value,
-) -> Value {
-    let (s, v, _) = rpc(c, url, tok, Some(sid), json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":tool,"arguments":args}})).await;
-    assert_eq!(s, 200, "{v}");
-    v
 }
 
 fn denied(v: &Value) -> bool {

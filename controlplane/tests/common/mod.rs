@@ -1,6 +1,8 @@
 //! Shared harness for the integration tests: a real issuer, real upstreams, a real Warden.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod balancer;
+pub mod client;
 pub mod process;
 
 use std::time::Duration;
