@@ -90,6 +90,11 @@ const HELP: &[(&str, &str, &str)] = &[
     ),
     (
         "counter",
+        "warden_upstream_stale_connections_total",
+        "Idle pooled upstream connections found closed before reuse (dropped, not used).",
+    ),
+    (
+        "counter",
         "warden_sessions_created_total",
         "MCP sessions created.",
     ),
