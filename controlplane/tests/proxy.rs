@@ -704,10 +704,16 @@ async fn a_tool_call_is_sent_at_most_once() {
     // A tool call never is.
     let tool = format!("up0_{}", testkit::DROPPING_TOOL);
     let v = env
-        .call(&tok, &sid, json!("c1"), &tool, json!({"status": "closed"}))
+        .call(
+            &tok,
+            &sid,
+            json!("req.1"),
+            &tool,
+            json!({"status": "closed"}),
+        )
         .await;
     assert_eq!(up.count("tools/call"), 1, "executed exactly once: {v}");
-    assert_eq!(v["id"], "c1", "{v}");
+    assert_eq!(v["id"], "req.1", "{v}");
     assert_eq!(v["error"]["code"], -32002, "{v}");
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(

@@ -237,9 +237,17 @@ impl<'a> Message<'a> {
             return Err(Invalid::Envelope);
         }
         if let Some(id) = m.id {
+            // Any JSON string (kept raw, so it round-trips byte for byte), or an integer: MCP
+            // forbids a null id, and JSON-RPC numbers "SHOULD NOT contain fractional parts".
+            // The raw text of a number is what the sender wrote, so a `.`, `e` or `E` in it
+            // is a fraction or an exponent; inside a string it is just a character.
             let s = id.get().as_bytes();
-            let ok = matches!(s.first(), Some(b'"') | Some(b'-') | Some(b'0'..=b'9'));
-            if !ok || s.contains(&b'.') || s.contains(&b'e') && s.first() != Some(&b'"') {
+            let ok = match s.first() {
+                Some(b'"') => true,
+                Some(b'-' | b'0'..=b'9') => s.iter().all(|b| b.is_ascii_digit() || *b == b'-'),
+                _ => false,
+            };
+            if !ok {
                 return Err(Invalid::Envelope);
             }
         }
@@ -443,6 +451,36 @@ mod tests {
         ];
         for body in accepted {
             assert!(Message::parse(body.as_bytes()).is_ok(), "{body}");
+        }
+    }
+
+    #[test]
+    fn string_ids_are_any_string_and_numbers_are_integers() {
+        for id in [
+            r#""req.1""#,
+            r#""1e5""#,
+            r#""a.b.E""#,
+            r#""""#,
+            "42",
+            "-3",
+            "0",
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+            let m = Message::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{id}: {e:?}"));
+            let raw = m.id.unwrap();
+            assert_eq!(raw.get(), id, "kept byte for byte");
+            let back = error(Some(raw), code::INTERNAL_ERROR, "x");
+            let v: serde_json::Value = serde_json::from_slice(&back).unwrap();
+            let sent: serde_json::Value = serde_json::from_str(id).unwrap();
+            assert_eq!(v["id"], sent, "round trip of {id}");
+        }
+        for id in ["1.5", "1e5", "1E5", "-2.0", "true", "[1]"] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+            assert_eq!(
+                Message::parse(body.as_bytes()).unwrap_err(),
+                Invalid::Envelope,
+                "{id}"
+            );
         }
     }
 
