@@ -15,6 +15,8 @@ pub mod metrics;
 pub mod otlp;
 pub mod policy;
 pub mod sts;
+#[cfg(test)]
+mod testlog;
 
 pub use config::Config;
 pub use gateway::{Running, StartError, start, start_full, start_observed, start_with};
