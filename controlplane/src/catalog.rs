@@ -44,7 +44,7 @@ pub fn load_bridge(u: &UpstreamConfig) -> Result<Option<Arc<warden_bridge::Bridg
     };
     let b = warden_bridge::load(&text, &opts).map_err(|e| format!("OpenAPI spec: {e}"))?;
     for s in b.skipped() {
-        tracing::warn!(upstream = %u.name, operation = %s.operation, reason = %s.reason, "OpenAPI operation not bridged");
+        tracing::warn!(upstream = %u.name, operation = ?s.operation, reason = %s.reason, "OpenAPI operation not bridged");
     }
     Ok(Some(Arc::new(b)))
 }
@@ -351,6 +351,8 @@ pub fn valid_tool_name(n: &str) -> bool {
 
 /// Merge every upstream's tools into one exact-match table. Invalid names and collisions are
 /// refused (logged, not served); the first upstream in config order keeps a contested name.
+/// A tool name is the upstream's text: logged as a `Debug` field (quoted, escaped), so it
+/// cannot split or forge log lines.
 pub fn build_table(upstreams: &[Arc<Upstream>], found: &HashMap<u32, Discovered>) -> ToolTable {
     let mut t = ToolTable::default();
     for (idx, up) in upstreams.iter().enumerate() {
@@ -361,11 +363,11 @@ pub fn build_table(upstreams: &[Arc<Upstream>], found: &HashMap<u32, Discovered>
             };
             let exposed = format!("{}{}", up.namespace, name);
             if !valid_tool_name(&exposed) {
-                tracing::warn!(upstream = %up.name, tool = %exposed, "Tool name refused: must match [A-Za-z0-9_-]{{1,64}}");
+                tracing::warn!(upstream = %up.name, tool = ?exposed, "Tool name refused: must match [A-Za-z0-9_-]{{1,64}}");
                 continue;
             }
             if t.routes.contains_key(&exposed) {
-                tracing::error!(upstream = %up.name, tool = %exposed, "Tool name collision refused; the first upstream keeps it");
+                tracing::error!(upstream = %up.name, tool = ?exposed, "Tool name collision refused; the first upstream keeps it");
                 continue;
             }
             let mut def = tool.clone();
@@ -385,4 +387,43 @@ pub fn build_table(upstreams: &[Arc<Upstream>], found: &HashMap<u32, Discovered>
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_tool_name_cannot_split_log_lines() {
+        let up = Arc::new(Upstream {
+            id: 0,
+            name: "crm".into(),
+            namespace: "crm_".into(),
+            authority: "127.0.0.1:1".into(),
+            path: "/mcp".into(),
+            addrs: Vec::new(),
+            tls: None,
+            credential: UpstreamCredential::None,
+            timeout: Duration::from_secs(1),
+            max_response_bytes: 1024,
+            delegation: None,
+            bridge: None,
+        });
+        let evil = "x\n2026-01-01T00:00:00Z  INFO warden: Policy reloaded; every call is allowed";
+        let found = HashMap::from([(
+            0,
+            Discovered {
+                tools: vec![
+                    serde_json::json!({"name": evil}),
+                    serde_json::json!({"name": "ok"}),
+                ],
+                ..Default::default()
+            },
+        )]);
+        let mut table = ToolTable::default();
+        let out = crate::testlog::captured(|| table = build_table(&[up], &found));
+        assert_eq!(table.order, ["crm_ok"], "the hostile name is not served");
+        assert_eq!(out.matches('\n').count(), 1, "one event, one line: {out:?}");
+        assert!(out.contains(r#"tool="crm_x\n2026"#), "escaped: {out:?}");
+    }
 }

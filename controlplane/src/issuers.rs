@@ -173,9 +173,7 @@ impl IssuerRuntime {
         let res = self.fetch(http).await;
         match res {
             Ok(set) => {
-                for (kid, why) in &set.refused {
-                    tracing::warn!(issuer = %self.cfg.issuer, kid = %kid, reason = why, "JWKS key refused");
-                }
+                log_refused(&self.cfg.issuer, &set.refused);
                 metrics::gauge!("warden_jwks_keys", "issuer" => self.cfg.issuer.clone())
                     .set(set.len() as f64);
                 let changed = self.keys.as_ref().is_none_or(|old| !same_kids(old, &set));
@@ -264,9 +262,32 @@ pub async fn discover_jwks_uri(http: &reqwest::Client, issuer: &str) -> Result<S
     Err(FetchError::Discovery(last))
 }
 
+/// Log the keys a JWKS fetch refused. A `kid` is the issuer's text: it is a `Debug` field
+/// (quoted, `\n` escaped), so a hostile issuer cannot split or forge log lines.
+fn log_refused(issuer: &str, refused: &[(String, &'static str)]) {
+    for (kid, why) in refused {
+        tracing::warn!(issuer = %issuer, kid = ?kid, reason = why, "JWKS key refused");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hostile_kid_cannot_split_log_lines() {
+        let kid =
+            "k1\n2026-01-01T00:00:00Z  INFO warden: Admin login succeeded user=root\r".to_owned();
+        let out = crate::testlog::captured(|| {
+            log_refused("https://idp.example", &[(kid, "weak RSA key")]);
+        });
+        assert_eq!(out.matches('\n').count(), 1, "one event, one line: {out:?}");
+        assert!(!out.contains('\r'), "{out:?}");
+        assert!(
+            out.contains(r#"kid="k1\n2026"#),
+            "escaped, still readable: {out:?}"
+        );
+    }
 
     fn cfg(ca: Option<&str>) -> IssuerConfig {
         let yaml = match ca {

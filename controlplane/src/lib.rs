@@ -17,6 +17,8 @@ pub mod otlp;
 pub mod policy;
 pub mod reload;
 pub mod sts;
+#[cfg(test)]
+mod testlog;
 pub mod tls;
 
 pub use config::Config;

@@ -90,6 +90,11 @@ const HELP: &[(&str, &str, &str)] = &[
     ),
     (
         "counter",
+        "warden_upstream_stale_connections_total",
+        "Idle pooled upstream connections found closed before reuse (dropped, not used).",
+    ),
+    (
+        "counter",
         "warden_sessions_created_total",
         "MCP sessions created.",
     ),
@@ -151,7 +156,7 @@ const HELP: &[(&str, &str, &str)] = &[
     (
         "counter",
         "warden_audit_records_dropped_total",
-        "Records of outcomes without a reserved slot (authentication failures, rejected input) dropped because the queue was full.",
+        "Records of outcomes without a reserved slot (authentication failures, rejected input) dropped because their share of the queue was full.",
     ),
     (
         "gauge",

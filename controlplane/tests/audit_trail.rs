@@ -362,3 +362,40 @@ async fn spans_are_exported_over_otlp_when_configured() {
     env.gw.shutdown().await;
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_members_are_refused_and_recorded() {
+    // `params.name` twice: last-wins would route and decide on one name while the audit
+    // reader refuses the body; it is refused whole, forwarded nowhere, and recorded.
+    let (env, dir) = start("").await;
+    let tok = env.token("alice");
+    let sid = env.session(&tok).await;
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"up0_slow","name":"up0_echo","arguments":{}}}"#;
+    let r = env
+        .client
+        .post(env.url())
+        .bearer_auth(&tok)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], -32600, "{v}");
+    assert!(
+        env.upstreams[0].tool_calls().is_empty(),
+        "nothing forwarded"
+    );
+    let recs = wait_for(&dir, 1).await;
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_eq!(recs[0]["decision"], "rejected", "{recs:#?}");
+    env.gw.shutdown().await;
+    assert!(matches!(
+        controlplane::audit::verify(&dir).unwrap(),
+        controlplane::audit::Verified::Ok { records: 1, .. }
+    ));
+}

@@ -671,3 +671,54 @@ async fn stale_keys_stop_being_used() {
     assert_eq!(r.status(), 200);
     env.gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_is_sent_at_most_once() {
+    // The upstream reads every tools/call, counts it and closes the connection without an
+    // answer (it ran, then crashed). Each request below goes out on a connection reused from
+    // the shard's pool (the upstream session was opened on it), which is exactly where a
+    // resend used to happen.
+    let up = testkit::DroppingUpstream::start(&[("tools/call", usize::MAX), ("resources/list", 1)])
+        .await;
+    let url = up.url();
+    let env = Env::start_edited(0, Default::default(), "", |y| {
+        y.replace(
+            "upstreams:\n  []\n",
+            &format!("upstreams:\n  - name: up0\n    url: {url}\n    timeout: 2s\n"),
+        )
+    })
+    .await;
+    let tok = env.token("alice");
+    let sid = env.session(&tok).await;
+    // A read-only method on a reused connection that closed unanswered is resent, once.
+    let r = env
+        .post(
+            Some(&tok),
+            Some(&sid),
+            &json!({"jsonrpc":"2.0","id":2,"method":"resources/list"}),
+        )
+        .await;
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["result"]["resources"][0]["uri"], "mem://one", "{v}");
+    assert_eq!(up.count("resources/list"), 2);
+    // A tool call never is.
+    let tool = format!("up0_{}", testkit::DROPPING_TOOL);
+    let v = env
+        .call(
+            &tok,
+            &sid,
+            json!("req.1"),
+            &tool,
+            json!({"status": "closed"}),
+        )
+        .await;
+    assert_eq!(up.count("tools/call"), 1, "executed exactly once: {v}");
+    assert_eq!(v["id"], "req.1", "{v}");
+    assert_eq!(v["error"]["code"], -32002, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("without answering") && msg.contains("not sent again"),
+        "{msg}"
+    );
+    env.gw.shutdown().await;
+}

@@ -4,6 +4,8 @@
 //! be reserved (queue full, or the sink failing) the call is refused rather than run
 //! unaudited. The control plane's writer drains the queue, chains and writes records,
 //! and gives slots back only once they are written, so nothing accepted is dropped.
+//! Outcomes without a reservation (authentication failures, rejected input) draw on a
+//! share of their own, so a flood of garbage can never take the slots of real calls.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -99,12 +101,23 @@ pub struct Record {
     pub latency_ms: f64,
 }
 
+/// A queued record and the share its slot came from.
+#[derive(Debug)]
+struct Queued {
+    record: Record,
+    unreserved: bool,
+}
+
 /// The shared queue between shards and the writer.
 #[derive(Debug)]
 pub struct AuditQueue {
-    q: ArrayQueue<Record>,
+    q: ArrayQueue<Queued>,
     /// Slots not yet promised to a request.
     free: AtomicI64,
+    /// Slots of the unreserved share not yet taken.
+    free_unreserved: AtomicI64,
+    /// Unreserved records popped by the writer and not yet released.
+    popped_unreserved: AtomicI64,
     /// False while the sink is failing: calls are refused.
     healthy: AtomicBool,
     pub refused: AtomicU64,
@@ -118,14 +131,21 @@ pub struct AuditQueue {
 pub struct Reservation {
     queue: Arc<AuditQueue>,
     done: bool,
+    /// From the unreserved share (given back there).
+    unreserved: bool,
 }
 
 impl AuditQueue {
+    /// A queue with `capacity` slots for calls and, beyond them, a quarter as many for
+    /// outcomes without a reservation.
     pub fn new(capacity: usize) -> Arc<AuditQueue> {
         let capacity = capacity.max(16);
+        let share = capacity / 4;
         Arc::new(AuditQueue {
-            q: ArrayQueue::new(capacity),
+            q: ArrayQueue::new(capacity + share),
             free: AtomicI64::new(capacity as i64),
+            free_unreserved: AtomicI64::new(share as i64),
+            popped_unreserved: AtomicI64::new(0),
             healthy: AtomicBool::new(true),
             refused: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -161,13 +181,14 @@ impl AuditQueue {
         if !self.is_healthy() {
             return None;
         }
-        self.take_slot()
+        self.take_slot(false)
     }
 
-    /// Record an outcome that had no reservation (authentication failures, rejected input).
-    /// Counted as dropped when no slot is free.
+    /// Record an outcome that had no reservation (authentication failures, rejected input),
+    /// in the unreserved share only: unauthenticated traffic never takes a call's slot.
+    /// Counted as dropped (`warden_audit_records_dropped_total`) when the share is full.
     pub fn record(self: &Arc<Self>, r: Record) {
-        match self.take_slot() {
+        match self.take_slot(true) {
             Some(res) => res.commit(r),
             None => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -175,26 +196,59 @@ impl AuditQueue {
         }
     }
 
-    /// A slot whatever the sink's health (the outcome already happened; record it if possible).
-    fn take_slot(self: &Arc<Self>) -> Option<Reservation> {
-        if self.free.fetch_sub(1, Ordering::AcqRel) <= 0 {
-            self.free.fetch_add(1, Ordering::AcqRel);
+    fn counter(&self, unreserved: bool) -> &AtomicI64 {
+        if unreserved {
+            &self.free_unreserved
+        } else {
+            &self.free
+        }
+    }
+
+    /// A slot of one share, whatever the sink's health (`record`: the outcome already
+    /// happened; record it if possible).
+    fn take_slot(self: &Arc<Self>, unreserved: bool) -> Option<Reservation> {
+        let free = self.counter(unreserved);
+        if free.fetch_sub(1, Ordering::AcqRel) <= 0 {
+            free.fetch_add(1, Ordering::AcqRel);
             return None;
         }
         Some(Reservation {
             queue: self.clone(),
             done: false,
+            unreserved,
         })
     }
 
     /// Take records for writing (writer side). Slots stay promised until `release`.
     pub fn pop(&self) -> Option<Record> {
-        self.q.pop()
+        let q = self.q.pop()?;
+        if q.unreserved {
+            self.popped_unreserved.fetch_add(1, Ordering::AcqRel);
+        }
+        Some(q.record)
     }
 
-    /// The writer wrote `n` records: their slots are free again.
+    /// The writer wrote the `n` records it popped since the last release: their slots are
+    /// free again, each in its own share.
     pub fn release(&self, n: usize) {
-        self.free.fetch_add(n as i64, Ordering::AcqRel);
+        let n = n as i64;
+        let mut u = self.popped_unreserved.load(Ordering::Acquire);
+        loop {
+            let take = u.min(n);
+            match self.popped_unreserved.compare_exchange(
+                u,
+                u - take,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.free_unreserved.fetch_add(take, Ordering::AcqRel);
+                    self.free.fetch_add(n - take, Ordering::AcqRel);
+                    return;
+                }
+                Err(now) => u = now,
+            }
+        }
     }
 }
 
@@ -202,10 +256,16 @@ impl Reservation {
     /// Fill the promised slot. Cannot fail: the slot was reserved.
     pub fn commit(mut self, r: Record) {
         self.done = true;
-        if self.queue.q.push(r).is_err() {
+        let queued = Queued {
+            record: r,
+            unreserved: self.unreserved,
+        };
+        if self.queue.q.push(queued).is_err() {
             // Unreachable while every push holds a reservation; count it if it ever happens.
             self.queue.dropped.fetch_add(1, Ordering::Relaxed);
-            self.queue.free.fetch_add(1, Ordering::AcqRel);
+            self.queue
+                .counter(self.unreserved)
+                .fetch_add(1, Ordering::AcqRel);
         }
     }
 }
@@ -213,7 +273,9 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.done {
-            self.queue.free.fetch_add(1, Ordering::AcqRel);
+            self.queue
+                .counter(self.unreserved)
+                .fetch_add(1, Ordering::AcqRel);
         }
     }
 }
@@ -305,6 +367,41 @@ mod tests {
         q.record(rec());
         assert_eq!(q.depth(), 1);
         assert_eq!(q.dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn unauthenticated_floods_cannot_take_the_slots_of_calls() {
+        let q = AuditQueue::new(16);
+        // The sink is slow: nothing is written while garbage floods in.
+        for _ in 0..1000 {
+            q.record(rec());
+        }
+        assert_eq!(
+            q.depth(),
+            4,
+            "the unreserved share is a quarter of the queue"
+        );
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 996, "beyond it: counted");
+        let calls: Vec<_> = (0..16).map(|_| q.reserve()).collect();
+        assert!(
+            calls.iter().all(Option::is_some),
+            "every call slot is still free"
+        );
+        assert!(q.reserve().is_none());
+        for r in calls.into_iter().flatten() {
+            r.commit(rec());
+        }
+        // The writer catches up: each share gets its own slots back.
+        let mut n = 0;
+        while q.pop().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 20);
+        q.release(n);
+        assert_eq!(q.free.load(Ordering::Relaxed), 16);
+        assert_eq!(q.free_unreserved.load(Ordering::Relaxed), 4);
+        q.record(rec());
+        assert_eq!(q.depth(), 1);
     }
 
     #[test]

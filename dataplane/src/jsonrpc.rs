@@ -3,6 +3,10 @@
 //! serde_json with `RawValue` beat simd-json on Warden's message sizes (see
 //! `bench/benches/hotpath.rs` and `docs/performance.md`), so it is used here.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -90,8 +94,128 @@ fn nesting_exceeds(body: &[u8], max: usize) -> bool {
     false
 }
 
+/// Whether an object in the message repeats a member name (compared after unescaping):
+/// anywhere in the envelope and everything under it (`id`, `params` at any depth), except
+/// inside `result`/`error`, which Warden relays without reading. A duplicate is refused, never
+/// resolved first- or last-wins: the router, the policy and the audit record must all see the
+/// same `params.name` (docs/security.md, "HTTP").
+fn has_duplicate_members(text: &str) -> bool {
+    let mut de = serde_json::Deserializer::from_str(text);
+    Unique { top: true }.deserialize(&mut de).is_err()
+}
+
+/// Walks one JSON value, failing on a repeated member name. serde_json's own depth limit
+/// bounds the recursion (and `MAX_DEPTH` was checked before).
+#[derive(Clone, Copy)]
+struct Unique {
+    /// The envelope: its `result`/`error` members are not walked.
+    top: bool,
+}
+
+/// Member names seen in one object: a short list, a set once objects get large (so a body
+/// of thousands of members costs linear time, not quadratic).
+#[derive(Default)]
+struct Names<'de> {
+    few: Vec<Cow<'de, str>>,
+    many: HashSet<Cow<'de, str>>,
+}
+
+impl<'de> Names<'de> {
+    /// Adds `k`; false if it was already there.
+    fn insert(&mut self, k: Cow<'de, str>) -> bool {
+        if self.many.is_empty() {
+            if self.few.contains(&k) {
+                return false;
+            }
+            self.few.push(k);
+            if self.few.len() > 16 {
+                self.many.extend(self.few.drain(..));
+            }
+            return true;
+        }
+        self.many.insert(k)
+    }
+}
+
+/// A member name, borrowed when it has no escapes.
+struct Name;
+
+impl<'de> DeserializeSeed<'de> for Name {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Name {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Unique {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Unique {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Unique { top: false })?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut names = Names::default();
+        while let Some(k) = map.next_key_seed(Name)? {
+            let relayed = self.top && (k == "result" || k == "error");
+            if !names.insert(k) {
+                return Err(de::Error::custom("duplicate member"));
+            }
+            if relayed {
+                map.next_value::<IgnoredAny>()?;
+            } else {
+                map.next_value_seed(Unique { top: false })?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<'a> Message<'a> {
-    /// Parse one message, refusing batches and envelope errors.
+    /// Parse one message, refusing batches, envelope errors and repeated member names.
     pub fn parse(body: &'a [u8]) -> Result<Message<'a>, Invalid> {
         let first = body.iter().find(|b| !b.is_ascii_whitespace());
         if first == Some(&b'[') {
@@ -109,13 +233,21 @@ impl<'a> Message<'a> {
                 Invalid::Parse
             }
         })?;
-        if m.jsonrpc != Some("2.0") {
+        if m.jsonrpc != Some("2.0") || has_duplicate_members(text) {
             return Err(Invalid::Envelope);
         }
         if let Some(id) = m.id {
+            // Any JSON string (kept raw, so it round-trips byte for byte), or an integer: MCP
+            // forbids a null id, and JSON-RPC numbers "SHOULD NOT contain fractional parts".
+            // The raw text of a number is what the sender wrote, so a `.`, `e` or `E` in it
+            // is a fraction or an exponent; inside a string it is just a character.
             let s = id.get().as_bytes();
-            let ok = matches!(s.first(), Some(b'"') | Some(b'-') | Some(b'0'..=b'9'));
-            if !ok || s.contains(&b'.') || s.contains(&b'e') && s.first() != Some(&b'"') {
+            let ok = match s.first() {
+                Some(b'"') => true,
+                Some(b'-' | b'0'..=b'9') => s.iter().all(|b| b.is_ascii_digit() || *b == b'-'),
+                _ => false,
+            };
+            if !ok {
                 return Err(Invalid::Envelope);
             }
         }
@@ -285,6 +417,71 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{deep}}}"#);
         assert!(Message::parse(body.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn duplicate_members_are_refused_anywhere_but_relayed_results() {
+        let refused = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","na\u006de":"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"arguments":{"k":[{"v":1,"v":2}]}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","x":1,"x":2}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","method":"y"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{},"result":{}}"#,
+        ];
+        for body in refused {
+            assert_eq!(
+                Message::parse(body.as_bytes()).unwrap_err(),
+                Invalid::Envelope,
+                "{body}"
+            );
+        }
+        // Many members: still refused, still fast.
+        let mut big: String = (0..5000).map(|i| format!(r#""k{i}":{i},"#)).collect();
+        big.push_str(r#""k7":0"#);
+        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{{big}}}}}"#);
+        assert_eq!(
+            Message::parse(body.as_bytes()).unwrap_err(),
+            Invalid::Envelope
+        );
+        let accepted = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":{"n":1},"b":{"n":2},"c":[{"n":1},{"n":1}]}}"#,
+            // A result is relayed, not read: its members are the upstream's business.
+            r#"{"jsonrpc":"2.0","id":1,"result":{"x":1,"x":2}}"#,
+        ];
+        for body in accepted {
+            assert!(Message::parse(body.as_bytes()).is_ok(), "{body}");
+        }
+    }
+
+    #[test]
+    fn string_ids_are_any_string_and_numbers_are_integers() {
+        for id in [
+            r#""req.1""#,
+            r#""1e5""#,
+            r#""a.b.E""#,
+            r#""""#,
+            "42",
+            "-3",
+            "0",
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+            let m = Message::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{id}: {e:?}"));
+            let raw = m.id.unwrap();
+            assert_eq!(raw.get(), id, "kept byte for byte");
+            let back = error(Some(raw), code::INTERNAL_ERROR, "x");
+            let v: serde_json::Value = serde_json::from_slice(&back).unwrap();
+            let sent: serde_json::Value = serde_json::from_str(id).unwrap();
+            assert_eq!(v["id"], sent, "round trip of {id}");
+        }
+        for id in ["1.5", "1e5", "1E5", "-2.0", "true", "[1]"] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+            assert_eq!(
+                Message::parse(body.as_bytes()).unwrap_err(),
+                Invalid::Envelope,
+                "{id}"
+            );
+        }
     }
 
     #[test]

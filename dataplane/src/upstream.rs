@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use monoio::buf::SliceMut;
@@ -25,6 +26,12 @@ pub enum UpError {
     Timeout,
     #[error("upstream closed the connection")]
     Closed,
+    /// Closed (or reset) after the request was written, before one byte of an answer: the
+    /// upstream may have run it, so it is reported and never sent again.
+    #[error(
+        "upstream closed the connection without answering; the request may have run, so it was not sent again"
+    )]
+    Unanswered,
     #[error("upstream sent an invalid HTTP response")]
     BadResponse,
     #[error("upstream response too large")]
@@ -35,18 +42,45 @@ pub enum UpError {
     Tls,
 }
 
-/// An upstream connection: plain TCP, or TLS (rustls + aws-lc-rs) over TCP.
+/// An upstream connection: plain TCP, or TLS (rustls + aws-lc-rs) over TCP (with the
+/// socket's descriptor, which the TLS stream does not expose, for [`Conn::is_idle_open`]).
 #[derive(Debug)]
 pub enum Conn {
     Plain(TcpStream),
-    Tls(Box<ClientTlsStream<TcpStream>>),
+    Tls(Box<ClientTlsStream<TcpStream>>, RawFd),
 }
 
 impl Conn {
+    fn fd(&self) -> RawFd {
+        match self {
+            Conn::Plain(s) => s.as_raw_fd(),
+            Conn::Tls(_, fd) => *fd,
+        }
+    }
+
+    /// Whether an idle pooled connection still looks usable: nothing to read yet. One
+    /// non-blocking `recv(MSG_PEEK)` (no io_uring round trip): `0` means the upstream closed
+    /// it (FIN), bytes mean data nobody asked for, an error means a reset; all are dropped.
+    /// This makes the stale-connection case rare; it cannot rule out a FIN still in flight,
+    /// which is why `send_to` never resends what may have been executed.
+    fn is_idle_open(&self) -> bool {
+        use nix::errno::Errno;
+        use nix::sys::socket::{MsgFlags, recv};
+        let mut probe = [0u8; 1];
+        matches!(
+            recv(
+                self.fd(),
+                &mut probe,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+            ),
+            Err(Errno::EAGAIN)
+        )
+    }
+
     async fn read<T: monoio::buf::IoBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
         match self {
             Conn::Plain(s) => s.read(buf).await,
-            Conn::Tls(s) => s.read(buf).await,
+            Conn::Tls(s, _) => s.read(buf).await,
         }
     }
 
@@ -56,7 +90,7 @@ impl Conn {
     ) -> monoio::BufResult<usize, T> {
         match self {
             Conn::Plain(s) => s.write_all(buf).await,
-            Conn::Tls(s) => s.write_all(buf).await,
+            Conn::Tls(s, _) => s.write_all(buf).await,
         }
     }
 }
@@ -85,8 +119,17 @@ pub struct Pool {
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
 
 impl Pool {
+    /// An idle connection to `id` that still looks open; stale ones are dropped on the way.
     fn take(&self, id: u32) -> Option<Conn> {
-        self.idle.borrow_mut().get_mut(&id).and_then(Vec::pop)
+        let mut idle = self.idle.borrow_mut();
+        let v = idle.get_mut(&id)?;
+        while let Some(c) = v.pop() {
+            if c.is_idle_open() {
+                return Some(c);
+            }
+            metrics::counter!("warden_upstream_stale_connections_total").increment(1);
+        }
+        None
     }
 
     fn put(&self, id: u32, c: Conn) {
@@ -307,6 +350,7 @@ fn take_event_ready(buf: &[u8]) -> bool {
 
 async fn connect(up: &Upstream, deadline: Instant) -> Result<Conn, UpError> {
     let tcp = connect_tcp(up, deadline).await?;
+    let fd = tcp.as_raw_fd();
     match &up.tls {
         None => Ok(Conn::Plain(tcp)),
         Some(t) => match monoio::time::timeout_at(
@@ -315,7 +359,7 @@ async fn connect(up: &Upstream, deadline: Instant) -> Result<Conn, UpError> {
         )
         .await
         {
-            Ok(Ok(s)) => Ok(Conn::Tls(Box::new(s))),
+            Ok(Ok(s)) => Ok(Conn::Tls(Box::new(s), fd)),
             Ok(Err(e)) => {
                 tracing::warn!(upstream = %up.name, error = %e, "TLS handshake with the upstream failed");
                 Err(UpError::Tls)
@@ -339,6 +383,32 @@ async fn connect_tcp(up: &Upstream, deadline: Instant) -> Result<TcpStream, UpEr
     Err(UpError::Connect)
 }
 
+/// Whether a request may be sent a second time when its reused connection closes unanswered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// It may have effects (`tools/call`, `initialize`, notifications, client responses,
+    /// bridged REST calls, anything not known to be read-only): sent at most once.
+    Never,
+    /// Without effects: the MCP listings and `ping` (read-only by the spec) and HTTP `DELETE`
+    /// of a session (idempotent, RFC 9110 §9.2.2).
+    Safe,
+}
+
+impl Replay {
+    /// The replay class of a JSON-RPC method sent upstream. `initialize` is `Never`: a second
+    /// one opens a second upstream session, and "known to be safe" is the bar, not "probably".
+    pub fn of_method(method: &str) -> Replay {
+        match method {
+            "ping"
+            | "tools/list"
+            | "resources/list"
+            | "resources/templates/list"
+            | "prompts/list" => Replay::Safe,
+            _ => Replay::Never,
+        }
+    }
+}
+
 /// Send one POST/DELETE/GET to `up`'s endpoint path and read the response head (and body unless SSE).
 pub async fn send(
     pool: &Pool,
@@ -347,11 +417,16 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: &[u8],
     timeout: Duration,
+    replay: Replay,
 ) -> Result<UpResponse, UpError> {
-    send_to(pool, up, method, &up.path, headers, body, timeout).await
+    send_to(pool, up, method, &up.path, headers, body, timeout, replay).await
 }
 
 /// Send one request to an explicit path on `up` (the OpenAPI bridge's requests).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one HTTP request's parts; a builder would only move them"
+)]
 pub async fn send_to(
     pool: &Pool,
     up: &Upstream,
@@ -360,6 +435,7 @@ pub async fn send_to(
     headers: &[(&str, &str)],
     body: &[u8],
     timeout: Duration,
+    replay: Replay,
 ) -> Result<UpResponse, UpError> {
     let deadline = Instant::now() + timeout;
     let mut req = Vec::with_capacity(256 + body.len());
@@ -380,15 +456,24 @@ pub async fn send_to(
     req.extend_from_slice(b"\r\n\r\n");
     req.extend_from_slice(body);
 
-    // A pooled connection may have been closed by the upstream while idle: if it fails
-    // before any response byte, retry once on a fresh connection (the request was not processed).
-    let mut attempt = 0;
+    // At most once (docs/security.md, "Faults"): a request that may have reached the upstream
+    // is never sent again. It is resent once, on a fresh connection, only when the connection
+    // was reused from the idle pool (a fresh one is never retried) and either
+    //  1. writing the request failed: the kernel took at most a prefix of it, so the upstream
+    //     holds an incomplete message (short of its Content-Length) that it cannot act on; or
+    //  2. the request is `Replay::Safe` and the connection closed or reset before one byte of
+    //     an answer. For anything else this case is `UpError::Unanswered`: a stale idle
+    //     connection and an upstream that ran the request and then dropped the connection
+    //     look the same from here, so a `tools/call` is never sent twice.
+    // Any response byte, a timeout, or a failure on a fresh connection is reported as is.
+    let mut reuse = true;
     loop {
-        let (mut conn, pooled) = match pool.take(up.id) {
-            Some(c) if attempt == 0 => (c, true),
-            _ => (connect(up, deadline).await?, false),
+        let idle = if reuse { pool.take(up.id) } else { None };
+        let (mut conn, pooled) = match idle {
+            Some(c) => (c, true),
+            None => (connect(up, deadline).await?, false),
         };
-        attempt += 1;
+        reuse = false;
         let (res, back) = match monoio::time::timeout_at(deadline, conn.write_all(req)).await {
             Ok(r) => r,
             Err(_) => return Err(UpError::Timeout),
@@ -401,7 +486,7 @@ pub async fn send_to(
             return Err(UpError::Closed);
         }
         match read_response(conn, up, deadline).await {
-            Err(UpError::Closed) if pooled => continue,
+            Err(UpError::Unanswered) if pooled && replay == Replay::Safe => continue,
             Ok((resp, Some(conn))) => {
                 pool.put(up.id, conn);
                 return Ok(resp);
@@ -418,12 +503,22 @@ async fn read_response(
     deadline: Instant,
 ) -> Result<(UpResponse, Option<Conn>), UpError> {
     let mut buf = Vec::with_capacity(4096);
+    let mut answered = false;
     let (status, headers, consumed) = loop {
-        let (n, b) = read_into(&mut conn, buf, deadline).await?;
+        let (n, b) = match read_into(&mut conn, buf, deadline).await {
+            // A reset before the first byte of an answer: no different from a close.
+            Err(UpError::Closed) if !answered => return Err(UpError::Unanswered),
+            r => r?,
+        };
         buf = b;
         if n == 0 {
-            return Err(UpError::Closed);
+            return Err(if answered {
+                UpError::Closed
+            } else {
+                UpError::Unanswered
+            });
         }
+        answered = true;
         let mut hdrs = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut hdrs);
         match resp.parse(&buf) {

@@ -3,10 +3,12 @@
 #![allow(clippy::disallowed_types)]
 #![forbid(unsafe_code)]
 
+mod dropping;
 pub mod issuer;
 mod keys;
 pub mod upstream;
 mod util;
 
+pub use dropping::{DROPPING_TOOL, DroppingUpstream};
 pub use issuer::{JwksMode, KeyAlg, TestIssuer};
 pub use upstream::{Recorded, TestUpstream, UpstreamMode, UpstreamOptions};

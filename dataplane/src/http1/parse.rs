@@ -175,7 +175,17 @@ fn decide_framing(head: &mut Head) -> Result<(), HttpError> {
             return Err(HttpError::bad_request("repeated Transfer-Encoding"));
         }
         let v = head.single("transfer-encoding")?.unwrap_or_default();
-        if !trim(v).eq_ignore_ascii_case(b"chunked") {
+        let mut codings = v.split(|b| *b == b',').map(trim);
+        let last = codings.next_back().unwrap_or_default();
+        // RFC 9112 §6.3 (4): chunked not the final coding → the length cannot be known:
+        // 400, and the connection closes (every head error closes it).
+        if !last.eq_ignore_ascii_case(b"chunked") {
+            return Err(HttpError::bad_request(
+                "Transfer-Encoding does not end in chunked",
+            ));
+        }
+        // Framed, but with a coding before chunked that Warden does not decode (§6.1: 501).
+        if codings.next().is_some() {
             return Err(HttpError::not_implemented(
                 "only Transfer-Encoding: chunked is supported",
             ));

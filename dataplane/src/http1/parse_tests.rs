@@ -60,10 +60,26 @@ fn ambiguous_framing_is_refused() {
         status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x3\r\n\r\n"),
         400
     );
-    // Transfer codings other than a lone chunked.
+    // Transfer codings other than a lone chunked: chunked not last → the length is unknown
+    // (RFC 9112 §6.3: 400); chunked last after an unsupported coding → 501 (§6.1).
+    for te in [
+        "chunked, identity",
+        "identity",
+        "gzip",
+        "chunked, gzip",
+        "",
+        ",",
+    ] {
+        let raw = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n");
+        assert_eq!(status(&raw), 400, "{te:?}");
+    }
     assert_eq!(
         status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
         501
+    );
+    assert_eq!(
+        status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:  Chunked \r\n\r\n"),
+        200
     );
     assert_eq!(
         status(

@@ -18,7 +18,7 @@ use crate::jsonrpc::{self, Message, code};
 use crate::session::{Session, UpstreamSession};
 use crate::shard::Shard;
 use crate::snapshot::{Snapshot, Upstream, UpstreamCredential};
-use crate::upstream::{self, UpBody, UpError, UpResponse};
+use crate::upstream::{self, Replay, UpBody, UpError, UpResponse};
 
 /// Methods relayed to the single passthrough upstream when there is one.
 pub fn is_passthrough_method(m: &str) -> bool {
@@ -110,7 +110,16 @@ async fn ensure_upstream_session(
     let body = rewrite::upstream_request(gid, "initialize", &params.to_string());
     let auth = session_auth(shard, up).await?;
     let h = headers(None, auth.as_deref(), &session.protocol_version);
-    let resp = upstream::send(&shard.pool, up, "POST", &h, &body, up.timeout).await?;
+    let resp = upstream::send(
+        &shard.pool,
+        up,
+        "POST",
+        &h,
+        &body,
+        up.timeout,
+        Replay::of_method("initialize"),
+    )
+    .await?;
     if resp.status != 200 {
         return Err(UpError::BadResponse);
     }
@@ -128,7 +137,7 @@ async fn ensure_upstream_session(
     };
     let h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
     let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-    let r = upstream::send(&shard.pool, up, "POST", &h, note, up.timeout).await?;
+    let r = upstream::send(&shard.pool, up, "POST", &h, note, up.timeout, Replay::Never).await?;
     if !(200..300).contains(&r.status) {
         return Err(UpError::BadResponse);
     }
@@ -273,6 +282,7 @@ fn error_kind(e: &UpError) -> &'static str {
         UpError::Connect => "connect",
         UpError::Timeout => "timeout",
         UpError::Closed => "closed",
+        UpError::Unanswered => "unanswered",
         UpError::BadResponse => "bad_response",
         UpError::TooLarge => "too_large",
         UpError::Credential => "credential",
@@ -307,7 +317,8 @@ async fn exchange(
         session
             .inflight
             .insert(client_id.get().to_owned(), (up.id, gid));
-        let r = upstream::send(&shard.pool, up, "POST", &h, &body, up.timeout).await?;
+        let replay = Replay::of_method(method);
+        let r = upstream::send(&shard.pool, up, "POST", &h, &body, up.timeout, replay).await?;
         // The upstream forgot our session (restart, expiry): open a new one, once.
         if r.status == 404 && !retried && us.session_id.is_some() {
             session.upstream_sessions.remove(&up.id);
@@ -385,6 +396,8 @@ pub async fn bridge_call(
         &headers,
         &body,
         up.timeout,
+        // A bridged REST call is a tools/call, whatever its HTTP method.
+        Replay::Never,
     )
     .await;
     record_latency(shard, up, started);
@@ -693,7 +706,8 @@ async fn send_note(shard: &Shard, session: &Session, up: &Upstream, body: &[u8])
         return;
     };
     let h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
-    if let Err(e) = upstream::send(&shard.pool, up, "POST", &h, body, up.timeout).await {
+    let sent = upstream::send(&shard.pool, up, "POST", &h, body, up.timeout, Replay::Never);
+    if let Err(e) = sent.await {
         tracing::debug!(upstream = %up.name, error = %e, "Notification not delivered");
     }
 }
@@ -733,6 +747,6 @@ pub async fn close_upstream_sessions(shard: &Shard, snap: &Arc<Snapshot>, sessio
             continue;
         };
         let h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
-        let _ = upstream::send(&shard.pool, up, "DELETE", &h, b"", up.timeout).await;
+        let _ = upstream::send(&shard.pool, up, "DELETE", &h, b"", up.timeout, Replay::Safe).await;
     }
 }
