@@ -160,7 +160,8 @@ pub fn credential(u: &UpstreamConfig) -> Result<UpstreamCredential, String> {
         UpstreamAuth::None => UpstreamCredential::None,
         UpstreamAuth::Bearer { token_env } => UpstreamCredential::Bearer(
             std::env::var(token_env)
-                .map_err(|_| format!("environment variable {token_env} is not set"))?,
+                .map_err(|_| format!("environment variable {token_env} is not set"))?
+                .into(),
         ),
     })
 }
@@ -168,7 +169,7 @@ pub fn credential(u: &UpstreamConfig) -> Result<UpstreamCredential, String> {
 fn auth_header(c: &UpstreamCredential) -> Option<String> {
     match c {
         UpstreamCredential::None => None,
-        UpstreamCredential::Bearer(t) => Some(format!("Bearer {t}")),
+        UpstreamCredential::Bearer(t) => Some(format!("Bearer {}", t.expose())),
     }
 }
 
