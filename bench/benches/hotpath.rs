@@ -473,7 +473,7 @@ fn fill(
         };
         req.reply
             .send(Ok(Delegated {
-                token: Arc::from("eyJhbGciOiJFZERTQSJ9.bench.sig"),
+                token: Arc::<str>::from("eyJhbGciOiJFZERTQSJ9.bench.sig").into(),
                 jti: Some("bench-jti".to_owned()),
                 exp: now() + 3600,
                 scope: req.scopes.join(" "),
@@ -670,7 +670,7 @@ fn full_hot_path(c: &mut Criterion) {
                         .await
                         .unwrap();
                     debug_assert_eq!(src, Source::Cache);
-                    let authz = format!("Bearer {}", d.token);
+                    let authz = format!("Bearer {}", d.token.expose());
                     // 5. Upstream request body with a gateway id.
                     let up = upstream_request(i, "tools/call", &params);
                     // 6. The answer re-framed with the client's id (public stand-in for `reframe`).

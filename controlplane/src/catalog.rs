@@ -98,6 +98,16 @@ pub fn upstream_tls(
 
 /// Build the shard-facing upstream description; resolves DNS here, never on a shard.
 pub async fn resolve(id: u32, u: &UpstreamConfig) -> Result<Upstream, String> {
+    // The seed format's `type` is acted on: only per-call delegation exists, so any other
+    // value is refused rather than silently treated as it. (`idp` is informational.)
+    if let Some(te) = &u.token_exchange
+        && te.kind != "delegation"
+    {
+        return Err(format!(
+            "token_exchange.type {:?} is not supported; the only type is `delegation`",
+            te.kind
+        ));
+    }
     let host = u
         .url
         .host_str()
@@ -160,7 +170,8 @@ pub fn credential(u: &UpstreamConfig) -> Result<UpstreamCredential, String> {
         UpstreamAuth::None => UpstreamCredential::None,
         UpstreamAuth::Bearer { token_env } => UpstreamCredential::Bearer(
             std::env::var(token_env)
-                .map_err(|_| format!("environment variable {token_env} is not set"))?,
+                .map_err(|_| format!("environment variable {token_env} is not set"))?
+                .into(),
         ),
     })
 }
@@ -168,7 +179,7 @@ pub fn credential(u: &UpstreamConfig) -> Result<UpstreamCredential, String> {
 fn auth_header(c: &UpstreamCredential) -> Option<String> {
     match c {
         UpstreamCredential::None => None,
-        UpstreamCredential::Bearer(t) => Some(format!("Bearer {t}")),
+        UpstreamCredential::Bearer(t) => Some(format!("Bearer {}", t.expose())),
     }
 }
 
@@ -392,6 +403,20 @@ pub fn build_table(upstreams: &[Arc<Upstream>], found: &HashMap<u32, Discovered>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn only_the_delegation_exchange_type_is_accepted() {
+        let up = |kind: &str| -> UpstreamConfig {
+            serde_yaml_ng::from_str(&format!(
+                "name: crm\nurl: http://127.0.0.1:9/mcp\ntoken_exchange:\n  type: {kind}\n  idp: any-idp\n  audience: https://crm.example\n"
+            ))
+            .unwrap()
+        };
+        let e = resolve(0, &up("impersonation")).await.unwrap_err();
+        assert!(e.contains("token_exchange.type"), "{e}");
+        let ok = resolve(0, &up("delegation")).await.unwrap();
+        assert_eq!(ok.delegation.unwrap().audience, "https://crm.example");
+    }
 
     #[test]
     fn a_hostile_tool_name_cannot_split_log_lines() {

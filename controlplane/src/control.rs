@@ -184,7 +184,7 @@ impl Control {
         // Upstreams that take delegation tokens see the gateway's own service token.
         let auth = match (&u.token_exchange, &self.engine) {
             (Some(te), Some(engine)) => match engine.service_token(&te.audience).await {
-                Ok(t) => Some(format!("Bearer {}", t.token)),
+                Ok(t) => Some(format!("Bearer {}", t.token.expose())),
                 Err(e) => {
                     tracing::warn!(upstream = %u.name, error = %e, "No service token for discovery; will retry");
                     return None;

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use dataplane::control::{DelegateRequest, Delegated, DelegationError, Subject};
+use dataplane::secret::Secret;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -24,7 +25,7 @@ pub struct Engine {
     sts: Option<Arc<Sts>>,
     http: reqwest::Client,
     assertion_key: Option<SigningKey>,
-    secret: Option<String>,
+    secret: Option<Secret<String>>,
 }
 
 fn now() -> i64 {
@@ -69,10 +70,10 @@ impl Engine {
                         .client_secret_env
                         .as_ref()
                         .ok_or("delegation.client_secret_env is required")?;
-                    secret = Some(
-                        std::env::var(var)
-                            .map_err(|_| format!("environment variable {var} is not set"))?,
-                    );
+                    secret =
+                        Some(Secret::new(std::env::var(var).map_err(|_| {
+                            format!("environment variable {var} is not set")
+                        })?));
                 }
             }
         } else if sts.is_none() {
@@ -162,7 +163,7 @@ impl Engine {
         metrics::histogram!("warden_delegation_mint_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         Ok(Delegated {
-            token: Arc::from(token),
+            token: Secret::new(Arc::from(token)),
             jti: Some(jti),
             exp: issued + ttl_secs,
             scope: scopes.join(" "),
@@ -210,7 +211,7 @@ impl Engine {
                 ..
             } => vec![
                 ("grant_type", TOKEN_EXCHANGE.into()),
-                ("subject_token", t.to_string()),
+                ("subject_token", t.expose().to_string()),
                 ("subject_token_type", ACCESS_TOKEN_TYPE.into()),
                 ("audience", audience.into()),
                 ("requested_token_type", ACCESS_TOKEN_TYPE.into()),
@@ -242,14 +243,20 @@ impl Engine {
                 let id = url::form_urlencoded::byte_serialize(self.cfg.client_id.as_bytes())
                     .collect::<String>();
                 let secret = url::form_urlencoded::byte_serialize(
-                    self.secret.as_deref().unwrap_or("").as_bytes(),
+                    self.secret.as_ref().map_or("", |s| s.expose()).as_bytes(),
                 )
                 .collect::<String>();
                 rb = rb.basic_auth(id, Some(secret));
             }
             ClientAuth::ClientSecretPost => {
                 form.push(("client_id", self.cfg.client_id.clone()));
-                form.push(("client_secret", self.secret.clone().unwrap_or_default()));
+                form.push((
+                    "client_secret",
+                    self.secret
+                        .as_ref()
+                        .map(|s| s.expose().clone())
+                        .unwrap_or_default(),
+                ));
             }
             ClientAuth::PrivateKeyJwt => {
                 form.push(("client_id", self.cfg.client_id.clone()));
@@ -390,7 +397,7 @@ pub fn check_issued(
         }
     }
     Ok(Delegated {
-        token: Arc::from(token),
+        token: Secret::new(Arc::from(token)),
         jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
         exp,
         scope,
@@ -400,6 +407,24 @@ pub fn check_issued(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_of_the_engine_holds_no_client_secret() {
+        let cfg: DelegationConfig = serde_yaml_ng::from_str(
+            "client_id: warden\nmode: external\ntoken_endpoint: https://as.example/token\nclient_secret_env: X\n",
+        )
+        .unwrap();
+        let engine = Engine {
+            cfg,
+            sts: None,
+            http: reqwest::Client::new(),
+            assertion_key: None,
+            secret: Some(Secret::new("c2xpZW50LXNlY3JldA".into())),
+        };
+        let out = format!("{engine:?} {engine:#?}");
+        assert!(!out.contains("c2xpZW50LXNlY3JldA"), "{out}");
+        assert!(out.contains("Secret(***)"), "{out}");
+    }
 
     fn jwt(claims: &Value) -> String {
         format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(claims.to_string()))

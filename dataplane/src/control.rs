@@ -6,6 +6,8 @@
 
 use std::fmt;
 use std::sync::Arc;
+
+use crate::secret::Secret;
 use std::time::Duration;
 
 use futures_channel::{mpsc, oneshot};
@@ -36,7 +38,7 @@ pub enum Subject {
         /// The inbound token's own `act`, nested inside the gateway's.
         act: Option<Value>,
         /// The inbound token itself, only for external RFC 8693 exchange (never logged).
-        subject_token: Option<Arc<str>>,
+        subject_token: Option<Secret<Arc<str>>>,
     },
     /// The gateway itself (upstream sessions and discovery): no user, no `act`.
     Gateway,
@@ -67,7 +69,7 @@ pub struct DelegateRequest {
 /// A token obtained for one upstream.
 #[derive(Clone)]
 pub struct Delegated {
-    pub token: Arc<str>,
+    pub token: Secret<Arc<str>>,
     pub jti: Option<String>,
     pub exp: i64,
     pub scope: String,

@@ -175,7 +175,7 @@ mod tests {
 
     fn tok(exp: i64) -> Delegated {
         Delegated {
-            token: Arc::from("x"),
+            token: Arc::<str>::from("x").into(),
             jti: None,
             exp,
             scope: "s".into(),

@@ -4,7 +4,6 @@
 //! one generation. Publishing is one `ArcSwap::store`: lock-free for readers.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,19 +64,10 @@ pub struct Settings {
 }
 
 /// How the gateway authenticates itself to an upstream for discovery and sessions.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub enum UpstreamCredential {
     None,
-    Bearer(String),
-}
-
-impl fmt::Debug for UpstreamCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UpstreamCredential::None => f.write_str("None"),
-            UpstreamCredential::Bearer(_) => f.write_str("Bearer(...)"),
-        }
-    }
+    Bearer(crate::secret::Secret<String>),
 }
 
 /// One upstream MCP server, with its address already resolved by the control plane.

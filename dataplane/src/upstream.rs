@@ -139,11 +139,6 @@ impl Pool {
             v.push(c);
         }
     }
-
-    /// Drop idle connections of upstreams no longer configured.
-    pub fn retain(&self, live: &[u32]) {
-        self.idle.borrow_mut().retain(|k, _| live.contains(k));
-    }
 }
 
 /// A response from upstream, body either whole or an SSE stream.

@@ -35,17 +35,6 @@ pub enum Action {
 }
 
 impl Action {
-    /// The Cedar action id, or `None` for unknown methods.
-    pub fn cedar_name(&self) -> Option<&'static str> {
-        match self {
-            Self::CallTool => Some("tools/call"),
-            Self::ReadResource => Some("resources/read"),
-            Self::GetPrompt => Some("prompts/get"),
-            Self::Complete => Some("completion/complete"),
-            Self::Other(_) => None,
-        }
-    }
-
     pub(crate) fn index(&self) -> Option<usize> {
         match self {
             Self::CallTool => Some(0),
@@ -258,11 +247,6 @@ impl Engine {
     /// Whether any policy that applies to this tool reads the context (then decisions are not cached).
     pub fn context_sensitive(&self, tool: &str) -> bool {
         self.tools.get(tool).is_some_and(|s| s.context_sensitive)
-    }
-
-    /// Tool names known to this generation.
-    pub fn tool_names(&self) -> impl Iterator<Item = &str> {
-        self.tools.keys().map(String::as_str)
     }
 
     pub(crate) fn slice(&self, action: &Action, target: Option<&str>) -> Option<&Slice> {

@@ -2,7 +2,7 @@
 //!
 //! jsonwebtoken is used only for the signature check; every header and claim rule is
 //! enforced here, because the crate's defaults accept missing `aud`/`iss`, future
-//! `nbf`, `crit` headers and any `typ` (see `../shared/SECURITY.md`).
+//! `nbf`, `crit` headers and any `typ` (the rules: `docs/security.md`, "Bearer tokens").
 
 use std::fmt;
 

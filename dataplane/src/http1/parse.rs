@@ -43,7 +43,9 @@ pub enum BodyFraming {
 }
 
 /// A parsed request head. Header names are lower-cased; values are raw bytes.
-#[derive(Debug, Clone)]
+/// `Debug` prints values as text, credential headers (`Authorization`, `Cookie`) as a
+/// [`Secret`](crate::secret::Secret).
+#[derive(Clone)]
 pub struct Head {
     pub method: Method,
     pub path: String,
@@ -53,6 +55,44 @@ pub struct Head {
     pub framing: BodyFraming,
     pub keep_alive: bool,
     pub expect_continue: bool,
+}
+
+impl std::fmt::Debug for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::secret::{Secret, is_credential_header};
+        struct Value<'a>(&'a str, &'a [u8]);
+        impl std::fmt::Debug for Value<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                if is_credential_header(self.0) {
+                    Secret::new(self.1).fmt(f)
+                } else {
+                    String::from_utf8_lossy(self.1).fmt(f)
+                }
+            }
+        }
+        let headers: Vec<(&str, Value<'_>)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), Value(n, v)))
+            .collect();
+        f.debug_struct("Head")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            // `?access_token=` is refused, but the head holding it may still be printed.
+            .field(
+                "query",
+                &self
+                    .query
+                    .as_deref()
+                    .map(|q| if q.contains("access_token") { "***" } else { q }),
+            )
+            .field("minor_version", &self.minor_version)
+            .field("headers", &headers)
+            .field("framing", &self.framing)
+            .field("keep_alive", &self.keep_alive)
+            .field("expect_continue", &self.expect_continue)
+            .finish()
+    }
 }
 
 impl Head {

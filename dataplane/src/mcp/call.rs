@@ -25,7 +25,10 @@ pub(crate) struct Meta {
 impl Meta {
     /// The extras of an upstream call: its credential and a `traceparent` continuing the
     /// caller's trace (or starting one), with a fresh span id.
-    pub fn outbound(&self, auth: Option<String>) -> super::forward::Outbound {
+    pub fn outbound(
+        &self,
+        auth: Option<crate::secret::Secret<String>>,
+    ) -> super::forward::Outbound {
         super::forward::Outbound {
             auth,
             traceparent: Some(format!(

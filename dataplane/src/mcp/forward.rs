@@ -15,6 +15,7 @@ use crate::delegation::{Key, Source};
 use crate::http1::Response;
 use crate::http1::conn::Responder;
 use crate::jsonrpc::{self, Message, code};
+use crate::secret::Secret;
 use crate::session::{Session, UpstreamSession};
 use crate::shard::Shard;
 use crate::snapshot::{Snapshot, Upstream, UpstreamCredential};
@@ -28,11 +29,16 @@ pub fn is_passthrough_method(m: &str) -> bool {
         || m == "logging/setLevel"
 }
 
-fn credential_header(up: &Upstream) -> Option<String> {
+fn credential_header(up: &Upstream) -> Option<Secret<String>> {
     match &up.credential {
         UpstreamCredential::None => None,
-        UpstreamCredential::Bearer(t) => Some(format!("Bearer {t}")),
+        UpstreamCredential::Bearer(t) => Some(Secret::new(format!("Bearer {}", t.expose()))),
     }
+}
+
+/// The header value of a credential, for the one place it is written: the upstream request.
+fn exposed(auth: &Option<Secret<String>>) -> Option<&str> {
+    auth.as_ref().map(|a| a.expose().as_str())
 }
 
 /// Headers for an upstream request in an upstream session.
@@ -109,7 +115,7 @@ async fn ensure_upstream_session(
         serde_json::json!({"name": "warden", "version": env!("CARGO_PKG_VERSION")});
     let body = rewrite::upstream_request(gid, "initialize", &params.to_string());
     let auth = session_auth(shard, up).await?;
-    let h = headers(None, auth.as_deref(), &session.protocol_version);
+    let h = headers(None, exposed(&auth), &session.protocol_version);
     let resp = upstream::send(
         &shard.pool,
         up,
@@ -135,7 +141,7 @@ async fn ensure_upstream_session(
         session_id: sid,
         protocol_version: version,
     };
-    let h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
+    let h = headers(Some(&us), exposed(&auth), &us.protocol_version);
     let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
     let r = upstream::send(&shard.pool, up, "POST", &h, note, up.timeout, Replay::Never).await?;
     if !(200..300).contains(&r.status) {
@@ -153,7 +159,7 @@ const DELEGATION_WAIT: Duration = Duration::from_secs(10);
 
 /// The gateway's own credential for sessions and non-tool methods: a service token
 /// (sub = the gateway) when the upstream takes delegation tokens, else the static one.
-async fn session_auth(shard: &Shard, up: &Upstream) -> Result<Option<String>, UpError> {
+async fn session_auth(shard: &Shard, up: &Upstream) -> Result<Option<Secret<String>>, UpError> {
     let Some(d) = &up.delegation else {
         return Ok(credential_header(up));
     };
@@ -178,7 +184,7 @@ async fn session_auth(shard: &Shard, up: &Upstream) -> Result<Option<String>, Up
         )
         .await;
     match got {
-        Ok((t, _)) => Ok(Some(format!("Bearer {}", t.token))),
+        Ok((t, _)) => Ok(Some(Secret::new(format!("Bearer {}", t.token.expose())))),
         Err(e) => {
             tracing::warn!(upstream = %up.name, error = %e, "No service token for the upstream");
             Err(UpError::Credential)
@@ -196,7 +202,7 @@ pub async fn call_auth(
     up: &Upstream,
     tool: Option<&str>,
     caller: &Caller,
-) -> Result<Option<(String, DelegationRecord)>, DelegationError> {
+) -> Result<Option<(Secret<String>, DelegationRecord)>, DelegationError> {
     let Some(d) = &up.delegation else {
         return Ok(None);
     };
@@ -257,7 +263,10 @@ pub async fn call_auth(
         exp: t.exp,
         cached: source == Source::Cache,
     };
-    Ok(Some((format!("Bearer {}", t.token), rec)))
+    Ok(Some((
+        Secret::new(format!("Bearer {}", t.token.expose())),
+        rec,
+    )))
 }
 
 /// The JSON-RPC error for a call whose token could not be obtained (nothing was sent).
@@ -310,7 +319,7 @@ async fn exchange(
             Some(a) => Some(a.clone()),
             None => session_auth(shard, up).await?,
         };
-        let mut h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
+        let mut h = headers(Some(&us), exposed(&auth), &us.protocol_version);
         if let Some(tp) = &call.traceparent {
             h.push(("traceparent", tp.as_str()));
         }
@@ -342,7 +351,7 @@ fn record_latency(shard: &Shard, up: &Upstream, started: quanta::Instant) {
 /// delegation token; `None` = the session credential) and the W3C trace context.
 #[derive(Debug, Default)]
 pub struct Outbound {
-    pub auth: Option<String>,
+    pub auth: Option<Secret<String>>,
     pub traceparent: Option<String>,
 }
 
@@ -381,7 +390,7 @@ pub async fn bridge_call(
         headers.push(("content-type", ct.as_str()));
     }
     if let Some(a) = &call.auth {
-        headers.push(("authorization", a.as_str()));
+        headers.push(("authorization", a.expose().as_str()));
     }
     if let Some(tp) = &call.traceparent {
         headers.push(("traceparent", tp.as_str()));
@@ -705,7 +714,7 @@ async fn send_note(shard: &Shard, session: &Session, up: &Upstream, body: &[u8])
     let Ok(auth) = session_auth(shard, up).await else {
         return;
     };
-    let h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
+    let h = headers(Some(&us), exposed(&auth), &us.protocol_version);
     let sent = upstream::send(&shard.pool, up, "POST", &h, body, up.timeout, Replay::Never);
     if let Err(e) = sent.await {
         tracing::debug!(upstream = %up.name, error = %e, "Notification not delivered");
@@ -746,7 +755,82 @@ pub async fn close_upstream_sessions(shard: &Shard, snap: &Arc<Snapshot>, sessio
         let Ok(auth) = session_auth(shard, up).await else {
             continue;
         };
-        let h = headers(Some(&us), auth.as_deref(), &us.protocol_version);
+        let h = headers(Some(&us), exposed(&auth), &us.protocol_version);
         let _ = upstream::send(&shard.pool, up, "DELETE", &h, b"", up.timeout, Replay::Safe).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http1::conn::Request;
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        // A token, a client secret, a cookie: none may appear in any `Debug` output, as text
+        // or as the byte list a derived `Debug` of `Vec<u8>` prints.
+        const TOKEN: &str = "eyJhbGciOiJFZERTQSJ9.c2VjcmV0LXBheWxvYWQ.c2ln";
+        const COOKIE: &str = "sid=c2Vzc2lvbi1jb29raWU";
+        let token = || Arc::<str>::from(TOKEN);
+        let caller = Caller {
+            claims: None,
+            owner: [0; 32],
+            token: Some(token().into()),
+        };
+        let outbound = Outbound {
+            auth: Some(Secret::new(format!("Bearer {TOKEN}"))),
+            traceparent: None,
+        };
+        let delegated = crate::control::Delegated {
+            token: token().into(),
+            jti: None,
+            exp: 0,
+            scope: String::new(),
+        };
+        let subject = Subject::User {
+            sub: "alice".into(),
+            email: None,
+            act: None,
+            subject_token: Some(token().into()),
+        };
+        let credential = UpstreamCredential::Bearer(TOKEN.to_owned().into());
+        let raw = format!(
+            "POST /mcp?access_token={TOKEN} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nCookie: {COOKIE}\r\nContent-Length: 0\r\n\r\n"
+        );
+        let (head, _) = crate::http1::parse::parse_head(raw.as_bytes(), 16384)
+            .unwrap()
+            .unwrap();
+        let request = Request {
+            head: head.clone(),
+            body: Vec::new(),
+        };
+        let printed = [
+            ("Caller", format!("{caller:?} {caller:#?}")),
+            ("Outbound", format!("{outbound:?} {outbound:#?}")),
+            ("Delegated", format!("{delegated:?} {delegated:#?}")),
+            ("Subject", format!("{subject:?} {subject:#?}")),
+            ("UpstreamCredential", format!("{credential:?}")),
+            ("Head", format!("{head:?} {head:#?}")),
+            ("Request", format!("{request:?} {request:#?}")),
+        ];
+        let bytes = |s: &str| {
+            let b = format!("{:?}", &s.as_bytes()[..12]);
+            b.trim_matches(['[', ']']).to_owned()
+        };
+        for (what, out) in &printed {
+            for secret in ["c2VjcmV0LXBheWxvYWQ", "c2Vzc2lvbi1jb29raWU"] {
+                assert!(!out.contains(secret), "{what} prints a secret: {out}");
+                assert!(
+                    !out.contains(&bytes(secret)),
+                    "{what} prints its bytes: {out}"
+                );
+            }
+        }
+        // What is not secret still shows.
+        assert!(
+            printed[5].1.contains(r#"("host", "a")"#),
+            "{}",
+            printed[5].1
+        );
     }
 }

@@ -48,7 +48,7 @@ pub(crate) struct Caller {
     pub claims: Option<Rc<Claims>>,
     pub owner: [u8; 32],
     /// The inbound token, kept only for external RFC 8693 exchange; never forwarded or logged.
-    pub token: Option<Arc<str>>,
+    pub token: Option<crate::secret::Secret<Arc<str>>>,
 }
 
 struct InFlight<'a>(&'a Shard);
@@ -322,7 +322,7 @@ impl Gateway {
                 Ok(Caller {
                     claims: Some(claims),
                     owner,
-                    token: Some(Arc::from(token)),
+                    token: Some(Arc::<str>::from(token).into()),
                 })
             }
             AuthOutcome::Invalid(e) => {
