@@ -334,6 +334,46 @@ async fn beyond_the_in_flight_cap_a_fast_503() {
     env.gw.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_messages_pay_per_message() {
+    // 4 tokens per user: initialize, the batch's HTTP request (its first message), two more.
+    let (env, _dir) = start(
+        "rate_limits:\n  per_user: { per_second: 0.1, burst: 4 }\n  per_tool:\n    - { tool: up0_echo, per_second: 0.1, burst: 1 }\n",
+        |y| y,
+    )
+    .await;
+    let tok = env.token("alice");
+    let r = env
+        .post(Some(&tok), None, &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+        .await;
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let batch = json!([
+        call_body(json!(1), "up0_echo", json!({})),
+        call_body(json!(2), "up0_echo", json!({})),
+        call_body(json!(3), "up0_whoami", json!({})),
+        {"jsonrpc":"2.0","id":4,"method":"ping"},
+    ]);
+    let r = env.post(Some(&tok), Some(&sid), &batch).await;
+    assert_eq!(r.status(), 200, "limits inside a batch answer in the array");
+    let v: Value = r.json().await.unwrap();
+    let a = v.as_array().unwrap();
+    assert_eq!(a.len(), 4, "{v}");
+    assert!(a[0]["result"].is_object(), "{v}");
+    assert_eq!(a[1]["id"], 2);
+    assert_eq!(a[1]["error"]["code"], -32029);
+    assert_eq!(a[1]["error"]["data"]["scope"], "tool");
+    assert!(a[2]["result"].is_object(), "{v}");
+    assert_eq!(a[3]["id"], 4);
+    assert_eq!(a[3]["error"]["data"]["scope"], "user");
+    let names: Vec<Value> = env.upstreams[0]
+        .tool_calls()
+        .iter()
+        .map(|c| c.body["params"]["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("echo"), json!("whoami")]);
+    env.gw.shutdown().await;
+}
+
 fn parse_err(extra: &str) -> String {
     let base = "gateway:\n  listen: 127.0.0.1:8080\n  public_url: http://127.0.0.1:8080/mcp\nissuers:\n  - issuer: http://127.0.0.1:9000\n";
     Config::parse(&format!("{base}{extra}"), "bad.yaml")
