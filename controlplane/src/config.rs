@@ -15,6 +15,9 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub limits: Limits,
+    /// Per-user and per-(user, tool) token buckets (off when absent).
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
     #[serde(default)]
@@ -299,8 +302,54 @@ pub struct Limits {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     pub max_connections_per_shard: usize,
+    /// Requests one shard handles at once; beyond it a fast 503 with `Retry-After: 1`.
+    pub max_in_flight_per_shard: usize,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+}
+
+/// `rate_limits`: token buckets per user (`iss`, `sub`) and per (user, tool).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    #[serde(default)]
+    pub per_user: Option<RateConfig>,
+    #[serde(default)]
+    pub per_tool: Vec<ToolRateConfig>,
+    /// Hard cap on buckets held at once (when full, newcomers share one bucket per scope).
+    #[serde(default = "default_max_buckets")]
+    pub max_buckets: usize,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        RateLimitsConfig {
+            per_user: None,
+            per_tool: Vec::new(),
+            max_buckets: default_max_buckets(),
+        }
+    }
+}
+
+/// A token bucket: `per_second` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// A per-(user, tool) bucket; `tool` is the namespaced name clients see.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolRateConfig {
+    pub tool: String,
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+fn default_max_buckets() -> usize {
+    dataplane::ratelimit::DEFAULT_MAX_BUCKETS
 }
 
 impl Default for Limits {
@@ -313,6 +362,7 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(75),
             max_connections_per_shard: 10_000,
+            max_in_flight_per_shard: 1024,
             shutdown_grace: Duration::from_secs(15),
         }
     }
@@ -615,6 +665,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_limits(file)?;
         if self.audit.sink == crate::audit::SinkKind::File && self.audit.dir.is_none() {
             return Err(err(file, "audit.dir", "required for the file sink"));
         }
@@ -643,6 +694,44 @@ impl Config {
                     "only [A-Za-z0-9_-], at most 32 characters",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self, file: &str) -> Result<(), ConfigError> {
+        if self.limits.max_in_flight_per_shard == 0 {
+            return Err(err(
+                file,
+                "limits.max_in_flight_per_shard",
+                "must be at least 1",
+            ));
+        }
+        let r = &self.rate_limits;
+        let rate = |p: String, per_second: f64, burst: u32| {
+            if !(per_second.is_finite() && per_second > 0.0) {
+                return Err(err(file, format!("{p}.per_second"), "must be a number > 0"));
+            }
+            if burst == 0 {
+                return Err(err(file, format!("{p}.burst"), "must be at least 1"));
+            }
+            Ok(())
+        };
+        if let Some(u) = &r.per_user {
+            rate("rate_limits.per_user".into(), u.per_second, u.burst)?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, t) in r.per_tool.iter().enumerate() {
+            let p = format!("rate_limits.per_tool[{i}]");
+            if t.tool.is_empty() {
+                return Err(err(file, format!("{p}.tool"), "must name a tool"));
+            }
+            if !seen.insert(t.tool.as_str()) {
+                return Err(err(file, format!("{p}.tool"), "duplicate tool"));
+            }
+            rate(p, t.per_second, t.burst)?;
+        }
+        if r.max_buckets == 0 {
+            return Err(err(file, "rate_limits.max_buckets", "must be at least 1"));
         }
         Ok(())
     }

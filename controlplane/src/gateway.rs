@@ -245,12 +245,60 @@ pub(crate) fn settings(
         },
         session_keys,
         max_connections_per_shard: cfg.limits.max_connections_per_shard,
+        max_in_flight_per_shard: cfg.limits.max_in_flight_per_shard,
+        rate_limits: rate_limits(cfg, found, upstreams),
         server_name: "warden".into(),
         server_version: env!("CARGO_PKG_VERSION").into(),
         instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
         passthrough_upstream: passthrough,
         capabilities_json: caps.to_string(),
         delegation_client_id: cfg.delegation.as_ref().map(|d| d.client_id.clone()),
+    }
+}
+
+/// The configured rate limits as shards use them. A per-tool entry naming a tool the catalog
+/// does not (or not yet) have is a warning, not an error: catalogs change at run time.
+fn rate_limits(
+    cfg: &Config,
+    found: &HashMap<u32, Discovered>,
+    upstreams: &[Arc<Upstream>],
+) -> dataplane::ratelimit::Limits {
+    use dataplane::ratelimit::{Limits, Quota, ToolLimit, tool_key};
+    let r = &cfg.rate_limits;
+    // Validation guarantees positive rates and bursts, so `Quota::new` succeeds.
+    let per_user = r.per_user.and_then(|u| Quota::new(u.per_second, u.burst));
+    let discovered = !upstreams.is_empty() && upstreams.iter().all(|u| found.contains_key(&u.id));
+    let known = |name: &str| {
+        upstreams.iter().any(|u| {
+            name.strip_prefix(u.namespace.as_str()).is_some_and(|t| {
+                found.get(&u.id).is_some_and(|d| {
+                    d.tools
+                        .iter()
+                        .any(|v| v.get("name").and_then(|n| n.as_str()) == Some(t))
+                })
+            })
+        })
+    };
+    let mut per_tool = HashMap::new();
+    for t in &r.per_tool {
+        let Some(quota) = Quota::new(t.per_second, t.burst) else {
+            continue;
+        };
+        if discovered && !known(&t.tool) {
+            tracing::warn!(tool = %t.tool, "rate_limits.per_tool names a tool no upstream offers; the limit applies if it appears");
+        }
+        per_tool.insert(
+            t.tool.clone(),
+            ToolLimit {
+                key: tool_key(&t.tool),
+                quota,
+            },
+        );
+    }
+    Limits {
+        per_user,
+        per_tool,
+        max_buckets: r.max_buckets,
     }
 }
 
@@ -513,6 +561,7 @@ async fn start_inner(
         in_flight: Arc::new(AtomicUsize::new(0)),
         audit,
         tls,
+        ratelimit: dataplane::ratelimit::RateLimiter::start(),
     };
     let driver = if cfg.gateway.io_driver == IoDriver::Epoll {
         DriverChoice::Epoll

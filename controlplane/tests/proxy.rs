@@ -436,6 +436,7 @@ async fn sigterm_drains_in_flight_requests() {
         "listen: 127.0.0.1:0\n  public_url",
         &format!("listen: 127.0.0.1:{port}\n  public_url"),
     );
+    let audit_dir = common::audit_dir_of(&yaml);
     std::fs::write(&cfg, yaml).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(["serve", "-c"])
@@ -473,7 +474,7 @@ async fn sigterm_drains_in_flight_requests() {
                 .bearer_auth(tok)
                 .header("content-type", "application/json")
                 .header("mcp-session-id", sid)
-                .body(json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"up0_slow","arguments":{"ms":800}}}).to_string())
+                .body(json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"up0_slow","arguments":{"ms":1500}}}).to_string())
                 .send()
                 .await
                 .unwrap()
@@ -488,6 +489,20 @@ async fn sigterm_drains_in_flight_requests() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // A keep-alive connection opened before the signal.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let prm = format!(
+        "GET /.well-known/oauth-protected-resource/mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    );
+    let mut keep = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    keep.write_all(prm.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = keep.read(&mut buf).await.unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(!first.contains("connection: close"), "{first}");
     let pid = child.id().to_string();
     assert!(
         std::process::Command::new("kill")
@@ -496,6 +511,29 @@ async fn sigterm_drains_in_flight_requests() {
             .unwrap()
             .success()
     );
+    // New connections are refused while the call is still being served.
+    let t0 = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "still accepting after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!call.is_finished(), "the call outlived the listener");
+    // A request on an open connection is still answered, with `connection: close`.
+    keep.write_all(prm.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), keep.read_to_end(&mut out))
+        .await
+        .expect("closed after the answer")
+        .unwrap();
+    let second = String::from_utf8_lossy(&out);
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert!(second.contains("connection: close"), "{second}");
     let v = call.await.unwrap();
     assert_eq!(v["id"], 9);
     assert!(v["result"].is_object(), "the in-flight call finished: {v}");
@@ -516,6 +554,23 @@ async fn sigterm_drains_in_flight_requests() {
             .await
             .is_err(),
         "no longer accepting"
+    );
+    // The drained call's audit record was flushed before the process exited.
+    let recs: Vec<serde_json::Value> = controlplane::audit::chain_files(&audit_dir)
+        .unwrap()
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        recs.iter()
+            .any(|r| r["tool"] == "up0_slow" && r["decision"] == "allow"),
+        "{recs:#?}"
     );
 }
 

@@ -29,6 +29,8 @@ pub enum Outcome {
     ExchangeFailed,
     /// The upstream failed, timed out or answered garbage.
     UpstreamError,
+    /// Over a per-user or per-tool rate limit; nothing was sent.
+    RateLimited,
 }
 
 impl Outcome {
@@ -40,6 +42,7 @@ impl Outcome {
             Outcome::Rejected => "rejected",
             Outcome::ExchangeFailed => "exchange_failed",
             Outcome::UpstreamError => "upstream_error",
+            Outcome::RateLimited => "rate_limited",
         }
     }
 }

@@ -6,16 +6,17 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 /// Decisions, in the order of the per-tool handle arrays.
-const DECISIONS: [&str; 6] = [
+const DECISIONS: [&str; 7] = [
     "allow",
     "deny",
     "unauthenticated",
     "rejected",
     "exchange_failed",
     "upstream_error",
+    "rate_limited",
 ];
 
-type ToolCounters = HashMap<String, [Option<metrics::Counter>; 6]>;
+type ToolCounters = HashMap<String, [Option<metrics::Counter>; 7]>;
 
 /// Handles for one shard; labels are bounded by the catalog (upstreams × tools × decisions).
 #[derive(Default)]

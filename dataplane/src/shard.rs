@@ -93,6 +93,8 @@ pub struct Shared {
     pub audit: Arc<crate::audit::AuditQueue>,
     /// TLS configuration for the listener, if any.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Per-user and per-tool token buckets, shared by the shards.
+    pub ratelimit: Arc<crate::ratelimit::RateLimiter>,
 }
 
 /// Per-shard state, `!Send`: lives in `Rc` on its thread.
@@ -110,9 +112,39 @@ pub struct Shard {
     next_req: Cell<u64>,
     rng: Cell<u64>,
     pub connections: Cell<usize>,
+    /// Requests admitted on this shard and not yet answered (streams included).
+    active: Cell<usize>,
+}
+
+/// An admitted request: counted on its shard and process-wide until dropped.
+#[derive(Debug)]
+pub struct Admitted<'a>(&'a Shard);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get() - 1);
+        self.0.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Shard {
+    /// Admit a request unless `max` are already in flight on this shard; the count lasts
+    /// until the returned guard is dropped, i.e. to the end of the response.
+    pub fn admit(&self, max: usize) -> Option<Admitted<'_>> {
+        let n = self.active.get();
+        if n >= max {
+            return None;
+        }
+        self.active.set(n + 1);
+        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Admitted(self))
+    }
+
+    /// Requests in flight on this shard.
+    pub fn active(&self) -> usize {
+        self.active.get()
+    }
+
     /// 64 pseudo-random bits for trace and span ids (xorshift64*, seeded from the system
     /// RNG per shard): unique enough for tracing, never used for anything secret.
     pub fn trace_bits(&self) -> u64 {
@@ -209,6 +241,7 @@ async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
         next_req: Cell::new(0),
         rng: Cell::new(seed()),
         connections: Cell::new(0),
+        active: Cell::new(0),
     });
     let tls = shared.tls.clone().map(monoio_rustls::TlsAcceptor::from);
     shared.running.fetch_add(1, Ordering::SeqCst);

@@ -51,6 +51,10 @@ pub struct Settings {
     /// The key ring sealing and opening session ids (reloadable; `Debug` prints key ids only).
     pub session_keys: Arc<crate::session::SessionKeys>,
     pub max_connections_per_shard: usize,
+    /// Requests a shard handles at once; beyond it a fast 503 (`limits.max_in_flight_per_shard`).
+    pub max_in_flight_per_shard: usize,
+    /// Per-user and per-tool rate limits (`rate_limits`).
+    pub rate_limits: crate::ratelimit::Limits,
     pub server_name: String,
     pub server_version: String,
     /// Combined, labelled upstream `instructions` for `initialize`.

@@ -66,6 +66,11 @@ impl<'a, S: AsyncWriteRent> Responder<'a, S> {
         self.extra.push((name, value));
     }
 
+    /// Mark the connection to be closed after this response.
+    pub fn close_after(&mut self) {
+        self.close = true;
+    }
+
     async fn flush(&mut self) -> io::Result<()> {
         let buf = std::mem::take(&mut self.buf);
         let (res, mut buf) = self.stream.write_all(buf).await;

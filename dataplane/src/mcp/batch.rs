@@ -58,7 +58,7 @@ impl Gateway {
             .await;
         }
         let mut answers: Vec<Vec<u8>> = Vec::new();
-        for item in items {
+        for (i, item) in items.into_iter().enumerate() {
             let msg = match Message::parse(item.get().as_bytes()) {
                 Ok(m) => m,
                 Err(_) => {
@@ -72,6 +72,14 @@ impl Gateway {
             };
             let null = jsonrpc::null();
             let id: &RawValue = msg.id.unwrap_or(&null);
+            if i > 0
+                && let Some(limited) = self.limit_user_message(snap, caller, &msg, meta)
+            {
+                if msg.kind() == Kind::Request {
+                    answers.push(limited.body);
+                }
+                continue;
+            }
             match msg.kind() {
                 Kind::Notification => forward::notification(&self.shard, snap, session, &msg).await,
                 Kind::Response => forward::client_response(&self.shard, snap, session, &msg).await,
@@ -153,8 +161,22 @@ impl Gateway {
                 params,
                 tool,
                 policy_ids,
+                tool_limit,
             } => {
                 let up = &snap.upstreams[upstream];
+                // Inside a batch a limited call is answered in the array (the batch is 200).
+                if let Some(limited) = self.limit_tool(
+                    snap,
+                    caller,
+                    tool_limit,
+                    &mut audit,
+                    up,
+                    tool.as_deref(),
+                    &policy_ids,
+                    id,
+                ) {
+                    return limited.body;
+                }
                 let call = match self
                     .prepare_forward(
                         snap,

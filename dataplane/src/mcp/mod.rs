@@ -8,12 +8,12 @@ mod batch;
 mod call;
 mod forward;
 mod http;
+mod limits;
 mod plan;
 mod rewrite;
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use monoio::io::AsyncWriteRent;
@@ -51,20 +51,24 @@ pub(crate) struct Caller {
     pub token: Option<crate::secret::Secret<Arc<str>>>,
 }
 
-struct InFlight<'a>(&'a Shard);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl Handler for Gateway {
     async fn handle<S: AsyncWriteRent>(&self, req: Request, out: &mut Responder<'_, S>) {
-        self.shard.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _guard = InFlight(&self.shard);
         // One snapshot for the whole request.
         let snap = self.shard.shared.snapshot.load_full();
+        // Admission: beyond the shard's in-flight cap, a fast 503 before any other work.
+        let Some(_admitted) = self.shard.admit(snap.settings.max_in_flight_per_shard) else {
+            let _ = out.send(limits::overloaded()).await;
+            return;
+        };
+        // Draining: answer what arrives on open connections, and tell the client to move on.
+        if self
+            .shard
+            .shared
+            .stopping
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            out.close_after();
+        }
         let method = req.head.method;
         // Continue the caller's W3C trace, or start one: the audit record, the exported span
         // and the upstream's `traceparent` carry the same trace id; the gateway's span is the
@@ -119,6 +123,8 @@ fn status_label(s: u16) -> &'static str {
         406 => "406",
         413 => "413",
         415 => "415",
+        429 => "429",
+        503 => "503",
         _ if s < 300 => "2xx",
         _ if s < 500 => "4xx",
         _ => "5xx",
@@ -206,6 +212,11 @@ impl Gateway {
                 return send(out, resp, cors.as_deref()).await;
             }
         };
+
+        // 1b. The caller's rate limit (needs the user; before any session or upstream work).
+        if let Some(resp) = self.limit_user(snap, &req, &caller, meta) {
+            return send(out, resp, cors.as_deref()).await;
+        }
 
         // 2. Dispatch by HTTP method.
         let resp_status = match req.head.method {
@@ -622,8 +633,21 @@ impl Gateway {
                 params,
                 tool,
                 policy_ids,
+                tool_limit,
             } => {
                 let up = &snap.upstreams[upstream];
+                if let Some(limited) = self.limit_tool(
+                    snap,
+                    caller,
+                    tool_limit,
+                    &mut audit,
+                    up,
+                    tool.as_deref(),
+                    &policy_ids,
+                    id,
+                ) {
+                    return send(out, limited.response(), cors).await;
+                }
                 let call = match self
                     .prepare_forward(
                         snap,

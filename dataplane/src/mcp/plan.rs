@@ -8,6 +8,7 @@ use super::authz::{self, Verdict};
 use super::call::Meta;
 use super::{Caller, Gateway, forward, rewrite};
 use crate::jsonrpc::{self, Message, code};
+use crate::ratelimit::ToolLimit;
 use crate::session::Session;
 use crate::snapshot::Snapshot;
 
@@ -33,6 +34,8 @@ pub(super) enum Plan {
         tool: Option<String>,
         /// The policies that allowed it.
         policy_ids: Vec<String>,
+        /// The per-(user, tool) rate limit of the tool called, if one is configured.
+        tool_limit: Option<ToolLimit>,
     },
 }
 
@@ -84,6 +87,9 @@ impl Gateway {
                         params,
                         tool: Some(route.upstream_name.clone()),
                         policy_ids,
+                        // Looked up by the exact routed name, after policy: a hidden tool is
+                        // never revealed by a 429.
+                        tool_limit: snap.settings.rate_limits.per_tool.get(call.name).copied(),
                     },
                     // A hidden tool and an unknown tool get the same answer (no enumeration).
                     Verdict::Hidden => unknown_tool(),
@@ -156,6 +162,7 @@ impl Gateway {
                         .map(|p| p.get().to_owned())
                         .unwrap_or_else(|| "{}".into()),
                     policy_ids,
+                    tool_limit: None,
                 }
             }
             _ => Plan::Local(jsonrpc::error(
