@@ -35,6 +35,10 @@ pub struct Config {
     /// Optional OpenTelemetry span export (off by default).
     #[serde(default)]
     pub telemetry: crate::otlp::TelemetryConfig,
+    /// Durable state of the authorization server and STS. Absent: `warden serve`/`demo` use
+    /// `sqlite:<--data-dir>/warden.db`; library callers (`gateway::start*`) get SQLite in memory.
+    #[serde(default)]
+    pub state: Option<crate::state::StateConfig>,
 }
 
 /// The gateway as an OAuth client obtaining per-call tokens (RFC 8693).
@@ -531,6 +535,10 @@ impl Config {
                     "required in embedded mode unless `authorization_server` is configured (its issuer is used)",
                 ));
             }
+        }
+        if let Some(st) = &self.state {
+            st.validate()
+                .map_err(|(path, message)| err(file, path, message))?;
         }
         if self.audit.sink == crate::audit::SinkKind::File && self.audit.dir.is_none() {
             return Err(err(file, "audit.dir", "required for the file sink"));

@@ -14,6 +14,7 @@ pub mod live;
 pub mod metrics;
 pub mod otlp;
 pub mod policy;
+pub mod state;
 pub mod sts;
 
 pub use config::Config;

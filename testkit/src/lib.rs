@@ -5,6 +5,7 @@
 
 pub mod issuer;
 mod keys;
+pub mod postgres;
 pub mod upstream;
 mod util;
 
