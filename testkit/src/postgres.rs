@@ -105,11 +105,6 @@ fn command(bin: &Path, prog: &str, user: Option<&str>) -> Command {
     }
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
-
 impl Postgres {
     /// Start a fresh cluster (database `postgres`, superuser `warden` / [`PASSWORD`]).
     pub fn start() -> Postgres {
@@ -159,7 +154,7 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = free_port();
+        let port = crate::stable_port();
         let log = std::fs::File::create(dir.join("server.log")).expect("server log");
         if let Some(u) = &user {
             let _ = Command::new("chown")

@@ -366,6 +366,8 @@ impl Sqlite {
                 "UPDATE signing_keys SET enc = 'aes256gcm', material = ?2 WHERE generation = ?1 AND enc = 'none'",
                 params![generation, material],
             )?;
+            // The WAL still holds the plaintext page: copy it into the file and empty the WAL.
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
             Ok(())
         })
         .await
@@ -379,6 +381,9 @@ fn connect(path: Option<&PathBuf>) -> Result<Connection, StateError> {
             .map_err(|e| StateError::Db(format!("cannot open {}: {e}", p.display())))?,
     };
     c.busy_timeout(Duration::from_secs(5))?;
+    // Deleted and overwritten rows (retired or resealed keys, spent codes) are zeroed in the
+    // file rather than left in free pages.
+    c.pragma_update(None, "secure_delete", "ON")?;
     if path.is_some() {
         // WAL: readers never wait for the writer; NORMAL sync survives a process crash
         // (a power loss may lose the last transactions, not corrupt the file).
