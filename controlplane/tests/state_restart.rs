@@ -1,11 +1,13 @@
 //! The real `warden` binary restarted on the same state (SQLite data dir, then PostgreSQL):
 //! access token, refresh token and browser session survive; the JWKS keeps the signing kid;
-//! rotation continues from the stored ring; a wrong encryption key refuses to start.
+//! rotation continues from the stored ring; a wrong encryption key refuses to start. And two
+//! authorization servers on one store behave as one (a login hops between them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -555,4 +557,203 @@ async fn restart_on_postgres() {
         !s.data_dir().exists(),
         "with PostgreSQL nothing is written to the data dir"
     );
+}
+
+/// Two authorization servers (replicas) on one store behind a "round-robin balancer": every
+/// step of a login lands on the other replica, and single use holds across them.
+async fn replicas_share_logins(a_loc: controlplane::state::Location) {
+    use controlplane::authz::{self, AuthServerConfig};
+    use controlplane::sts::{SigningAlg, Sts};
+    let (pa, pb) = (testkit::stable_port(), testkit::stable_port());
+    let issuer = format!("http://127.0.0.1:{pa}");
+    let hash = authz::hash_password("s3cret-pass").unwrap();
+    let mut servers = Vec::new();
+    for port in [pa, pb] {
+        let store = controlplane::state::StateStore::open(a_loc.clone(), None)
+            .await
+            .unwrap();
+        let sts = Arc::new(Sts::open(store, &issuer, SigningAlg::EdDSA).await.unwrap());
+        let cfg: AuthServerConfig = serde_json::from_value(json!({
+            "listen": format!("127.0.0.1:{port}"),
+            "issuer": issuer,
+            "resources": ["http://127.0.0.1:1/mcp"],
+            "users": [{"username": "alice", "password_hash": hash}],
+            "scopes": [{"name": "mcp:tools"}],
+            "clients": [{"client_id": CLIENT, "public": true, "redirect_uris": [REDIRECT]}],
+        }))
+        .unwrap();
+        servers.push((authz::start(cfg, sts.clone()).await.unwrap(), sts));
+    }
+    let base = |i: usize| format!("http://127.0.0.1:{}", [pa, pb][i]);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    assert_eq!(servers[0].1.jwks(), servers[1].1.jwks(), "one key ring");
+
+    // A registers a client; B knows it.
+    let reg: Value = http
+        .post(format!("{}/register", base(0)))
+        .json(&json!({"redirect_uris": ["http://127.0.0.1:7777/cb"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dyn_id = reg["client_id"].as_str().unwrap();
+    let r = http
+        .get(format!(
+            "{}/authorize?response_type=code&client_id={dyn_id}&code_challenge={}&code_challenge_method=S256",
+            base(1),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the registration is visible on the other replica"
+    );
+
+    // /authorize on A, /login on B, /consent on A, /token on B.
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, VERIFIER.as_bytes());
+    let mut u = url::Url::parse(&format!("{}/authorize", base(0))).unwrap();
+    u.query_pairs_mut().extend_pairs([
+        ("response_type", "code"),
+        ("client_id", CLIENT),
+        ("redirect_uri", REDIRECT),
+        ("code_challenge", &URL_SAFE_NO_PAD.encode(d.as_ref())),
+        ("code_challenge_method", "S256"),
+    ]);
+    let html = http
+        .get(u.as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut form = hidden_inputs(&html);
+    form.push(("username".into(), "alice".into()));
+    form.push(("password".into(), "s3cret-pass".into()));
+    let r = http
+        .post(format!("{}/login", base(1)))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the pending request started on A is known to B"
+    );
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = r.text().await.unwrap();
+    let mut form = hidden_inputs(&html);
+    form.push(("decision".into(), "approve".into()));
+    let r = http
+        .post(format!("{}/consent", base(0)))
+        .header("cookie", &cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "B's session cookie works on A");
+    // The consent is single use on both replicas.
+    let again = http
+        .post(format!("{}/consent", base(1)))
+        .header("cookie", &cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 400);
+    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let code = loc
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let redeem = |i: usize| {
+        http.post(format!("{}/token", base(i))).form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", CLIENT),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ])
+    };
+    // The same code at both replicas at once: exactly one succeeds.
+    let (x, y) = tokio::join!(redeem(1).send(), redeem(0).send());
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let mut statuses = [x.status().as_u16(), y.status().as_u16()];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [200, 400],
+        "a code is redeemed once across replicas"
+    );
+    let t: Value = if x.status() == 200 {
+        x.json().await.unwrap()
+    } else {
+        y.json().await.unwrap()
+    };
+    let rt = t["refresh_token"].as_str().unwrap().to_owned();
+    // The same refresh token at both replicas at once: one rotation wins, the other is a reuse
+    // that revokes the family — so the winner's new token is dead too.
+    let refresh = |i: usize, tok: String| {
+        http.post(format!("{}/token", base(i))).form(&[
+            ("grant_type", "refresh_token".to_owned()),
+            ("client_id", CLIENT.to_owned()),
+            ("refresh_token", tok),
+        ])
+    };
+    let (x, y) = tokio::join!(refresh(0, rt.clone()).send(), refresh(1, rt.clone()).send());
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let mut statuses = [x.status().as_u16(), y.status().as_u16()];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [200, 400],
+        "a refresh token is spent once across replicas"
+    );
+    let won: Value = if x.status() == 200 {
+        x.json().await.unwrap()
+    } else {
+        y.json().await.unwrap()
+    };
+    let next = won["refresh_token"].as_str().unwrap().to_owned();
+    let r = refresh(1, next).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        400,
+        "the family was revoked by the reuse on the other replica"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    replicas_share_logins(controlplane::state::Location::SqliteFile(
+        dir.path().join("w.db"),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_postgres() {
+    let pg = tokio::task::spawn_blocking(testkit::postgres::Postgres::start)
+        .await
+        .unwrap();
+    let url = pg.create_database("replicas");
+    replicas_share_logins(controlplane::state::Location::Postgres(url)).await;
 }

@@ -329,3 +329,109 @@ fn locations_parse() {
     assert!(Location::parse("mysql://x").is_err());
     assert!(Location::parse("sqlite:").is_err());
 }
+
+/// The schedule follows the stored key's age: a ring whose current key is older than the
+/// period rotates within a reload interval of start, once, on both replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_rotation_follows_the_stored_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = Location::SqliteFile(dir.path().join("age.db"));
+    let s = open(&loc).await;
+    let old = controlplane::state::StoredKey {
+        generation: 1,
+        kid: "warden-old".into(),
+        alg: "EdDSA".into(),
+        created_at: now() - 7200,
+        pkcs8: controlplane::sts::SigningKey::generate_pkcs8(SigningAlg::EdDSA).unwrap(),
+    };
+    assert!(s.insert_key(&old).await.unwrap());
+    let a = Arc::new(
+        Sts::open(s, "http://127.0.0.1:9", SigningAlg::EdDSA)
+            .await
+            .unwrap(),
+    );
+    let b = Arc::new(
+        Sts::open(open(&loc).await, "http://127.0.0.1:9", SigningAlg::EdDSA)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        a.current_kid(),
+        "warden-old",
+        "a restart does not rotate by itself"
+    );
+    let hour = std::time::Duration::from_secs(3600);
+    let ta = tokio::spawn(a.clone().maintain(hour));
+    let tb = tokio::spawn(b.clone().maintain(hour));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !(a.current_kid() != "warden-old" && a.kids() == b.kids()) {
+        assert!(std::time::Instant::now() < deadline, "no rotation");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    ta.abort();
+    tb.abort();
+    let keys = open(&loc).await.load_keys().await.unwrap();
+    assert_eq!(keys[0].generation, 2, "one rotation for both replicas");
+    assert_eq!(
+        a.kids(),
+        vec![keys[0].kid.clone(), "warden-old".to_string()]
+    );
+    // A key younger than the period is kept.
+    let c = Arc::new(
+        Sts::open(open(&loc).await, "http://127.0.0.1:9", SigningAlg::EdDSA)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(c.current_kid(), keys[0].kid);
+    // An algorithm change rotates at start.
+    let d = Sts::open(open(&loc).await, "http://127.0.0.1:9", SigningAlg::ES256)
+        .await
+        .unwrap();
+    assert_eq!(d.jwks()["keys"][0]["alg"], "ES256");
+    assert_eq!(d.jwks()["keys"][1]["kid"], keys[0].kid.as_str());
+}
+
+#[test]
+fn state_block_errors_name_the_key() {
+    let base = "gateway:\n  listen: 127.0.0.1:0\n  public_url: http://127.0.0.1/mcp\n  authentication: false\n";
+    let e =
+        controlplane::Config::parse(&format!("{base}state:\n  bogus: 1\n"), "c.yaml").unwrap_err();
+    assert!(
+        e.to_string().contains("state") && e.to_string().contains("bogus"),
+        "{e}"
+    );
+    let e = controlplane::Config::parse(
+        &format!("{base}state:\n  url: memory\n  url_env: X\n"),
+        "c.yaml",
+    )
+    .unwrap_err();
+    assert_eq!(e.path, "state.url_env", "{e}");
+    let e = controlplane::Config::parse(&format!("{base}state:\n  url: mysql://db\n"), "c.yaml")
+        .unwrap_err();
+    assert_eq!(e.path, "state.url", "{e}");
+    let e = controlplane::Config::parse(
+        &format!("{base}state:\n  encryption_key_file: /k\n  encryption_key_env: K\n"),
+        "c.yaml",
+    )
+    .unwrap_err();
+    assert_eq!(e.path, "state.encryption_key_env", "{e}");
+    let ok = controlplane::Config::parse(
+        &format!("{base}state:\n  url: postgres://u:p@db/warden\n"),
+        "c.yaml",
+    )
+    .unwrap();
+    assert!(ok.state.unwrap().url.is_some());
+    // A key file that is not 32 bytes of base64 is refused with the key's name.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("k");
+    std::fs::write(&f, "dG9vIHNob3J0").unwrap();
+    let cfg = controlplane::state::StateConfig {
+        encryption_key_file: Some(f),
+        ..Default::default()
+    };
+    let e = cfg.cipher().unwrap_err().to_string();
+    assert!(
+        e.starts_with("state.encryption_key_file") && e.contains("32 bytes"),
+        "{e}"
+    );
+}
