@@ -300,6 +300,11 @@ async fn postgres_backend() {
         .await
         .unwrap();
     all(Db::Pg(&pg)).await;
+    // The Unix-socket form of the URL (documented for a database on the same host).
+    let s = StateStore::open(Location::Postgres(pg.socket_url_for("postgres")), None)
+        .await
+        .unwrap();
+    assert_eq!(s.schema_version().await.unwrap(), 1);
 }
 
 #[tokio::test]

@@ -232,6 +232,12 @@ impl Postgres {
         format!("postgres://warden:{PASSWORD}@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// The URL of `db` through the server's Unix socket (percent-encoded directory as host).
+    pub fn socket_url_for(&self, db: &str) -> String {
+        let sock = self.dir.join("sock").display().to_string().replace('/', "%2F");
+        format!("postgres://warden:{PASSWORD}@{sock}:{}/{db}", self.port)
+    }
+
     /// Create database `db` and return its URL.
     pub fn create_database(&self, db: &str) -> String {
         let out = Command::new(self.bin.join("createdb"))
