@@ -59,8 +59,8 @@ impl Kind {
     }
 }
 
-/// The `state` block of the configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The `state` block of the configuration. `Debug` hides a password in the URL.
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
     /// `sqlite:/path/warden.db`, `postgres://user:pass@host:5432/db`, or `memory` (tests only).
@@ -75,6 +75,30 @@ pub struct StateConfig {
     /// The same key from an environment variable.
     #[serde(default)]
     pub encryption_key_env: Option<String>,
+}
+
+impl fmt::Debug for StateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("url_env", &self.url_env)
+            .field("encryption_key_file", &self.encryption_key_file)
+            .field("encryption_key_env", &self.encryption_key_env)
+            .finish()
+    }
+}
+
+/// The URL with any password replaced by `...` (for logs and `Debug`).
+pub fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut p) if p.password().is_some() => {
+            let _ = p.set_password(Some("..."));
+            p.to_string()
+        }
+        Ok(_) => u.to_owned(),
+        Err(_) if !u.contains('@') => u.to_owned(),
+        Err(_) => "...".to_owned(),
+    }
 }
 
 impl StateConfig {
@@ -500,7 +524,8 @@ impl StateStore {
         on_backend!(self, b => b.revoke_session(id_hash, expires_at_unix).await)
     }
 
-    /// Revocations recorded after `cursor` (0 at first), in order, and the cursor to pass next.
+    /// Revocations recorded after `cursor` (0 at first), in order, and the cursor to pass next
+    /// (at most 10 000 per call: call again while a full batch comes back).
     pub async fn session_revocations_since(
         &self,
         cursor: i64,
