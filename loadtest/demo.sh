@@ -75,7 +75,7 @@ trap cleanup EXIT INT TERM
 log "work dir $WORK; demo on cpu $SERVER_CPU (--shards 1), k6 on cpu $LOAD_CPU; ${DURATION}s x ${VUS} VUs"
 WARDEN_LOG=${WARDEN_LOG:-warn} taskset -c "$SERVER_CPU" "$WARDEN" demo --shards 1 \
     --listen "127.0.0.1:$GW_PORT" --auth-listen "127.0.0.1:$AUTH_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
-    >"$WORK/demo.out" 2>"$WORK/demo.err" &
+    --data-dir "$WORK/data" >"$WORK/demo.out" 2>"$WORK/demo.err" &
 DEMO_PID=$!
 
 for _ in $(seq 1 300); do

@@ -132,7 +132,7 @@ upstreams:
     url: $UP_URL
     namespace: bench_
 YAML
-taskset -c "$SERVER_CPU" "$BIN/warden" serve -c "$WORK/warden.yaml" --shards 1 >"$WORK/warden.out" 2>"$WORK/warden.err" &
+taskset -c "$SERVER_CPU" "$BIN/warden" serve -c "$WORK/warden.yaml" --data-dir "$WORK/data" --shards 1 >"$WORK/warden.out" 2>"$WORK/warden.err" &
 PIDS+=($!); WARDEN_PID=$!
 
 for _ in $(seq 1 300); do

@@ -18,11 +18,15 @@ command -v node >/dev/null || { echo "node is required (for the MCP conformance 
 command -v python3 >/dev/null || { echo "python3 is required (free-port helper)"; exit 1; }
 # Debian packages the tests use: curl, headless Chromium (live page), promtool (metrics exposition),
 # nginx (the load balancer in front of replicas).
+# PostgreSQL (state store).
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v chromium >/dev/null || need+=(chromium)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v nginx >/dev/null || need+=(nginx)
+# PostgreSQL server binaries for the state store's tests (testkit::postgres runs initdb itself;
+# Debian keeps them in /usr/lib/postgresql/<version>/bin, off PATH).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

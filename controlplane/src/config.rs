@@ -41,6 +41,10 @@ pub struct Config {
     /// Sealed MCP session ids: the key ring and the absolute lifetime.
     #[serde(default)]
     pub sessions: SessionsConfig,
+    /// Durable state of the authorization server and STS. Absent: `warden serve`/`demo` use
+    /// `sqlite:<--data-dir>/warden.db`; library callers (`gateway::start*`) get SQLite in memory.
+    #[serde(default)]
+    pub state: Option<crate::state::StateConfig>,
 }
 
 /// Sealed session ids (`dataplane::session::seal`): any replica holding the key ring can
@@ -666,6 +670,10 @@ impl Config {
             }
         }
         self.validate_limits(file)?;
+        if let Some(st) = &self.state {
+            st.validate()
+                .map_err(|(path, message)| err(file, path, message))?;
+        }
         if self.audit.sink == crate::audit::SinkKind::File && self.audit.dir.is_none() {
             return Err(err(file, "audit.dir", "required for the file sink"));
         }

@@ -210,7 +210,9 @@ impl Control {
         let Some((path, old_raw)) = self.source.clone() else {
             return Err(ReloadError::NoSource);
         };
-        let (new, new_raw) = Config::load_raw(&path)?;
+        let (mut new, new_raw) = Config::load_raw(&path)?;
+        // The `state` block cannot change at run time (checked below); keep the resolved one.
+        new.state = self.cfg.state.clone();
         let restart = reload::restart_needed(&self.cfg, &new, &old_raw, &new_raw);
         if !restart.is_empty() {
             return Err(ReloadError::RestartNeeded(restart));

@@ -3,7 +3,7 @@
 //! external server returns before any shard may use it.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -88,36 +88,30 @@ impl Engine {
         })
     }
 
-    /// Serve shard requests until the queue closes; rotate STS keys on schedule.
+    /// Serve shard requests until the queue closes. (STS key rotation is `Sts::maintain`,
+    /// driven by the stored key's age so it survives restarts and runs once per rotation
+    /// across replicas.)
     pub async fn run(
         self: Arc<Self>,
         mut rx: futures_channel::mpsc::UnboundedReceiver<DelegateRequest>,
     ) {
-        let mut rotate = tokio::time::interval(self.cfg.key_rotation.max(Duration::from_secs(60)));
-        rotate.tick().await;
-        loop {
-            tokio::select! {
-                req = rx.next() => {
-                    let Some(DelegateRequest { subject, audience, scopes, ttl_secs, reply }) = req else { return };
-                    if self.cfg.mode == DelegationMode::Embedded {
-                        // Signing takes microseconds: answer inline, in order.
-                        let _ = reply.send(self.mint(&subject, &audience, &scopes, ttl_secs));
-                    } else {
-                        let me = self.clone();
-                        tokio::spawn(async move {
-                            let r = me.exchange(&subject, &audience, &scopes, ttl_secs).await;
-                            let _ = reply.send(r);
-                        });
-                    }
-                }
-                _ = rotate.tick() => {
-                    if let Some(sts) = &self.sts {
-                        match sts.rotate() {
-                            Ok(()) => tracing::info!(kid = %sts.current_kid(), "STS signing key rotated"),
-                            Err(e) => tracing::error!(error = %e, "STS key rotation failed"),
-                        }
-                    }
-                }
+        while let Some(DelegateRequest {
+            subject,
+            audience,
+            scopes,
+            ttl_secs,
+            reply,
+        }) = rx.next().await
+        {
+            if self.cfg.mode == DelegationMode::Embedded {
+                // Signing takes microseconds: answer inline, in order.
+                let _ = reply.send(self.mint(&subject, &audience, &scopes, ttl_secs));
+            } else {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let r = me.exchange(&subject, &audience, &scopes, ttl_secs).await;
+                    let _ = reply.send(r);
+                });
             }
         }
     }

@@ -21,6 +21,9 @@ pub struct DemoOptions {
     pub shards: Option<usize>,
     /// Where audit records go (JSON Lines, hash-chained).
     pub audit_dir: std::path::PathBuf,
+    /// Durable state (signing keys, clients, refresh tokens, sessions). None: SQLite in
+    /// memory (library callers, tests); `warden demo` passes `sqlite:<--data-dir>/warden.db`.
+    pub state: Option<crate::state::StateConfig>,
 }
 
 impl Default for DemoOptions {
@@ -32,6 +35,7 @@ impl Default for DemoOptions {
             ledger: SocketAddr::from(([127, 0, 0, 1], 0)),
             shards: None,
             audit_dir: std::env::temp_dir().join("warden-demo-audit"),
+            state: None,
         }
     }
 }
@@ -191,7 +195,15 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
     let issuer = format!("http://{as_addr}");
     let mcp_url = format!("http://{gw_addr}/mcp");
 
-    let sts = Arc::new(Sts::new(&issuer, SigningAlg::EdDSA).map_err(|e| e.to_string())?);
+    let state =
+        crate::state::StateStore::from_config(&opts.state.clone().unwrap_or_default(), "memory")
+            .await
+            .map_err(|e| e.to_string())?;
+    let sts = Arc::new(
+        Sts::open(state, &issuer, SigningAlg::EdDSA)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
     let as_yaml = auth_server_yaml(&issuer, as_addr, &mcp_url)?;
     let as_cfg: AuthServerConfig = serde_yaml_ng::from_str(&as_yaml)
         .map_err(|e| format!("demo authorization server config: {e}"))?;

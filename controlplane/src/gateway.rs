@@ -54,6 +54,10 @@ pub struct Running {
     pub sts: Option<Arc<Sts>>,
     /// The embedded authorization server, when configured.
     pub auth_server: Option<crate::authz::AuthServer>,
+    /// Durable state (authorization server, STS keys, session revocations).
+    pub state: crate::state::StateStore,
+    /// Reloads and rotates the STS key ring (`Sts::maintain`).
+    sts_task: Option<tokio::task::JoinHandle<()>>,
     audit_writer: Option<std::thread::JoinHandle<()>>,
     reload: tokio::sync::mpsc::Sender<Trigger>,
     status: StatusCell,
@@ -105,6 +109,9 @@ impl Running {
         self.control.abort();
         self.hup.abort();
         self.engine.abort();
+        if let Some(t) = &self.sts_task {
+            t.abort();
+        }
         self.admin.abort();
         for t in self.threads {
             if t.is_finished() {
@@ -328,8 +335,17 @@ pub async fn start_observed(
 
 /// Start Warden from a configuration file (`warden serve`): SIGHUP, edits of the file or any
 /// file it names, and `POST /admin/reload` reload it.
-pub async fn start_file(path: &Path, shards: Option<usize>) -> Result<Running, StartError> {
-    let (cfg, raw) = Config::load_raw(path).map_err(|e| StartError::Other(e.to_string()))?;
+/// Without a `state` block, state goes to `sqlite:<data_dir>/warden.db`.
+pub async fn start_file(
+    path: &Path,
+    shards: Option<usize>,
+    data_dir: &Path,
+) -> Result<Running, StartError> {
+    let (mut cfg, raw) = Config::load_raw(path).map_err(|e| StartError::Other(e.to_string()))?;
+    cfg.state = Some(
+        crate::state::StateConfig::or_data_dir(cfg.state.take(), data_dir)
+            .map_err(|e| StartError::Other(e.to_string()))?,
+    );
     start_inner(
         cfg,
         Some((path.to_path_buf(), raw)),
@@ -477,28 +493,50 @@ async fn start_inner(
         policy_error: None,
     };
     control.fingerprint = control.current_fingerprint();
+    // Durable state: the store of the STS the caller brought (`warden demo`), else the
+    // `state` block; without one (library callers, tests) SQLite in memory — the CLI fills in
+    // `sqlite:<data-dir>/warden.db`, so nothing here writes into the working directory.
+    let state = match sts.as_ref().and_then(|s| s.store().cloned()) {
+        Some(s) => s,
+        None => {
+            crate::state::StateStore::from_config(&cfg.state.clone().unwrap_or_default(), "memory")
+                .await
+                .map_err(|e| StartError::Other(e.to_string()))?
+        }
+    };
     // Delegation: the embedded STS (shared with the authorization server when there is one),
-    // or an external RFC 8693 token endpoint.
+    // or an external RFC 8693 token endpoint. Its keys are the state store's.
+    let open_sts = |issuer: String, alg| {
+        let state = state.clone();
+        async move {
+            Sts::open(state, &issuer, alg)
+                .await
+                .map(Arc::new)
+                .map_err(|e| StartError::Other(e.to_string()))
+        }
+    };
     let sts = match (&cfg.delegation, &cfg.authorization_server, sts) {
         (_, _, Some(s)) => Some(s),
         // One key ring for the authorization server and the STS.
         (d, Some(a), None) => {
             let alg = d.as_ref().map(|d| d.signing_alg).unwrap_or_default();
-            Some(Arc::new(
-                Sts::new(&a.issuer, alg).map_err(|e| StartError::Other(e.to_string()))?,
-            ))
+            Some(open_sts(a.issuer.clone(), alg).await?)
         }
         (Some(d), None, None) if d.mode == DelegationMode::Embedded => {
             let issuer = d
                 .issuer
                 .clone()
                 .ok_or_else(|| StartError::Other("delegation.issuer is required".into()))?;
-            Some(Arc::new(
-                Sts::new(&issuer, d.signing_alg).map_err(|e| StartError::Other(e.to_string()))?,
-            ))
+            Some(open_sts(issuer, d.signing_alg).await?)
         }
         _ => None,
     };
+    let rotation = cfg
+        .delegation
+        .as_ref()
+        .map(|d| d.key_rotation)
+        .unwrap_or(Duration::from_secs(24 * 3600));
+    let sts_task = sts.clone().map(|s| tokio::spawn(s.maintain(rotation)));
     let auth_server = match (&cfg.authorization_server, &sts) {
         (Some(a), Some(s)) => Some(
             crate::authz::start(a.clone(), s.clone())
@@ -651,6 +689,8 @@ async fn start_inner(
         grace,
         sts,
         auth_server,
+        state,
+        sts_task,
         audit_writer: Some(audit_writer),
         reload: reload_tx,
         status: status_view,

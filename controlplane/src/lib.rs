@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod policy;
 pub mod reload;
+pub mod state;
 pub mod sts;
 #[cfg(test)]
 mod testlog;

@@ -28,6 +28,10 @@ enum Cmd {
         /// Number of data-plane shards (default: config, else one per core).
         #[arg(long)]
         shards: Option<usize>,
+        /// Where the default state database lives (`warden.db`; created 0700 on first start)
+        /// when the config has no `state.url`.
+        #[arg(long, default_value = "./warden-data")]
+        data_dir: PathBuf,
     },
     /// Run the seed's scenario on loopback: authorization server, Enterprise Ledger, gateway.
     Demo {
@@ -45,6 +49,10 @@ enum Cmd {
         /// Directory of the audit trail (default: $TMPDIR/warden-demo-audit).
         #[arg(long)]
         audit_dir: Option<PathBuf>,
+        /// Where the state database lives (`warden.db`: signing keys, clients, refresh tokens,
+        /// sessions; created 0700 on first start).
+        #[arg(long, default_value = "./warden-data")]
+        data_dir: PathBuf,
     },
     /// Per-tool policy: show the generated Cedar, import the seed's Rego shape.
     Policy {
@@ -282,7 +290,15 @@ fn main() -> ExitCode {
             admin_listen,
             shards,
             audit_dir,
+            data_dir,
         } => {
+            let state = match controlplane::state::StateConfig::or_data_dir(None, &data_dir) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let rt = match control_runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -296,6 +312,7 @@ fn main() -> ExitCode {
                     auth_server: auth_listen,
                     admin: admin_listen,
                     shards,
+                    state: Some(state),
                     ..Default::default()
                 };
                 if let Some(d) = audit_dir {
@@ -315,7 +332,11 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Cmd::Serve { config, shards } => {
+        Cmd::Serve {
+            config,
+            shards,
+            data_dir,
+        } => {
             if let Err(e) = controlplane::Config::load(&config) {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
@@ -328,7 +349,7 @@ fn main() -> ExitCode {
                 }
             };
             rt.block_on(async move {
-                let running = match controlplane::start_file(&config, shards).await {
+                let running = match controlplane::start_file(&config, shards, &data_dir).await {
                     Ok(r) => r,
                     Err(e) => {
                         eprintln!("error: {e}");

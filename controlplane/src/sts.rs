@@ -18,6 +18,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::state::{StateStore, StoredKey};
+
 /// Signature algorithm of the STS keys.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum SigningAlg {
@@ -145,17 +147,52 @@ impl SigningKey {
 struct KeyRing {
     current: Arc<SigningKey>,
     previous: Option<Arc<SigningKey>>,
+    /// The current key's rotation counter (the store's `generation`) and creation time.
+    generation: i64,
+    created_at: i64,
 }
 
-/// The token service: one issuer, a rotating key ring.
+/// How often a durable STS re-reads the key ring, so every replica publishes the same JWKS
+/// within this delay of a rotation elsewhere.
+pub const RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The token service: one issuer, a rotating key ring; durable when opened on a [`StateStore`].
 #[derive(Debug)]
 pub struct Sts {
     issuer: String,
     alg: SigningAlg,
     ring: ArcSwap<KeyRing>,
+    /// None: keys live and die with this process ([`Sts::new`], for tests and benches).
+    store: Option<StateStore>,
+}
+
+fn alg_name(a: SigningAlg) -> &'static str {
+    match a {
+        SigningAlg::EdDSA => "EdDSA",
+        SigningAlg::ES256 => "ES256",
+    }
+}
+
+fn ring_from(keys: &[StoredKey]) -> Result<KeyRing, StsError> {
+    let load = |k: &StoredKey| {
+        SigningKey::from_pkcs8(&k.pkcs8, &k.kid)
+            .map(Arc::new)
+            .map_err(|e| StsError(format!("stored signing key {}: {}", k.kid, e.0)))
+    };
+    let cur = keys
+        .first()
+        .ok_or_else(|| StsError("no signing key in the state store".into()))?;
+    Ok(KeyRing {
+        current: load(cur)?,
+        previous: keys.get(1).map(load).transpose()?,
+        generation: cur.generation,
+        created_at: cur.created_at,
+    })
 }
 
 impl Sts {
+    /// An STS whose keys live only in this process (tests, benches, library callers that
+    /// bring no store).
     pub fn new(issuer: &str, alg: SigningAlg) -> Result<Sts, StsError> {
         let current = Arc::new(SigningKey::generate(alg)?);
         Ok(Sts {
@@ -164,7 +201,46 @@ impl Sts {
             ring: ArcSwap::from_pointee(KeyRing {
                 current,
                 previous: None,
+                generation: 1,
+                created_at: crate::state::now(),
             }),
+            store: None,
+        })
+    }
+
+    /// An STS whose key ring is the store's: the keys a previous run (or another replica)
+    /// made are used; the first start makes generation 1. A stored key of another algorithm
+    /// than `alg` is rotated out at once.
+    pub async fn open(store: StateStore, issuer: &str, alg: SigningAlg) -> Result<Sts, StsError> {
+        let db = |e: crate::state::StateError| StsError(e.to_string());
+        let mut keys = store.load_keys().await.map_err(db)?;
+        if keys.is_empty() {
+            let k = Self::fresh_key(alg, 1)?;
+            // Another replica may have made generation 1 meanwhile: then its key is used.
+            store.insert_key(&k).await.map_err(db)?;
+            keys = store.load_keys().await.map_err(db)?;
+        }
+        let sts = Sts {
+            issuer: issuer.trim_end_matches('/').to_owned(),
+            alg,
+            ring: ArcSwap::from_pointee(ring_from(&keys)?),
+            store: Some(store),
+        };
+        if keys[0].alg != alg_name(alg) {
+            tracing::info!(stored = %keys[0].alg, configured = alg_name(alg), "STS: signing algorithm changed; rotating");
+            sts.rotate().await?;
+        }
+        tracing::info!(kid = %sts.current_kid(), generation = sts.ring.load().generation, "STS key ring loaded");
+        Ok(sts)
+    }
+
+    fn fresh_key(alg: SigningAlg, generation: i64) -> Result<StoredKey, StsError> {
+        Ok(StoredKey {
+            generation,
+            kid: format!("warden-{}", random_hex(8)?),
+            alg: alg_name(alg).to_owned(),
+            created_at: crate::state::now(),
+            pkcs8: SigningKey::generate_pkcs8(alg)?,
         })
     }
 
@@ -172,20 +248,93 @@ impl Sts {
         &self.issuer
     }
 
+    /// The state store this STS keeps its keys in (None for [`Sts::new`]).
+    pub fn store(&self) -> Option<&StateStore> {
+        self.store.as_ref()
+    }
+
     /// Make a new current key; the old one stays published (as previous) so tokens it
-    /// signed keep verifying until they expire.
-    pub fn rotate(&self) -> Result<(), StsError> {
-        let next = Arc::new(SigningKey::generate(self.alg)?);
+    /// signed keep verifying until they expire. With a store, the new key is generation
+    /// current + 1: when several replicas rotate at once exactly one insert wins and every
+    /// one of them adopts that key.
+    pub async fn rotate(&self) -> Result<(), StsError> {
         let old = self.ring.load_full();
-        self.ring.store(Arc::new(KeyRing {
-            current: next,
-            previous: Some(old.current.clone()),
-        }));
+        let Some(store) = &self.store else {
+            let next = Arc::new(SigningKey::generate(self.alg)?);
+            self.ring.store(Arc::new(KeyRing {
+                current: next,
+                previous: Some(old.current.clone()),
+                generation: old.generation + 1,
+                created_at: crate::state::now(),
+            }));
+            return Ok(());
+        };
+        let k = Self::fresh_key(self.alg, old.generation + 1)?;
+        let won = store
+            .insert_key(&k)
+            .await
+            .map_err(|e| StsError(e.to_string()))?;
+        if !won {
+            tracing::info!(
+                generation = k.generation,
+                "STS: another replica rotated first; adopting its key"
+            );
+        }
+        self.reload().await?;
         Ok(())
+    }
+
+    /// Re-read the key ring from the store (no-op without one); true when it changed.
+    pub async fn reload(&self) -> Result<bool, StsError> {
+        let Some(store) = &self.store else {
+            return Ok(false);
+        };
+        let keys = store
+            .load_keys()
+            .await
+            .map_err(|e| StsError(e.to_string()))?;
+        let cur = self.ring.load();
+        let same = keys.first().map(|k| k.kid.as_str()) == Some(cur.current.kid.as_str())
+            && keys.get(1).map(|k| k.kid.as_str()) == cur.previous.as_ref().map(|p| p.kid.as_str());
+        if same {
+            return Ok(false);
+        }
+        self.ring.store(Arc::new(ring_from(&keys)?));
+        Ok(true)
+    }
+
+    /// Rotate when the current key is `period` old (by its stored creation time, so the
+    /// schedule survives restarts), else pick up what other replicas did. Runs until aborted.
+    pub async fn maintain(self: Arc<Self>, period: std::time::Duration) {
+        let period = period.max(std::time::Duration::from_secs(60)).as_secs() as i64;
+        let mut t = tokio::time::interval(RELOAD_INTERVAL);
+        loop {
+            t.tick().await;
+            if let Err(e) = self.reload().await {
+                tracing::warn!(error = %e, "STS: reloading the key ring failed; keeping the current one");
+                continue;
+            }
+            if crate::state::now() - self.ring.load().created_at >= period {
+                match self.rotate().await {
+                    Ok(()) => tracing::info!(kid = %self.current_kid(), "STS signing key rotated"),
+                    Err(e) => tracing::error!(error = %e, "STS key rotation failed"),
+                }
+            }
+        }
     }
 
     pub fn current_kid(&self) -> String {
         self.ring.load().current.kid.clone()
+    }
+
+    /// The kids published in the JWKS, current first.
+    pub fn kids(&self) -> Vec<String> {
+        let ring = self.ring.load();
+        let mut v = vec![ring.current.kid.clone()];
+        if let Some(p) = &ring.previous {
+            v.push(p.kid.clone());
+        }
+        v
     }
 
     /// The public JWKS: current and previous key.
@@ -271,8 +420,8 @@ pub fn delegation_claims(issuer: &str, g: &DelegationGrant<'_>, now: i64, jti: &
 mod tests {
     use super::*;
 
-    #[test]
-    fn signs_and_verifies_with_published_keys() {
+    #[tokio::test]
+    async fn signs_and_verifies_with_published_keys() {
         for alg in [SigningAlg::EdDSA, SigningAlg::ES256] {
             let sts = Sts::new("http://127.0.0.1:9000/", alg).unwrap();
             assert_eq!(sts.issuer(), "http://127.0.0.1:9000");
@@ -314,7 +463,7 @@ mod tests {
             assert_eq!(c.sub, "john");
             // After rotation the old token still verifies (previous key published), new ones use the new kid.
             let old_kid = sts.current_kid();
-            sts.rotate().unwrap();
+            sts.rotate().await.unwrap();
             assert_ne!(sts.current_kid(), old_kid);
             let keys = dataplane::auth::jwks::parse_jwks(
                 sts.jwks().to_string().as_bytes(),

@@ -29,6 +29,7 @@ async fn start_demo_shards(n: usize) -> demo::Demo {
         ledger: any_port(),
         shards: Some(n),
         audit_dir: common::audit_dir().into(),
+        state: None,
     })
     .await
     .expect("demo starts")

@@ -441,6 +441,8 @@ async fn sigterm_drains_in_flight_requests() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(["serve", "-c"])
         .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

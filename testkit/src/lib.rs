@@ -6,9 +6,27 @@
 mod dropping;
 pub mod issuer;
 mod keys;
+pub mod postgres;
 pub mod upstream;
 mod util;
 
 pub use dropping::{DROPPING_TOOL, DroppingUpstream};
 pub use issuer::{JwksMode, KeyAlg, TestIssuer};
 pub use upstream::{Recorded, TestUpstream, UpstreamMode, UpstreamOptions};
+
+/// A loopback port that is free now and outside Linux's ephemeral range (32768–60999), so no
+/// outgoing connection takes it between now and a process (re)binding it — a restarted
+/// server keeps its port. Random in 20000–32767, retried while taken.
+pub fn stable_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let mut b = [0u8; 8];
+        let _ = aws_lc_rs::rand::fill(&mut b);
+        let n = u64::from_le_bytes(b) ^ SEQ.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (n % 12_768) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}

@@ -47,7 +47,7 @@ upstreams:
     url: http://127.0.0.1:$ev_port/mcp
     namespace: ""
 YAML
-"$WARDEN_BIN" serve -c "$work/warden.yaml" >"$work/warden.log" 2>&1 &
+"$WARDEN_BIN" serve -c "$work/warden.yaml" --data-dir "$work/data" >"$work/warden.log" 2>&1 &
 pids+=($!)
 ready=0
 for _ in $(seq 1 150); do

@@ -93,7 +93,7 @@ trap 'exit 130' INT TERM
 log "starting $WARDEN_BIN demo: gateway 127.0.0.1:$GW_PORT, auth 127.0.0.1:$AS_PORT, admin 127.0.0.1:$ADMIN_PORT"
 NO_COLOR=1 "$WARDEN_BIN" demo \
   --listen "127.0.0.1:$GW_PORT" --auth-listen "127.0.0.1:$AS_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
-  >"$DEMO_LOG" 2>&1 </dev/null &
+  --data-dir "$WORK/data" >"$DEMO_LOG" 2>&1 </dev/null &
 DEMO_PID=$!
 
 deadline=$((SECONDS + 30))

@@ -121,7 +121,7 @@ trap 'exit 130' INT TERM
 log "starting $WARDEN_BIN demo --shards $SHARDS: gateway 127.0.0.1:$GW_PORT, auth 127.0.0.1:$AS_PORT, admin 127.0.0.1:$ADMIN_PORT, audit $AUDIT_DIR"
 NO_COLOR=1 "$WARDEN_BIN" demo --shards "$SHARDS" \
   --listen "127.0.0.1:$GW_PORT" --auth-listen "127.0.0.1:$AS_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
-  --audit-dir "$AUDIT_DIR" >"$DEMO_LOG" 2>&1 </dev/null &
+  --audit-dir "$AUDIT_DIR" --data-dir "$WORK/data" >"$DEMO_LOG" 2>&1 </dev/null &
 DEMO_PID=$!
 deadline=$((SECONDS + 30))
 until curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$ADMIN_PORT/readyz"; do

@@ -92,7 +92,7 @@ fn secret_matches(client: &Client, presented: &str) -> bool {
 }
 
 /// Identify and authenticate the client of a token request.
-pub fn authenticate(
+pub async fn authenticate(
     inner: &Inner,
     headers: &HeaderMap,
     f: &HashMap<String, String>,
@@ -115,6 +115,7 @@ pub fn authenticate(
         }
         let client = inner
             .client(&id)
+            .await
             .ok_or_else(|| OAuthError::invalid_client_basic("client authentication failed"))?;
         if client.public {
             // Some public clients send Basic with an empty secret.
@@ -144,7 +145,7 @@ pub fn authenticate(
                 "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
             ));
         }
-        let client = verify_assertion(inner, a, form_id)?;
+        let client = verify_assertion(inner, a, form_id).await?;
         return Ok(Authed {
             client,
             method: Method::PrivateKeyJwt,
@@ -153,6 +154,7 @@ pub fn authenticate(
     let id = form_id.ok_or_else(|| OAuthError::invalid_client("client authentication missing"))?;
     let client = inner
         .client(id)
+        .await
         .ok_or_else(|| OAuthError::invalid_client("client authentication failed"))?;
     match post_secret {
         Some(s) if !client.public && secret_matches(&client, s) => Ok(Authed {
@@ -169,7 +171,7 @@ pub fn authenticate(
 }
 
 /// RFC 7523 §3: iss = sub = client_id, aud = token endpoint or issuer, exp, single-use jti.
-fn verify_assertion(
+async fn verify_assertion(
     inner: &Inner,
     assertion: &str,
     form_id: Option<&str>,
@@ -181,7 +183,7 @@ fn verify_assertion(
     if form_id.is_some_and(|f| f != id) {
         return Err(fail());
     }
-    let client = inner.client(&id).ok_or_else(fail)?;
+    let client = inner.client(&id).await.ok_or_else(fail)?;
     let keys = client.jwks.as_ref().ok_or_else(fail)?;
     let policy = dataplane::auth::jwt::ValidationPolicy {
         issuer: id.clone(),
@@ -200,7 +202,7 @@ fn verify_assertion(
         .as_deref()
         .filter(|j| !j.is_empty())
         .ok_or_else(fail)?;
-    if !inner.store.first_jti(&id, jti, claims.exp + 30) {
+    if !inner.store.first_jti(&id, jti, claims.exp + 30).await {
         return Err(OAuthError::invalid_client("client assertion replayed"));
     }
     Ok(client)

@@ -1,7 +1,6 @@
 //! Discovery (RFC 8414 / OIDC), `/jwks`, and RFC 7591 dynamic registration of public loopback clients.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -10,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::Inner;
-use super::clients::{ALL_GRANTS, Client, GRANT_CODE, GRANT_REFRESH, is_loopback_http};
-use super::store::{self, MAX_REGISTERED};
+use super::clients::{ALL_GRANTS, GRANT_CODE, GRANT_REFRESH, is_loopback_http};
+use super::store;
 
 /// `GET /.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`.
 pub async fn metadata(State(inner): State<Arc<Inner>>) -> Response {
@@ -161,31 +160,18 @@ pub async fn register(State(inner): State<Arc<Inner>>, body: Bytes) -> Response 
             );
         }
     };
-    if inner.store.registered.len() >= MAX_REGISTERED {
-        return reg_error(
-            "invalid_client_metadata",
-            "registration limit reached; try again later",
-        );
-    }
     let Ok(rand) = store::random_token() else {
         return reg_error("invalid_client_metadata", "random generator failed");
     };
     let id = format!("dyn-{}", &rand[..22]);
     let issued_at = store::now();
-    let client = Client {
-        id: id.clone(),
-        public: true,
-        secret_sha256: None,
-        jwks: None,
-        redirect_uris: uris.clone(),
-        grant_types: grants.clone(),
-        allowed_audiences: Vec::new(),
-        scopes: Vec::new(),
-        exchange_ttl: Duration::from_secs(5),
-        name: name.clone(),
-        dynamic: true,
-    };
-    inner.store.registered.insert(id.clone(), Arc::new(client));
+    if let Err(d) = inner
+        .store
+        .register(&id, &uris, &grants, name.clone())
+        .await
+    {
+        return reg_error("invalid_client_metadata", d);
+    }
     tracing::info!(client_id = %id, "Authorization server: client registered");
     let mut out = json!({
         "client_id": id,

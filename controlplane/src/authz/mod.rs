@@ -4,7 +4,7 @@
 //! `/authorize` + `/login` + `/consent` (authorization code with PKCE S256 only), `/token`
 //! (authorization_code, refresh_token, client_credentials, password for opted-in clients,
 //! RFC 8693 token exchange) and `/register` (RFC 7591, public loopback clients only).
-//! Every access token is signed by the [`Sts`]; all state lives in memory.
+//! Every access token is signed by the [`Sts`]; state lives in the STS's [`crate::state::StateStore`].
 
 mod client_auth;
 mod clients;
@@ -184,11 +184,11 @@ impl Inner {
     }
 
     /// A configured or dynamically registered client.
-    pub fn client(&self, id: &str) -> Option<Arc<Client>> {
-        self.clients
-            .get(id)
-            .cloned()
-            .or_else(|| self.store.registered(id))
+    pub async fn client(&self, id: &str) -> Option<Arc<Client>> {
+        match self.clients.get(id) {
+            Some(c) => Some(c.clone()),
+            None => self.store.registered(id).await,
+        }
     }
 
     /// Scopes granted to `user` out of `requested` (space-separated; `None` = every scope the user may have).
@@ -371,9 +371,17 @@ fn validate(cfg: &AuthServerConfig, sts: &Sts) -> Result<(), String> {
     Ok(())
 }
 
-/// Validate `cfg`, bind `cfg.listen`, and serve on the current tokio runtime.
+/// Validate `cfg`, bind `cfg.listen`, and serve on the current tokio runtime. State goes to
+/// the STS's store ([`Sts::open`]); an STS without one ([`Sts::new`]) gets an in-memory
+/// SQLite store, gone with the process.
 pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, String> {
     validate(&cfg, &sts)?;
+    let state = match sts.store() {
+        Some(s) => s.clone(),
+        None => crate::state::StateStore::memory()
+            .await
+            .map_err(|e| format!("authz: {e}"))?,
+    };
     let clients = clients::from_config(&cfg)?;
     let users = cfg
         .users
@@ -403,7 +411,7 @@ pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, S
         sts,
         users,
         clients,
-        store: Store::default(),
+        store: Store::new(state),
         dummy_hash,
     });
     let app = router(inner.clone());

@@ -1,13 +1,17 @@
-//! In-memory state: pending authorization requests, login sessions, codes, refresh tokens, registered clients.
+//! The authorization server's state on the [`StateStore`]: pending requests, login sessions, codes, refresh tokens, registered clients, assertion jtis.
+//!
+//! Every secret (code, refresh token, session cookie, request id) is stored and looked up by
+//! its SHA-256 only. A store error fails closed: the lookup finds nothing, the insert is refused.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
 
 use super::clients::Client;
+use crate::state::{Kind, StateError, StateStore};
 
-/// Caps that bound memory whatever unauthenticated callers do.
+/// Caps that bound the tables whatever unauthenticated callers do.
 pub const MAX_PENDING: usize = 10_000;
 pub const MAX_SESSIONS: usize = 10_000;
 pub const MAX_CODES: usize = 10_000;
@@ -19,14 +23,10 @@ pub const PENDING_TTL: i64 = 600;
 pub const SESSION_TTL: i64 = 8 * 3600;
 /// Failed logins allowed on one pending request.
 pub const MAX_LOGIN_FAILURES: u32 = 5;
+/// Registered clients do not expire.
+const NEVER: i64 = i64::MAX;
 
-/// Unix seconds.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use crate::state::now;
 
 /// 32 random bytes, URL-safe base64 (256 bits).
 pub fn random_token() -> Result<String, String> {
@@ -43,7 +43,7 @@ pub fn sha256_hex(s: &str) -> String {
 }
 
 /// A validated authorization request waiting for login and consent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pending {
     pub client_id: String,
     pub redirect_uri: String,
@@ -55,17 +55,15 @@ pub struct Pending {
     pub csrf: String,
     /// Set once the user logged in (or had a session): consent must come from this user.
     pub username: Option<String>,
-    pub failures: u32,
     pub expires: i64,
 }
 
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub username: String,
-    pub expires: i64,
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Session {
+    username: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CodeData {
     pub client_id: String,
     pub redirect_uri: String,
@@ -76,102 +74,257 @@ pub struct CodeData {
     pub expires: i64,
 }
 
-#[derive(Debug)]
+/// What a refresh token grants (stored as JSON beside its hash and family).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RefreshGrant {
+    client_id: String,
+    username: String,
+    scopes: Vec<String>,
+    resource: String,
+}
+
+#[derive(Debug, Clone)]
 pub struct RefreshData {
+    hash: String,
     pub family: String,
     pub client_id: String,
     pub username: String,
     pub scopes: Vec<String>,
     pub resource: String,
     pub expires: i64,
-    pub used: AtomicBool,
 }
 
-/// All mutable state, keyed by SHA-256 of the secret where the key is a secret.
-#[derive(Default)]
+/// A dynamically registered client as stored (public, loopback redirect URIs only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Registered {
+    id: String,
+    redirect_uris: Vec<String>,
+    grant_types: Vec<String>,
+    name: Option<String>,
+}
+
+/// The authorization server's view of the state store.
 pub struct Store {
-    pub pending: DashMap<String, Pending>,
-    pub sessions: DashMap<String, Session>,
-    pub codes: DashMap<String, CodeData>,
-    pub refresh: DashMap<String, Arc<RefreshData>>,
-    /// Refresh families revoked because an old token was replayed.
-    pub revoked_families: DashMap<String, i64>,
-    pub registered: DashMap<String, Arc<Client>>,
-    /// private_key_jwt assertion `jti`s already seen (client, jti) → exp.
-    pub jtis: DashMap<String, i64>,
+    db: StateStore,
+    /// Registered clients never change once stored, so lookups are cached (at most
+    /// `MAX_REGISTERED`, the table's own cap).
+    clients: DashMap<String, Arc<Client>>,
 }
 
-fn purge<V>(map: &DashMap<String, V>, cap: usize, exp: impl Fn(&V) -> i64) -> bool {
-    if map.len() >= cap / 2 {
-        let t = now();
-        map.retain(|_, v| exp(v) > t);
+fn warn(e: &StateError) {
+    tracing::warn!(error = %e, "Authorization server: state store error; failing closed");
+}
+
+fn refuse(e: StateError) -> &'static str {
+    match e {
+        StateError::Full(what) => match what {
+            "pending authorization requests" => "too many pending authorization requests",
+            "sessions" => "too many sessions",
+            "outstanding codes" => "too many outstanding codes",
+            _ => "registration limit reached; try again later",
+        },
+        e => {
+            warn(&e);
+            "state store unavailable"
+        }
     }
-    map.len() < cap
+}
+
+fn client_of(r: Registered) -> Client {
+    Client {
+        id: r.id,
+        public: true,
+        secret_sha256: None,
+        jwks: None,
+        redirect_uris: r.redirect_uris,
+        grant_types: r.grant_types,
+        allowed_audiences: Vec::new(),
+        scopes: Vec::new(),
+        exchange_ttl: std::time::Duration::from_secs(5),
+        name: r.name,
+        dynamic: true,
+    }
 }
 
 impl Store {
-    pub fn registered(&self, id: &str) -> Option<Arc<Client>> {
-        self.registered.get(id).map(|c| c.clone())
-    }
-
-    pub fn add_pending(&self, p: Pending) -> Result<String, &'static str> {
-        if !purge(&self.pending, MAX_PENDING, |p| p.expires) {
-            return Err("too many pending authorization requests");
+    pub fn new(db: StateStore) -> Store {
+        Store {
+            db,
+            clients: DashMap::new(),
         }
-        let id = random_token().map_err(|_| "RNG failed")?;
-        self.pending.insert(id.clone(), p);
-        Ok(id)
     }
 
-    /// The pending request `id` if it exists, has not expired and `csrf` matches.
-    pub fn pending_checked(&self, id: &str, csrf: &str) -> Option<Pending> {
-        let p = self.pending.get(id)?.clone();
+    pub async fn registered(&self, id: &str) -> Option<Arc<Client>> {
+        if let Some(c) = self.clients.get(id) {
+            return Some(c.clone());
+        }
+        let (v, _) = self
+            .db
+            .get_record(Kind::Client, id)
+            .await
+            .map_err(|e| warn(&e))
+            .ok()??;
+        let r: Registered = serde_json::from_str(&v).ok()?;
+        let c = Arc::new(client_of(r));
+        if self.clients.len() < MAX_REGISTERED {
+            self.clients.insert(id.to_owned(), c.clone());
+        }
+        Some(c)
+    }
+
+    /// Store a registered (public, dynamic) client; refused at `MAX_REGISTERED`.
+    pub async fn register(
+        &self,
+        id: &str,
+        redirect_uris: &[String],
+        grant_types: &[String],
+        name: Option<String>,
+    ) -> Result<(), &'static str> {
+        let r = Registered {
+            id: id.to_owned(),
+            redirect_uris: redirect_uris.to_vec(),
+            grant_types: grant_types.to_vec(),
+            name,
+        };
+        let v = serde_json::to_string(&r).map_err(|_| "cannot encode the client")?;
+        match self
+            .db
+            .insert_record(Kind::Client, id, &v, NEVER, MAX_REGISTERED)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("client id collision"),
+            Err(e) => Err(refuse(e)),
+        }
+    }
+
+    pub async fn add_pending(&self, p: Pending) -> Result<String, &'static str> {
+        let id = random_token().map_err(|_| "RNG failed")?;
+        let v = serde_json::to_string(&p).map_err(|_| "cannot encode the request")?;
+        match self
+            .db
+            .insert_record(Kind::Pending, &sha256_hex(&id), &v, p.expires, MAX_PENDING)
+            .await
+        {
+            Ok(true) => Ok(id),
+            Ok(false) => Err("request id collision"),
+            Err(e) => Err(refuse(e)),
+        }
+    }
+
+    /// The pending request `id` if it exists, has not expired and `csrf` matches; with its failure count.
+    pub async fn pending_checked(&self, id: &str, csrf: &str) -> Option<(Pending, u32)> {
+        let (v, failures) = self
+            .db
+            .get_record(Kind::Pending, &sha256_hex(id))
+            .await
+            .map_err(|e| warn(&e))
+            .ok()??;
+        let p: Pending = serde_json::from_str(&v).ok()?;
         let ok = p.expires > now()
             && aws_lc_rs::constant_time::verify_slices_are_equal(
                 p.csrf.as_bytes(),
                 csrf.as_bytes(),
             )
             .is_ok();
-        ok.then_some(p)
+        ok.then_some((p, failures.clamp(0, u32::MAX as i64) as u32))
     }
 
-    pub fn new_session(&self, username: &str) -> Result<String, &'static str> {
-        if !purge(&self.sessions, MAX_SESSIONS, |s| s.expires) {
-            return Err("too many sessions");
+    /// Bind the request to the user who signed in and rotate its CSRF token; false when gone.
+    pub async fn bind_pending(&self, id: &str, mut p: Pending, username: &str, csrf: &str) -> bool {
+        p.username = Some(username.to_owned());
+        p.csrf = csrf.to_owned();
+        let Ok(v) = serde_json::to_string(&p) else {
+            return false;
+        };
+        self.db
+            .update_record(Kind::Pending, &sha256_hex(id), &v)
+            .await
+            .map_err(|e| warn(&e))
+            .unwrap_or(false)
+    }
+
+    /// Count one failed sign-in (atomically, across replicas); the new count.
+    pub async fn pending_failure(&self, id: &str) -> u32 {
+        match self.db.bump_record(Kind::Pending, &sha256_hex(id)).await {
+            Ok(Some(n)) => n.clamp(0, u32::MAX as i64) as u32,
+            Ok(None) => MAX_LOGIN_FAILURES,
+            Err(e) => {
+                warn(&e);
+                MAX_LOGIN_FAILURES
+            }
         }
+    }
+
+    /// Consume the pending request; true for exactly one caller.
+    pub async fn remove_pending(&self, id: &str) -> bool {
+        matches!(
+            self.db.take_record(Kind::Pending, &sha256_hex(id)).await,
+            Ok(Some(_))
+        )
+    }
+
+    pub async fn new_session(&self, username: &str) -> Result<String, &'static str> {
         let cookie = random_token().map_err(|_| "RNG failed")?;
-        self.sessions.insert(
-            sha256_hex(&cookie),
-            Session {
-                username: username.to_owned(),
-                expires: now() + SESSION_TTL,
-            },
-        );
-        Ok(cookie)
-    }
-
-    pub fn session_user(&self, cookie: &str) -> Option<String> {
-        let s = self.sessions.get(&sha256_hex(cookie))?;
-        (s.expires > now()).then(|| s.username.clone())
-    }
-
-    pub fn add_code(&self, c: CodeData) -> Result<String, &'static str> {
-        if !purge(&self.codes, MAX_CODES, |c| c.expires) {
-            return Err("too many outstanding codes");
+        let v = serde_json::to_string(&Session {
+            username: username.to_owned(),
+        })
+        .map_err(|_| "cannot encode the session")?;
+        match self
+            .db
+            .insert_record(
+                Kind::Session,
+                &sha256_hex(&cookie),
+                &v,
+                now() + SESSION_TTL,
+                MAX_SESSIONS,
+            )
+            .await
+        {
+            Ok(true) => Ok(cookie),
+            Ok(false) => Err("session id collision"),
+            Err(e) => Err(refuse(e)),
         }
-        let code = random_token().map_err(|_| "RNG failed")?;
-        self.codes.insert(sha256_hex(&code), c);
-        Ok(code)
     }
 
-    /// Remove and return the code: it is single-use whatever happens next.
-    pub fn take_code(&self, code: &str) -> Option<CodeData> {
-        let (_, c) = self.codes.remove(&sha256_hex(code))?;
+    pub async fn session_user(&self, cookie: &str) -> Option<String> {
+        let (v, _) = self
+            .db
+            .get_record(Kind::Session, &sha256_hex(cookie))
+            .await
+            .map_err(|e| warn(&e))
+            .ok()??;
+        serde_json::from_str::<Session>(&v).ok().map(|s| s.username)
+    }
+
+    pub async fn add_code(&self, c: CodeData) -> Result<String, &'static str> {
+        let code = random_token().map_err(|_| "RNG failed")?;
+        let v = serde_json::to_string(&c).map_err(|_| "cannot encode the code")?;
+        match self
+            .db
+            .insert_record(Kind::Code, &sha256_hex(&code), &v, c.expires, MAX_CODES)
+            .await
+        {
+            Ok(true) => Ok(code),
+            Ok(false) => Err("code collision"),
+            Err(e) => Err(refuse(e)),
+        }
+    }
+
+    /// Remove and return the code (`DELETE … RETURNING`): single-use on every replica.
+    pub async fn take_code(&self, code: &str) -> Option<CodeData> {
+        let v = self
+            .db
+            .take_record(Kind::Code, &sha256_hex(code))
+            .await
+            .map_err(|e| warn(&e))
+            .ok()??;
+        let c: CodeData = serde_json::from_str(&v).ok()?;
         (c.expires > now()).then_some(c)
     }
 
     /// Store a new refresh token for `family`; returns the token.
-    pub fn add_refresh(
+    pub async fn add_refresh(
         &self,
         family: &str,
         client_id: &str,
@@ -180,75 +333,93 @@ impl Store {
         resource: &str,
         ttl: i64,
     ) -> Result<String, &'static str> {
-        let t = now();
-        if self.refresh.len() > 100_000 {
-            self.refresh.retain(|_, r| r.expires > t);
-        }
         let tok = random_token().map_err(|_| "RNG failed")?;
-        self.refresh.insert(
-            sha256_hex(&tok),
-            Arc::new(RefreshData {
-                family: family.to_owned(),
-                client_id: client_id.to_owned(),
-                username: username.to_owned(),
-                scopes: scopes.to_vec(),
-                resource: resource.to_owned(),
-                expires: t + ttl,
-                used: AtomicBool::new(false),
-            }),
-        );
+        let g = RefreshGrant {
+            client_id: client_id.to_owned(),
+            username: username.to_owned(),
+            scopes: scopes.to_vec(),
+            resource: resource.to_owned(),
+        };
+        let v = serde_json::to_string(&g).map_err(|_| "cannot encode the grant")?;
+        self.db
+            .insert_refresh(&sha256_hex(&tok), family, &v, now() + ttl)
+            .await
+            .map_err(refuse)?;
         Ok(tok)
     }
 
     /// Look a refresh token up without spending it. A replayed (already used) token
     /// revokes its family.
-    pub fn peek_refresh(&self, tok: &str) -> Result<Arc<RefreshData>, &'static str> {
-        let r = self
-            .refresh
-            .get(&sha256_hex(tok))
-            .map(|r| r.clone())
+    pub async fn peek_refresh(&self, tok: &str) -> Result<RefreshData, &'static str> {
+        let hash = sha256_hex(tok);
+        let row = self
+            .db
+            .get_refresh(&hash)
+            .await
+            .map_err(refuse)?
             .ok_or("unknown refresh token")?;
-        if self.revoked_families.contains_key(&r.family) {
+        if row.family_revoked {
             return Err("refresh token revoked");
         }
-        if r.used.load(Ordering::Acquire) {
-            self.revoked_families.insert(r.family.clone(), r.expires);
+        if row.used {
+            self.revoke_family(&row.family, row.expires_at).await;
             return Err("refresh token reused: its family is revoked");
         }
-        if r.expires <= now() {
+        if row.expires_at <= now() {
             return Err("refresh token expired");
         }
-        Ok(r)
+        let g: RefreshGrant =
+            serde_json::from_str(&row.value).map_err(|_| "unreadable refresh token")?;
+        Ok(RefreshData {
+            hash,
+            family: row.family,
+            client_id: g.client_id,
+            username: g.username,
+            scopes: g.scopes,
+            resource: g.resource,
+            expires: row.expires_at,
+        })
     }
 
-    /// Spend a refresh token (after the request was validated); a lost race counts as reuse.
-    pub fn spend_refresh(&self, r: &RefreshData) -> Result<(), &'static str> {
-        if r.used.swap(true, Ordering::AcqRel) {
-            self.revoked_families.insert(r.family.clone(), r.expires);
-            return Err("refresh token reused: its family is revoked");
+    /// Spend a refresh token (after the request was validated); a lost race — on this
+    /// replica or another — counts as reuse.
+    pub async fn spend_refresh(&self, r: &RefreshData) -> Result<(), &'static str> {
+        match self.db.spend_refresh(&r.hash).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.revoke_family(&r.family, r.expires).await;
+                Err("refresh token reused: its family is revoked")
+            }
+            Err(e) => Err(refuse(e)),
         }
-        Ok(())
     }
 
-    pub fn family_revoked(&self, family: &str) -> bool {
-        self.revoked_families.contains_key(family)
+    pub async fn revoke_family(&self, family: &str, expires: i64) {
+        if let Err(e) = self.db.revoke_family(family, expires).await {
+            tracing::error!(error = %e, "Authorization server: could not record a revoked refresh family");
+        }
     }
 
-    /// Record an assertion `jti`; false when already seen (replay).
-    pub fn first_jti(&self, client: &str, jti: &str, exp: i64) -> bool {
-        let t = now();
-        if self.jtis.len() >= MAX_JTIS / 2 {
-            self.jtis.retain(|_, e| *e > t);
-        }
-        if self.jtis.len() >= MAX_JTIS {
-            return false;
-        }
-        let key = format!("{client}\u{0}{jti}");
-        match self.jtis.entry(key) {
-            dashmap::Entry::Occupied(_) => false,
-            dashmap::Entry::Vacant(v) => {
-                v.insert(exp);
-                true
+    /// Fails closed: a store error counts as revoked.
+    pub async fn family_revoked(&self, family: &str) -> bool {
+        self.db.family_revoked(family).await.unwrap_or_else(|e| {
+            warn(&e);
+            true
+        })
+    }
+
+    /// Record an assertion `jti`; false when already seen (replay) or the store fails.
+    pub async fn first_jti(&self, client: &str, jti: &str, exp: i64) -> bool {
+        let key = sha256_hex(&format!("{client}\u{0}{jti}"));
+        match self
+            .db
+            .insert_record(Kind::Jti, &key, "", exp, MAX_JTIS)
+            .await
+        {
+            Ok(inserted) => inserted,
+            Err(e) => {
+                warn(&e);
+                false
             }
         }
     }

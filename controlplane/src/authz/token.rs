@@ -144,15 +144,15 @@ async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Respo
             "grant_type not supported",
         ));
     }
-    let authed = authenticate(inner, headers, &f)?;
+    let authed = authenticate(inner, headers, &f).await?;
     if !authed.client.allows(&grant) {
         return Err(OAuthError::unauthorized_client(format!(
             "this client may not use {grant}"
         )));
     }
     match grant.as_str() {
-        GRANT_CODE => authorization_code(inner, &authed, &f),
-        GRANT_REFRESH => refresh(inner, &authed, &f),
+        GRANT_CODE => authorization_code(inner, &authed, &f).await,
+        GRANT_REFRESH => refresh(inner, &authed, &f).await,
         GRANT_CLIENT_CREDENTIALS => client_credentials(inner, &authed, &f),
         GRANT_PASSWORD => password(inner, &authed, &f).await,
         _ => super::exchange::exchange(inner, &authed, &f),
@@ -168,7 +168,7 @@ fn pkce_ok(verifier: &str, challenge: &str) -> bool {
 }
 
 /// Issue access + refresh tokens for a user; `family` continues a rotation chain.
-fn user_tokens(
+async fn user_tokens(
     inner: &Inner,
     client: &super::clients::Client,
     username: &str,
@@ -204,13 +204,14 @@ fn user_tokens(
                 resource,
                 inner.cfg.refresh_token_ttl.as_secs() as i64,
             )
+            .await
             .map_err(OAuthError::server)?;
         out["refresh_token"] = Value::String(rt);
     }
     Ok(ok_json(out))
 }
 
-fn authorization_code(
+async fn authorization_code(
     inner: &Inner,
     a: &Authed,
     f: &HashMap<String, String>,
@@ -222,6 +223,7 @@ fn authorization_code(
     let c = inner
         .store
         .take_code(code)
+        .await
         .ok_or_else(|| OAuthError::invalid_grant("invalid, expired or already used code"))?;
     if c.client_id != a.client.id {
         return Err(OAuthError::invalid_grant(
@@ -241,7 +243,7 @@ fn authorization_code(
             "resource differs from the authorized one",
         ));
     }
-    user_tokens(inner, &a.client, &c.username, &c.scopes, &c.resource, None)
+    user_tokens(inner, &a.client, &c.username, &c.scopes, &c.resource, None).await
 }
 
 /// Requested scope narrowed from `have`: every requested one must be in `have`.
@@ -265,18 +267,20 @@ fn narrow(have: &[String], requested: Option<&str>) -> Result<Vec<String>, OAuth
     }
 }
 
-fn refresh(inner: &Inner, a: &Authed, f: &HashMap<String, String>) -> Result<Response, OAuthError> {
+async fn refresh(
+    inner: &Inner,
+    a: &Authed,
+    f: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
     let t = param(f, "refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
     let r = inner
         .store
         .peek_refresh(t)
+        .await
         .map_err(OAuthError::invalid_grant)?;
     if r.client_id != a.client.id {
-        inner
-            .store
-            .revoked_families
-            .insert(r.family.clone(), r.expires);
+        inner.store.revoke_family(&r.family, r.expires).await;
         return Err(OAuthError::invalid_grant(
             "the refresh token was issued to another client",
         ));
@@ -300,8 +304,9 @@ fn refresh(inner: &Inner, a: &Authed, f: &HashMap<String, String>) -> Result<Res
     inner
         .store
         .spend_refresh(&r)
+        .await
         .map_err(OAuthError::invalid_grant)?;
-    if inner.store.family_revoked(&r.family) {
+    if inner.store.family_revoked(&r.family).await {
         return Err(OAuthError::invalid_grant("refresh token revoked"));
     }
     user_tokens(
@@ -312,6 +317,7 @@ fn refresh(inner: &Inner, a: &Authed, f: &HashMap<String, String>) -> Result<Res
         &r.resource,
         Some(&r.family),
     )
+    .await
 }
 
 async fn password(
@@ -340,7 +346,7 @@ async fn password(
         .user_resource(param(f, "resource"))
         .map_err(OAuthError::invalid_target)?;
     let scopes = inner.grant_user_scopes(&user, param(f, "scope"));
-    user_tokens(inner, &a.client, &user.username, &scopes, &resource, None)
+    user_tokens(inner, &a.client, &user.username, &scopes, &resource, None).await
 }
 
 /// The audience a client asks for (`resource` or `audience`, at most one value); default the first allowed.

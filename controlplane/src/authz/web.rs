@@ -51,7 +51,7 @@ pub async fn authorize(
     let Some(client_id) = param(&q, "client_id") else {
         return error_page(StatusCode::BAD_REQUEST, "client_id is missing");
     };
-    let Some(client) = inner.client(client_id) else {
+    let Some(client) = inner.client(client_id).await else {
         return error_page(StatusCode::BAD_REQUEST, "unknown client_id");
     };
     let redirect_uri = match param(&q, "redirect_uri") {
@@ -106,7 +106,10 @@ pub async fn authorize(
         Ok(c) => c,
         Err(_) => return err("server_error", "random generator failed"),
     };
-    let user = session_cookie(&headers).and_then(|c| inner.store.session_user(&c));
+    let user = match session_cookie(&headers) {
+        Some(c) => inner.store.session_user(&c).await,
+        None => None,
+    };
     let pending = Pending {
         client_id: client.id.clone(),
         redirect_uri: redirect_uri.clone(),
@@ -116,10 +119,9 @@ pub async fn authorize(
         code_challenge: challenge.to_owned(),
         csrf: csrf.clone(),
         username: user.clone(),
-        failures: 0,
         expires: store::now() + PENDING_TTL,
     };
-    let rid = match inner.store.add_pending(pending.clone()) {
+    let rid = match inner.store.add_pending(pending.clone()).await {
         Ok(r) => r,
         Err(d) => return err("temporarily_unavailable", d),
     };
@@ -148,7 +150,7 @@ pub async fn login(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
     let (Some(rid), Some(csrf)) = (param(&f, "request_id"), param(&f, "csrf_token")) else {
         return error_page(StatusCode::BAD_REQUEST, "the sign-in form is incomplete");
     };
-    let Some(p) = inner.store.pending_checked(rid, csrf) else {
+    let Some((p, _)) = inner.store.pending_checked(rid, csrf).await else {
         return error_page(
             StatusCode::BAD_REQUEST,
             "this sign-in request has expired or is invalid; start again from the application",
@@ -156,6 +158,7 @@ pub async fn login(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
     };
     let display = inner
         .client(&p.client_id)
+        .await
         .map(|c| c.display_name())
         .unwrap_or_else(|| p.client_id.clone());
     let username = param(&f, "username").unwrap_or_default().to_owned();
@@ -170,18 +173,10 @@ pub async fn login(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
         .await
         .unwrap_or(false);
     let Some(user) = user.filter(|_| ok) else {
-        let failures = inner
-            .store
-            .pending
-            .get_mut(rid)
-            .map(|mut e| {
-                e.failures += 1;
-                e.failures
-            })
-            .unwrap_or(MAX_LOGIN_FAILURES);
+        let failures = inner.store.pending_failure(rid).await;
         tracing::info!(client = %p.client_id, "Authorization server: failed sign-in");
         if failures >= MAX_LOGIN_FAILURES {
-            inner.store.pending.remove(rid);
+            inner.store.remove_pending(rid).await;
             return error_page(
                 StatusCode::UNAUTHORIZED,
                 "too many failed sign-in attempts; start again from the application",
@@ -195,7 +190,7 @@ pub async fn login(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
             Some("Invalid username or password."),
         );
     };
-    let cookie = match inner.store.new_session(&user.username) {
+    let cookie = match inner.store.new_session(&user.username).await {
         Ok(c) => c,
         Err(d) => return error_page(StatusCode::SERVICE_UNAVAILABLE, d),
     };
@@ -203,12 +198,12 @@ pub async fn login(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
     let Ok(new_csrf) = store::random_token() else {
         return error_page(StatusCode::INTERNAL_SERVER_ERROR, "random generator failed");
     };
-    match inner.store.pending.get_mut(rid) {
-        Some(mut e) => {
-            e.username = Some(user.username.clone());
-            e.csrf = new_csrf.clone();
-        }
-        None => return error_page(StatusCode::BAD_REQUEST, "this sign-in request has expired"),
+    if !inner
+        .store
+        .bind_pending(rid, p.clone(), &user.username, &new_csrf)
+        .await
+    {
+        return error_page(StatusCode::BAD_REQUEST, "this sign-in request has expired");
     }
     let scopes = inner.grant_user_scopes(&user, p.scope.as_deref());
     let mut r = consent_page(
@@ -237,22 +232,31 @@ pub async fn consent(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: 
     let (Some(rid), Some(csrf)) = (param(&f, "request_id"), param(&f, "csrf_token")) else {
         return error_page(StatusCode::BAD_REQUEST, "the consent form is incomplete");
     };
-    let Some(p) = inner.store.pending_checked(rid, csrf) else {
+    let Some((p, _)) = inner.store.pending_checked(rid, csrf).await else {
         return error_page(
             StatusCode::BAD_REQUEST,
             "this authorization request has expired or is invalid",
         );
     };
     // The consent must come from the browser session of the user who signed in.
-    let session_user = session_cookie(&headers).and_then(|c| inner.store.session_user(&c));
+    let session_user = match session_cookie(&headers) {
+        Some(c) => inner.store.session_user(&c).await,
+        None => None,
+    };
     let (Some(su), Some(pu)) = (session_user, p.username.as_deref()) else {
         return error_page(StatusCode::FORBIDDEN, "not signed in");
     };
     if su != pu {
         return error_page(StatusCode::FORBIDDEN, "session does not match this request");
     }
-    // Single use: the pending request is consumed whatever the decision.
-    inner.store.pending.remove(rid);
+    // Single use: the pending request is consumed whatever the decision, by exactly one
+    // request (a second submit, on any replica, finds it gone).
+    if !inner.store.remove_pending(rid).await {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "this authorization request has already been answered",
+        );
+    }
     let state = p.state.as_deref();
     let iss = inner.cfg.issuer.clone();
     match param(&f, "decision") {
@@ -271,15 +275,18 @@ pub async fn consent(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: 
         return error_page(StatusCode::FORBIDDEN, "unknown user");
     };
     let scopes = inner.grant_user_scopes(user, p.scope.as_deref());
-    let code = inner.store.add_code(CodeData {
-        client_id: p.client_id.clone(),
-        redirect_uri: p.redirect_uri.clone(),
-        username: su.clone(),
-        scopes,
-        resource: p.resource.clone(),
-        code_challenge: p.code_challenge.clone(),
-        expires: store::now() + inner.cfg.code_ttl.as_secs() as i64,
-    });
+    let code = inner
+        .store
+        .add_code(CodeData {
+            client_id: p.client_id.clone(),
+            redirect_uri: p.redirect_uri.clone(),
+            username: su.clone(),
+            scopes,
+            resource: p.resource.clone(),
+            code_challenge: p.code_challenge.clone(),
+            expires: store::now() + inner.cfg.code_ttl.as_secs() as i64,
+        })
+        .await;
     let code = match code {
         Ok(c) => c,
         Err(d) => {
