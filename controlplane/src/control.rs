@@ -47,6 +47,10 @@ pub(crate) struct Control {
     pub keys: Keys,
     /// Fingerprint of the config file and every file it names, as last loaded.
     pub fingerprint: [u8; 32],
+    /// Durable state: ended session ids are written here and read back from every replica.
+    pub state: Option<crate::state::StateStore>,
+    /// How far the shared revocation set has been read.
+    pub revocation_cursor: i64,
 }
 
 /// A section of the config as YAML plus its files' fingerprints, as loaded: equal means
@@ -418,6 +422,31 @@ impl Control {
         }
     }
 
+    /// Adopt session ids ended on any replica since the last call (one query when nothing
+    /// changed). A store that cannot be read leaves the known set as it is and is retried.
+    pub async fn pull_revocations(&mut self) {
+        let Some(st) = &self.state else { return };
+        loop {
+            match st.session_revocations_since(self.revocation_cursor).await {
+                Ok((rows, next)) => {
+                    let full = rows.len() >= crate::state::REVOCATION_BATCH;
+                    for (hash, until) in rows {
+                        self.sessions.revoke_hash(hash, until);
+                    }
+                    self.revocation_cursor = next;
+                    if !full {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!("warden_session_revocations_failed_total").increment(1);
+                    tracing::warn!(error = %e, "Reading ended sessions from the state store failed; will retry");
+                    return;
+                }
+            }
+        }
+    }
+
     pub async fn run(
         mut self,
         mut rx: futures_channel::mpsc::UnboundedReceiver<Command>,
@@ -445,9 +474,17 @@ impl Control {
                         }
                     }
                     Some(Command::SessionEnded { id_hash, until }) => {
-                        // Shards of this process share the store, so they already refuse it.
-                        let _ = (id_hash, until);
+                        // This process's shards already refuse the id; the store tells the
+                        // other replicas (and this one after a restart).
                         metrics::counter!("warden_sessions_ended_total").increment(1);
+                        if let Some(st) = self.state.clone() {
+                            tokio::spawn(async move {
+                                if let Err(e) = st.revoke_session(id_hash, until).await {
+                                    metrics::counter!("warden_session_revocations_failed_total").increment(1);
+                                    tracing::error!(error = %e, "Ended session not recorded in the state store; other replicas still accept it");
+                                }
+                            });
+                        }
                     }
                 },
                 t = triggers.recv() => match t {
@@ -466,6 +503,13 @@ impl Control {
                 },
                 _ = tick.tick() => {
                     ticks += 1;
+                    // Sequence numbers of concurrent PostgreSQL inserts can commit out of
+                    // order, so one committed late could sit below the cursor: read the
+                    // whole (purged, so bounded) set again once a minute.
+                    if ticks.is_multiple_of(60) {
+                        self.revocation_cursor = 0;
+                    }
+                    self.pull_revocations().await;
                     for i in 0..self.issuers.len() {
                         if self.issuers[i].refresh_due() {
                             self.refresh_issuer(i).await;

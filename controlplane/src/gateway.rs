@@ -471,6 +471,8 @@ async fn start_inner(
         status: status.clone(),
         keys,
         fingerprint: [0; 32],
+        state: None,
+        revocation_cursor: 0,
         listen,
         issuers,
         upstreams,
@@ -504,6 +506,7 @@ async fn start_inner(
                 .map_err(|e| StartError::Other(e.to_string()))?
         }
     };
+    control.state = Some(state.clone());
     // Delegation: the embedded STS (shared with the authorization server when there is one),
     // or an external RFC 8693 token endpoint. Its keys are the state store's.
     let open_sts = |issuer: String, alg| {
@@ -555,6 +558,7 @@ async fn start_inner(
         control.refresh_issuer(i).await;
     }
     control.discover_missing().await;
+    control.pull_revocations().await;
     control.publish();
     if let Some(e) = control.policy_error.take() {
         return Err(StartError::Other(format!("policy: {e}")));

@@ -186,3 +186,147 @@ async fn any_replica_serves_any_session_behind_a_round_robin_balancer() {
     .await;
     assert_eq!(s, 404);
 }
+
+/// `tools/list` on `url` with `sid` until it answers `want` (at most 5 s); the last status.
+async fn list_status_until(url: &str, token: &str, sid: &str, want: u16) -> u16 {
+    let c = reqwest::Client::new();
+    let t0 = Instant::now();
+    loop {
+        let (s, _, _) = rpc(
+            &c,
+            url,
+            token,
+            Some(sid),
+            json!({"jsonrpc":"2.0","id":"s","method":"tools/list"}),
+        )
+        .await;
+        if s == want || t0.elapsed() > Duration::from_secs(5) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn delete_session(url: &str, token: &str, sid: &str) -> u16 {
+    reqwest::Client::new()
+        .delete(url)
+        .bearer_auth(token)
+        .header("mcp-session-id", sid)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn shared_keys(dir: &Path) -> std::path::PathBuf {
+    let keys = dir.join("session-keys");
+    let k = dataplane::session::SessionKeys::new_key_text().unwrap();
+    std::fs::write(&keys, format!("k1:{k}\n")).unwrap();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_deleted_on_one_replica_is_refused_on_the_others_with_postgres() {
+    let pg = tokio::task::spawn_blocking(testkit::postgres::Postgres::start)
+        .await
+        .unwrap();
+    let db = pg.create_database("warden");
+    let issuer = TestIssuer::start().await;
+    let up = TestUpstream::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "{}sessions:\n  keys_file: {}\nstate:\n  url: {db}\n",
+        common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], ""),
+        shared_keys(dir.path()).display()
+    );
+    let mut replicas = Vec::new();
+    for i in 0..3 {
+        let d = dir.path().join(format!("r{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let y = replica_yaml(&base, dir.path(), i);
+        replicas.push(WardenProc::start(&d, &y, free_port(), free_port()).await);
+    }
+    let c = reqwest::Client::new();
+    let alice = issuer.mint(&issuer.claims("alice", common::AUD, "mcp:tools"));
+    let sid = session(&c, &replicas[0].url(), &alice).await;
+    // Every replica serves (and so has cached) the session before it ends.
+    for r in &replicas {
+        assert_eq!(list_status_until(&r.url(), &alice, &sid, 200).await, 200);
+    }
+    assert_eq!(delete_session(&replicas[1].url(), &alice, &sid).await, 200);
+    for r in &replicas {
+        assert_eq!(
+            list_status_until(&r.url(), &alice, &sid, 404).await,
+            404,
+            "replica {} still serves a deleted session",
+            r.port
+        );
+    }
+    // A new session of the same user is unaffected, and a restarted replica still refuses
+    // the deleted id (it reads the set from the database before serving).
+    let sid2 = session(&c, &replicas[2].url(), &alice).await;
+    let (port, admin, cfg) = (
+        replicas[0].port,
+        replicas[0].admin_port,
+        replicas[0].config.clone(),
+    );
+    replicas[0].kill();
+    let restarted = WardenProc::spawn(cfg, port, admin, &[]).await;
+    assert_eq!(
+        list_status_until(&restarted.url(), &alice, &sid2, 200).await,
+        200
+    );
+    let (s, _, _) = rpc(
+        &c,
+        &restarted.url(),
+        &alice,
+        Some(&sid),
+        json!({"jsonrpc":"2.0","id":"r","method":"tools/list"}),
+    )
+    .await;
+    assert_eq!(
+        s, 404,
+        "a restarted replica must not revive a deleted session"
+    );
+    drop(pg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_session_stays_ended_across_a_restart_on_the_default_sqlite_store() {
+    let issuer = TestIssuer::start().await;
+    let up = TestUpstream::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let y = format!(
+        "{}sessions:\n  keys_file: {}\n",
+        common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], ""),
+        shared_keys(dir.path()).display()
+    );
+    let mut w = WardenProc::start(dir.path(), &y, free_port(), free_port()).await;
+    let c = reqwest::Client::new();
+    let alice = issuer.mint(&issuer.claims("alice", common::AUD, "mcp:tools"));
+    let (kept, ended) = (
+        session(&c, &w.url(), &alice).await,
+        session(&c, &w.url(), &alice).await,
+    );
+    assert_eq!(delete_session(&w.url(), &alice, &ended).await, 200);
+    // The record is written by the control plane shortly after the answer.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (port, admin, cfg) = (w.port, w.admin_port, w.config.clone());
+    w.kill();
+    let w = WardenProc::spawn(cfg, port, admin, &[]).await;
+    assert!(
+        dir.path().join("data/warden.db").exists(),
+        "state in --data-dir"
+    );
+    assert_eq!(list_status_until(&w.url(), &alice, &kept, 200).await, 200);
+    let (s, _, _) = rpc(
+        &c,
+        &w.url(),
+        &alice,
+        Some(&ended),
+        json!({"jsonrpc":"2.0","id":"e","method":"tools/list"}),
+    )
+    .await;
+    assert_eq!(s, 404, "a restart must not revive a deleted session");
+}

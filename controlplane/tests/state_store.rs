@@ -428,7 +428,10 @@ fn state_block_errors_name_the_key() {
     let st = ok.state.unwrap();
     assert!(st.url.is_some());
     let dbg = format!("{st:?}");
-    assert!(!dbg.contains("u:p@") && dbg.contains("db/warden"), "no password in Debug: {dbg}");
+    assert!(
+        !dbg.contains("u:p@") && dbg.contains("db/warden"),
+        "no password in Debug: {dbg}"
+    );
     // A key file that is not 32 bytes of base64 is refused with the key's name.
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("k");

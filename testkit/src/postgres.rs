@@ -234,7 +234,12 @@ impl Postgres {
 
     /// The URL of `db` through the server's Unix socket (percent-encoded directory as host).
     pub fn socket_url_for(&self, db: &str) -> String {
-        let sock = self.dir.join("sock").display().to_string().replace('/', "%2F");
+        let sock = self
+            .dir
+            .join("sock")
+            .display()
+            .to_string()
+            .replace('/', "%2F");
         format!("postgres://warden:{PASSWORD}@{sock}:{}/{db}", self.port)
     }
 

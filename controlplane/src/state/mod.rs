@@ -59,6 +59,9 @@ impl Kind {
     }
 }
 
+/// Most session revocations one `session_revocations_since` call returns.
+pub const REVOCATION_BATCH: usize = 10_000;
+
 /// The `state` block of the configuration. `Debug` hides a password in the URL.
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -525,7 +528,7 @@ impl StateStore {
     }
 
     /// Revocations recorded after `cursor` (0 at first), in order, and the cursor to pass next
-    /// (at most 10 000 per call: call again while a full batch comes back).
+    /// (at most [`REVOCATION_BATCH`] per call: call again while a full batch comes back).
     pub async fn session_revocations_since(
         &self,
         cursor: i64,

@@ -335,8 +335,8 @@ impl Pg {
         let c = self.conn().await?;
         let rows = c
             .query(
-                "SELECT seq, id_hash, expires_at FROM session_revocations WHERE seq > $1 ORDER BY seq LIMIT 10000",
-                &[&cursor],
+                "SELECT seq, id_hash, expires_at FROM session_revocations WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&cursor, &(super::REVOCATION_BATCH as i64)],
             )
             .await?;
         let mut out = Vec::with_capacity(rows.len());

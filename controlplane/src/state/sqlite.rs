@@ -303,11 +303,11 @@ impl Sqlite {
     ) -> Result<(Vec<([u8; 32], i64)>, i64), StateError> {
         self.call(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT seq, id_hash, expires_at FROM session_revocations WHERE seq > ?1 ORDER BY seq LIMIT 10000",
+                "SELECT seq, id_hash, expires_at FROM session_revocations WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
             let mut out = Vec::new();
             let mut next = cursor;
-            let rows = st.query_map(params![cursor], |r| {
+            let rows = st.query_map(params![cursor, super::REVOCATION_BATCH as i64], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))
             })?;
             for row in rows {

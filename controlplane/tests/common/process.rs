@@ -31,10 +31,13 @@ impl WardenProc {
     /// Start the binary on an existing config file (restarts), with extra arguments.
     pub async fn spawn(config: PathBuf, port: u16, admin_port: u16, extra: &[&str]) -> WardenProc {
         let log = config.with_extension(format!("{port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_warden"))
-            .args(["serve", "-c"])
-            .arg(&config)
-            .args(extra)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
+        cmd.args(["serve", "-c"]).arg(&config).args(extra);
+        // The default state file goes beside the config, never into the working directory.
+        if !extra.contains(&"--data-dir") {
+            cmd.arg("--data-dir").arg(config.with_file_name("data"));
+        }
+        let child = cmd
             .env("WARDEN_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
