@@ -1,5 +1,6 @@
 //! Criterion benchmarks of Warden's hot-path pieces: token verification, JSON-RPC parsing, routing,
-//! and per-call delegation (token minting, the delegation cache, the cached path summed).
+//! per-call delegation (token minting, the delegation cache, the cached path summed) and
+//! sealed session ids (seal, open, lookup).
 //!
 //! Run: `CARGO_TARGET_DIR=/var/tmp/warden-target cargo bench -p bench -- --warm-up-time 1 --measurement-time 3`.
 //! Results and their reading: `docs/performance.md`. On a shared 2-core machine compare
@@ -685,6 +686,46 @@ fn full_hot_path(c: &mut Criterion) {
     g.finish();
 }
 
+/// Sealed session ids (`dataplane::session`): what every request with `Mcp-Session-Id` pays.
+/// `open` is the work of a replica that has not seen the id yet (then it is cached);
+/// `get (cached)` is every later request on that replica.
+fn session_seal_open(c: &mut Criterion) {
+    use dataplane::session::{Lifetimes, Sealed, SessionKeys, SessionStore, owner_of};
+    let old = SessionKeys::new_key_text().unwrap();
+    let new = SessionKeys::new_key_text().unwrap();
+    let keys = SessionKeys::parse(&format!("k2:{new}\nk1:{old}")).unwrap();
+    let owner = owner_of(ISSUER, "alice@example.com");
+    let init = r#"{"protocolVersion":"2025-06-18","capabilities":{"roots":{"listChanged":true},"sampling":{}},"clientInfo":{"name":"claude-code","version":"2.1.0"}}"#;
+    let sealed = Sealed {
+        owner,
+        issued_at: now(),
+        protocol_version: "2025-06-18".into(),
+        client_init: Some(init.into()),
+    };
+    let id = keys.seal(&sealed).unwrap();
+    let life = Lifetimes {
+        idle_secs: 3600,
+        max_secs: 86_400,
+    };
+    let mut g = c.benchmark_group("session");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("seal", |b| b.iter(|| keys.seal(black_box(&sealed)).unwrap()));
+    g.bench_function("open", |b| b.iter(|| keys.open(black_box(&id)).unwrap()));
+    let store = SessionStore::new();
+    store.get(&keys, &id, &owner, now(), life).unwrap();
+    g.bench_function("get (cached)", |b| {
+        b.iter(|| store.get(&keys, black_box(&id), &owner, now(), life).unwrap())
+    });
+    g.bench_function("get (first time on this replica)", |b| {
+        b.iter_batched(
+            SessionStore::new,
+            |s| s.get(&keys, black_box(&id), &owner, now(), life).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     token_verify,
@@ -692,7 +733,8 @@ criterion_group!(
     routing,
     delegation_mint,
     delegation_cache_hit,
-    full_hot_path
+    full_hot_path,
+    session_seal_open
 );
 
 criterion_main!(benches);

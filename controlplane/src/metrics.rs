@@ -168,6 +168,41 @@ const HELP: &[(&str, &str, &str)] = &[
         "warden_policy_reload_failures_total",
         "Policy reloads refused (the previous policy stays).",
     ),
+    (
+        "counter",
+        "warden_config_reload_total",
+        "Configuration reloads by result; anything but ok kept the running configuration.",
+    ),
+    (
+        "counter",
+        "warden_overload_rejected_total",
+        "Requests answered 503 because the shard was at its in-flight cap.",
+    ),
+    (
+        "counter",
+        "warden_ratelimit_limited_total",
+        "Requests answered 429 by a per-user or per-tool rate limit, by scope.",
+    ),
+    (
+        "gauge",
+        "warden_ratelimit_buckets",
+        "Rate-limit buckets held (updated once a second).",
+    ),
+    (
+        "counter",
+        "warden_ratelimit_overflow_total",
+        "Rate-limit checks of users who found the bucket map full (they share one bucket per scope).",
+    ),
+    (
+        "counter",
+        "warden_sessions_ended_total",
+        "MCP sessions ended by DELETE on this replica.",
+    ),
+    (
+        "counter",
+        "warden_session_revocations_failed_total",
+        "Failed writes or reads of the shared set of ended sessions (retried on reads).",
+    ),
 ];
 
 fn describe() {
