@@ -709,12 +709,18 @@ fn session_seal_open(c: &mut Criterion) {
     };
     let mut g = c.benchmark_group("session");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("seal", |b| b.iter(|| keys.seal(black_box(&sealed)).unwrap()));
+    g.bench_function("seal", |b| {
+        b.iter(|| keys.seal(black_box(&sealed)).unwrap())
+    });
     g.bench_function("open", |b| b.iter(|| keys.open(black_box(&id)).unwrap()));
     let store = SessionStore::new();
     store.get(&keys, &id, &owner, now(), life).unwrap();
     g.bench_function("get (cached)", |b| {
-        b.iter(|| store.get(&keys, black_box(&id), &owner, now(), life).unwrap())
+        b.iter(|| {
+            store
+                .get(&keys, black_box(&id), &owner, now(), life)
+                .unwrap()
+        })
     });
     g.bench_function("get (first time on this replica)", |b| {
         b.iter_batched(

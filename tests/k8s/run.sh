@@ -199,12 +199,18 @@ refused "a policy file not ending in .cedar is refused" "must end in .cedar" \
 
 if [[ -n "${WARDEN_BIN:-}" ]]; then
   [[ -x "$WARDEN_BIN" ]] || die "WARDEN_BIN=$WARDEN_BIN is not an executable (cargo build -p controlplane --bin warden)"
+  # The Secret's files (mounted at /etc/warden/keys in a pod) as a real deployment would have
+  # them: a session key ring and a state key, at a local path the configs are pointed to.
+  mkdir -p "$W/keys"
+  printf 'k1:%s\n' "$(head -c32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')" >"$W/keys/session-keys"
+  head -c32 /dev/urandom | base64 >"$W/keys/state.key"
   for r in default ci; do
-    manifests extract "$W/$r.yaml" >"$W/$r-warden.yaml"
+    manifests extract "$W/$r.yaml" | sed "s#/etc/warden/keys/#$W/keys/#g" >"$W/$r-warden.yaml"
     check "$r: warden validate -c on the rendered warden.yaml" "$WARDEN_BIN" validate -c "$W/$r-warden.yaml"
   done
   mkdir -p "$W/ci-policies"
   manifests unpack "$W/ci.yaml" "$W/ci-policies"
+  sed -i "s#/etc/warden/keys/#$W/keys/#g" "$W/ci-policies/warden.yaml"
   check "ci: the policies ConfigMap's Cedar compiles against the schema (warden policy show)" \
     "$WARDEN_BIN" policy show -c "$W/ci-policies/warden.yaml"
 else
