@@ -38,7 +38,9 @@ pub(crate) struct Control {
     pub http: reqwest::Client,
     pub sessions: Arc<SessionStore>,
     pub session_keys: Arc<SessionKeys>,
-    pub engine: Option<Arc<crate::delegate::Engine>>,
+    pub engine: Option<crate::delegate::EngineCell>,
+    /// The embedded STS, when there is one (a reloaded delegation engine signs with it).
+    pub sts: Option<Arc<crate::sts::Sts>>,
     pub policy: crate::policy::PolicyState,
     pub policy_error: Option<String>,
     pub certs: Option<Arc<CertCell>>,
@@ -51,23 +53,37 @@ pub(crate) struct Control {
     pub state: Option<crate::state::StateStore>,
     /// How far the shared revocation set has been read.
     pub revocation_cursor: i64,
+    /// `rate_limits.per_tool` names last warned about (no upstream offers them).
+    pub unknown_limited_tools: Vec<String>,
 }
 
 /// A section of the config as YAML plus its files' fingerprints, as loaded: equal means
 /// "unchanged" (kept with its state across a reload).
 type SectionKey = (serde_yaml_ng::Value, [u8; 32]);
 
-/// The keys of every issuer and upstream of one loaded configuration.
+/// The keys of every issuer and upstream, and of the delegation block, of one loaded
+/// configuration. An upstream that takes delegation tokens includes the delegation block in
+/// its key: when the gateway's credentials change it gets a new id, so no delegation token
+/// or connection made under the old ones is reused.
 #[derive(Debug, Default)]
 pub(crate) struct Keys {
     pub issuers: Vec<SectionKey>,
     pub upstreams: Vec<SectionKey>,
+    pub delegation: SectionKey,
 }
 
 impl Keys {
     pub fn of(raw: &serde_yaml_ng::Value, cfg: &Config) -> Keys {
         // An issuer's default audience is the public URL: part of what it is.
         let public = serde_yaml_ng::Value::String(cfg.gateway.public_url.to_string());
+        let delegation: SectionKey = (
+            raw.get("delegation")
+                .cloned()
+                .unwrap_or(serde_yaml_ng::Value::Null),
+            reload::files_fingerprint(
+                (cfg.delegation.iter()).flat_map(|d| d.private_key_file.iter().cloned()),
+            ),
+        );
         Keys {
             issuers: cfg
                 .issuers
@@ -87,14 +103,22 @@ impl Keys {
                 .enumerate()
                 .map(|(i, u)| {
                     let files = u.spec_file.iter().chain(u.ca_file.iter()).cloned();
-                    (
-                        section(raw, "upstreams", i),
-                        reload::files_fingerprint(files),
-                    )
+                    let mut sec = section(raw, "upstreams", i);
+                    if u.token_exchange.is_some() {
+                        let (d, f) = &delegation;
+                        let f = serde_yaml_ng::Value::String(hex(f));
+                        sec = serde_yaml_ng::Value::Sequence(vec![sec, d.clone(), f]);
+                    }
+                    (sec, reload::files_fingerprint(files))
                 })
                 .collect(),
+            delegation,
         }
     }
+}
+
+fn hex(b: &[u8; 32]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn section(raw: &serde_yaml_ng::Value, key: &str, i: usize) -> serde_yaml_ng::Value {
@@ -135,8 +159,27 @@ impl Control {
 
     pub fn publish(&mut self) {
         let s = self.build();
+        self.warn_unknown_limited_tools(&s.tools);
         metrics::gauge!("warden_snapshot_generation").set(s.generation as f64);
         self.cell.store(Arc::new(s));
+    }
+
+    /// Once every upstream is discovered, warn (once per change) about `rate_limits.per_tool`
+    /// entries naming no offered tool: a typo there would otherwise limit nothing, silently.
+    fn warn_unknown_limited_tools(&mut self, tools: &ToolTable) {
+        if self.found.len() < self.upstreams.len() {
+            return;
+        }
+        let unknown: Vec<String> = (self.cfg.rate_limits.per_tool.iter())
+            .filter(|t| !tools.routes.contains_key(&t.tool))
+            .map(|t| t.tool.clone())
+            .collect();
+        if unknown != self.unknown_limited_tools {
+            for t in &unknown {
+                tracing::warn!(tool = ?t, "rate_limits.per_tool names a tool no upstream offers; the limit applies if it appears");
+            }
+            self.unknown_limited_tools = unknown;
+        }
     }
 
     pub async fn refresh_issuer(&mut self, i: usize) {
@@ -168,7 +211,7 @@ impl Control {
             if self.found.contains_key(&up.id) {
                 continue;
             }
-            if let Some(d) = self.discover_one(u, &up).await {
+            if let Some(d) = self.discover_one(u, &up, self.engine()).await {
                 self.found.insert(up.id, d);
                 changed = true;
             }
@@ -176,17 +219,24 @@ impl Control {
         changed
     }
 
-    /// One upstream's catalog: from its spec (bridged REST) or by asking it (MCP).
+    /// The delegation engine in use.
+    fn engine(&self) -> Option<Arc<crate::delegate::Engine>> {
+        self.engine.as_ref().map(|c| c.load_full())
+    }
+
+    /// One upstream's catalog: from its spec (bridged REST) or by asking it (MCP), with the
+    /// gateway's service token from `engine` when the upstream takes delegation tokens.
     async fn discover_one(
         &self,
         u: &crate::config::UpstreamConfig,
         up: &Upstream,
+        engine: Option<Arc<crate::delegate::Engine>>,
     ) -> Option<Discovered> {
         if let Some(b) = &up.bridge {
             return Some(catalog::discovered_from_bridge(b));
         }
         // Upstreams that take delegation tokens see the gateway's own service token.
-        let auth = match (&u.token_exchange, &self.engine) {
+        let auth = match (&u.token_exchange, &engine) {
             (Some(te), Some(engine)) => match engine.service_token(&te.audience).await {
                 Ok(t) => Some(format!("Bearer {}", t.token.expose())),
                 Err(e) => {
@@ -244,6 +294,15 @@ impl Control {
             _ => None,
         };
         let keys = Keys::of(&new_raw, &new);
+        // Delegation: a changed block (client id, token endpoint, credentials, timeout) gets a
+        // new engine, its credentials read now; `restart_needed` refused what the STS owns.
+        let engine = match (&new.delegation, keys.delegation != self.keys.delegation) {
+            (Some(d), true) => Some(Arc::new(
+                crate::delegate::Engine::new(d.clone(), self.sts.clone(), self.http.clone())
+                    .map_err(|e| prep(format!("delegation: {e}")))?,
+            )),
+            _ => None,
+        };
         // Issuers: unchanged ones keep their keys (and shards' cached verifications); new or
         // changed ones are fetched now, under a generation above every earlier one.
         let public = new
@@ -300,7 +359,10 @@ impl Control {
             };
             let d = match self.found.get(&up.id) {
                 Some(d) => Some(d.clone()),
-                None => self.discover_one(u, &up).await,
+                None => {
+                    let e = engine.clone().or_else(|| self.engine());
+                    self.discover_one(u, &up, e).await
+                }
             };
             if let Some(d) = d {
                 found.insert(up.id, d);
@@ -357,6 +419,9 @@ impl Control {
         self.session_keys = session_keys;
         if let (Some(cell), Some(ck)) = (&self.certs, certified) {
             cell.store(ck);
+        }
+        if let (Some(cell), Some(e)) = (&self.engine, engine) {
+            cell.store(e);
         }
         self.source = Some((path, new_raw));
         self.fingerprint = self.current_fingerprint();

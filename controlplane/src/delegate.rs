@@ -19,6 +19,9 @@ const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// Shared by the control loop (discovery) and the request task.
+/// The engine in use; a reload of the `delegation` block stores a new one.
+pub type EngineCell = Arc<arc_swap::ArcSwap<Engine>>;
+
 #[derive(Debug)]
 pub struct Engine {
     cfg: DelegationConfig,
@@ -88,11 +91,11 @@ impl Engine {
         })
     }
 
-    /// Serve shard requests until the queue closes. (STS key rotation is `Sts::maintain`,
-    /// driven by the stored key's age so it survives restarts and runs once per rotation
-    /// across replicas.)
-    pub async fn run(
-        self: Arc<Self>,
+    /// Serve shard requests until the queue closes, each with the engine current when it
+    /// arrives (a reload swaps the cell). (STS key rotation is `Sts::maintain`, driven by the
+    /// stored key's age so it survives restarts and runs once per rotation across replicas.)
+    pub async fn serve(
+        cell: EngineCell,
         mut rx: futures_channel::mpsc::UnboundedReceiver<DelegateRequest>,
     ) {
         while let Some(DelegateRequest {
@@ -103,11 +106,11 @@ impl Engine {
             reply,
         }) = rx.next().await
         {
-            if self.cfg.mode == DelegationMode::Embedded {
+            let me = cell.load_full();
+            if me.cfg.mode == DelegationMode::Embedded {
                 // Signing takes microseconds: answer inline, in order.
-                let _ = reply.send(self.mint(&subject, &audience, &scopes, ttl_secs));
+                let _ = reply.send(me.mint(&subject, &audience, &scopes, ttl_secs));
             } else {
-                let me = self.clone();
                 tokio::spawn(async move {
                     let r = me.exchange(&subject, &audience, &scopes, ttl_secs).await;
                     let _ = reply.send(r);

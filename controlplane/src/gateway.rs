@@ -253,7 +253,7 @@ pub(crate) fn settings(
         session_keys,
         max_connections_per_shard: cfg.limits.max_connections_per_shard,
         max_in_flight_per_shard: cfg.limits.max_in_flight_per_shard,
-        rate_limits: rate_limits(cfg, found, upstreams),
+        rate_limits: rate_limits(cfg),
         server_name: "warden".into(),
         server_version: env!("CARGO_PKG_VERSION").into(),
         instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
@@ -264,44 +264,22 @@ pub(crate) fn settings(
 }
 
 /// The configured rate limits as shards use them. A per-tool entry naming a tool the catalog
-/// does not (or not yet) have is a warning, not an error: catalogs change at run time.
-fn rate_limits(
-    cfg: &Config,
-    found: &HashMap<u32, Discovered>,
-    upstreams: &[Arc<Upstream>],
-) -> dataplane::ratelimit::Limits {
+/// does not (or not yet) have is not an error: catalogs change at run time (the control loop
+/// warns once, `Control::warn_unknown_limited_tools`).
+fn rate_limits(cfg: &Config) -> dataplane::ratelimit::Limits {
     use dataplane::ratelimit::{Limits, Quota, ToolLimit, tool_key};
     let r = &cfg.rate_limits;
     // Validation guarantees positive rates and bursts, so `Quota::new` succeeds.
     let per_user = r.per_user.and_then(|u| Quota::new(u.per_second, u.burst));
-    let discovered = !upstreams.is_empty() && upstreams.iter().all(|u| found.contains_key(&u.id));
-    let known = |name: &str| {
-        upstreams.iter().any(|u| {
-            name.strip_prefix(u.namespace.as_str()).is_some_and(|t| {
-                found.get(&u.id).is_some_and(|d| {
-                    d.tools
-                        .iter()
-                        .any(|v| v.get("name").and_then(|n| n.as_str()) == Some(t))
-                })
-            })
+    let per_tool = r
+        .per_tool
+        .iter()
+        .filter_map(|t| {
+            let quota = Quota::new(t.per_second, t.burst)?;
+            let key = tool_key(&t.tool);
+            Some((t.tool.clone(), ToolLimit { key, quota }))
         })
-    };
-    let mut per_tool = HashMap::new();
-    for t in &r.per_tool {
-        let Some(quota) = Quota::new(t.per_second, t.burst) else {
-            continue;
-        };
-        if discovered && !known(&t.tool) {
-            tracing::warn!(tool = %t.tool, "rate_limits.per_tool names a tool no upstream offers; the limit applies if it appears");
-        }
-        per_tool.insert(
-            t.tool.clone(),
-            ToolLimit {
-                key: tool_key(&t.tool),
-                quota,
-            },
-        );
-    }
+        .collect();
     Limits {
         per_user,
         per_tool,
@@ -473,6 +451,7 @@ async fn start_inner(
         fingerprint: [0; 32],
         state: None,
         revocation_cursor: 0,
+        unknown_limited_tools: Vec::new(),
         listen,
         issuers,
         upstreams,
@@ -482,6 +461,7 @@ async fn start_inner(
         http: http.clone(),
         sessions: sessions.clone(),
         engine: None,
+        sts: None,
         policy: {
             let mut p = crate::policy::PolicyState::load(cfg.policy.clone(), policy_extra)
                 .map_err(|e| StartError::Other(format!("policy: {e}")))?;
@@ -540,6 +520,7 @@ async fn start_inner(
         .map(|d| d.key_rotation)
         .unwrap_or(Duration::from_secs(24 * 3600));
     let sts_task = sts.clone().map(|s| tokio::spawn(s.maintain(rotation)));
+    control.sts = sts.clone();
     let auth_server = match (&cfg.authorization_server, &sts) {
         (Some(a), Some(s)) => Some(
             crate::authz::start(a.clone(), s.clone())
@@ -551,7 +532,7 @@ async fn start_inner(
     if let Some(d) = &cfg.delegation {
         let engine = crate::delegate::Engine::new(d.clone(), sts.clone(), http)
             .map_err(StartError::Other)?;
-        control.engine = Some(Arc::new(engine));
+        control.engine = Some(Arc::new(arc_swap::ArcSwap::from_pointee(engine)));
     }
     // Initial keys and catalog before serving; failures leave the gateway not ready (503 /readyz).
     for i in 0..control.issuers.len() {
@@ -583,7 +564,7 @@ async fn start_inner(
         .map_err(|e| StartError::Other(format!("audit writer: {e}")))?;
     let (handle, rx, delegate_rx) = ControlHandle::new();
     let engine_task = match control.engine.clone() {
-        Some(engine) => tokio::spawn(engine.run(delegate_rx)),
+        Some(cell) => tokio::spawn(crate::delegate::Engine::serve(cell, delegate_rx)),
         // No delegation configured: any request for a token fails closed at once.
         None => tokio::spawn(async move {
             let mut rx = delegate_rx;

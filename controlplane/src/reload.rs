@@ -158,11 +158,30 @@ pub fn restart_needed(
         ("telemetry", "telemetry"),
         ("authorization_server", "authorization_server"),
         ("state", "state"),
-        ("delegation", "delegation"),
     ] {
         if old_raw.get(key) != new_raw.get(key) {
             v.push(label);
         }
+    }
+    // The delegation engine is rebuilt on reload; what the embedded STS and its rotation
+    // task were started with is not.
+    match (&old.delegation, &new.delegation) {
+        (None, None) => {}
+        (Some(o), Some(n)) => {
+            if o.mode != n.mode {
+                v.push("delegation.mode");
+            }
+            if o.issuer != n.issuer {
+                v.push("delegation.issuer");
+            }
+            if o.signing_alg != n.signing_alg {
+                v.push("delegation.signing_alg");
+            }
+            if o.key_rotation != n.key_rotation {
+                v.push("delegation.key_rotation");
+            }
+        }
+        _ => v.push("delegation (added or removed)"),
     }
     v
 }

@@ -1,5 +1,6 @@
 //! Reload without restart, with the real `warden` binary: policy edits, a policy that does not
-//! compile, SIGHUP with a new upstream, settings that need a restart, certificate renewal.
+//! compile, SIGHUP with a new upstream, settings that need a restart, certificate renewal, the
+//! delegation block.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -366,4 +367,110 @@ async fn a_renewed_certificate_is_served_to_new_connections_and_old_ones_stay() 
     assert_eq!(r.status(), 409);
     let r = tls_client().get(&url).send().await.unwrap();
     assert_eq!(served_cert(&r), der_of(&cert_b));
+}
+
+/// The `act.sub` of the delegation token the upstream received with its last `tools/call`.
+fn last_actor(up: &TestUpstream) -> Value {
+    use base64::Engine as _;
+    let calls = up.tool_calls();
+    let auth = calls
+        .last()
+        .unwrap()
+        .headers
+        .iter()
+        .find(|(k, _)| k == "authorization")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let payload = auth
+        .trim_start_matches("Bearer ")
+        .split('.')
+        .nth(1)
+        .unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["act"]["sub"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delegation_block_reloads_and_what_the_sts_owns_needs_a_restart() {
+    let issuer = TestIssuer::start().await;
+    let up = TestUpstream::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let with = |client: &str, sts: &str| {
+        common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "")
+            .replace(
+                "    timeout: 2s\n",
+                "    timeout: 2s\n    token_exchange:\n      type: delegation\n      audience: http://up0.test\n      tools:\n        - name: echo\n          ttl: 30s\n          scopes: [up:echo]\n",
+            )
+            + &format!("delegation:\n  client_id: {client}\n  issuer: {sts}\n")
+    };
+    let w = WardenProc::start(
+        dir.path(),
+        &with("warden-gw", "http://sts.warden.test"),
+        free_port(),
+        free_port(),
+    )
+    .await;
+    let c = reqwest::Client::new();
+    let tok = issuer.mint(&issuer.claims("alice", common::AUD, "mcp:tools"));
+    let sid = session(&c, &w.url(), &tok).await;
+    let v = call(&c, &w.url(), &tok, &sid, "up0_echo", json!({"n": 1})).await;
+    assert_eq!(v["result"]["structuredContent"]["n"], 1, "{v}");
+    assert_eq!(last_actor(&up), "warden-gw");
+
+    // A new client id: the next call's token names it, although the old token (30 s) would
+    // still be cached — the upstream was keyed anew with the delegation block.
+    let edit = |y: String| {
+        let y = common::process::with_ports(&y, w.port, w.admin_port);
+        let running = std::fs::read_to_string(&w.config).unwrap();
+        let line = |t: &str| {
+            t.lines()
+                .find(|l| l.trim_start().starts_with("dir: "))
+                .unwrap()
+                .to_owned()
+        };
+        y.replace(&line(&y), &line(&running))
+    };
+    std::fs::write(
+        &w.config,
+        edit(with("warden-gw-2", "http://sts.warden.test")),
+    )
+    .unwrap();
+    let r = c.post(w.admin("/admin/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let t0 = Instant::now();
+    loop {
+        let v = call(&c, &w.url(), &tok, &sid, "up0_echo", json!({"n": 2})).await;
+        assert_eq!(v["result"]["structuredContent"]["n"], 2, "{v}");
+        if last_actor(&up) == "warden-gw-2" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "the reloaded client id is not used"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(admin_config(&c, &w).await["last_error"], Value::Null);
+
+    // The STS's issuer is fixed at start: refused with a restart message, nothing changes.
+    std::fs::write(
+        &w.config,
+        edit(with("warden-gw-3", "http://other-sts.warden.test")),
+    )
+    .unwrap();
+    let r = c.post(w.admin("/admin/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("restart") && body.contains("delegation.issuer"),
+        "{body}"
+    );
+    let v = call(&c, &w.url(), &tok, &sid, "up0_echo", json!({"n": 3})).await;
+    assert_eq!(v["result"]["structuredContent"]["n"], 3, "{v}");
+    assert_eq!(last_actor(&up), "warden-gw-2");
 }
