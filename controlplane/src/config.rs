@@ -48,8 +48,8 @@ pub struct Config {
 }
 
 /// Sealed session ids (`dataplane::session::seal`): any replica holding the key ring can
-/// serve any session. Without a key ring, a random key is made at start (one process only;
-/// its sessions end with it).
+/// serve any session. Without a key ring, the one kept in the state store is used (made on
+/// first start, `StateStore::default_session_keys`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionsConfig {

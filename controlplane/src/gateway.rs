@@ -375,11 +375,27 @@ async fn start_inner(
         }
         None => (None, None),
     };
+    // Durable state: the store of the STS the caller brought (`warden demo`), else the
+    // `state` block; without one (library callers, tests) SQLite in memory — the CLI fills in
+    // `sqlite:<data-dir>/warden.db`, so nothing here writes into the working directory.
+    let state = match sts.as_ref().and_then(|s| s.store().cloned()) {
+        Some(s) => s,
+        None => {
+            crate::state::StateStore::from_config(&cfg.state.clone().unwrap_or_default(), "memory")
+                .await
+                .map_err(|e| StartError::Other(e.to_string()))?
+        }
+    };
+    // Without a configured ring, the one kept in the state store: sessions survive a restart
+    // (and, on one PostgreSQL database, are served by every replica).
     let session_keys = match cfg.sessions.load_keys() {
         Ok(Some(k)) => Arc::new(k),
-        // One process without a configured ring: a fresh key; its sessions end with it.
         Ok(None) => {
-            Arc::new(SessionKeys::generate("local").map_err(|e| StartError::Other(e.to_string()))?)
+            let text = state
+                .default_session_keys()
+                .await
+                .map_err(|e| StartError::Other(format!("session keys: {e}")))?;
+            Arc::new(SessionKeys::parse(&text).map_err(|e| StartError::Other(e.to_string()))?)
         }
         Err((key, m)) => return Err(StartError::Other(format!("{key}: {m}"))),
     };
@@ -449,7 +465,7 @@ async fn start_inner(
         status: status.clone(),
         keys,
         fingerprint: [0; 32],
-        state: None,
+        state: Some(state.clone()),
         revocation_cursor: 0,
         unknown_limited_tools: Vec::new(),
         listen,
@@ -475,18 +491,6 @@ async fn start_inner(
         policy_error: None,
     };
     control.fingerprint = control.current_fingerprint();
-    // Durable state: the store of the STS the caller brought (`warden demo`), else the
-    // `state` block; without one (library callers, tests) SQLite in memory — the CLI fills in
-    // `sqlite:<data-dir>/warden.db`, so nothing here writes into the working directory.
-    let state = match sts.as_ref().and_then(|s| s.store().cloned()) {
-        Some(s) => s,
-        None => {
-            crate::state::StateStore::from_config(&cfg.state.clone().unwrap_or_default(), "memory")
-                .await
-                .map_err(|e| StartError::Other(e.to_string()))?
-        }
-    };
-    control.state = Some(state.clone());
     // Delegation: the embedded STS (shared with the authorization server when there is one),
     // or an external RFC 8693 token endpoint. Its keys are the state store's.
     let open_sts = |issuer: String, alg| {

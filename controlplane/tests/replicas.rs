@@ -227,7 +227,8 @@ fn shared_keys(dir: &Path) -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_deleted_on_one_replica_is_refused_on_the_others_with_postgres() {
+async fn with_postgres_replicas_share_the_stored_key_ring_and_a_deleted_session_is_refused_on_all()
+{
     let pg = tokio::task::spawn_blocking(testkit::postgres::Postgres::start)
         .await
         .unwrap();
@@ -235,10 +236,10 @@ async fn a_session_deleted_on_one_replica_is_refused_on_the_others_with_postgres
     let issuer = TestIssuer::start().await;
     let up = TestUpstream::start(Default::default()).await;
     let dir = tempfile::tempdir().unwrap();
+    // No key ring configured: the replicas adopt the one stored in the shared database.
     let base = format!(
-        "{}sessions:\n  keys_file: {}\nstate:\n  url: {db}\n",
-        common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], ""),
-        shared_keys(dir.path()).display()
+        "{}state:\n  url: {db}\n",
+        common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "")
     );
     let mut replicas = Vec::new();
     for i in 0..3 {
@@ -293,15 +294,12 @@ async fn a_session_deleted_on_one_replica_is_refused_on_the_others_with_postgres
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_session_stays_ended_across_a_restart_on_the_default_sqlite_store() {
+async fn with_no_key_ring_configured_sessions_survive_a_restart_and_deleted_ones_stay_ended() {
+    // No `sessions` block: the ring is made once and kept in the default SQLite state store.
     let issuer = TestIssuer::start().await;
     let up = TestUpstream::start(Default::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let y = format!(
-        "{}sessions:\n  keys_file: {}\n",
-        common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], ""),
-        shared_keys(dir.path()).display()
-    );
+    let y = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "");
     let mut w = WardenProc::start(dir.path(), &y, free_port(), free_port()).await;
     let c = reqwest::Client::new();
     let alice = issuer.mint(&issuer.claims("alice", common::AUD, "mcp:tools"));

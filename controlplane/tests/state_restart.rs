@@ -314,6 +314,24 @@ authorization_server:
         rb.body(body.to_string()).send().await.unwrap()
     }
 
+    /// `tools/list` in the MCP session `sid`: the HTTP status.
+    async fn list_status(&self, token: &str, sid: &str) -> u16 {
+        let body = json!({"jsonrpc":"2.0","id":9,"method":"tools/list"});
+        self.mcp_post(token, Some(sid), body)
+            .await
+            .status()
+            .as_u16()
+    }
+
+    /// initialize: the new MCP session's id.
+    async fn open_session(&self, token: &str) -> String {
+        let r = self
+            .mcp_post(token, None, json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+            .await;
+        assert_eq!(r.status(), 200, "the gateway accepts the token");
+        r.headers()["mcp-session-id"].to_str().unwrap().to_owned()
+    }
+
     /// initialize + tools/list with `token`: the tool names.
     async fn tools(&self, token: &str) -> Vec<String> {
         let r = self
@@ -406,12 +424,20 @@ async fn restart_keeps_state(s: &Setup, cfg: &Path, location: controlplane::stat
     let kid0 = kid_of(&at);
     assert_eq!(s.jwks_kids().await, vec![kid0.clone()]);
     assert!(s.tools(&at).await.contains(&"up0_echo".to_string()));
+    let sid = s.open_session(&at).await;
+    assert_eq!(s.list_status(&at, &sid).await, 200);
     kill(w, s);
 
-    // Run 2: same access token, refresh token and browser session; no new key at restart.
+    // Run 2: same access token, refresh token, browser session and MCP session (its id is
+    // sealed with the ring kept in the store); no new key at restart.
     let w = s.start(cfg).await;
     assert_eq!(s.jwks_kids().await, vec![kid0.clone()], "the same key ring");
     assert!(s.tools(&at).await.contains(&"up0_echo".to_string()));
+    assert_eq!(
+        s.list_status(&at, &sid).await,
+        200,
+        "the MCP session survived the restart"
+    );
     let (st, t2) = s
         .token(&[
             ("grant_type", "refresh_token"),

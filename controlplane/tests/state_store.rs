@@ -446,3 +446,32 @@ fn state_block_errors_name_the_key() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_session_key_ring_is_made_once_shared_and_sealed_when_a_key_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = Location::SqliteFile(dir.path().join("w.db"));
+    let (a, b) = (open(&loc).await, open(&loc).await);
+    let (ka, kb) = tokio::join!(a.default_session_keys(), b.default_session_keys());
+    let (ka, kb) = (ka.unwrap(), kb.unwrap());
+    assert_eq!(ka, kb, "two instances on one database adopt one ring");
+    assert!(dataplane::session::SessionKeys::parse(&ka).is_ok());
+    assert_eq!(open(&loc).await.default_session_keys().await.unwrap(), ka);
+    // A key configured later seals the stored ring; the plaintext is gone from the row.
+    let cipher = || KeyCipher::from_bytes(&[9u8; 32]).unwrap();
+    let sealed = StateStore::open(loc.clone(), Some(cipher())).await.unwrap();
+    assert_eq!(sealed.default_session_keys().await.unwrap(), ka);
+    let (row, _) = sealed
+        .get_record(Kind::SessionKey, "default")
+        .await
+        .unwrap()
+        .unwrap();
+    let secret = ka.split_once(':').unwrap().1;
+    assert!(
+        row.starts_with("aes256gcm:") && !row.contains(secret),
+        "{row}"
+    );
+    // Without the key it is refused, not replaced by a new ring.
+    let e = open(&loc).await.default_session_keys().await.unwrap_err();
+    assert!(matches!(e, StateError::Key(_)), "{e}");
+}

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use serde::Deserialize;
 
 pub use cipher::KeyCipher;
@@ -34,6 +35,8 @@ pub enum Kind {
     Client,
     /// A private_key_jwt assertion `jti` already seen.
     Jti,
+    /// The session key ring used when the config names none (sealed like signing keys).
+    SessionKey,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
             Kind::Code => "code",
             Kind::Client => "client",
             Kind::Jti => "jti",
+            Kind::SessionKey => "session_key",
         }
     }
 
@@ -55,6 +59,7 @@ impl Kind {
             Kind::Code => "outstanding codes",
             Kind::Client => "registered clients",
             Kind::Jti => "assertion ids",
+            Kind::SessionKey => "session keys",
         })
     }
 }
@@ -536,6 +541,54 @@ impl StateStore {
         on_backend!(self, b => b.session_revocations_since(cursor).await)
     }
 
+    // ---- the default session key ring ----
+
+    /// The session key ring text (`kid:base64url(32 bytes)`) stored for configs without
+    /// `sessions.keys_file`; made and stored on first use. Replicas on one database race to
+    /// store theirs and all adopt the winner's, so they serve each other's sessions.
+    pub async fn default_session_keys(&self) -> Result<String, StateError> {
+        const ID: &str = "default";
+        if let Some((v, _)) = self.get_record(Kind::SessionKey, ID).await? {
+            return self.open_secret(ID, &v);
+        }
+        let kid = format!("s{}", now());
+        let text = dataplane::session::SessionKeys::new_key_text()
+            .map(|k| format!("{kid}:{k}"))
+            .map_err(|e| StateError::Key(e.to_string()))?;
+        let stored = match &self.inner.cipher {
+            Some(c) => format!(
+                "aes256gcm:{}",
+                base64::engine::general_purpose::STANDARD.encode(c.seal(ID, text.as_bytes())?)
+            ),
+            None => format!("none:{text}"),
+        };
+        self.insert_record(Kind::SessionKey, ID, &stored, i64::MAX, 16)
+            .await?;
+        match self.get_record(Kind::SessionKey, ID).await? {
+            Some((v, _)) => self.open_secret(ID, &v),
+            None => Err(StateError::Key(
+                "the stored session key ring vanished".into(),
+            )),
+        }
+    }
+
+    fn open_secret(&self, id: &str, stored: &str) -> Result<String, StateError> {
+        let bad = || StateError::Key(format!("the stored session key ring {id:?} is unreadable"));
+        match (stored.split_once(':'), &self.inner.cipher) {
+            (Some(("none", text)), _) => Ok(text.to_owned()),
+            (Some(("aes256gcm", b)), Some(c)) => {
+                let sealed = base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map_err(|_| bad())?;
+                String::from_utf8(c.open(id, &sealed)?).map_err(|_| bad())
+            }
+            (Some(("aes256gcm", _)), None) => Err(StateError::Key(
+                "the stored session key ring is encrypted: configure the same state.encryption_key_file or state.encryption_key_env".into(),
+            )),
+            _ => Err(bad()),
+        }
+    }
+
     // ---- STS signing keys ----
 
     /// The current and previous signing keys (highest generation first), decrypted.
@@ -592,6 +645,18 @@ impl StateStore {
         let Some(c) = &self.inner.cipher else {
             return Ok(());
         };
+        // The default session key ring too (stored before a key was configured).
+        if let Some((v, _)) = self.get_record(Kind::SessionKey, "default").await?
+            && let Some(text) = v.strip_prefix("none:")
+        {
+            let sealed = c.seal("default", text.as_bytes())?;
+            let v = format!(
+                "aes256gcm:{}",
+                base64::engine::general_purpose::STANDARD.encode(sealed)
+            );
+            self.update_record(Kind::SessionKey, "default", &v).await?;
+            tracing::info!("State: sealed the plaintext session key ring");
+        }
         let raw = on_backend!(self, b => b.load_keys().await)?;
         for k in raw {
             match k.enc.as_str() {
