@@ -52,15 +52,7 @@ async fn any_replica_serves_any_session_behind_a_round_robin_balancer() {
     let issuer = TestIssuer::start().await;
     let up = TestUpstream::start(Default::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("session-keys");
-    std::fs::write(
-        &keys,
-        format!(
-            "k1:{}\n",
-            dataplane::session::SessionKeys::new_key_text().unwrap()
-        ),
-    )
-    .unwrap();
+    let keys = shared_keys(dir.path());
     let base = format!(
         "{}sessions:\n  keys_file: {}\n",
         common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], ""),
