@@ -171,6 +171,10 @@ impl Shard {
     }
 }
 
+/// After SIGTERM, how long a shard keeps serving connections that are already open (bounded
+/// by `limits.shutdown_grace`, after which the control plane stops waiting).
+const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
 /// Start one shard thread serving `listener`. Returns once the thread is spawned.
 pub fn spawn(
     id: u16,
@@ -295,9 +299,20 @@ async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
             open_conns2.set(shard2.connections.get() as f64);
         });
     }
-    // Stop accepting; in-flight connections finish on their own within their deadlines.
+    // Stop accepting. Connections already open are served for at least DRAIN_LINGER (each
+    // answer says `connection: close`, so the peer drops them one by one), then until nothing
+    // is in flight. Why not stop as soon as nothing is in flight: a balancer keeps idle
+    // keep-alive connections and writes its next request into one of them at any moment; once
+    // this function returns nothing reads those sockets, and the request (a POST the balancer
+    // must not resend) is answered with a reset when the runtime goes. The linger gives the
+    // balancer time to use up its idle connections and to find the listener refusing (nginx
+    // then marks the replica failed), so the connections left at the end are unused.
     drop(listener);
-    while shard.connections.get() > 0 && shared.in_flight.load(Ordering::Relaxed) > 0 {
+    let linger_until = monoio::time::Instant::now() + DRAIN_LINGER;
+    while shard.connections.get() > 0
+        && (shared.in_flight.load(Ordering::Relaxed) > 0
+            || monoio::time::Instant::now() < linger_until)
+    {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
     shared.running.fetch_sub(1, Ordering::SeqCst);
