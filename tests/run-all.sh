@@ -51,6 +51,10 @@ WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/conformance/through-warde
 step "end-to-end: TypeScript and Python MCP SDK clients (OAuth: DCR and pre-registered) against warden demo"
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/e2e/run.sh
 
+step "end-to-end through a balancer: the TypeScript MCP SDK client signs in (embedded authorization server, DCR and pre-registered) and calls a tool through nginx round-robin over two warden replicas sharing one PostgreSQL state database and one session key ring"
+cargo build -p testkit --bins
+WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/e2e/replicas.sh
+
 step "Kubernetes: helm lint/template of deploy/helm/warden, kubernetes-validate (1.30 schemas), security/probe/mount checks, plain manifests up to date, warden validate of the rendered config"
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/k8s/run.sh
 
