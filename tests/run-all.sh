@@ -51,7 +51,7 @@ WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/conformance/through-warde
 step "end-to-end: TypeScript and Python MCP SDK clients (OAuth: DCR and pre-registered) against warden demo"
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/e2e/run.sh
 
-step "end-to-end through a balancer: the TypeScript MCP SDK client signs in (embedded authorization server, DCR and pre-registered) and calls a tool through nginx round-robin over two warden replicas sharing one PostgreSQL state database and one session key ring"
+step "end-to-end through a balancer: the TypeScript and Python MCP SDK clients sign in (embedded authorization server, DCR and pre-registered) and call a tool through nginx round-robin over two warden replicas sharing one PostgreSQL state database and one session key ring"
 cargo build -p testkit --bins
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/e2e/replicas.sh
 

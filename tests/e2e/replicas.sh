@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# End-to-end through a balancer: the official TypeScript MCP SDK client (ts-client.mjs,
-# E2E_PROFILE=echo) signs in with the SDK's own OAuth flow at Warden's embedded authorization
-# server, lists the tools and calls one, with nginx round-robin in front of REPLICAS `warden
+# End-to-end through a balancer: the official TypeScript and Python MCP SDK clients
+# (ts-client.mjs, py-client.py, E2E_PROFILE=echo) sign in with the SDK's own OAuth flow at
+# Warden's embedded authorization server, list the tools and call one, with nginx round-robin in front of REPLICAS `warden
 # serve` processes for both the MCP endpoint and the authorization server's port. The replicas
 # share one PostgreSQL state database (started here: initdb + pg_ctl into the work dir) and one
 # session key ring; every issuer and public URL in their config is the balancer's, so
 # discovery, /register, /authorize, /login, /consent and /token each land on whichever replica
-# nginx picks (round-robin: one sign-in's steps alternate between replicas). Twice: dynamic
-# client registration, and the pre-registered public client `mcp-client-cli`. Then:
+# nginx picks (round-robin: one sign-in's steps alternate between replicas). Each SDK twice:
+# dynamic client registration, and the pre-registered public client `mcp-client-cli`. Then:
 #   - nginx's access log shows both replicas served authorization-server and MCP requests;
 #   - the allowed up_echo audit records summed over the replicas == the calls the clients made,
 #     and `warden audit verify` accepts each replica's chain;
@@ -21,7 +21,7 @@
 #   E2E_TIMEOUT     seconds per client run (default 120)
 #   KEEP_WORK=1     keep the work dir (logs, audit dirs, nginx logs; tokens are always deleted)
 #
-# Needs node >= 18, python3, curl, nginx and PostgreSQL's server binaries (Debian's
+# Needs node >= 18, python3 (venv), curl, nginx and PostgreSQL's server binaries (Debian's
 # postgresql: /usr/lib/postgresql/*/bin, or WARDEN_PG_BIN). Everything binds 127.0.0.1.
 # Exit status 0 only if every check passed; the last line is `e2e-replicas: N passed, M failed`.
 set -euo pipefail
@@ -33,7 +33,7 @@ REPLICAS="${REPLICAS:-2}"
 E2E_TIMEOUT="${E2E_TIMEOUT:-120}"
 USERNAME=john.mcclane@orchestrator.lab
 PASSWORD=yippiekayay
-CALLS_PER_CLIENT=4 # ts-client.mjs, profile echo
+CALLS_PER_CLIENT=4 # ts-client.mjs and py-client.py, profile echo
 
 log() { printf '[e2e-replicas] %s\n' "$*" >&2; }
 die() { log "error: $*"; echo "e2e-replicas: 0 passed, 1 failed"; exit 1; }
@@ -50,6 +50,12 @@ fi
 
 log "npm ci (@modelcontextprotocol/sdk pinned in package-lock.json)"
 (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error) >&2
+if [[ ! -x "$HERE/.venv/bin/python" ]]; then
+  log "creating $HERE/.venv"
+  python3 -m venv "$HERE/.venv" >&2
+fi
+log "pip install -r requirements.txt"
+"$HERE/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$HERE/requirements.txt" >&2
 
 # --- free loopback ports (outside the ephemeral range, like testkit::stable_port) ---------------------
 read -r -a PORTS < <(python3 - $((4 + 3 * REPLICAS)) <<'PY'
@@ -303,11 +309,12 @@ if [[ "$(grep -c . <<<"$JWKS_SET")" -eq 1 ]]; then pass "the $REPLICAS authoriza
 : >"$TOKEN_FILE"
 chmod 600 "$TOKEN_FILE"
 CLIENTS_OK=0
-run_client() { # name mode
-  local name="$1" mode="$2" out="$WORK/$1.json" rc=0 summary
+run_client() { # name cmd... ; the client prints one JSON summary line on stdout
+  local name="$1" out="$WORK/$1.json" rc=0 summary
+  shift
   log "--- $name"
   (cd "$HERE" && E2E_TOKEN_FILE="$TOKEN_FILE" E2E_PROFILE=echo E2E_USERNAME="$USERNAME" E2E_PASSWORD="$PASSWORD" \
-    timeout "$E2E_TIMEOUT" node ts-client.mjs "$mode" "$MCP_URL") >"$out" || rc=$?
+    timeout "$E2E_TIMEOUT" "$@") >"$out" || rc=$?
   summary="$(tail -n 1 "$out" 2>/dev/null || true)"
   printf '%s\n' "$summary"
   if [[ $rc -eq 0 ]] && python3 -c '
@@ -320,8 +327,10 @@ sys.exit(0 if s.get("ok") is True and s.get("issuer") == sys.argv[2] and s.get("
     fail "$name (exit $rc)"
   fi
 }
-run_client ts-dcr-via-balancer dcr
-run_client ts-preregistered-via-balancer preregistered
+run_client ts-dcr-via-balancer node ts-client.mjs dcr "$MCP_URL"
+run_client ts-preregistered-via-balancer node ts-client.mjs preregistered "$MCP_URL"
+run_client py-dcr-via-balancer .venv/bin/python py-client.py "$MCP_URL" dcr
+run_client py-preregistered-via-balancer .venv/bin/python py-client.py "$MCP_URL" preregistered
 
 # --- what nginx spread: both ports reached every replica -----------------------------------------------------
 if python3 - "$WORK/nginx/access.log" "$LB_MCP_PORT" "$LB_AS_PORT" "${GW_PORTS[*]}" "${AS_PORTS[*]}" >"$WORK/spread.txt" <<'PY'; then
