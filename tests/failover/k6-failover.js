@@ -11,6 +11,8 @@
 // on its first iteration, then sends tools/call `up_echo` with that session id in a loop, so
 // the calls of one session land on every replica. Each call carries a unique
 // `arguments.call_id` (VU-iteration), which the upstream counts, so a call run twice shows.
+// Every call counts in `calls_started` before it is sent and in `calls_sent` once answered (or
+// refused): a call still unanswered when k6 stops (gracefulStop) is only in `calls_started`.
 // A call counts in `calls_ok` only if it is answered 200 with a JSON-RPC result that is not
 // isError and echoes its own call_id; anything else counts in `calls_failed` and the first
 // few are printed (status, the replica nginx tried, the start of the body). The nginx
@@ -33,6 +35,7 @@ const tokens = new SharedArray('tokens', () =>
   open(__ENV.TOKENS_FILE).split('\n').filter((l) => l.length > 0),
 );
 
+const started = new Counter('calls_started');
 const sent = new Counter('calls_sent');
 const ok = new Counter('calls_ok');
 const failed = new Counter('calls_failed');
@@ -49,7 +52,8 @@ export const options = {
       executor: 'constant-vus',
       vus: VUS,
       duration: DURATION.match(/[a-z]$/) ? DURATION : `${DURATION}s`,
-      gracefulStop: '20s',
+      // A call unanswered this long after the end is cut (and counted as started, not sent).
+      gracefulStop: '10s',
     },
   },
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(99)', 'max'],
@@ -136,6 +140,7 @@ export default function () {
     jsonrpc: '2.0', id: __ITER + 1, method: 'tools/call',
     params: { name: TOOL, arguments: { call_id: callId } },
   });
+  started.add(1);
   const res = http.post(MCP_URL, body, { headers: headers(token, sid), tags: { kind: 'call' } });
   sent.add(1);
   const msg = rpc(res);
@@ -161,6 +166,7 @@ export default function () {
 export function handleSummary(data) {
   const count = (n) => ((data.metrics[n] || {}).values || {}).count || 0;
   const counts = {
+    calls_started: count('calls_started'),
     calls_sent: count('calls_sent'),
     calls_ok: count('calls_ok'),
     calls_failed: count('calls_failed'),

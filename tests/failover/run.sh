@@ -6,7 +6,7 @@
 # KILL_AT s one replica gets SIGTERM, at RESTART_AT s it is started again on the same ports
 # (a rolling restart). Then proof that
 #   (a) k6 saw no failed request: every tools/call answered 200 with its own JSON-RPC result,
-#       no isError, and every session opened;
+#       no isError, none left unanswered when k6 stopped, and every session opened;
 #   (b) the upstream executed exactly as many tools/call as k6 counted successes, and no call
 #       id twice (echo-upstream's GET /stats): no call lost, none run twice;
 #   (c) the allowed audit records summed over the replicas' audit dirs == successful calls,
@@ -368,15 +368,16 @@ stop_pid "$NGINX_PID"
 NGINX_PID=""
 
 # --- (a) no failed request -------------------------------------------------------------------------------
-read -r SENT OK FAILED_CALLS INIT_FAILED OPENED RETRIED ON_ALL < <(python3 -c '
+read -r STARTED SENT OK FAILED_CALLS INIT_FAILED OPENED RETRIED ON_ALL < <(python3 -c '
 import json, sys
 c = json.load(open(sys.argv[1]))
-print(c["calls_sent"], c["calls_ok"], c["calls_failed"], c["initialize_failed"], c["sessions_opened"],
+print(c["calls_started"], c["calls_sent"], c["calls_ok"], c["calls_failed"], c["initialize_failed"], c["sessions_opened"],
       c["calls_retried"], c["sessions_on_all_replicas"])' "$WORK/k6-counts.json")
-if [[ $K6_RC -eq 0 && $FAILED_CALLS -eq 0 && $INIT_FAILED -eq 0 && $OK -eq $SENT && $OPENED -eq $VUS && $OK -gt 0 ]]; then
-  pass "k6: $SENT tools/call sent, $OK answered 200 with their own result, 0 failed; $OPENED/$VUS sessions opened through the balancer"
+UNANSWERED=$((STARTED - SENT))
+if [[ $K6_RC -eq 0 && $FAILED_CALLS -eq 0 && $INIT_FAILED -eq 0 && $UNANSWERED -eq 0 && $OK -eq $SENT && $OPENED -eq $VUS && $OK -gt 0 ]]; then
+  pass "k6: $SENT tools/call sent, $OK answered 200 with their own result, 0 failed, 0 unanswered; $OPENED/$VUS sessions opened through the balancer"
 else
-  fail "k6: $SENT tools/call sent, $OK ok, $FAILED_CALLS failed; $OPENED/$VUS sessions opened, $INIT_FAILED failed to open (k6 exit $K6_RC; failures above)"
+  fail "k6: $STARTED tools/call started, $SENT answered, $OK ok, $FAILED_CALLS failed, $UNANSWERED unanswered when k6 stopped; $OPENED/$VUS sessions opened, $INIT_FAILED failed to open (k6 exit $K6_RC; failures above)"
 fi
 
 # --- (b) what the upstream executed ----------------------------------------------------------------------
@@ -491,6 +492,13 @@ for line in open(error):
     m = re.search(r"\[(error|warn)\] \d+#\d+: \*?\d* ?(.*?)(?:, client:|$)", line)
     if m:
         errs[re.sub(r"\d+\.\d+\.\d+\.\d+:\d+", "ADDR", re.sub(r"\(\d+: ", "(", m.group(2)))[:90]] += 1
+slow = []
+for line in open(access):
+    f = line.split()
+    if len(f) >= 6 and (f[1] == "499" or float(f[-1]) > 5):
+        slow.append(line.strip())
+for l in slow[:5]:
+    print(f"[failover]   nginx: slow or abandoned request: {l}")
 print(f"[failover] nginx: {sum(status.values())} requests, statuses {dict(status)}; "
       f"{sum(retried.values())} passed to another replica after the connection to one failed before sending "
       f"(first tries on port(s) {dict(tried)}; upstream statuses {dict(retried)})")
@@ -498,6 +506,6 @@ for e, n in errs.most_common(6):
     print(f"[failover]   nginx error log x{n}: {e}")
 PY
 
-log "figures: requests $SENT, ok $OK, failed $FAILED_CALLS, retried by nginx $RETRIED; upstream $UP_CALLS (dups $UP_DUPS); audit ${PER_REPLICA[*]} = $AUDIT_SUM"
+log "figures: requests $STARTED, answered $SENT, ok $OK, failed $FAILED_CALLS, unanswered $UNANSWERED, retried by nginx $RETRIED; upstream $UP_CALLS (dups $UP_DUPS); audit ${PER_REPLICA[*]} = $AUDIT_SUM"
 echo "failover: $PASSED passed, $FAILED failed"
 (( FAILED == 0 ))
