@@ -442,6 +442,7 @@ fi
 final=""
 final_bad=0
 for i in $(seq 0 $((REPLICAS - 1))); do
+  if (( i == VICTIM && RESTART_AT == 0 )); then final+=" $i:(stopped at ${KILL_AT}s)"; continue; fi
   final+=" $i:${FINAL_RC[$i]:-?}"
   [[ "${FINAL_RC[$i]:-1}" -eq 0 ]] || final_bad=1
 done
