@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone on a fresh machine: installs what it needs,
 # then format check, clippy (-D warnings), every Rust test, the MCP conformance suite
-# through Warden, the end-to-end, Kubernetes and audit-under-load checks. The README's
-# second command; .ci/run calls this.
+# through Warden, the end-to-end, Kubernetes, audit-under-load and failover checks. The
+# README's second command; .ci/run calls this.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Reuse one target dir outside the clone so CI does not rebuild aws-lc-rs from cold each time.
@@ -51,8 +51,16 @@ WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/conformance/through-warde
 step "end-to-end: TypeScript and Python MCP SDK clients (OAuth: DCR and pre-registered) against warden demo"
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/e2e/run.sh
 
+step "end-to-end through a balancer: the TypeScript and Python MCP SDK clients sign in (embedded authorization server, DCR and pre-registered) and call a tool through nginx round-robin over two warden replicas sharing one PostgreSQL state database and one session key ring"
+cargo build -p testkit --bins
+WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/e2e/replicas.sh
+
 step "Kubernetes: helm lint/template of deploy/helm/warden, kubernetes-validate (1.30 schemas), security/probe/mount checks, plain manifests up to date, warden validate of the rendered config"
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/k8s/run.sh
 
 step "audit trail under load: k6 mixed allowed/denied/unauthenticated calls against warden demo; records == requests, chain verifies, no token leaks"
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/load-audit/run.sh
+
+step "failover under load: k6 tools/call through nginx round-robin over three warden replicas (one key ring), one replica SIGTERMed and restarted mid-load; no failed call, upstream executions == successes, audit records over all replicas == successes, every chain verifies, exit 0"
+cargo build -p testkit --bins
+WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/failover/run.sh

@@ -171,6 +171,10 @@ impl Shard {
     }
 }
 
+/// After SIGTERM, how long a shard keeps serving connections that are already open (bounded
+/// by `limits.shutdown_grace`, after which the control plane stops waiting).
+const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
 /// Start one shard thread serving `listener`. Returns once the thread is spawned.
 pub fn spawn(
     id: u16,
@@ -247,57 +251,77 @@ async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
     shared.running.fetch_add(1, Ordering::SeqCst);
     // Pre-registered: the shard label is bounded by the core count.
     let open_conns = metrics::gauge!("warden_connections_open", "shard" => id.to_string());
-    loop {
-        if shared.stopping.load(Ordering::Relaxed) {
-            break;
-        }
-        // Wake up periodically to notice shutdown even when no connection arrives.
-        let accepted =
-            match monoio::time::timeout(Duration::from_millis(200), listener.accept()).await {
-                Err(_) => continue,
-                Ok(r) => r,
+    // One accept stays in flight across the periodic wake-ups (the timeout only borrows it).
+    // Why not a fresh accept per wake-up: under io_uring, dropping an accept the kernel has
+    // already completed discards its result, so the accepted socket leaks unread and its
+    // client waits forever (6 of 242 connections opened 200 ms apart, before this).
+    {
+        let mut accept = std::pin::pin!(listener.accept());
+        loop {
+            if shared.stopping.load(Ordering::Relaxed) {
+                break;
+            }
+            // Wake up periodically to notice shutdown even when no connection arrives.
+            let accepted =
+                match monoio::time::timeout(Duration::from_millis(200), accept.as_mut()).await {
+                    Err(_) => continue,
+                    Ok(r) => r,
+                };
+            accept.set(listener.accept());
+            let (stream, _peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(shard = id, error = %e, "Accept failed");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             };
-        let (stream, _peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(shard = id, error = %e, "Accept failed");
-                monoio::time::sleep(Duration::from_millis(10)).await;
+            let snap = shared.snapshot.load();
+            let limits = snap.settings.limits;
+            let max_conns = snap.settings.max_connections_per_shard;
+            drop(snap);
+            if shard.connections.get() >= max_conns {
+                metrics::counter!("warden_connections_refused_total").increment(1);
+                drop(stream);
                 continue;
             }
-        };
-        let snap = shared.snapshot.load();
-        let limits = snap.settings.limits;
-        let max_conns = snap.settings.max_connections_per_shard;
-        drop(snap);
-        if shard.connections.get() >= max_conns {
-            metrics::counter!("warden_connections_refused_total").increment(1);
-            drop(stream);
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
-        shard.connections.set(shard.connections.get() + 1);
-        open_conns.set(shard.connections.get() as f64);
-        let shard2 = shard.clone();
-        let open_conns2 = open_conns.clone();
-        let tls = tls.clone();
-        monoio::spawn(async move {
-            match tls {
-                None => serve_conn(stream, &shard2, limits).await,
-                Some(acc) => {
-                    match monoio::time::timeout(limits.header_timeout, acc.accept(stream)).await {
-                        Ok(Ok(s)) => serve_conn(s, &shard2, limits).await,
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
+            let _ = stream.set_nodelay(true);
+            shard.connections.set(shard.connections.get() + 1);
+            open_conns.set(shard.connections.get() as f64);
+            let shard2 = shard.clone();
+            let open_conns2 = open_conns.clone();
+            let tls = tls.clone();
+            monoio::spawn(async move {
+                match tls {
+                    None => serve_conn(stream, &shard2, limits).await,
+                    Some(acc) => {
+                        match monoio::time::timeout(limits.header_timeout, acc.accept(stream)).await
+                        {
+                            Ok(Ok(s)) => serve_conn(s, &shard2, limits).await,
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
                     }
                 }
-            }
-            shard2.connections.set(shard2.connections.get() - 1);
-            open_conns2.set(shard2.connections.get() as f64);
-        });
+                shard2.connections.set(shard2.connections.get() - 1);
+                open_conns2.set(shard2.connections.get() as f64);
+            });
+        }
     }
-    // Stop accepting; in-flight connections finish on their own within their deadlines.
+    // Stop accepting. Connections already open are served for at least DRAIN_LINGER (each
+    // answer says `connection: close`, so the peer drops them one by one), then until nothing
+    // is in flight. Why not stop as soon as nothing is in flight: a balancer keeps idle
+    // keep-alive connections and writes its next request into one of them at any moment; once
+    // this function returns nothing reads those sockets, and the request (a POST the balancer
+    // must not resend) is answered with a reset when the runtime goes. The linger gives the
+    // balancer time to use up its idle connections and to find the listener refusing (nginx
+    // then marks the replica failed), so the connections left at the end are unused.
     drop(listener);
-    while shard.connections.get() > 0 && shared.in_flight.load(Ordering::Relaxed) > 0 {
+    let linger_until = monoio::time::Instant::now() + DRAIN_LINGER;
+    while shard.connections.get() > 0
+        && (shared.in_flight.load(Ordering::Relaxed) > 0
+            || monoio::time::Instant::now() < linger_until)
+    {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
     shared.running.fetch_sub(1, Ordering::SeqCst);

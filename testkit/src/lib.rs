@@ -12,7 +12,7 @@ mod util;
 
 pub use dropping::{DROPPING_TOOL, DroppingUpstream};
 pub use issuer::{JwksMode, KeyAlg, TestIssuer};
-pub use upstream::{Recorded, TestUpstream, UpstreamMode, UpstreamOptions};
+pub use upstream::{Recorded, TestUpstream, UpstreamMode, UpstreamOptions, UpstreamStats};
 
 /// A loopback port that is free now and outside Linux's ephemeral range (32768–60999), so no
 /// outgoing connection takes it between now and a process (re)binding it — a restarted

@@ -1,4 +1,6 @@
 //! `TestUpstream`: a real MCP server (Streamable HTTP, 2025-06-18) on 127.0.0.1 that records every request.
+//! It also counts the `tools/call` requests it executed (recording on or off) and answers them at
+//! `GET /stats`, so load tests can compare what ran upstream with what their clients saw.
 
 mod tools;
 
@@ -45,6 +47,17 @@ pub struct UpstreamOptions {
     pub mode: UpstreamMode,
 }
 
+/// What the upstream executed, counted whether recording is on or off (see [`TestUpstream::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct UpstreamStats {
+    /// `tools/call` requests executed (a known session, any tool).
+    pub tool_calls: u64,
+    /// Distinct string `arguments.call_id` values among them.
+    pub call_ids: u64,
+    /// Calls whose `arguments.call_id` had been executed before: the same call run twice.
+    pub duplicate_call_ids: u64,
+}
+
 /// One HTTP request as the upstream received it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
@@ -80,6 +93,9 @@ struct Inner {
     sessions: HashSet<String>,
     requests: Vec<Recorded>,
     tick_times: Vec<Instant>,
+    stats: UpstreamStats,
+    /// Every `arguments.call_id` executed; only callers that send one pay for it.
+    call_ids: HashSet<String>,
 }
 
 #[derive(Debug)]
@@ -122,6 +138,8 @@ impl TestUpstream {
                 sessions: HashSet::new(),
                 requests: Vec::new(),
                 tick_times: Vec::new(),
+                stats: UpstreamStats::default(),
+                call_ids: HashSet::new(),
             }),
             shutdown: rx,
         });
@@ -172,6 +190,11 @@ impl TestUpstream {
         lock(&self.shared.inner).tick_times.clone()
     }
 
+    /// The `tools/call` requests executed so far (also served as JSON at `GET /stats`).
+    pub fn stats(&self) -> UpstreamStats {
+        lock(&self.shared.inner).stats
+    }
+
     /// Session ids currently open (initialized and not deleted).
     pub fn sessions(&self) -> Vec<String> {
         lock(&self.shared.inner).sessions.iter().cloned().collect()
@@ -211,6 +234,10 @@ async fn handle(
         }
         inner.mode
     };
+    if method == Method::GET && uri.path() == "/stats" {
+        let stats = lock(&shared.inner).stats;
+        return axum::Json(stats).into_response();
+    }
     if mode == UpstreamMode::Refuse {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
@@ -291,8 +318,28 @@ async fn post(shared: &Arc<Shared>, headers: &HeaderMap, body: Value) -> Respons
     match method {
         "ping" => rpc_result(&id, &json!({})),
         "tools/list" => tools::list(shared, &id, &params),
-        "tools/call" => tools::call(shared, headers, id, &params).await,
+        "tools/call" => {
+            count_call(shared, &params);
+            tools::call(shared, headers, id, &params).await
+        }
         other => rpc_error(&id, -32601, &format!("method not found: {other}")),
+    }
+}
+
+/// Counts an executed `tools/call`, and its `arguments.call_id` if it has one.
+fn count_call(shared: &Shared, params: &Value) {
+    let call_id = params
+        .get("arguments")
+        .and_then(|a| a.get("call_id"))
+        .and_then(Value::as_str);
+    let mut inner = lock(&shared.inner);
+    inner.stats.tool_calls += 1;
+    if let Some(c) = call_id {
+        if inner.call_ids.insert(c.to_owned()) {
+            inner.stats.call_ids += 1;
+        } else {
+            inner.stats.duplicate_call_ids += 1;
+        }
     }
 }
 

@@ -559,18 +559,31 @@ async fn echo_upstream_binary_serves() {
         .to_str()
         .unwrap()
         .to_owned();
-    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-        "params": {"name": "echo", "arguments": {"x": 1}}});
-    let v: Value = client()
-        .post(url)
-        .header("mcp-session-id", session)
-        .json(&call)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(v["result"]["structuredContent"], json!({"x": 1}));
+    for args in [
+        json!({"x": 1}),
+        json!({"call_id": "a"}),
+        json!({"call_id": "a"}),
+    ] {
+        let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "echo", "arguments": args}});
+        let v: Value = client()
+            .post(url)
+            .header("mcp-session-id", &session)
+            .json(&call)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["result"]["structuredContent"], args);
+    }
+    // Counted with recording off: three calls, one call id, seen twice.
+    let (status, stats) = get_json(&url.replace("/mcp", "/stats")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        stats,
+        json!({"tool_calls": 3, "call_ids": 1, "duplicate_call_ids": 1})
+    );
     child.kill().await.unwrap();
 }

@@ -13,6 +13,10 @@ the HTML form, approves the consent page and reads code/state/iss from the final
 
 Env: E2E_TOKEN_FILE  append the raw access token here (the runner greps the server log for it
                      and deletes the file); stdout only ever shows its SHA-256.
+     E2E_PROFILE     `demo` (default: the demo's ledger and directory tools, as john) or `echo`
+                     (tests/e2e/replicas.sh: testkit's echo-upstream under the namespace `up_`;
+                     lists its five tools and calls up_echo)
+     E2E_USERNAME, E2E_PASSWORD  who signs in (default john.mcclane / the demo's password)
 Prints one JSON summary line on stdout; exits non-zero on any failure.
 """
 
@@ -35,10 +39,11 @@ from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
-USERNAME = "john.mcclane@orchestrator.lab"
-PASSWORD = "yippiekayay"
+PROFILE = os.environ.get("E2E_PROFILE") or "demo"
+USERNAME = os.environ.get("E2E_USERNAME") or "john.mcclane@orchestrator.lab"
+PASSWORD = os.environ.get("E2E_PASSWORD") or "yippiekayay"
 # john is not in the compliance group: the seed's policy hides getCustomerPII and getAuditLog.
-EXPECTED_TOOLS = sorted(
+DEMO_TOOLS = sorted(
     [f"enterprise_ledger_{t}" for t in ("listAccounts", "getAccount", "getTransactions", "updateAccountStatus")]
     + [
         f"employee_directory_{t}"
@@ -54,6 +59,9 @@ EXPECTED_TOOLS = sorted(
     ]
 )
 EXPECTED_ACCOUNTS = [f"ACC-{n}" for n in range(1001, 1009)]
+# testkit's echo-upstream behind the namespace `up_`.
+ECHO_TOOLS = ["up_cut", "up_echo", "up_slow", "up_ticks", "up_whoami"]
+EXPECTED_TOOLS = ECHO_TOOLS if PROFILE == "echo" else DEMO_TOOLS
 
 summary: dict = {"client": "python-sdk", "sdk": version("mcp"), "steps": []}
 
@@ -298,6 +306,18 @@ async def main(url: str, mode: str) -> None:
             summary["tools"] = names
             check(names == EXPECTED_TOOLS, f"tools/list: {names}")
 
+            if PROFILE == "echo":
+                # tools/call up_echo, a few times (behind a round-robin balancer: on every replica).
+                summary["echoes"] = 0
+                for i in range(4):
+                    args = {"from": "py-sdk", "mode": mode, "i": i}
+                    res = await client.call_tool("up_echo", args)
+                    check(not res.is_error, f"up_echo isError: {res.content}")
+                    check(res.structured_content == args, f"up_echo echoes its arguments: {res.structured_content}")
+                    summary["echoes"] += 1
+                step(f"up_echo: {summary['echoes']} calls echoed their arguments")
+                return
+
             res = await client.call_tool("enterprise_ledger_listAccounts", {})
             check(not res.is_error, f"listAccounts isError: {res.content}")
             data = res.structured_content
@@ -313,11 +333,12 @@ async def main(url: str, mode: str) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if not args or len(args) > 2 or (len(args) == 2 and args[1] not in ("dcr", "preregistered")):
+    if not args or len(args) > 2 or (len(args) == 2 and args[1] not in ("dcr", "preregistered")) or PROFILE not in ("demo", "echo"):
         print("usage: py-client.py URL [dcr|preregistered]", file=sys.stderr)
         sys.exit(2)
     summary["url"] = args[0]
     summary["mode"] = args[1] if len(args) == 2 else "dcr"
+    summary["profile"] = PROFILE
     code = 0
     try:
         asyncio.run(main(summary["url"], summary["mode"]))

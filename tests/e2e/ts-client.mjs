@@ -13,6 +13,10 @@
 //
 // Env: E2E_TOKEN_FILE  append the raw access token here (the runner greps the server log for it
 //                      and deletes the file); stdout only ever shows its SHA-256.
+//      E2E_PROFILE     `demo` (default: the demo's ledger and directory tools, as john) or `echo`
+//                      (tests/e2e/replicas.sh: testkit's echo-upstream under the namespace `up_`;
+//                      lists its five tools and calls up_echo)
+//      E2E_USERNAME, E2E_PASSWORD  who signs in (default john.mcclane / the demo's password)
 // Prints one JSON summary line on stdout; exits non-zero on any failure.
 import { createHash, randomBytes } from 'node:crypto';
 import { appendFileSync, readFileSync } from 'node:fs';
@@ -22,11 +26,12 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 
-const USERNAME = 'john.mcclane@orchestrator.lab';
-const PASSWORD = 'yippiekayay';
+const PROFILE = process.env.E2E_PROFILE || 'demo';
+const USERNAME = process.env.E2E_USERNAME || 'john.mcclane@orchestrator.lab';
+const PASSWORD = process.env.E2E_PASSWORD || 'yippiekayay';
 // john is not in the compliance group: the seed's policy hides getCustomerPII and
 // getAuditLog from him. The Employee Directory (REST, bridged) adds seven tools.
-const EXPECTED_TOOLS = [
+const DEMO_TOOLS = [
   'employee_directory_createEmployee',
   'employee_directory_deactivateEmployee',
   'employee_directory_getEmployee',
@@ -39,15 +44,18 @@ const EXPECTED_TOOLS = [
   'enterprise_ledger_listAccounts',
   'enterprise_ledger_updateAccountStatus',
 ];
+// testkit's echo-upstream behind the namespace `up_`.
+const ECHO_TOOLS = ['up_cut', 'up_echo', 'up_slow', 'up_ticks', 'up_whoami'];
+const EXPECTED_TOOLS = PROFILE === 'echo' ? ECHO_TOOLS : DEMO_TOOLS;
 const EXPECTED_ACCOUNTS = ['ACC-1001', 'ACC-1002', 'ACC-1003', 'ACC-1004', 'ACC-1005', 'ACC-1006', 'ACC-1007', 'ACC-1008'];
 
 const [mode, url] = process.argv.slice(2);
-if (!['dcr', 'preregistered'].includes(mode) || !url) {
+if (!['dcr', 'preregistered'].includes(mode) || !url || !['demo', 'echo'].includes(PROFILE)) {
   console.error('usage: ts-client.mjs dcr|preregistered URL');
   process.exit(2);
 }
 
-const summary = { client: 'typescript-sdk', sdk: null, mode, url, steps: [] };
+const summary = { client: 'typescript-sdk', sdk: null, mode, profile: PROFILE, url, steps: [] };
 const step = (s) => {
   summary.steps.push(s);
   console.error(`[ts-client ${mode}] ${s}`);
@@ -314,11 +322,27 @@ async function main() {
   summary.server = client.getServerVersion();
   step(`connected: ${JSON.stringify(summary.server)}`);
 
-  // 3. tools/list: exactly the ledger's six namespaced tools.
+  // 3. tools/list: exactly the expected namespaced tools.
   const { tools } = await client.listTools();
   const names = tools.map((t) => t.name).sort();
   summary.tools = names;
   assert(JSON.stringify(names) === JSON.stringify(EXPECTED_TOOLS), `tools/list: ${JSON.stringify(names)}`);
+
+  if (PROFILE === 'echo') {
+    // 4'. tools/call up_echo, a few times (behind a round-robin balancer: on every replica).
+    summary.echoes = 0;
+    for (let i = 0; i < 4; i++) {
+      const args = { from: 'ts-sdk', mode, i };
+      const r = await client.callTool({ name: 'up_echo', arguments: args });
+      assert(!r.isError, `up_echo isError: ${JSON.stringify(r.content)}`);
+      assert(JSON.stringify(r.structuredContent) === JSON.stringify(args), `up_echo echoes its arguments: ${JSON.stringify(r.structuredContent)}`);
+      summary.echoes += 1;
+    }
+    step(`up_echo: ${summary.echoes} calls echoed their arguments`);
+    await transport.close();
+    summary.ok = true;
+    return;
+  }
 
   // 4. tools/call listAccounts: the 8 seeded accounts.
   const result = await client.callTool({ name: 'enterprise_ledger_listAccounts', arguments: {} });

@@ -1,4 +1,6 @@
 //! Runs a default `TestUpstream` (recording off) on `--port N`, prints `{"url": ...}`, then serves until killed.
+//! `GET /stats` answers `{"tool_calls":N,"call_ids":M,"duplicate_call_ids":D}`: the `tools/call`
+//! requests it executed and the distinct / repeated `arguments.call_id` values among them.
 #![forbid(unsafe_code)]
 
 use std::io::Write as _;
