@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone on a fresh machine: installs what it needs,
-# then format check, clippy (-D warnings), every Rust test, the MCP conformance suite
-# through Warden, the end-to-end, Kubernetes, audit-under-load and failover checks. The
-# README's second command; .ci/run calls this.
+# then format check, clippy (-D warnings), unused dependencies (cargo-machete), every Rust
+# test, the MCP conformance suite through Warden, the end-to-end, Kubernetes,
+# audit-under-load and failover checks. The README's second command; .ci/run calls this.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Reuse one target dir outside the clone so CI does not rebuild aws-lc-rs from cold each time.
@@ -40,6 +40,13 @@ cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+step "unused dependencies (cargo-machete, pinned; installed once into \$WARDEN_TOOLS)"
+WARDEN_TOOLS="${WARDEN_TOOLS:-/var/tmp/warden-tools}"
+if [ ! -x "$WARDEN_TOOLS/bin/cargo-machete" ]; then
+  cargo install --locked cargo-machete@0.9.2 --root "$WARDEN_TOOLS"
+fi
+"$WARDEN_TOOLS/bin/cargo-machete"
 
 step "cargo test"
 cargo test --workspace --no-fail-fast
