@@ -369,6 +369,19 @@ async fn a_renewed_certificate_is_served_to_new_connections_and_old_ones_stay() 
     assert_eq!(served_cert(&r), der_of(&cert_b));
 }
 
+/// `y` with the running process's ports and audit directory (which need a restart to change).
+fn as_running(w: &WardenProc, y: &str) -> String {
+    let y = common::process::with_ports(y, w.port, w.admin_port);
+    let running = std::fs::read_to_string(&w.config).unwrap();
+    let line = |t: &str| {
+        t.lines()
+            .find(|l| l.trim_start().starts_with("dir: "))
+            .unwrap()
+            .to_owned()
+    };
+    y.replace(&line(&y), &line(&running))
+}
+
 /// The `act.sub` of the delegation token the upstream received with its last `tools/call`.
 fn last_actor(up: &TestUpstream) -> Value {
     use base64::Engine as _;
@@ -424,17 +437,7 @@ async fn the_delegation_block_reloads_and_what_the_sts_owns_needs_a_restart() {
 
     // A new client id: the next call's token names it, although the old token (30 s) would
     // still be cached — the upstream was keyed anew with the delegation block.
-    let edit = |y: String| {
-        let y = common::process::with_ports(&y, w.port, w.admin_port);
-        let running = std::fs::read_to_string(&w.config).unwrap();
-        let line = |t: &str| {
-            t.lines()
-                .find(|l| l.trim_start().starts_with("dir: "))
-                .unwrap()
-                .to_owned()
-        };
-        y.replace(&line(&y), &line(&running))
-    };
+    let edit = |y: String| as_running(&w, &y);
     std::fs::write(
         &w.config,
         edit(with("warden-gw-2", "http://sts.warden.test")),
@@ -473,4 +476,76 @@ async fn the_delegation_block_reloads_and_what_the_sts_owns_needs_a_restart() {
     let v = call(&c, &w.url(), &tok, &sid, "up0_echo", json!({"n": 3})).await;
     assert_eq!(v["result"]["structuredContent"]["n"], 3, "{v}");
     assert_eq!(last_actor(&up), "warden-gw-2");
+}
+
+async fn init_status(c: &reqwest::Client, w: &WardenProc, tok: &str) -> (u16, Option<String>) {
+    let (s, _, sid) = rpc(
+        c,
+        &w.url(),
+        tok,
+        None,
+        json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}),
+    )
+    .await;
+    (s, sid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuers_and_rate_limits_reload() {
+    let (a, b) = (TestIssuer::start().await, TestIssuer::start().await);
+    let up = TestUpstream::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let one = common::config_yaml(&a.issuer(), &[("up0".into(), up.url())], "");
+    let w = WardenProc::start(dir.path(), &one, free_port(), free_port()).await;
+    let c = reqwest::Client::new();
+    let alice = a.mint(&a.claims("alice", common::AUD, "mcp:tools"));
+    let bob = b.mint(&b.claims("bob", common::AUD, "mcp:tools"));
+    assert_eq!(
+        init_status(&c, &w, &bob).await.0,
+        401,
+        "issuer b is not trusted yet"
+    );
+
+    // Trust issuer b and limit every user to 3 requests (then 1 per 10 s).
+    let two = one.replacen(
+        "\nupstreams:\n",
+        &format!("\n  - issuer: {}\nupstreams:\n", b.issuer()),
+        1,
+    ) + "rate_limits:\n  per_user: { per_second: 0.1, burst: 3 }\n";
+    std::fs::write(&w.config, as_running(&w, &two)).unwrap();
+    let r = c.post(w.admin("/admin/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (s, sid) = init_status(&c, &w, &bob).await;
+    assert_eq!(s, 200, "issuer b's keys were fetched before the swap");
+    let sid = sid.unwrap();
+    let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(rpc(&c, &w.url(), &bob, Some(&sid), list.clone()).await.0);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 429],
+        "initialize + 2 lists use bob's burst of 3"
+    );
+    // Alice has a bucket of her own.
+    assert_eq!(init_status(&c, &w, &alice).await.0, 200);
+
+    // Remove issuer b and the limit: b's tokens are refused at once, alice is unlimited.
+    std::fs::write(&w.config, as_running(&w, &one)).unwrap();
+    let r = c.post(w.admin("/admin/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(
+        rpc(&c, &w.url(), &bob, Some(&sid), list.clone()).await.0,
+        401
+    );
+    let (s, sid) = init_status(&c, &w, &alice).await;
+    assert_eq!(s, 200);
+    let sid = sid.unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            rpc(&c, &w.url(), &alice, Some(&sid), list.clone()).await.0,
+            200
+        );
+    }
 }
