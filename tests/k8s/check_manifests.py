@@ -214,6 +214,17 @@ def check_config(docs):
             items = [i["path"] for i in (src or {}).get("items", [])] if src else []
             if src is None or (items and key not in items):
                 errs.append(f"key file {path} is not in the mounted Secret")
+    # With a root filesystem that is read-only, the default SQLite store must go to a mount.
+    st = cfg.get("state") or {}
+    if not (st.get("url") or st.get("url_env")):
+        data = args[args.index("--data-dir") + 1] if "--data-dir" in args else None
+        writable = data and any(
+            (data + "/").startswith(mp.rstrip("/") + "/")
+            and not any(m.get("readOnly") for m in c.get("volumeMounts", []) if m["name"] == name)
+            for name, mp in mounts.items()
+        )
+        if not writable:
+            errs.append(f"no state.url and --data-dir {data!r} is not on a writable mount")
     url_env = (cfg.get("state") or {}).get("url_env")
     if url_env and not any(e["name"] == url_env and "secretKeyRef" in e.get("valueFrom", {}) for e in c.get("env", [])):
         errs.append(f"state.url_env {url_env} is not set from a Secret")

@@ -182,6 +182,11 @@ refused "running as root is caught" "runAsNonRoot is not true" manifests securit
 refused "readiness on /healthz is caught" "want /readyz" manifests probes "$W/broken-probe.yaml"
 refused "a checksum of the ConfigMap is caught" "only the Secret may be checksummed" manifests checksum "$W/broken-checksum.yaml" no
 refused "an unknown container field fails the schema" "readinessProbes" "${KV[@]}" "$W/broken-schema.yaml"
+# A single replica without state.url keeps SQLite in --data-dir: it must be on a writable mount.
+render_to "$W/sqlite.yaml" warden --set replicaCount=1 --set autoscaling.enabled=false --set config.state=null
+check "one replica on the default SQLite store: --data-dir on a writable mount" manifests config "$W/sqlite.yaml"
+render_to "$W/sqlite-root.yaml" warden --set replicaCount=1 --set autoscaling.enabled=false --set config.state=null --set dataDir=/var/lib/warden
+refused "a --data-dir on the read-only root filesystem is caught" "is not on a writable mount" manifests config "$W/sqlite-root.yaml"
 
 # The chart refuses values that would deploy something broken.
 refused "several replicas on SQLite are refused" "several replicas need PostgreSQL" \
