@@ -145,8 +145,6 @@ impl IssuerRuntime {
             .is_none_or(|t| t.elapsed() >= self.cfg.jwks_min_refetch_interval)
     }
 
-    /// Fetch the JWKS (discovering its URL first if needed). Returns whether the keys changed.
-    /// On any failure the last-known-good keys stay.
     /// Build the issuer's own HTTP client when it has a private CA (`ca_file`).
     pub fn with_ca(mut self) -> Result<Self, String> {
         if let Some(f) = &self.cfg.ca_file {
@@ -164,6 +162,8 @@ impl IssuerRuntime {
         Ok(self)
     }
 
+    /// Fetch the JWKS (discovering its URL first if needed). Returns whether the keys changed.
+    /// On any failure the last-known-good keys stay.
     pub async fn refresh(&mut self, http: &reqwest::Client) -> Result<bool, FetchError> {
         let own = self.http.clone();
         let http = own.as_ref().unwrap_or(http);
