@@ -28,6 +28,10 @@ if ! "$WARDEN_TOOLS/bin/cargo-fuzz" --version 2>/dev/null | grep -q " $CARGO_FUZ
 fi
 export PATH="$WARDEN_TOOLS/bin:$PATH"
 
+# Not a member of the root workspace, so the suite's fmt and clippy steps do not see it.
+cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
+(cd fuzz && cargo clippy --locked --bins -- -D warnings)
+
 targets="${FUZZ_TARGETS:-$(cd fuzz && cargo fuzz list)}"
 # Stable toolchain: no sanitizer (-Zsanitizer needs nightly; the workspace forbids unsafe
 # code, so what is looked for is panics, overflows, hangs and memory blow-ups), with debug
@@ -66,7 +70,7 @@ run_one() {
       echo "--- $t: exit $rc (libFuzzer's log, abridged):"
       grep -m1 -A6 -E 'panicked at' "$dir/log" || true
       grep -E '^(==[0-9]+== ERROR|SUMMARY|MS:|artifact_prefix)|ALARM|out-of-memory|Timeout' "$dir/log" || true
-      [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && echo "the run itself did not end in time"
+      if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then echo "the run itself did not end in time"; fi
       for a in "$dir"/artifacts/*; do
         [ -e "$a" ] || continue
         echo "replay: (cd fuzz && cargo fuzz run -s none -a $t artifacts/$t/$(basename "$a"))"
