@@ -73,7 +73,7 @@ run_one() {
       if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then echo "the run itself did not end in time"; fi
       for a in "$dir"/artifacts/*; do
         [ -e "$a" ] || continue
-        echo "replay: (cd fuzz && cargo fuzz run -s none -a $t artifacts/$t/$(basename "$a"))"
+        echo "replay: $bin/$t fuzz/artifacts/$t/$(basename "$a")"
       done
     } >"$dir/failure"
   fi
