@@ -2,7 +2,7 @@
 # The whole test suite, from a clean clone on a fresh machine: installs what it needs,
 # then format check, clippy (-D warnings), unused dependencies (cargo-machete), every Rust
 # test, the MCP conformance suite through Warden, the end-to-end, Kubernetes,
-# audit-under-load and failover checks. The README's second command; .ci/run calls this.
+# fuzzing, audit-under-load and failover checks. The README's second command; .ci/run calls this.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Reuse one target dir outside the clone so CI does not rebuild aws-lc-rs from cold each time.
@@ -64,6 +64,9 @@ WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/e2e/replicas.sh
 
 step "Kubernetes: helm lint/template of deploy/helm/warden, kubernetes-validate (1.30 schemas), security/probe/mount checks, plain manifests up to date, warden validate of the rendered config"
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/k8s/run.sh
+
+step "fuzzing: every hand-written parser (HTTP/1.1 head and chunked framing, JSON-RPC and the tools/call rewrite, JWT, JWKS, SSE, sealed session ids, OpenAPI bridge) for FUZZ_SECONDS each under cargo-fuzz (pinned, stable toolchain); fails on a crash, hang or differential mismatch"
+bash tests/fuzz/run.sh
 
 step "audit trail under load: k6 mixed allowed/denied/unauthenticated calls against warden demo; records == requests, chain verifies, no token leaks"
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/load-audit/run.sh

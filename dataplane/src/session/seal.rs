@@ -54,6 +54,10 @@ pub enum KeyRingError {
     Duplicate(String),
     #[error("system RNG failed")]
     Rng,
+    /// A value `open` could not give back as it was: a protocol version over 255 bytes
+    /// (its length is one byte) or an empty `client_init` (read back as none).
+    #[error("session value cannot be sealed: protocol version over 255 bytes or empty client_init")]
+    Unsealable,
 }
 
 /// The session key ring: the first key seals, every key opens.
@@ -127,19 +131,22 @@ impl SessionKeys {
         self.keys.iter().map(|(k, _)| k.as_str()).collect()
     }
 
-    /// Seal `s` with the current key.
+    /// Seal `s` with the current key. Refuses (`Unsealable`) what `open` would not give
+    /// back unchanged, so every id it returns opens to exactly `s`.
     pub fn seal(&self, s: &Sealed) -> Result<String, KeyRingError> {
+        let version = s.protocol_version.as_bytes();
+        if version.len() > 255 || s.client_init.as_deref() == Some("") {
+            return Err(KeyRingError::Unsealable);
+        }
         let (kid, key) = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce).map_err(|_| KeyRingError::Rng)?;
-        let version = s.protocol_version.as_bytes();
         let init = s.client_init.as_deref().unwrap_or("").as_bytes();
         let mut body = Vec::with_capacity(41 + version.len() + init.len() + TAG_LEN);
         body.extend_from_slice(&s.owner);
         body.extend_from_slice(&s.issued_at.to_le_bytes());
-        // Versions are short dated strings; anything longer is a programming error upstream.
-        body.push(version.len().min(255) as u8);
-        body.extend_from_slice(&version[..version.len().min(255)]);
+        body.push(version.len() as u8);
+        body.extend_from_slice(version);
         body.extend_from_slice(init);
         key.seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),

@@ -102,3 +102,31 @@ fn key_rings_are_parsed_strictly_and_never_printed() {
     let g = SessionKeys::generate("local").unwrap();
     assert_eq!(g.open(&g.seal(&sample()).unwrap()), Some(sample()));
 }
+
+/// Found by fuzzing (`fuzz/fuzz_targets/seal.rs`): `seal` used to accept values that `open`
+/// gives back changed — an empty `client_init` came back as none, and a protocol version
+/// over 255 bytes was cut to 255 (or, cut inside a UTF-8 character, never opened at all).
+/// It now refuses them, so every id it returns opens to exactly what was sealed.
+#[test]
+fn values_open_cannot_give_back_are_refused_by_seal() {
+    let keys = ring(K1);
+    let empty_init = Sealed {
+        client_init: Some(String::new()),
+        ..sample()
+    };
+    assert_eq!(keys.seal(&empty_init), Err(KeyRingError::Unsealable));
+    for version in ["v".repeat(256), format!("{}é", "v".repeat(254))] {
+        let long = Sealed {
+            protocol_version: version,
+            ..sample()
+        };
+        assert_eq!(keys.seal(&long), Err(KeyRingError::Unsealable));
+    }
+    // The longest version that fits still round-trips.
+    let longest = Sealed {
+        protocol_version: "v".repeat(255),
+        ..sample()
+    };
+    let id = keys.seal(&longest).unwrap();
+    assert_eq!(keys.open(&id), Some(longest));
+}
