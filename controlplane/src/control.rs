@@ -106,7 +106,7 @@ impl Keys {
                     let mut sec = section(raw, "upstreams", i);
                     if u.token_exchange.is_some() {
                         let (d, f) = &delegation;
-                        let f = serde_yaml_ng::Value::String(hex(f));
+                        let f = serde_yaml_ng::Value::String(dataplane::audit::hex(f));
                         sec = serde_yaml_ng::Value::Sequence(vec![sec, d.clone(), f]);
                     }
                     (sec, reload::files_fingerprint(files))
@@ -115,10 +115,6 @@ impl Keys {
             delegation,
         }
     }
-}
-
-fn hex(b: &[u8; 32]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn section(raw: &serde_yaml_ng::Value, key: &str, i: usize) -> serde_yaml_ng::Value {
