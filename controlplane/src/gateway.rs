@@ -131,21 +131,52 @@ pub async fn request_reload(tx: &tokio::sync::mpsc::Sender<Trigger>) -> Result<u
         .map_err(|_| "the control loop stopped before answering".to_string())?
 }
 
-fn bind_listeners(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let mk = |reuse: bool, addr: SocketAddr| -> std::io::Result<Socket> {
-        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        s.set_reuse_address(true)?;
-        if reuse {
-            s.set_reuse_port(true)?;
+/// How often, and how far apart, binding a port that is in use is tried again before giving
+/// up. A process that was just stopped can hold its port for a moment after it is gone (the
+/// kernel releases sockets an io_uring ring still references after the process exits), so an
+/// immediate restart would otherwise fail; nginx retries the same way (5 × 500 ms).
+const BIND_ATTEMPTS: u32 = 5;
+const BIND_PAUSE: Duration = Duration::from_millis(500);
+
+/// Run `bind` until it succeeds, fails other than "address in use", or the attempts run out.
+async fn retry_in_use<T>(
+    addr: SocketAddr,
+    mut bind: impl FnMut() -> std::io::Result<T>,
+) -> Result<T, StartError> {
+    let mut attempt = 1;
+    loop {
+        match bind() {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < BIND_ATTEMPTS => {
+                tracing::warn!(%addr, attempt, "Address in use; trying again");
+                attempt += 1;
+                tokio::time::sleep(BIND_PAUSE).await;
+            }
+            r => return r.map_err(|source| StartError::Listen { addr, source }),
         }
-        s.set_nonblocking(true)?;
-        s.bind(&addr.into())?;
-        Ok(s)
-    };
-    let err = |source| StartError::Listen { addr, source };
+    }
+}
+
+/// One TCP socket bound to `addr` (SO_REUSEADDR, and SO_REUSEPORT when `shared`), not yet listening.
+fn bound_socket(addr: SocketAddr, shared: bool) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if shared {
+        s.set_reuse_port(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+/// The gateway's listeners: one SO_REUSEPORT socket per shard on the same address.
+async fn bind_listeners(
+    addr: SocketAddr,
+    n: usize,
+) -> Result<Vec<std::net::TcpListener>, StartError> {
     // Refuse a port someone else holds, even one shared with SO_REUSEPORT: probe without it first.
-    let probe = mk(false, addr).map_err(err)?;
+    let probe = retry_in_use(addr, || bound_socket(addr, false)).await?;
+    let err = |source| StartError::Listen { addr, source };
     let actual = probe
         .local_addr()
         .map_err(err)?
@@ -154,11 +185,23 @@ fn bind_listeners(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListene
     drop(probe);
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let s = mk(true, actual).map_err(err)?;
+        let s = bound_socket(actual, true).map_err(err)?;
         s.listen(1024).map_err(err)?;
         out.push(s.into());
     }
     Ok(out)
+}
+
+/// The admin listener, with the same retry as the gateway's.
+async fn bind_admin(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
+    let s = retry_in_use(addr, || {
+        let s = bound_socket(addr, false)?;
+        s.listen(1024)?;
+        Ok(s)
+    })
+    .await?;
+    tokio::net::TcpListener::from_std(s.into())
+        .map_err(|source| StartError::Listen { addr, source })
 }
 
 /// The shards' settings for one configuration (built again for every snapshot).
@@ -364,7 +407,7 @@ async fn start_inner(
                 .map(|n| n.get())
                 .unwrap_or(1)
         });
-    let listeners = bind_listeners(cfg.gateway.listen, n)?;
+    let listeners = bind_listeners(cfg.gateway.listen, n).await?;
     let listen = listeners[0]
         .local_addr()
         .map_err(|e| StartError::Other(e.to_string()))?;
@@ -637,12 +680,7 @@ async fn start_inner(
         status_view.store(Arc::new(st));
     }
     let expected_shards = n;
-    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: cfg.admin.listen,
-            source,
-        })?;
+    let admin_listener = bind_admin(cfg.admin.listen).await?;
     let admin_addr = admin_listener
         .local_addr()
         .map_err(|e| StartError::Other(e.to_string()))?;

@@ -51,9 +51,8 @@ struct H {
 }
 
 fn free_port() -> u16 {
-    // The issuer (and so the STS) must know the port before the server binds: ask the OS for a free one.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    // The issuer (and so the STS) must know the port before the server binds.
+    testkit::stable_port()
 }
 
 async fn setup() -> H {

@@ -426,10 +426,7 @@ async fn epoll_fallback_serves_and_metrics_move() {
 async fn sigterm_drains_in_flight_requests() {
     let issuer = testkit::TestIssuer::start().await;
     let up = testkit::TestUpstream::start(Default::default()).await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = testkit::stable_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("w.yaml");
     let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "").replace(

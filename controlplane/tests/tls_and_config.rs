@@ -141,6 +141,27 @@ async fn refuses_a_port_in_use() {
     assert!(err.to_string().contains("cannot listen"), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_released_moments_after_start_is_taken() {
+    // A just-stopped process can hold the port briefly (an immediate restart): Warden retries
+    // "address in use" for a while rather than failing at once.
+    let port = testkit::stable_port();
+    let holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        drop(holder);
+    });
+    let yaml = format!(
+        "gateway:\n  listen: 127.0.0.1:{port}\n  public_url: http://127.0.0.1:{port}/mcp\n  authentication: false\nadmin:\n  listen: 127.0.0.1:0\n"
+    );
+    let gw = controlplane::start(Config::parse(&yaml, "t.yaml").unwrap(), Some(1))
+        .await
+        .expect("started once the port was free");
+    release.join().unwrap();
+    assert_eq!(gw.addr.port(), port);
+    gw.shutdown().await;
+}
+
 #[test]
 fn the_committed_examples_validate() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");

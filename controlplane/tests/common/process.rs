@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound and released: good enough for tests on one machine).
+/// A free loopback port outside the kernel's ephemeral range ([`testkit::stable_port`]): a
+/// port from `bind(0)` can be handed to any outgoing connection on the machine once released,
+/// which made a restart on the same port fail with "Address already in use" in CI.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    testkit::stable_port()
 }
 
 pub struct WardenProc {
