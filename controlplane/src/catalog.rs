@@ -63,7 +63,7 @@ pub fn discovered_from_bridge(b: &warden_bridge::Bridge) -> Discovered {
 pub fn upstream_tls(
     u: &UpstreamConfig,
     host: &str,
-) -> Result<Option<dataplane::upstream::UpstreamTls>, String> {
+) -> Result<Option<dataplane::snapshot::UpstreamTls>, String> {
     use rustls_pki_types::pem::PemObject;
     if u.url.scheme() != "https" {
         return Ok(None);
@@ -90,7 +90,7 @@ pub fn upstream_tls(
     let server_name =
         rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
             .map_err(|e| format!("{host}: {e}"))?;
-    Ok(Some(dataplane::upstream::UpstreamTls {
+    Ok(Some(dataplane::snapshot::UpstreamTls {
         connector: monoio_rustls::TlsConnector::from(Arc::new(cfg)),
         server_name,
     }))

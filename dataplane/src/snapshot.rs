@@ -85,7 +85,7 @@ pub struct Upstream {
     pub path: String,
     pub addrs: Vec<SocketAddr>,
     /// TLS to the upstream (`https://`), with the roots the control plane loaded.
-    pub tls: Option<crate::upstream::UpstreamTls>,
+    pub tls: Option<UpstreamTls>,
     pub credential: UpstreamCredential,
     pub timeout: Duration,
     pub max_response_bytes: usize,
@@ -132,3 +132,18 @@ pub struct ToolTable {
 
 /// Shared handle to the current snapshot.
 pub type SnapshotCell = Arc<ArcSwap<Snapshot>>;
+
+/// TLS settings of an upstream, built by the control plane (roots from its CA file).
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub connector: monoio_rustls::TlsConnector,
+    pub server_name: rustls_pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}

@@ -95,21 +95,6 @@ impl Conn {
     }
 }
 
-/// TLS settings of an upstream, built by the control plane (roots from its CA file).
-#[derive(Clone)]
-pub struct UpstreamTls {
-    pub connector: monoio_rustls::TlsConnector,
-    pub server_name: rustls_pki_types::ServerName<'static>,
-}
-
-impl std::fmt::Debug for UpstreamTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamTls")
-            .field("server_name", &self.server_name)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Idle connections per upstream, owned by one shard.
 #[derive(Debug, Default)]
 pub struct Pool {
