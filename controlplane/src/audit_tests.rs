@@ -21,6 +21,7 @@ fn rec(i: u64, tool: &str) -> Record {
         decision: Outcome::Allow,
         policy_ids: vec![],
         reason: None,
+        blame: None,
         delegation: None,
         upstream_status: Some(200),
         latency_ms: 1.0,

@@ -640,7 +640,8 @@ async fn start_inner(
     };
     let mut threads = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
-        let t = shard::spawn(i as u16, l, shared.clone(), driver, None)
+        let gateway = |shard| dataplane::mcp::Gateway { shard };
+        let t = shard::spawn(i as u16, l, shared.clone(), driver, None, gateway)
             .map_err(|e| StartError::Other(e.to_string()))?;
         threads.push(t);
     }

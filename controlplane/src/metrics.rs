@@ -25,6 +25,11 @@ const HELP: &[(&str, &str, &str)] = &[
     ),
     (
         "counter",
+        "warden_refusals_total",
+        "Requests refused anywhere on the request path, by reason and by who caused it (agent, identity_provider, token_service, upstream, operator, gateway).",
+    ),
+    (
+        "counter",
         "warden_token_cache_lookups_total",
         "Verified-token cache lookups on the shards, by result (hit or miss).",
     ),

@@ -64,6 +64,20 @@ async fn one_record_per_outcome_and_no_secrets() {
         )
         .await;
     assert_eq!(r.status(), 401);
+    // A token in the query string: 400, and recorded as what it was (not "token missing").
+    let r = env
+        .client
+        .post(format!("{}?access_token={tok}", env.url()))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(
+            json!({"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"up0_echo"}})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     // rejected input
     let r = env
         .post(
@@ -87,27 +101,53 @@ async fn one_record_per_outcome_and_no_secrets() {
     )
     .await;
 
-    let recs = wait_for(&dir, 5).await;
+    let recs = wait_for(&dir, 6).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let recs = if recs.len() == 5 { records(&dir) } else { recs };
+    let recs = if recs.len() == 6 { records(&dir) } else { recs };
     let decisions: Vec<&str> = recs
         .iter()
         .map(|r| r["decision"].as_str().unwrap())
         .collect();
-    assert_eq!(decisions.len(), 5, "{recs:#?}");
-    for d in [
-        "allow",
-        "deny",
-        "upstream_error",
-        "unauthenticated",
-        "rejected",
+    assert_eq!(decisions.len(), 6, "{recs:#?}");
+    for (d, n) in [
+        ("allow", 1),
+        ("deny", 1),
+        ("upstream_error", 1),
+        ("unauthenticated", 2),
+        ("rejected", 1),
     ] {
         assert_eq!(
             decisions.iter().filter(|x| **x == d).count(),
-            1,
-            "one {d} record: {decisions:?}"
+            n,
+            "{n} {d} record(s): {decisions:?}"
         );
     }
+    // Each refusal's record says why and who caused it; a served call blames no one.
+    fn reason_blame(r: &Value) -> (&str, Option<&str>) {
+        (r["reason"].as_str().unwrap_or(""), r["blame"].as_str())
+    }
+    let mut refused: Vec<(&str, Option<&str>)> = recs
+        .iter()
+        .filter(|r| r["decision"] != "allow")
+        .map(reason_blame)
+        .collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            ("bearer token invalid (malformed)", Some("agent")),
+            ("not a valid JSON-RPC message", Some("agent")),
+            ("tokens in the query string are not accepted", Some("agent")),
+            ("unknown or hidden tool", Some("agent")),
+            ("upstream timed out", Some("upstream")),
+        ]
+        .to_vec(),
+        "{recs:#?}"
+    );
+    assert!(
+        recs.iter()
+            .any(|r| r["decision"] == "allow" && r.get("blame").is_none())
+    );
     let allow = recs.iter().find(|r| r["decision"] == "allow").unwrap();
     assert_eq!(allow["sub"], "alice");
     assert_eq!(allow["tool"], "up0_echo");
@@ -124,7 +164,7 @@ async fn one_record_per_outcome_and_no_secrets() {
     env.gw.shutdown().await;
     assert!(matches!(
         controlplane::audit::verify(&dir).unwrap(),
-        controlplane::audit::Verified::Ok { records: 5, .. }
+        controlplane::audit::Verified::Ok { records: 6, .. }
     ));
 }
 

@@ -17,6 +17,11 @@ fn delegation_block() -> String {
 }
 
 async fn start() -> Env {
+    start_recorded().await.0
+}
+
+/// The gateway and the directory of its audit trail.
+async fn start_recorded() -> (Env, std::path::PathBuf) {
     let issuer = testkit::TestIssuer::start().await;
     let up = testkit::TestUpstream::start(testkit::UpstreamOptions {
         tools: 1,
@@ -37,14 +42,16 @@ async fn start() -> Env {
     );
     // Tokens are cached per shard: one shard makes reuse deterministic.
     let yaml = yaml.replace("  shards: 2\n", "  shards: 1\n");
+    let dir = common::audit_dir_of(&yaml);
     let cfg = controlplane::Config::parse(&yaml, "deleg.yaml").expect("config");
     let gw = controlplane::start(cfg, None).await.expect("start");
-    Env {
+    let env = Env {
         issuer,
         upstreams: vec![up],
         gw,
         client: reqwest::Client::new(),
-    }
+    };
+    (env, dir)
 }
 
 fn bearer_of(rec: &testkit::Recorded) -> String {
@@ -191,7 +198,7 @@ async fn tokens_are_reused_within_ttl_renewed_after_and_never_shared() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn act_chains_nest_and_undelegated_tools_fail_closed() {
-    let env = start().await;
+    let (env, dir) = start_recorded().await;
     let mut claims = env.issuer.claims("carol", AUD, "mcp:tools");
     claims["act"] = json!({"sub": "agent-7"});
     let carol = env.issuer.mint(&claims);
@@ -211,5 +218,13 @@ async fn act_chains_nest_and_undelegated_tools_fail_closed() {
     assert_eq!(v["error"]["code"], -32004, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("not sent"));
     assert_eq!(env.upstreams[0].tool_calls().len(), 1);
+    // On record as the operator's doing: the tool has no delegation settings.
+    let recs = common::audit_records(&dir, 2).await;
+    let failed = recs
+        .iter()
+        .find(|r| r["decision"] == "exchange_failed")
+        .unwrap_or_else(|| panic!("{recs:#?}"));
+    assert_eq!(failed["blame"], "operator", "{failed}");
+    assert_eq!(failed["tool"], "up0_slow");
     env.gw.shutdown().await;
 }

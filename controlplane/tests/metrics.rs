@@ -59,6 +59,15 @@ async fn exposition_is_valid_and_series_move() {
             1.0,
         ),
         ("warden_auth_failures_total", 1.0),
+        // Every refusal by reason and blame: the unknown tool and the bad token.
+        (
+            "warden_refusals_total{reason=\"unknown_tool\",blame=\"agent\"}",
+            1.0,
+        ),
+        (
+            "warden_refusals_total{reason=\"token_invalid\",blame=\"agent\"}",
+            1.0,
+        ),
         ("warden_token_cache_lookups_total{result=\"hit\"}", 2.0),
         ("warden_upstream_request_duration_seconds_count", 1.0),
         ("warden_audit_records_written_total", 2.0),

@@ -97,6 +97,10 @@ pub struct Record {
     pub policy_ids: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Who caused a refusal (`agent`, `identity_provider`, `token_service`, `upstream`,
+    /// `operator`, `gateway`); absent when the call was served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blame: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delegation: Option<DelegationRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -339,6 +343,7 @@ mod tests {
             decision: Outcome::Allow,
             policy_ids: vec![],
             reason: None,
+            blame: None,
             delegation: None,
             upstream_status: None,
             latency_ms: 0.0,

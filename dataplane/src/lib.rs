@@ -11,6 +11,7 @@ pub mod http1;
 pub mod jsonrpc;
 pub mod mcp;
 pub mod meters;
+pub mod policy_cache;
 pub mod ratelimit;
 pub mod secret;
 pub mod session;

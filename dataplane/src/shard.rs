@@ -6,12 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
-
 use crate::auth::TokenCache;
 use crate::control::ControlHandle;
 use crate::delegation::DelegationCache;
-use crate::http1::conn::{self, ConnLimits};
+use crate::http1::conn;
 use crate::session::SessionStore;
 use crate::snapshot::SnapshotCell;
 use crate::upstream::Pool;
@@ -105,7 +103,7 @@ pub struct Shard {
     pub cache: RefCell<TokenCache>,
     pub pool: Pool,
     pub delegations: Rc<DelegationCache>,
-    pub policy: RefCell<crate::mcp::PolicyCaches>,
+    pub policy: RefCell<crate::policy_cache::PolicyCaches>,
     pub meters: crate::meters::Meters,
     pub clock: Clock,
     next_id: Cell<u64>,
@@ -176,12 +174,13 @@ impl Shard {
 const DRAIN_LINGER: Duration = Duration::from_secs(1);
 
 /// Start one shard thread serving `listener`. Returns once the thread is spawned.
-pub fn spawn(
+pub fn spawn<H: conn::Handler + 'static>(
     id: u16,
     listener: std::net::TcpListener,
     shared: Shared,
     driver: DriverChoice,
     cpu: Option<usize>,
+    handler: fn(Rc<Shard>) -> H,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name(format!("warden-shard-{id}")).spawn(move || {
         if let Some(cpu) = cpu
@@ -190,7 +189,7 @@ pub fn spawn(
             }
         let run = move |drv: Driver| {
             tracing::info!(shard = id, driver = ?drv, "Shard starting");
-            serve(id, listener, shared)
+            serve(id, listener, shared, handler)
         };
         match driver {
             DriverChoice::Epoll => {
@@ -224,7 +223,12 @@ fn seed() -> u64 {
     u64::from_le_bytes(b) | 1
 }
 
-async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
+async fn serve<H: conn::Handler + 'static>(
+    id: u16,
+    listener: std::net::TcpListener,
+    shared: Shared,
+    handler: fn(Rc<Shard>) -> H,
+) {
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -238,7 +242,7 @@ async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
         cache: RefCell::new(TokenCache::new(100_000)),
         pool: Pool::default(),
         delegations: Rc::new(DelegationCache::default()),
-        policy: RefCell::new(crate::mcp::PolicyCaches::default()),
+        policy: RefCell::new(crate::policy_cache::PolicyCaches::default()),
         meters: crate::meters::Meters::default(),
         clock: Clock::new(),
         next_id: Cell::new(0),
@@ -291,13 +295,14 @@ async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
             let shard2 = shard.clone();
             let open_conns2 = open_conns.clone();
             let tls = tls.clone();
+            let h = handler(shard.clone());
             monoio::spawn(async move {
                 match tls {
-                    None => serve_conn(stream, &shard2, limits).await,
+                    None => conn::serve(stream, &h, limits).await,
                     Some(acc) => {
                         match monoio::time::timeout(limits.header_timeout, acc.accept(stream)).await
                         {
-                            Ok(Ok(s)) => serve_conn(s, &shard2, limits).await,
+                            Ok(Ok(s)) => conn::serve(s, &h, limits).await,
                             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
                         }
@@ -326,15 +331,4 @@ async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
     }
     shared.running.fetch_sub(1, Ordering::SeqCst);
     tracing::info!(shard = id, "Shard stopped");
-}
-
-async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
-    stream: S,
-    shard: &Rc<Shard>,
-    limits: ConnLimits,
-) {
-    let handler = crate::mcp::Gateway {
-        shard: shard.clone(),
-    };
-    conn::serve(stream, &handler, limits).await;
 }

@@ -1,12 +1,11 @@
 //! Step 5 of the request path: one Cedar decision (precompiled, per-tool slices, cached
 //! per shard) serves both `tools/call` and the `tools/list` filter.
 
-use std::collections::HashMap;
-
 use serde_json::value::RawValue;
 use warden_policy::{Action, Engine, Principal, PrincipalInput, RequestContext};
 
-use super::Caller;
+use super::vocab::Caller;
+use crate::policy_cache::PolicyCaches;
 use crate::session::Session;
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
@@ -43,22 +42,6 @@ pub(crate) struct Who<'a> {
 }
 
 const MAX_PRINCIPALS: usize = 50_000;
-
-/// Per-shard caches: principals built once per identity, decisions per principal and tool.
-#[derive(Debug)]
-pub struct PolicyCaches {
-    principals: HashMap<String, (u64, Principal)>,
-    decisions: warden_policy::DecisionCache,
-}
-
-impl Default for PolicyCaches {
-    fn default() -> Self {
-        PolicyCaches {
-            principals: HashMap::new(),
-            decisions: warden_policy::DecisionCache::new(100_000),
-        }
-    }
-}
 
 fn principal(caches: &mut PolicyCaches, engine: &Engine, caller: &Caller) -> Principal {
     let anon_scopes: Vec<String> = Vec::new();

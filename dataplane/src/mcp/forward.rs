@@ -1,40 +1,27 @@
-//! Forwarding to upstream MCP servers: upstream sessions, id rewriting, JSON and SSE relay.
+//! Step 10 of the request path: forwarding. Upstream sessions, id rewriting, JSON and SSE
+//! relay to MCP upstreams; one request per call to bridged REST APIs; notifications and
+//! client responses routed back to the upstream that asked.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use monoio::io::AsyncWriteRent;
 use serde_json::value::RawValue;
 
-use super::Caller;
+use super::delegate::session_auth;
+use super::pipeline::send;
+use super::record::Report;
+use super::refusal::Refusal;
 use super::rewrite;
-use super::send;
-use crate::audit::DelegationRecord;
-use crate::control::{DelegationError, Subject};
-use crate::delegation::{Key, Source};
+use super::route::Forward;
+use super::vocab::{Cx, Outbound};
 use crate::http1::Response;
 use crate::http1::conn::Responder;
 use crate::jsonrpc::{self, Message, code};
 use crate::secret::Secret;
 use crate::session::{Session, UpstreamSession};
 use crate::shard::Shard;
-use crate::snapshot::{Snapshot, Upstream, UpstreamCredential};
+use crate::snapshot::{Snapshot, Upstream};
 use crate::upstream::{self, Replay, UpBody, UpError, UpResponse};
-
-/// Methods relayed to the single passthrough upstream when there is one.
-pub fn is_passthrough_method(m: &str) -> bool {
-    m.starts_with("resources/")
-        || m.starts_with("prompts/")
-        || m == "completion/complete"
-        || m == "logging/setLevel"
-}
-
-fn credential_header(up: &Upstream) -> Option<Secret<String>> {
-    match &up.credential {
-        UpstreamCredential::None => None,
-        UpstreamCredential::Bearer(t) => Some(Secret::new(format!("Bearer {}", t.expose()))),
-    }
-}
 
 /// The header value of a credential, for the one place it is written: the upstream request.
 fn exposed(auth: &Option<Secret<String>>) -> Option<&str> {
@@ -154,136 +141,15 @@ async fn ensure_upstream_session(
     Ok(us)
 }
 
-/// How long a shard waits for the control plane to produce a token.
-const DELEGATION_WAIT: Duration = Duration::from_secs(10);
-
-/// The gateway's own credential for sessions and non-tool methods: a service token
-/// (sub = the gateway) when the upstream takes delegation tokens, else the static one.
-async fn session_auth(shard: &Shard, up: &Upstream) -> Result<Option<Secret<String>>, UpError> {
-    let Some(d) = &up.delegation else {
-        return Ok(credential_header(up));
-    };
-    let key = Key {
-        issuer: String::new(),
-        subject: String::new(),
-        client: String::new(),
-        act: String::new(),
-        upstream: up.id,
-        tool: String::new(),
-        scopes: Vec::new(),
-    };
-    let got = shard
-        .delegations
-        .obtain(
-            &shard.shared.control,
-            key,
-            Subject::Gateway,
-            &d.audience,
-            SERVICE_TOKEN_TTL,
-            DELEGATION_WAIT,
-        )
-        .await;
-    match got {
-        Ok((t, _)) => Ok(Some(Secret::new(format!("Bearer {}", t.token.expose())))),
-        Err(e) => {
-            tracing::warn!(upstream = %up.name, error = %e, "No service token for the upstream");
-            Err(UpError::Credential)
-        }
-    }
-}
-
-/// Lifetime of the gateway's own service tokens, in seconds.
-const SERVICE_TOKEN_TTL: i64 = 60;
-
-/// The `Authorization` value for one call: a delegation token minted for this user, this
-/// upstream and this tool when the upstream takes delegation; `None` = the session credential.
-pub async fn call_auth(
-    shard: &Shard,
-    up: &Upstream,
-    tool: Option<&str>,
-    caller: &Caller,
-) -> Result<Option<(Secret<String>, DelegationRecord)>, DelegationError> {
-    let Some(d) = &up.delegation else {
-        return Ok(None);
-    };
-    let Some(tool) = tool else {
-        return Ok(None);
-    };
-    let Some(td) = d.tools.get(tool) else {
-        // Fail closed: a tool without delegation settings is never called.
-        return Err(DelegationError::Refused(format!(
-            "no delegation is configured for tool '{tool}'"
-        )));
-    };
-    let Some(claims) = &caller.claims else {
-        return Err(DelegationError::Refused(
-            "delegation needs an authenticated user".into(),
-        ));
-    };
-    let key = Key {
-        issuer: claims.iss.clone(),
-        subject: claims.sub.clone(),
-        client: claims.client_id.clone().unwrap_or_default(),
-        act: claims
-            .act
-            .as_ref()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
-        upstream: up.id,
-        tool: tool.to_owned(),
-        scopes: td.scopes.clone(),
-    };
-    let subject = Subject::User {
-        sub: claims.sub.clone(),
-        email: claims.email.clone(),
-        act: claims.act.clone(),
-        subject_token: caller.token.clone(),
-    };
-    let (t, source) = shard
-        .delegations
-        .obtain(
-            &shard.shared.control,
-            key,
-            subject,
-            &d.audience,
-            td.ttl_secs,
-            DELEGATION_WAIT,
-        )
-        .await?;
-    let label = if source == Source::Cache {
-        "cache"
-    } else {
-        "fresh"
-    };
-    metrics::counter!("warden_delegation_tokens_total", "source" => label).increment(1);
-    let rec = DelegationRecord {
-        jti: t.jti.clone(),
-        aud: d.audience.clone(),
-        scope: t.scope.clone(),
-        exp: t.exp,
-        cached: source == Source::Cache,
-    };
-    Ok(Some((
-        Secret::new(format!("Bearer {}", t.token.expose())),
-        rec,
-    )))
-}
-
-/// The JSON-RPC error for a call whose token could not be obtained (nothing was sent).
-pub fn delegation_error(id: &RawValue, up: &Upstream, e: &DelegationError) -> Vec<u8> {
-    metrics::counter!("warden_delegation_failures_total", "upstream" => up.name.clone())
-        .increment(1);
-    let msg = format!(
-        "Token exchange for upstream '{}' failed: {e}. The call was not sent.",
-        up.name
-    );
-    jsonrpc::error(Some(id), code::DELEGATION_FAILED, &msg)
-}
-
 fn upstream_error(id: &RawValue, up: &Upstream, e: &UpError) -> Vec<u8> {
+    upstream_refusal(up, e).body(Some(id))
+}
+
+/// An upstream failure before any answer reached the client (counted by kind).
+fn upstream_refusal(up: &Upstream, e: &UpError) -> Refusal {
     metrics::counter!("warden_upstream_errors_total", "upstream" => up.name.clone(), "kind" => error_kind(e)).increment(1);
     let msg = format!("Upstream '{}' failed: {e}", up.name);
-    jsonrpc::error(Some(id), code::UPSTREAM_ERROR, &msg)
+    Refusal::upstream("upstream_error", msg, e.to_string())
 }
 
 fn error_kind(e: &UpError) -> &'static str {
@@ -347,18 +213,10 @@ fn record_latency(shard: &Shard, up: &Upstream, started: quanta::Instant) {
     shard.meters.upstream_latency(&up.name, secs);
 }
 
-/// What goes on an upstream call besides the message: the per-call credential (a
-/// delegation token; `None` = the session credential) and the W3C trace context.
-#[derive(Debug, Default)]
-pub struct Outbound {
-    pub auth: Option<Secret<String>>,
-    pub traceparent: Option<String>,
-}
-
 /// A `tools/call` on a bridged REST API: validate the arguments, build exactly one request
-/// for exactly that operation, map the answer to a tool result. Returns the JSON-RPC body,
-/// the report, and whether the arguments were rejected (nothing was sent).
-pub async fn bridge_call(
+/// for exactly that operation, map the answer to a tool result: the JSON-RPC body and the
+/// report; refused arguments or a failed request are refusals (nothing was answered).
+pub(super) async fn bridge_call(
     shard: &Shard,
     up: &Upstream,
     bridge: &warden_bridge::Bridge,
@@ -366,20 +224,13 @@ pub async fn bridge_call(
     params: &str,
     call: Outbound,
     client_id: &RawValue,
-) -> (Vec<u8>, Report, bool) {
+) -> Result<(Vec<u8>, Report), Refusal> {
     let args = serde_json::from_str::<serde_json::Value>(params)
         .ok()
         .and_then(|p| p.get("arguments").cloned());
     let req = match bridge.build_request(tool, args.as_ref()) {
         Ok(r) => r,
-        Err(e) => {
-            let msg = e.to_string();
-            return (
-                jsonrpc::error(Some(client_id), e.json_rpc_code(), &msg),
-                Report::failed(None, msg),
-                true,
-            );
-        }
+        Err(e) => return Err(Refusal::bad_arguments(e.json_rpc_code(), e.to_string())),
     };
     // The bridge's request carries its own Accept.
     let mut headers: Vec<(&str, &str)> = Vec::with_capacity(req.headers.len() + 3);
@@ -418,11 +269,10 @@ pub async fn bridge_call(
                 UpBody::Full(b) => b,
                 UpBody::Sse(_) => {
                     let e = UpError::BadResponse;
-                    return (
+                    return Ok((
                         upstream_error(client_id, up, &e),
                         Report::failed(Some(status), "unexpected event stream from a REST API"),
-                        false,
-                    );
+                    ));
                 }
             };
             let result = bridge.map_response(tool, status, ct.as_deref(), &bytes);
@@ -430,101 +280,69 @@ pub async fn bridge_call(
             if failure.is_some() {
                 metrics::counter!("warden_upstream_errors_total", "upstream" => up.name.clone(), "kind" => "status").increment(1);
             }
-            (
+            Ok((
                 jsonrpc::result_value(client_id, &result),
                 Report {
                     upstream_status: Some(status),
                     failure,
                 },
-                false,
-            )
+            ))
         }
-        Err(e) => (
-            upstream_error(client_id, up, &e),
-            Report::failed(None, e.to_string()),
-            false,
-        ),
+        Err(e) => Err(upstream_refusal(up, &e)),
     }
 }
 
-/// What became of a forwarded request, for the audit record.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    /// The upstream's HTTP status, when it answered.
-    pub upstream_status: Option<u16>,
-    /// Why the agent got an error instead of the upstream's answer.
-    pub failure: Option<String>,
-}
-
-impl Report {
-    fn failed(status: Option<u16>, why: impl Into<String>) -> Report {
-        Report {
-            upstream_status: status,
-            failure: Some(why.into()),
-        }
-    }
-}
-
-/// Forward one request to `up` and relay the answer to the agent with its own id.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the request path's context (shard, snapshot, session, caller, ids, output) is passed explicitly rather than bundled"
-)]
-pub async fn request<S: AsyncWriteRent>(
-    shard: &Shard,
+/// Forward one request to an MCP upstream in this client's upstream session. With `out`,
+/// relay the answer (JSON or SSE) to the client with its own id; without (inside a batch),
+/// return the final answer. An upstream that fails before answering is a refusal.
+pub(super) async fn mcp<S: AsyncWriteRent>(
+    cx: &Cx<'_>,
     session: &Arc<Session>,
-    up: &Upstream,
-    method: &str,
-    params: &str,
+    fwd: &Forward,
     call: Outbound,
     client_id: &RawValue,
-    out: &mut Responder<'_, S>,
-    cors: Option<&str>,
-) -> Report {
+    out: Option<&mut Responder<'_, S>>,
+) -> Result<(Option<Vec<u8>>, Report), Refusal> {
+    let (shard, up) = (cx.shard, &cx.snap.upstreams[fwd.upstream]);
     let started = shard.clock.now();
-    let report = match exchange(shard, session, up, method, params, &call, client_id).await {
-        Err(e) => {
-            send(
-                out,
-                Response::json(200, upstream_error(client_id, up, &e)),
-                cors,
-            )
-            .await;
-            Report::failed(None, e.to_string())
-        }
-        Ok((r, gid)) => relay(shard, up, r, gid, client_id, out, cors).await,
+    let exchanged = exchange(
+        shard,
+        session,
+        up,
+        &fwd.method,
+        &fwd.params,
+        &call,
+        client_id,
+    )
+    .await;
+    let result = match (exchanged, out) {
+        (Err(e), _) => Err(upstream_refusal(up, &e)),
+        (Ok((r, gid)), Some(out)) => Ok((
+            None,
+            relay(shard, up, r, gid, client_id, out, cx.cors).await,
+        )),
+        (Ok((r, gid)), None) => Ok(collect(shard, up, r, gid, client_id).await),
     };
     session.inflight.remove(client_id.get());
     record_latency(shard, up, started);
-    report
+    result
 }
 
-/// Forward one request and return only its final answer (for batches), with the client's id.
-pub async fn request_collect(
+/// The final answer of a forwarded request (for batches), with the client's id.
+async fn collect(
     shard: &Shard,
-    session: &Arc<Session>,
     up: &Upstream,
-    method: &str,
-    params: &str,
-    call: Outbound,
+    r: UpResponse,
+    gid: u64,
     client_id: &RawValue,
-) -> (Vec<u8>, Report) {
-    let started = shard.clock.now();
-    let mut status = None;
-    let result = match exchange(shard, session, up, method, params, &call, client_id).await {
-        Ok((r, _)) if r.status != 200 => {
-            status = Some(r.status);
-            Err(UpError::BadResponse)
-        }
-        Ok((r, gid)) => {
-            status = Some(r.status);
-            collect_response(r, gid, shard, up).await
-        }
-        Err(e) => Err(e),
+) -> (Option<Vec<u8>>, Report) {
+    let status = Some(r.status);
+    let result = if r.status != 200 {
+        Err(UpError::BadResponse)
+    } else {
+        collect_response(r, gid, shard, up).await
     };
-    session.inflight.remove(client_id.get());
-    record_latency(shard, up, started);
-    match result {
+    let (body, report) = match result {
         Ok(b) => match Message::parse(&b) {
             Ok(m) if m.method.is_none() => (
                 rewrite::reframe(&m, Some(client_id), None),
@@ -542,7 +360,8 @@ pub async fn request_collect(
             upstream_error(client_id, up, &e),
             Report::failed(status, e.to_string()),
         ),
-    }
+    };
+    (Some(body), report)
 }
 
 async fn relay<S: AsyncWriteRent>(
@@ -763,7 +582,10 @@ pub async fn close_upstream_sessions(shard: &Shard, snap: &Arc<Snapshot>, sessio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::Subject;
     use crate::http1::conn::Request;
+    use crate::mcp::vocab::Caller;
+    use crate::snapshot::UpstreamCredential;
 
     #[test]
     fn debug_output_holds_no_secret() {

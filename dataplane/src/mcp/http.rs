@@ -1,7 +1,7 @@
-//! HTTP-level rules of the MCP endpoint: challenges, CORS, Origin/Host, header checks.
+//! HTTP-level vocabulary of the MCP endpoint: versions, challenges, CORS, Origin/Host rules,
+//! metric labels. Used by the steps; imports none of them.
 
-use crate::http1::Response;
-use crate::http1::conn::Request;
+use crate::http1::{Method, Response};
 use crate::snapshot::Settings;
 
 /// Protocol revisions served (stateful Streamable HTTP), newest first.
@@ -120,44 +120,36 @@ pub fn add_cors(headers: &mut Vec<(&'static str, String)>, origin: Option<&str>)
     }
 }
 
-/// Content-Type, Accept and MCP-Protocol-Version checks for POST.
-pub fn check_post_headers(req: &Request) -> Result<(), Response> {
-    let ct = req.head.get_str("content-type").unwrap_or("");
-    let media = ct.split(';').next().unwrap_or("").trim();
-    if !media.eq_ignore_ascii_case("application/json") {
-        return Err(error_json(
-            415,
-            "invalid_request",
-            "Content-Type must be application/json",
-        ));
+/// The `method` label of `warden_http_requests_total`.
+pub fn method_label(m: Method) -> &'static str {
+    match m {
+        Method::Get => "GET",
+        Method::Post => "POST",
+        Method::Delete => "DELETE",
+        Method::Options => "OPTIONS",
+        Method::Head => "HEAD",
+        Method::Other => "other",
     }
-    if let Some(accept) = req.head.get_str("accept") {
-        let a = accept.to_ascii_lowercase();
-        if !(a.contains("application/json") || a.contains("text/event-stream") || a.contains("*/*"))
-        {
-            return Err(error_json(
-                406,
-                "invalid_request",
-                "Accept must allow application/json and text/event-stream",
-            ));
-        }
+}
+
+/// The `status` label of `warden_http_requests_total` (bounded).
+pub fn status_label(s: u16) -> &'static str {
+    match s {
+        200 => "200",
+        202 => "202",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        406 => "406",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        503 => "503",
+        _ if s < 300 => "2xx",
+        _ if s < 500 => "4xx",
+        _ => "5xx",
     }
-    // A repeated header is refused: with two values, which one applies would be a guess.
-    if req.head.count("mcp-protocol-version") > 1 {
-        return Err(error_json(
-            400,
-            "invalid_request",
-            "repeated MCP-Protocol-Version",
-        ));
-    }
-    if let Some(v) = req.head.get_str("mcp-protocol-version")
-        && !SUPPORTED_VERSIONS.contains(&v.trim())
-    {
-        return Err(error_json(
-            400,
-            "invalid_request",
-            "unsupported MCP-Protocol-Version",
-        ));
-    }
-    Ok(())
 }

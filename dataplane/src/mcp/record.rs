@@ -1,5 +1,6 @@
-//! The audit bracket around every upstream-bound request: a slot is reserved before
-//! anything happens (or the call is refused), and exactly one record is committed.
+//! Step 6 and the last step of the request path: the audit bracket around every
+//! upstream-bound request — a slot is reserved before anything happens (or the call is
+//! refused), and exactly one record is committed, whatever the outcome.
 
 use std::rc::Rc;
 
@@ -7,44 +8,31 @@ use crate::audit::{self, DelegationRecord, Outcome, Record, Reservation};
 use crate::auth::jwt::Claims;
 use crate::shard::Shard;
 
-use super::forward::Report;
+use super::refusal::Refusal;
+use super::vocab::{Cx, Meta};
+use crate::jsonrpc::Message;
 
-/// Per-request identifiers, made when the request arrives.
-#[derive(Debug, Clone)]
-pub(crate) struct Meta {
-    pub request_id: String,
-    pub trace_id: Option<String>,
-    /// The gateway's span for this request: the parent of the upstream's.
-    pub span_id: String,
-    /// The caller's span, from its `traceparent`.
-    pub parent_span_id: Option<String>,
-    /// Short hash of the `Mcp-Session-Id`, never the id itself.
-    pub session: Option<String>,
+/// What became of a forwarded request, for the audit record.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// The upstream's HTTP status, when it answered.
+    pub upstream_status: Option<u16>,
+    /// Why the agent got an error instead of the upstream's answer.
+    pub failure: Option<String>,
 }
 
-impl Meta {
-    /// The extras of an upstream call: its credential and a `traceparent` continuing the
-    /// caller's trace (or starting one), with a fresh span id.
-    pub fn outbound(
-        &self,
-        auth: Option<crate::secret::Secret<String>>,
-    ) -> super::forward::Outbound {
-        super::forward::Outbound {
-            auth,
-            traceparent: Some(format!(
-                "00-{}-{}-01",
-                self.trace_id
-                    .as_deref()
-                    .unwrap_or("00000000000000000000000000000001"),
-                self.span_id
-            )),
+impl Report {
+    pub fn failed(status: Option<u16>, why: impl Into<String>) -> Report {
+        Report {
+            upstream_status: status,
+            failure: Some(why.into()),
         }
     }
 }
 
 /// Methods whose requests reach an upstream: each gets an audit record.
 pub(crate) fn is_audited(method: &str) -> bool {
-    method == "tools/call" || super::forward::is_passthrough_method(method)
+    method == "tools/call" || super::route::is_passthrough_method(method)
 }
 
 /// An open audit record with its reserved slot.
@@ -80,6 +68,7 @@ fn base(
         decision: Outcome::Allow,
         policy_ids: Vec::new(),
         reason: None,
+        blame: None,
         delegation: None,
         upstream_status: None,
         latency_ms: 0.0,
@@ -87,8 +76,25 @@ fn base(
 }
 
 impl Audit {
+    /// Open the record of an upstream-bound request (`None` for methods answered locally),
+    /// or refuse the request: it is never run unaudited.
+    pub fn open(cx: &Cx<'_>, msg: &Message<'_>) -> Result<Option<Audit>, Refusal> {
+        let method = msg.method.as_deref().unwrap_or("");
+        if !is_audited(method) {
+            return Ok(None);
+        }
+        let tool = (method == "tools/call")
+            .then(|| super::rewrite::tool_name(msg.params))
+            .flatten();
+        let claims = cx.caller.claims.as_ref();
+        match Audit::begin(cx.shard, claims, method, tool.as_deref(), cx.meta) {
+            Some(a) => Ok(Some(a)),
+            None => Err(Refusal::audit_unavailable()),
+        }
+    }
+
     /// Reserve the record's slot, or `None`: then the call must be refused (counted).
-    pub fn begin(
+    fn begin(
         shard: &Shard,
         claims: Option<&Rc<Claims>>,
         method: &str,
@@ -113,17 +119,15 @@ impl Audit {
         })
     }
 
-    pub fn route(
-        &mut self,
-        upstream: &str,
-        upstream_tool: Option<&str>,
-        gateway_client: Option<&str>,
-    ) {
+    /// Where the call goes (or would have gone).
+    pub fn route(&mut self, upstream: &str, upstream_tool: Option<&str>) {
         self.rec.upstream = Some(upstream.to_owned());
         self.rec.upstream_tool = upstream_tool.map(str::to_owned);
-        if let Some(g) = gateway_client {
-            self.rec.actors.insert(0, g.to_owned());
-        }
+    }
+
+    /// The gateway as the outermost actor, when it acts for the user with a delegation token.
+    pub fn acting(&mut self, gateway_client: &str) {
+        self.rec.actors.insert(0, gateway_client.to_owned());
     }
 
     pub fn policies(&mut self, ids: Vec<String>) {
@@ -135,31 +139,36 @@ impl Audit {
     }
 
     /// Commit the record for a forwarded request.
-    pub fn forwarded(self, shard: &Shard, report: &Report) {
+    pub fn forwarded(mut self, shard: &Shard, report: &Report) {
         let outcome = if report.failure.is_some() {
             Outcome::UpstreamError
         } else {
             Outcome::Allow
         };
+        if report.failure.is_some() {
+            self.rec.blame = Some(super::refusal::Blame::Upstream.label());
+        }
         let reason = report.failure.clone();
         let status = report.upstream_status;
-        self.finish(shard, outcome, reason, Vec::new(), status);
+        self.finish(shard, outcome, reason, status);
+    }
+
+    /// Commit the record of a refused request: its outcome, reason and blame.
+    pub fn refused(mut self, shard: &Shard, r: &Refusal) {
+        self.rec.blame = Some(r.blame.label());
+        self.finish(shard, r.outcome, Some(r.why().to_owned()), None);
     }
 
     /// Commit the record.
-    pub fn finish(
+    fn finish(
         mut self,
         shard: &Shard,
         outcome: Outcome,
         reason: Option<String>,
-        policy_ids: Vec<String>,
         upstream_status: Option<u16>,
     ) {
         self.rec.decision = outcome;
         self.rec.reason = reason;
-        if !policy_ids.is_empty() {
-            self.rec.policy_ids = policy_ids;
-        }
         self.rec.upstream_status = upstream_status;
         self.rec.latency_ms = shard
             .clock
@@ -180,26 +189,27 @@ impl Audit {
     }
 }
 
-/// Record an outcome decided before any reservation (authentication failure, rejected input).
-pub(crate) fn record_unreserved(
+/// Record a refusal decided before any reservation (authentication failure, rejected
+/// input, the per-user limit), from the unreserved share.
+pub(crate) fn unreserved(
     shard: &Shard,
     claims: Option<&Rc<Claims>>,
-    method: &str,
-    tool: Option<&str>,
+    body: &[u8],
     meta: &Meta,
-    outcome: Outcome,
-    reason: &str,
+    r: &Refusal,
 ) {
-    let mut rec = base(shard, claims, None, method, meta);
-    rec.tool = tool.map(str::to_owned);
-    rec.decision = outcome;
-    rec.reason = Some(reason.to_owned());
-    metrics::counter!("warden_tool_calls_total", "upstream" => "", "tool" => "", "decision" => outcome.label()).increment(1);
+    let (method, tool) = peek(body);
+    let mut rec = base(shard, claims, None, &method, meta);
+    rec.tool = tool;
+    rec.decision = r.outcome;
+    rec.reason = Some(r.why().to_owned());
+    rec.blame = Some(r.blame.label());
+    metrics::counter!("warden_tool_calls_total", "upstream" => "", "tool" => "", "decision" => r.outcome.label()).increment(1);
     shard.shared.audit.record(rec);
 }
 
 /// A lenient look at a body that will be refused: its method and tool name, for the record.
-pub(crate) fn peek(body: &[u8]) -> (String, Option<String>) {
+fn peek(body: &[u8]) -> (String, Option<String>) {
     #[derive(serde::Deserialize)]
     struct P {
         method: Option<String>,

@@ -1,0 +1,512 @@
+//! The one refusal type of the request path. Every step fails with a [`Refusal`], and the
+//! refusal alone decides the answer (HTTP status, `WWW-Authenticate`, JSON-RPC code and
+//! message), the audit outcome and reason, the metric label — and who caused it.
+
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
+
+use super::http;
+use crate::audit::Outcome;
+use crate::control::DelegationError;
+use crate::http1::Response;
+use crate::jsonrpc::{self, code};
+use crate::snapshot::Settings;
+
+/// Who caused a refusal (as Pingora's error sources do): where an operator should look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The client: a bad request, a bad token, a call policy does not allow, too many calls.
+    Agent,
+    /// The identity provider: its keys could not be had.
+    IdentityProvider,
+    /// The token service: no delegation token for the call.
+    TokenService,
+    /// The upstream MCP server or REST API.
+    Upstream,
+    /// The operator's configuration (e.g. a tool without delegation settings).
+    Operator,
+    /// Warden itself: overload, a failing audit sink, an internal failure.
+    Gateway,
+}
+
+impl Blame {
+    pub fn label(self) -> &'static str {
+        match self {
+            Blame::Agent => "agent",
+            Blame::IdentityProvider => "identity_provider",
+            Blame::TokenService => "token_service",
+            Blame::Upstream => "upstream",
+            Blame::Operator => "operator",
+            Blame::Gateway => "gateway",
+        }
+    }
+}
+
+/// How the refusal reads on the wire.
+#[derive(Debug, Clone)]
+enum Form {
+    /// `{"error": …, "error_description": message}` (RFC 6749 §5.2 shape).
+    OAuth(&'static str),
+    /// 401 with the RFC 6750 / RFC 9728 challenge (`error=` when the token was bad).
+    Challenge(Option<&'static str>),
+    /// 403 `insufficient_scope` with the scopes to re-consent for (MCP step-up).
+    StepUp(Vec<String>),
+    /// A JSON-RPC error with the request's id.
+    JsonRpc(i64, Option<serde_json::Value>),
+    /// A tool result with `isError`: the model reads the message.
+    ToolError,
+    /// No body (a 405 with `Allow`).
+    Empty,
+}
+
+/// Why a request was not (or not fully) served.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Bounded label: `warden_refusals_total{reason}`.
+    pub reason: &'static str,
+    pub blame: Blame,
+    pub outcome: Outcome,
+    status: u16,
+    /// Boxed: a refusal travels in every step's `Result`, which stays small on the way.
+    d: Box<Detail>,
+}
+
+/// The text and shape of a refusal.
+#[derive(Debug, Clone)]
+struct Detail {
+    /// What the client reads.
+    message: Cow<'static, str>,
+    /// What the audit record says (often the same as `message`).
+    why: Cow<'static, str>,
+    form: Form,
+    headers: Vec<(&'static str, String)>,
+}
+
+type Text = Cow<'static, str>;
+
+impl Refusal {
+    fn new(reason: &'static str, blame: Blame, outcome: Outcome, status: u16, form: Form) -> Self {
+        Refusal {
+            reason,
+            blame,
+            outcome,
+            status,
+            d: Box::new(Detail {
+                message: Cow::Borrowed(""),
+                why: Cow::Borrowed(""),
+                form,
+                headers: Vec::new(),
+            }),
+        }
+    }
+
+    fn says(mut self, message: impl Into<Text>) -> Self {
+        self.d.message = message.into();
+        if self.d.why.is_empty() {
+            self.d.why = self.d.message.clone();
+        }
+        self
+    }
+
+    fn audited_as(mut self, why: impl Into<Text>) -> Self {
+        self.d.why = why.into();
+        self
+    }
+
+    fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.d.headers.push((name, value.into()));
+        self
+    }
+
+    // ---- Admission (Origin, Host, path, method, load) ----
+
+    pub fn overloaded() -> Self {
+        Self::new(
+            "overloaded",
+            Blame::Gateway,
+            Outcome::Rejected,
+            503,
+            Form::OAuth("overloaded"),
+        )
+        .says("too many requests in flight; retry shortly")
+        .header("retry-after", "1")
+    }
+
+    pub fn origin_not_allowed() -> Self {
+        Self::agent_oauth("origin", 403, "forbidden", "Origin not allowed")
+    }
+
+    pub fn host_not_allowed() -> Self {
+        Self::agent_oauth("host", 403, "forbidden", "Host not allowed")
+    }
+
+    pub fn no_such_endpoint() -> Self {
+        Self::agent_oauth("path", 404, "not_found", "no such endpoint")
+    }
+
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        Self::new(
+            "http_method",
+            Blame::Agent,
+            Outcome::Rejected,
+            405,
+            Form::Empty,
+        )
+        .says("method not allowed")
+        .header("allow", allow)
+    }
+
+    fn agent_oauth(
+        reason: &'static str,
+        status: u16,
+        error: &'static str,
+        msg: &'static str,
+    ) -> Self {
+        Self::new(
+            reason,
+            Blame::Agent,
+            Outcome::Rejected,
+            status,
+            Form::OAuth(error),
+        )
+        .says(msg)
+    }
+
+    // ---- Authentication ----
+
+    pub fn token_missing() -> Self {
+        Self::new(
+            "token_missing",
+            Blame::Agent,
+            Outcome::Unauthenticated,
+            401,
+            Form::Challenge(None),
+        )
+        .says("authentication required")
+        .audited_as("bearer token missing")
+    }
+
+    pub fn token_in_query() -> Self {
+        Self::agent_oauth(
+            "token_in_query",
+            400,
+            "invalid_request",
+            "tokens in the query string are not accepted",
+        )
+        .unauthenticated()
+    }
+
+    pub fn repeated_authorization() -> Self {
+        Self::agent_oauth(
+            "repeated_authorization",
+            400,
+            "invalid_request",
+            "more than one Authorization header",
+        )
+        .unauthenticated()
+    }
+
+    /// A bad token (`label` from `TokenError::label`, or `not_bearer`). An unknown key after
+    /// a refetch is the agent's (a forged or foreign token) unless the keys could not be had.
+    pub fn token_invalid(label: &'static str, blame: Blame) -> Self {
+        Self::new(
+            "token_invalid",
+            blame,
+            Outcome::Unauthenticated,
+            401,
+            Form::Challenge(Some("invalid_token")),
+        )
+        .says("the access token is invalid")
+        .audited_as(format!("bearer token invalid ({label})"))
+    }
+
+    fn unauthenticated(mut self) -> Self {
+        self.outcome = Outcome::Unauthenticated;
+        self
+    }
+
+    // ---- Rate limits ----
+
+    /// Over the per-user limit on a request that is not JSON-RPC (GET, DELETE).
+    pub fn user_limited_http(retry_after: u64) -> Self {
+        Self::agent_oauth(
+            "rate_limited_user",
+            429,
+            "rate_limited",
+            "rate limit exceeded for this user; retry later",
+        )
+        .limited("per-user rate limit exceeded", retry_after)
+    }
+
+    /// Over a per-user (`tool == false`) or per-tool limit: a JSON-RPC error the model reads.
+    pub fn limited_call(
+        tool: bool,
+        message: String,
+        data: serde_json::Value,
+        retry_after: u64,
+    ) -> Self {
+        let (reason, why) = if tool {
+            ("rate_limited_tool", "per-tool rate limit exceeded")
+        } else {
+            ("rate_limited_user", "per-user rate limit exceeded")
+        };
+        Self::new(
+            reason,
+            Blame::Agent,
+            Outcome::RateLimited,
+            429,
+            Form::JsonRpc(crate::ratelimit::JSONRPC_CODE, Some(data)),
+        )
+        .says(message)
+        .limited(why, retry_after)
+    }
+
+    fn limited(mut self, why: &'static str, retry_after: u64) -> Self {
+        self.outcome = Outcome::RateLimited;
+        self.d.why = Cow::Borrowed(why);
+        self.header("retry-after", retry_after.to_string())
+    }
+
+    // ---- The HTTP request and the JSON-RPC message ----
+
+    pub fn unsupported_media(status: u16, message: &'static str) -> Self {
+        Self::agent_oauth("headers", status, "invalid_request", message)
+            .audited_as("request headers not acceptable")
+    }
+
+    pub fn parse_error() -> Self {
+        Self::jsonrpc_400("parse_error", code::PARSE_ERROR, "Parse error")
+    }
+
+    pub fn invalid_request(message: &'static str) -> Self {
+        Self::jsonrpc_400("invalid_request", code::INVALID_REQUEST, message)
+    }
+
+    fn jsonrpc_400(reason: &'static str, code: i64, message: &'static str) -> Self {
+        Self::new(
+            reason,
+            Blame::Agent,
+            Outcome::Rejected,
+            400,
+            Form::JsonRpc(code, None),
+        )
+        .says(message)
+        .audited_as("not a valid JSON-RPC message")
+    }
+
+    // ---- Sessions ----
+
+    pub fn session_required() -> Self {
+        Self::agent_oauth(
+            "session_required",
+            400,
+            "invalid_request",
+            "Mcp-Session-Id required",
+        )
+    }
+
+    pub fn session_repeated() -> Self {
+        Self::agent_oauth(
+            "session_repeated",
+            400,
+            "invalid_request",
+            "repeated Mcp-Session-Id",
+        )
+    }
+
+    pub fn session_unknown(message: &'static str) -> Self {
+        Self::agent_oauth("session_unknown", 404, "not_found", message)
+    }
+
+    pub fn session_not_created() -> Self {
+        Self::new(
+            "session_not_created",
+            Blame::Gateway,
+            Outcome::Rejected,
+            500,
+            Form::JsonRpc(code::INTERNAL_ERROR, None),
+        )
+        .says("could not create a session")
+    }
+
+    // ---- Routing and policy ----
+
+    /// An unknown tool, or one policy hides: the same answer (no enumeration).
+    pub fn unknown_tool() -> Self {
+        Self::new(
+            "unknown_tool",
+            Blame::Agent,
+            Outcome::Deny,
+            200,
+            Form::JsonRpc(code::INVALID_PARAMS, None),
+        )
+        .says("Unknown tool")
+        .audited_as("unknown or hidden tool")
+    }
+
+    pub fn unknown_method() -> Self {
+        Self::new(
+            "unknown_method",
+            Blame::Agent,
+            Outcome::Deny,
+            200,
+            Form::JsonRpc(code::METHOD_NOT_FOUND, None),
+        )
+        .says("Method not found")
+        .audited_as("unknown tool or method")
+    }
+
+    /// A `tools/call` a policy forbids: an `isError` result with the policy's reason.
+    pub fn denied_tool(reason: String) -> Self {
+        Self::new(
+            "policy_deny",
+            Blame::Agent,
+            Outcome::Deny,
+            200,
+            Form::ToolError,
+        )
+        .says(reason)
+    }
+
+    /// A non-tool method a policy forbids: a JSON-RPC error with the policy's reason.
+    pub fn denied_method(reason: String, why: Option<&'static str>) -> Self {
+        let r = Self::new(
+            "policy_deny",
+            Blame::Agent,
+            Outcome::Deny,
+            200,
+            Form::JsonRpc(code::INVALID_PARAMS, None),
+        )
+        .says(reason);
+        match why {
+            Some(w) => r.audited_as(w),
+            None => r,
+        }
+    }
+
+    /// A scope the user could be granted: 403 so the client re-consents (a JSON-RPC error
+    /// inside a batch, which has no HTTP challenge of its own).
+    pub fn step_up(scopes: Vec<String>, reason: String) -> Self {
+        Self::new(
+            "step_up",
+            Blame::Agent,
+            Outcome::Deny,
+            403,
+            Form::StepUp(scopes),
+        )
+        .says(reason)
+    }
+
+    // ---- Audit, delegation, upstream ----
+
+    pub fn audit_unavailable() -> Self {
+        Self::new(
+            "audit_unavailable",
+            Blame::Gateway,
+            Outcome::Rejected,
+            200,
+            Form::JsonRpc(code::UNAVAILABLE, None),
+        )
+        .says("The audit trail is unavailable, so the call was refused rather than run unaudited.")
+    }
+
+    /// No delegation token: nothing was sent. A missing setting is the operator's.
+    pub fn delegation_failed(upstream: &str, e: &DelegationError) -> Self {
+        let blame = match e {
+            DelegationError::Refused(m) if m.starts_with("no delegation is configured") => {
+                Blame::Operator
+            }
+            _ => Blame::TokenService,
+        };
+        let message =
+            format!("Token exchange for upstream '{upstream}' failed: {e}. The call was not sent.");
+        Self::new(
+            "delegation_failed",
+            blame,
+            Outcome::ExchangeFailed,
+            200,
+            Form::JsonRpc(code::DELEGATION_FAILED, None),
+        )
+        .says(message)
+        .audited_as(e.to_string())
+    }
+
+    /// Arguments a bridged REST operation cannot take: nothing was sent.
+    pub fn bad_arguments(json_rpc_code: i64, message: String) -> Self {
+        Self::new(
+            "bad_arguments",
+            Blame::Agent,
+            Outcome::Rejected,
+            200,
+            Form::JsonRpc(json_rpc_code, None),
+        )
+        .says(message)
+    }
+
+    /// The upstream failed before answering (`why` is what failed, for the record).
+    pub fn upstream(reason: &'static str, message: String, why: String) -> Self {
+        Self::new(
+            reason,
+            Blame::Upstream,
+            Outcome::UpstreamError,
+            200,
+            Form::JsonRpc(code::UPSTREAM_ERROR, None),
+        )
+        .says(message)
+        .audited_as(why)
+    }
+
+    // ---- Reading it ----
+
+    /// The HTTP status of a single request's answer.
+    #[cfg(test)]
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// What the audit record says.
+    pub fn why(&self) -> &str {
+        &self.d.why
+    }
+
+    /// Count it: `warden_refusals_total{reason, blame}` (both bounded).
+    pub fn count(&self) {
+        metrics::counter!("warden_refusals_total", "reason" => self.reason, "blame" => self.blame.label())
+            .increment(1);
+    }
+
+    /// The JSON-RPC body (inside a batch, or as the body of a single answer).
+    pub fn body(&self, id: Option<&RawValue>) -> Vec<u8> {
+        let message = &self.d.message;
+        match &self.d.form {
+            Form::JsonRpc(c, data) => jsonrpc::error_with_data(id, *c, message, data.as_ref()),
+            Form::ToolError => {
+                let result = serde_json::json!({"content": [{"type": "text", "text": message}], "isError": true});
+                jsonrpc::result_value(id.unwrap_or(&jsonrpc::null()), &result)
+            }
+            // No HTTP challenge inside a batch: the reason as a JSON-RPC error.
+            Form::StepUp(_) => jsonrpc::error(id, code::INVALID_PARAMS, message),
+            Form::OAuth(_) | Form::Challenge(_) | Form::Empty => {
+                jsonrpc::error(id, code::INVALID_REQUEST, message)
+            }
+        }
+    }
+
+    /// The whole HTTP answer to a single request.
+    pub fn response(&self, st: &Settings, id: Option<&RawValue>) -> Response {
+        let mut r = match &self.d.form {
+            Form::OAuth(error) => http::error_json(self.status, error, &self.d.message),
+            Form::Challenge(error) => http::challenge(st, *error),
+            Form::StepUp(scopes) => http::step_up(st, scopes),
+            Form::Empty => Response::new(self.status),
+            Form::JsonRpc(..) | Form::ToolError => Response::json(self.status, self.body(id)),
+        };
+        r.headers.extend(self.d.headers.iter().cloned());
+        r
+    }
+}
+
+#[cfg(test)]
+#[path = "refusal_tests.rs"]
+mod tests;
