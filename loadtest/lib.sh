@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # (sourced: the callers use the ports and settings)
 # Shared by loadtest/run.sh and loadtest/memory.sh (sourced, not run): tools, ports, the work
 # dir and its cleanup, the upstreams, and Warden with the *full* configuration of issue 12:
 # embedded authorization server (user token by the password grant, `resource` = the public
@@ -209,8 +210,8 @@ YAML
     WARDEN_LOG=info taskset -c "$SERVER_CPU" "$BIN/warden" serve -c "$WORK/warden.yaml" --data-dir "$WORK/data" --shards 1 \
         >"$WORK/warden.out" 2>"$WORK/warden.err" &
     WARDEN_PID=$!; PIDS+=("$WARDEN_PID")
-    local i
-    for i in $(seq 1 300); do
+    local _
+    for _ in $(seq 1 300); do
         if curl -fs -o /dev/null --max-time 1 "http://127.0.0.1:$ADMIN_PORT/readyz"; then return 0; fi
         kill -0 "$WARDEN_PID" 2>/dev/null || die "warden exited; see $WORK/warden.err"
         sleep 0.1

@@ -68,8 +68,9 @@ ARGS='{"text":"hello from the load test","n":42}'
 for t in "${TARGETS[@]}"; do
     SID[$t]=$(mcp_session "${URL[$t]}")
     out=$(mcp_call "${URL[$t]}" "${SID[$t]}" "${TOOL[$t]}" "$ARGS")
-    grep -q '"result"' <<<"$out" && ! grep -Eq '"isError": ?true' <<<"$out" \
-        || die "$t: tools/call did not return a result: $out"
+    if ! grep -q '"result"' <<<"$out" || grep -Eq '"isError": ?true' <<<"$out"; then
+        die "$t: tools/call did not return a result: $out"
+    fi
 done
 # The policy is live: the deny rule and the other tool's scope rule refuse.
 for tool in bench_slow bench_whoami; do
