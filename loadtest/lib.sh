@@ -236,7 +236,11 @@ mcp_session() {
     local init='{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"'$PROTOCOL'","capabilities":{},"clientInfo":{"name":"loadtest","version":"1"}}}'
     sid=$(curl -fsS -D - -o /dev/null -H "content-type: application/json" -H "accept: application/json, text/event-stream" \
         -H "authorization: Bearer $TOKEN" -d "$init" "$url" | tr -d '\r' | awk -F': ' 'tolower($1)=="mcp-session-id"{print $2}')
-    [ -n "$sid" ] || die "no Mcp-Session-Id from $url"
+    if [ -z "$sid" ]; then
+        # A stateless upstream (FASTMCP_STATELESS=1) answers without a session: none to send.
+        [ "${FASTMCP_STATELESS:-0}" = 1 ] || die "no Mcp-Session-Id from $url"
+        return 0
+    fi
     curl -fsS -o /dev/null -H "content-type: application/json" -H "accept: application/json, text/event-stream" \
         -H "authorization: Bearer $TOKEN" -H "mcp-session-id: $sid" -H "mcp-protocol-version: $PROTOCOL" \
         -d '{"jsonrpc":"2.0","method":"notifications/initialized"}' "$url" || die "notifications/initialized failed at $url"
@@ -245,7 +249,9 @@ mcp_session() {
 
 # One tools/call: the response body on stdout.
 mcp_call() { # url session tool arguments-json
+    local sess=()
+    [ -n "$2" ] && sess=(-H "mcp-session-id: $2")
     curl -sS -H "content-type: application/json" -H "accept: application/json, text/event-stream" \
-        -H "authorization: Bearer $TOKEN" -H "mcp-session-id: $2" -H "mcp-protocol-version: $PROTOCOL" \
+        -H "authorization: Bearer $TOKEN" "${sess[@]}" -H "mcp-protocol-version: $PROTOCOL" \
         -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"'"$3"'","arguments":'"$4"'}}' "$1"
 }

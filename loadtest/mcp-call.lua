@@ -19,7 +19,10 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("WRK_TOKEN")
-wrk.headers["Mcp-Session-Id"] = os.getenv("WRK_SESSION")
+local session = os.getenv("WRK_SESSION") or ""
+if session ~= "" then -- empty: a stateless upstream, which gives no session
+    wrk.headers["Mcp-Session-Id"] = session
+end
 wrk.headers["Mcp-Protocol-Version"] = os.getenv("WRK_PROTOCOL") or "2025-06-18"
 
 local threads = {}
