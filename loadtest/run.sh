@@ -1,108 +1,51 @@
 #!/usr/bin/env bash
-# Load test: the same authenticated MCP `tools/call` against the echo upstream directly, through
-# nginx (plain reverse proxy, no auth) and through Warden, all in ONE run, servers pinned to
-# core 0 and the load generator (oha) to core 1. Prints req/s, p50/p90/p99, errors, and ratios.
+# Load test of issue 12: the same authenticated MCP `tools/call` against the upstream directly,
+# through nginx (plain reverse proxy, no auth) and through Warden with its FULL configuration
+# (embedded authorization server, password-grant user token, delegation per call, policy rules,
+# file audit, admin port, WARDEN_LOG=info), in ONE run with interleaved rounds. Servers are
+# pinned to core 0, wrk (-t2 -c32, Lua script checking every response) to core 1. For each
+# window: req/s, p50/p99, CPU per call of the proxy and of the upstream (utime+stime from
+# /proc over the window ÷ completed requests), wrk's own CPU; then medians, the Warden/nginx
+# ratios and audit records ÷ Warden requests (must be 1).
 #
-#   loadtest/run.sh                 # DURATION=10 CONCURRENCY=32 BASE_PORT=18081
-#   DURATION=30 CONCURRENCY=64 loadtest/run.sh
+#   loadtest/run.sh                         # MODE=echo DURATION=10 WARMUP=2 ROUNDS=3
+#   DURATION=3 ROUNDS=1 loadtest/run.sh     # a quick check that everything works
+#   MODE=fastmcp loadtest/run.sh            # a Python FastMCP upstream (mcp from PyPI) instead
 #
-# Needs: target/release/{warden,echo-upstream,test-issuer} (built here unless SKIP_BUILD=1),
-# nginx (apt-get), oha (cargo install oha --locked), curl, python3, taskset, ss.
+# Settings: MODE (echo | fastmcp), DURATION, WARMUP, ROUNDS, THREADS (2), CONNECTIONS (32),
+# BASE_PORT (18081: upstream, +1 nginx, +2 Warden, +3 admin, +4 authorization server),
+# SERVER_CPU (0), LOAD_CPU (1), SKIP_BUILD=1, SUMMARY (the JSON summary's path),
+# FASTMCP_STATELESS=1 (stateless_http upstream), MCP_VERSION, VENV.
+# Needs: curl, python3, taskset, ss; nginx and wrk (apt-get installs them when missing);
+# cargo unless SKIP_BUILD=1. Exit status 0 only if every check passed.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-DURATION=${DURATION:-10}
-CONCURRENCY=${CONCURRENCY:-32}
 BASE_PORT=${BASE_PORT:-18081}
-SERVER_CPU=${SERVER_CPU:-0}
-LOAD_CPU=${LOAD_CPU:-1}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/warden-target}
-BIN="$CARGO_TARGET_DIR/release"
-
-UPSTREAM_PORT=$BASE_PORT
-NGINX_PORT=$((BASE_PORT + 1))
-WARDEN_PORT=$((BASE_PORT + 2))
-ADMIN_PORT=$((BASE_PORT + 3))
-ISSUER_PORT=$((BASE_PORT + 4))
-PORTS=("$UPSTREAM_PORT" "$NGINX_PORT" "$WARDEN_PORT" "$ADMIN_PORT" "$ISSUER_PORT")
-
-log() { printf '[loadtest] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=loadtest/lib.sh
+. "$HERE/lib.sh"
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-3}
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+SUMMARY=${SUMMARY:-/tmp/warden-loadtest-$MODE-$(date -u +%Y%m%dT%H%M%SZ).json}
 
 # --- tools -------------------------------------------------------------------------------------
-for t in curl python3 taskset ss; do command -v "$t" >/dev/null || die "$t is required"; done
-if ! command -v nginx >/dev/null; then
-    log "installing nginx"
-    apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx >/dev/null
-fi
-if ! command -v oha >/dev/null; then
-    [ -x "$HOME/.cargo/bin/oha" ] && export PATH="$HOME/.cargo/bin:$PATH"
-fi
-if ! command -v oha >/dev/null; then
-    log "installing oha (cargo install oha --locked; this takes minutes)"
-    cargo install oha --locked
-fi
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    log "building warden and testkit (release)"
-    (cd "$ROOT" && cargo build --release -q -p controlplane -p testkit)
-fi
-for b in warden echo-upstream test-issuer; do [ -x "$BIN/$b" ] || die "missing $BIN/$b"; done
-[ "$(nproc)" -ge 2 ] || die "needs 2 cores (server on $SERVER_CPU, load on $LOAD_CPU)"
+need_tools curl python3 taskset ss
+apt_install nginx nginx
+apt_install wrk wrk
+[ "$MODE" = fastmcp ] && fastmcp_venv
+build
+[ "$(nproc)" -ge 2 ] || die "needs 2 cores (servers on $SERVER_CPU, load on $LOAD_CPU)"
+refuse_busy_ports "$UPSTREAM_PORT" "$NGINX_PORT" "$WARDEN_PORT" "$ADMIN_PORT" "$AS_PORT"
 
-# --- refuse busy ports (a leftover SO_REUSEPORT server would silently take connections) ------
-busy=$(ss -Hltn | awk '{print $4}' | sed 's/.*://' | sort -u)
-for p in "${PORTS[@]}"; do
-    if grep -qx "$p" <<<"$busy"; then die "port $p is already in use; stop whatever listens there or set BASE_PORT"; fi
-done
+make_work
+log "work dir $WORK; mode $MODE; servers on cpu $SERVER_CPU, wrk on cpu $LOAD_CPU"
 
-# --- processes and cleanup ---------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/warden-loadtest.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-    local rc=$?
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    sleep 0.3
-    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ "$rc" -ne 0 ]; then log "logs kept in $WORK"; else rm -rf "$WORK"; fi
-    exit "$rc"
-}
-trap cleanup EXIT INT TERM
-
-# Wait until $1 (a file) has a first line, or the process $2 died.
-first_line() {
-    local f=$1 pid=$2
-    for _ in $(seq 1 200); do
-        if [ -s "$f" ] && head -n1 "$f" | grep -q .; then head -n1 "$f"; return 0; fi
-        kill -0 "$pid" 2>/dev/null || die "process $pid exited; see $WORK"
-        sleep 0.05
-    done
-    die "timed out waiting for $f"
-}
-wait_http() { # url pid: any HTTP answer to a POST counts (GET /mcp would open an SSE stream)
-    for _ in $(seq 1 200); do
-        if curl -s -o /dev/null --max-time 1 -X POST -d '{}' "$1"; then return 0; fi
-        kill -0 "$2" 2>/dev/null || die "process $2 exited; see $WORK"
-        sleep 0.05
-    done
-    die "timed out waiting for $1"
-}
-jget() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
-
-log "work dir $WORK; servers on cpu $SERVER_CPU, oha on cpu $LOAD_CPU; ${DURATION}s x ${CONCURRENCY} connections each"
-
-taskset -c "$SERVER_CPU" "$BIN/echo-upstream" --port "$UPSTREAM_PORT" >"$WORK/upstream.out" 2>"$WORK/upstream.err" &
-PIDS+=($!); UP_PID=$!
-UP_URL=$(jget "$(first_line "$WORK/upstream.out" "$UP_PID")" url)
-
-taskset -c "$SERVER_CPU" "$BIN/test-issuer" --port "$ISSUER_PORT" --aud "http://127.0.0.1/mcp" --scope "mcp:tools" --sub load-test \
-    >"$WORK/issuer.out" 2>"$WORK/issuer.err" &
-PIDS+=($!); ISS_PID=$!
-ISS_LINE=$(first_line "$WORK/issuer.out" "$ISS_PID")
-ISSUER=$(jget "$ISS_LINE" issuer)
-TOKEN=$(jget "$ISS_LINE" token)
+# --- servers -----------------------------------------------------------------------------------
+start_upstream
 
 sed -e "s#@PREFIX@#$WORK#g" -e "s#@UPSTREAM_PORT@#$UPSTREAM_PORT#g" -e "s#@NGINX_PORT@#$NGINX_PORT#g" \
     "$HERE/nginx.conf.template" >"$WORK/nginx.conf"
@@ -110,112 +53,62 @@ mkdir -p "$WORK/client_body" "$WORK/proxy" "$WORK/fastcgi" "$WORK/uwsgi" "$WORK/
 nginx -t -q -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" || die "nginx config test failed"
 taskset -c "$SERVER_CPU" nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" \
     >"$WORK/nginx.out" 2>&1 &
-PIDS+=($!); NGINX_PID=$!
+NGINX_PID=$!; PIDS+=("$NGINX_PID")
 
-cat >"$WORK/warden.yaml" <<YAML
-policy:
-  default: allow
-audit:
-  sink: file
-  dir: $WORK/audit
-gateway:
-  listen: 127.0.0.1:$WARDEN_PORT
-  public_url: http://127.0.0.1/mcp
-  shards: 1
-  scopes_supported: [mcp:tools]
-admin:
-  listen: 127.0.0.1:$ADMIN_PORT
-issuers:
-  - issuer: $ISSUER
-upstreams:
-  - name: bench
-    url: $UP_URL
-    namespace: bench_
-YAML
-taskset -c "$SERVER_CPU" "$BIN/warden" serve -c "$WORK/warden.yaml" --data-dir "$WORK/data" --shards 1 >"$WORK/warden.out" 2>"$WORK/warden.err" &
-PIDS+=($!); WARDEN_PID=$!
-
-for _ in $(seq 1 300); do
-    if curl -fs -o /dev/null --max-time 1 "http://127.0.0.1:$ADMIN_PORT/readyz"; then break; fi
-    kill -0 "$WARDEN_PID" 2>/dev/null || die "warden exited; see $WORK/warden.err"
-    sleep 0.1
-done
-curl -fsS -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" || die "warden not ready; see $WORK/warden.err"
+start_warden
 wait_http "http://127.0.0.1:$NGINX_PORT/mcp" "$NGINX_PID"
+user_token
 
-# --- one MCP session per target ----------------------------------------------------------------
-HDR=(-H "content-type: application/json" -H "accept: application/json, text/event-stream" -H "authorization: Bearer $TOKEN")
-INIT='{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"loadtest","version":"1"}}}'
-session() { # url -> session id on stdout
-    local sid
-    sid=$(curl -fsS -D - -o /dev/null "${HDR[@]}" -d "$INIT" "$1" | tr -d '\r' | awk -F': ' 'tolower($1)=="mcp-session-id"{print $2}')
-    [ -n "$sid" ] || die "no Mcp-Session-Id from $1"
-    curl -fsS -o /dev/null "${HDR[@]}" -H "mcp-session-id: $sid" -H "mcp-protocol-version: 2025-06-18" \
-        -d '{"jsonrpc":"2.0","method":"notifications/initialized"}' "$1"
-    echo "$sid"
-}
-body() { printf '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"%s","arguments":{"text":"hello from the load test","n":42}}}' "$1"; }
-
+# --- one session per target, and checked calls before the load ---------------------------------
 TARGETS=(direct nginx warden)
-declare -A URL=([direct]="http://127.0.0.1:$UPSTREAM_PORT/mcp" [nginx]="http://127.0.0.1:$NGINX_PORT/mcp" [warden]="http://127.0.0.1:$WARDEN_PORT/mcp")
+declare -A URL=([direct]="http://127.0.0.1:$UPSTREAM_PORT/mcp" [nginx]="http://127.0.0.1:$NGINX_PORT/mcp" [warden]="$PUBLIC_URL")
 declare -A TOOL=([direct]=echo [nginx]=echo [warden]=bench_echo)
 declare -A SID
+ARGS='{"text":"hello from the load test","n":42}'
 for t in "${TARGETS[@]}"; do
-    SID[$t]=$(session "${URL[$t]}")
-    # One checked call per target before the load: it must be a JSON-RPC result, not an error.
-    out=$(curl -fsS "${HDR[@]}" -H "mcp-session-id: ${SID[$t]}" -H "mcp-protocol-version: 2025-06-18" -d "$(body "${TOOL[$t]}")" "${URL[$t]}")
-    grep -q '"result"' <<<"$out" || die "$t: tools/call did not return a result: $out"
+    SID[$t]=$(mcp_session "${URL[$t]}")
+    out=$(mcp_call "${URL[$t]}" "${SID[$t]}" "${TOOL[$t]}" "$ARGS")
+    if ! grep -q '"result"' <<<"$out" || grep -Eq '"isError": ?true' <<<"$out"; then
+        die "$t: tools/call did not return a result: $out"
+    fi
+done
+# The policy is live: the deny rule and the other tool's scope rule refuse.
+for tool in bench_slow bench_whoami; do
+    out=$(mcp_call "$PUBLIC_URL" "${SID[warden]}" "$tool" '{}')
+    grep -Eq '"isError": ?true|"error"' <<<"$out" || die "warden: $tool was not refused by policy: $out"
 done
 
-# --- load --------------------------------------------------------------------------------------
-for t in "${TARGETS[@]}"; do
-    log "oha -> $t (${URL[$t]})"
-    taskset -c "$LOAD_CPU" oha --no-tui --output-format json -z "${DURATION}s" -c "$CONCURRENCY" \
-        --wait-ongoing-requests-after-deadline -m POST \
-        -H "content-type: application/json" -H "accept: application/json, text/event-stream" \
-        -H "authorization: Bearer $TOKEN" -H "mcp-session-id: ${SID[$t]}" -H "mcp-protocol-version: 2025-06-18" \
-        -d "$(body "${TOOL[$t]}")" "${URL[$t]}" >"$WORK/oha-$t.json" 2>"$WORK/oha-$t.err" || die "oha failed for $t: $(cat "$WORK/oha-$t.err")"
-    kill -0 "$WARDEN_PID" 2>/dev/null || die "warden died during the $t run; see $WORK/warden.err"
-done
-
-# HTTP 200 can carry a JSON-RPC error: cross-check with Warden's own counters and the response sizes.
-curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics" >"$WORK/warden-metrics.txt" || log "could not read Warden metrics"
-
-python3 - "$WORK" "$DURATION" "$CONCURRENCY" <<'PY'
+# --- the rounds ----------------------------------------------------------------------------------
+body() { printf '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"%s","arguments":%s}}' "$1" "$ARGS"; }
+python3 - "$WORK/plan.json" <<PY
 import json, sys
-work, duration, conc = sys.argv[1], sys.argv[2], sys.argv[3]
-rows = {}
-for t in ("direct", "nginx", "warden"):
-    d = json.load(open(f"{work}/oha-{t}.json"))
-    s, p = d["summary"], d["latencyPercentiles"]
-    codes = {str(k): v for k, v in d.get("statusCodeDistribution", {}).items()}
-    ok = codes.get("200", 0)
-    non200 = sum(v for k, v in codes.items() if k != "200")
-    errs = sum(d.get("errorDistribution", {}).values())
-    rows[t] = dict(rps=s["requestsPerSec"], ok=ok, size=s.get("sizePerRequest") or 0, non200=non200, errs=errs, codes=codes,
-                   errdist=d.get("errorDistribution", {}),
-                   p50=p["p50"] * 1e3, p90=p["p90"] * 1e3, p99=p["p99"] * 1e3)
-print(f"\nload test: {duration}s per target, {conc} connections, servers pinned to one core, oha on the other\n")
-print(f"| target | req/s | p50 ms | p90 ms | p99 ms | 200s | non-200 | errors | bytes/response |")
-print(f"|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-for t, r in rows.items():
-    print(f"| {t} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} | {r['ok']} | {r['non200']} | {r['errs']} | {r['size']:.0f} |")
-for t, r in rows.items():
-    if r["non200"] or r["errs"]:
-        print(f"\n{t}: status codes {r['codes']}, errors {r['errdist']}")
-print()
-print(f"Warden / nginx throughput: {rows['warden']['rps'] / rows['nginx']['rps']:.3f}")
-print(f"Warden / direct throughput: {rows['warden']['rps'] / rows['direct']['rps']:.3f}")
-print(f"nginx / direct throughput: {rows['nginx']['rps'] / rows['direct']['rps']:.3f}")
-print(f"Warden / nginx p50 latency: {rows['warden']['p50'] / rows['nginx']['p50']:.3f}")
-try:
-    keep = ("warden_tool_calls_total", "warden_upstream_errors_total", "warden_auth_failures_total",
-            "warden_http_requests_total", "warden_connections_refused_total", "warden_sessions_created_total",
-            "warden_upstream_request_duration_seconds_count")
-    lines = [l for l in open(f"{work}/warden-metrics.txt") if l.startswith(keep)]
-    print("\nWarden counters after the run:")
-    for l in lines:
-        print("  " + l.rstrip())
-except OSError:
-    pass
+def target(name, url, sid, tool, proxy_pid, children=False, **extra):
+    return dict(name=name, url=url, session=sid, body='$(body TOOL)'.replace("TOOL", tool),
+                proxy_pid=proxy_pid, proxy_children=children, upstream_pid=$UP_PID, **extra)
+plan = dict(
+    mode="$MODE", duration=$DURATION, warmup=$WARMUP, rounds=$ROUNDS, threads=$THREADS,
+    connections=$CONNECTIONS, load_cpu=$LOAD_CPU, server_cpu=$SERVER_CPU, protocol="$PROTOCOL",
+    lua="$HERE/mcp-call.lua", token_file="$WORK/token", summary="$SUMMARY",
+    env=dict(date="$(date -u +%FT%TZ)", head="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)",
+             nproc=$(nproc), loadavg="$(cut -d' ' -f1-3 /proc/loadavg)", wrk="$(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)",
+             nginx="$(nginx -v 2>&1 | sed 's/.*: //')", upstream="$MODE"),
+    targets=[
+        target("direct", "${URL[direct]}", "${SID[direct]}", "echo", None),
+        target("nginx", "${URL[nginx]}", "${SID[nginx]}", "echo", $NGINX_PID, children=True),
+        target("warden", "${URL[warden]}", "${SID[warden]}", "bench_echo", $WARDEN_PID,
+               audit_dir="$WORK/audit", admin="http://127.0.0.1:$ADMIN_PORT"),
+    ])
+json.dump(plan, open(sys.argv[1], "w"), indent=1)
 PY
+log "warm-up ${WARMUP}s per target, then $ROUNDS rounds of ${DURATION}s windows: ${TARGETS[*]}"
+log "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 "$HERE/measure.py" "$WORK/plan.json"
+log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+for pid in "$UP_PID" "$NGINX_PID" "$WARDEN_PID"; do
+    kill -0 "$pid" 2>/dev/null || die "a server (pid $pid) died during the run; see $WORK"
+done
+log "Warden wrote $(wc -l <"$WORK/warden.err") log lines at WARDEN_LOG=info (start-up included)"
+if grep -Eq ' (WARN|ERROR) ' "$WORK/warden.err"; then
+    log "Warden's warnings and errors:"
+    grep -E ' (WARN|ERROR) ' "$WORK/warden.err" | head -n 20 >&2
+fi

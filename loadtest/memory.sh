@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Memory probe of issue 12: Warden with the same full configuration as loadtest/run.sh (one
+# shard, pinned to core 0), its VmRSS / VmHWM / RssAnon from /proc/<pid>/status right after
+# /readyz answers, then after opening N MCP sessions (initialize with the user's token +
+# notifications/initialized; the ids are kept, so every session stays live), and the growth
+# per session.
+#
+#   loadtest/memory.sh                      # N=10000
+#   N=2000 SKIP_BUILD=1 loadtest/memory.sh
+#
+# Settings: N, CONNECTIONS (4: keep-alive connections the sessions are opened over), MODE
+# (echo | fastmcp: the upstream behind Warden; Warden answers initialize itself), BASE_PORT
+# (18181), SERVER_CPU (0), LOAD_CPU (1), SKIP_BUILD=1.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+BASE_PORT=${BASE_PORT:-18181}
+LOG_TAG=memory
+# shellcheck source=loadtest/lib.sh
+. "$HERE/lib.sh"
+N=${N:-10000}
+CONNECTIONS=${CONNECTIONS:-4}
+
+need_tools curl python3 taskset ss
+[ "$MODE" = fastmcp ] && fastmcp_venv
+build
+refuse_busy_ports "$UPSTREAM_PORT" "$WARDEN_PORT" "$ADMIN_PORT" "$AS_PORT"
+make_work
+log "work dir $WORK; mode $MODE; Warden on cpu $SERVER_CPU; $N sessions over $CONNECTIONS connections"
+
+start_upstream
+start_warden
+STATUS="/proc/$WARDEN_PID/status"
+cp "$STATUS" "$WORK/status-ready"
+user_token
+cp "$STATUS" "$WORK/status-login"
+
+taskset -c "$LOAD_CPU" python3 - "$PUBLIC_URL" "$WORK/token" "$N" "$CONNECTIONS" "$PROTOCOL" "$WORK/sessions.txt" <<'PY'
+# Opens N sessions over a few keep-alive connections; every answer is checked.
+import http.client, sys, threading, urllib.parse
+url, token_file, n, conns, proto, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+token = open(token_file).read().strip()
+u = urllib.parse.urlsplit(url)
+init = ('{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"%s",'
+        '"capabilities":{},"clientInfo":{"name":"memory-probe","version":"1"}}}' % proto).encode()
+note = b'{"jsonrpc":"2.0","method":"notifications/initialized"}'
+base = {"content-type": "application/json", "accept": "application/json, text/event-stream",
+        "authorization": "Bearer " + token}
+ids, errors = [], []
+
+def worker(count):
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    for _ in range(count):
+        c.request("POST", u.path, init, base)
+        r = c.getresponse(); body = r.read()
+        sid = r.getheader("mcp-session-id")
+        if r.status != 200 or not sid or b'"result"' not in body:
+            errors.append(f"initialize: {r.status} {body[:200]!r}"); return
+        c.request("POST", u.path, note, dict(base, **{"mcp-session-id": sid, "mcp-protocol-version": proto}))
+        r = c.getresponse(); r.read()
+        if r.status != 202:
+            errors.append(f"notifications/initialized: {r.status}"); return
+        ids.append(sid)
+
+per = [n // conns + (1 if i < n % conns else 0) for i in range(conns)]
+ts = [threading.Thread(target=worker, args=(k,)) for k in per]
+for t in ts: t.start()
+for t in ts: t.join()
+open(out, "w").write("\n".join(ids) + "\n")
+if errors or len(ids) != n:
+    sys.exit(f"opened {len(ids)} of {n} sessions; first error: {errors[:1]}")
+print(f"[memory] opened {len(ids)} sessions ({len(set(ids))} distinct ids)", file=sys.stderr)
+PY
+sleep 1 # let allocator and background tasks settle before reading
+cp "$STATUS" "$WORK/status-sessions"
+kill -0 "$WARDEN_PID" 2>/dev/null || die "warden died; see $WORK/warden.err"
+
+python3 - "$WORK/status-ready" "$WORK/status-login" "$WORK/status-sessions" "$N" "$MODE" <<'PY'
+import sys
+def read(p):
+    v = {}
+    for line in open(p):
+        k, _, rest = line.partition(":")
+        if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads"):
+            v[k] = int(rest.split()[0])
+    return v
+r, a, b, n, mode = read(sys.argv[1]), read(sys.argv[2]), read(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+print(f"\nWarden memory (one shard, full configuration, upstream {mode}; /proc/<pid>/status)\n")
+print("| | VmRSS MiB | VmHWM MiB | RssAnon MiB | RssFile MiB | threads |")
+print("|---|---:|---:|---:|---:|---:|")
+for label, v in (("right after ready", r), ("after the login (password grant)", a), (f"with {n} sessions", b)):
+    print(f"| {label} | {v['VmRSS']/1024:.1f} | {v['VmHWM']/1024:.1f} | {v['RssAnon']/1024:.1f} | {v['RssFile']/1024:.1f} | {v['Threads']} |")
+print(f"\nper held session: VmRSS {(b['VmRSS']-a['VmRSS'])/n:.2f} KiB, RssAnon {(b['RssAnon']-a['RssAnon'])/n:.2f} KiB "
+      f"({n} sessions, counted from the reading after the login)")
+print("\nTSV\nmode\tsessions\trss_start_kib\trss_login_kib\thwm_login_kib\tanon_login_kib\trss_kib\thwm_kib\tanon_kib\trss_per_session_kib\tanon_per_session_kib")
+print(f"{mode}\t{n}\t{r['VmRSS']}\t{a['VmRSS']}\t{a['VmHWM']}\t{a['RssAnon']}\t{b['VmRSS']}\t{b['VmHWM']}\t{b['RssAnon']}"
+      f"\t{(b['VmRSS']-a['VmRSS'])/n:.3f}\t{(b['RssAnon']-a['RssAnon'])/n:.3f}")
+PY
