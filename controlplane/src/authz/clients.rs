@@ -66,14 +66,25 @@ impl Client {
     }
 }
 
+/// Why a redirect URI is refused (RFC 6749 §3.1.2: absolute, no fragment).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedirectUriError {
+    #[error("redirect URI {0:?} is not absolute ({1})")]
+    NotAbsolute(String, url::ParseError),
+    #[error("redirect URI {0:?} has a fragment")]
+    Fragment(String),
+    #[error("redirect URI {0:?} is not a hierarchical URL")]
+    NotHierarchical(String),
+}
+
 /// Absolute URL without a fragment.
-pub fn check_redirect_uri(u: &str) -> Result<url::Url, String> {
-    let p = url::Url::parse(u).map_err(|e| format!("redirect URI {u:?} is not absolute ({e})"))?;
+pub fn check_redirect_uri(u: &str) -> Result<url::Url, RedirectUriError> {
+    let p = url::Url::parse(u).map_err(|e| RedirectUriError::NotAbsolute(u.to_owned(), e))?;
     if p.fragment().is_some() {
-        return Err(format!("redirect URI {u:?} has a fragment"));
+        return Err(RedirectUriError::Fragment(u.to_owned()));
     }
     if p.cannot_be_a_base() {
-        return Err(format!("redirect URI {u:?} is not a hierarchical URL"));
+        return Err(RedirectUriError::NotHierarchical(u.to_owned()));
     }
     Ok(p)
 }

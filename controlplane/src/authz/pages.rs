@@ -23,12 +23,17 @@ pub fn esc(s: &str) -> String {
     o
 }
 
+/// A form the client sent that cannot be read unambiguously (the client's error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("parameter {0} repeated")]
+pub struct RepeatedParameter(pub String);
+
 /// Parse an `application/x-www-form-urlencoded` body or query; a repeated parameter is an error.
-pub fn parse_form(bytes: &[u8]) -> Result<HashMap<String, String>, String> {
+pub fn parse_form(bytes: &[u8]) -> Result<HashMap<String, String>, RepeatedParameter> {
     let mut out = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(bytes) {
         if out.insert(k.to_string(), v.to_string()).is_some() {
-            return Err(format!("parameter {k} repeated"));
+            return Err(RepeatedParameter(k.into_owned()));
         }
     }
     Ok(out)

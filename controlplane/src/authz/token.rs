@@ -126,7 +126,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Respo
             "the token request must be application/x-www-form-urlencoded",
         ));
     }
-    let f = parse_form(body).map_err(OAuthError::invalid_request)?;
+    let f = parse_form(body).map_err(|e| OAuthError::invalid_request(e.to_string()))?;
     let grant = param(&f, "grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?
         .to_owned();

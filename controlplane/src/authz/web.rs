@@ -45,7 +45,7 @@ pub async fn authorize(
 ) -> Response {
     let q = match parse_form(q.unwrap_or_default().as_bytes()) {
         Ok(q) => q,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     // 1. Errors that cannot go back to the client: unknown client, bad redirect URI.
     let Some(client_id) = param(&q, "client_id") else {

@@ -18,9 +18,20 @@ impl fmt::Debug for KeyCipher {
     }
 }
 
+/// Why a configured state key cannot be used (the operator's key file or variable).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("not base64")]
+    NotBase64,
+    #[error("the key must be 32 bytes, got {0}")]
+    Length(usize),
+    #[error("unusable AES-256 key")]
+    Unusable,
+}
+
 impl KeyCipher {
     /// From base64 text (standard or URL-safe alphabet, padding optional, surrounding whitespace ignored).
-    pub fn from_base64(text: &str) -> Result<KeyCipher, String> {
+    pub fn from_base64(text: &str) -> Result<KeyCipher, KeyError> {
         let t = text.trim();
         let engines = [
             base64::engine::general_purpose::STANDARD,
@@ -31,15 +42,15 @@ impl KeyCipher {
         let bytes = engines
             .iter()
             .find_map(|e| e.decode(t).ok())
-            .ok_or("not base64")?;
+            .ok_or(KeyError::NotBase64)?;
         Self::from_bytes(&bytes)
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Result<KeyCipher, String> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<KeyCipher, KeyError> {
         if bytes.len() != 32 {
-            return Err(format!("the key must be 32 bytes, got {}", bytes.len()));
+            return Err(KeyError::Length(bytes.len()));
         }
-        let k = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| "unusable AES-256 key")?;
+        let k = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| KeyError::Unusable)?;
         Ok(KeyCipher {
             key: LessSafeKey::new(k),
         })
@@ -97,7 +108,14 @@ mod tests {
         assert!(c.open("k2", &s).is_err());
         let other = KeyCipher::from_bytes(&[8u8; 32]).unwrap();
         assert!(other.open("k1", &s).is_err());
-        assert!(KeyCipher::from_base64("c2hvcnQ=").is_err());
+        assert_eq!(
+            KeyCipher::from_base64("c2hvcnQ=").unwrap_err(),
+            KeyError::Length(5)
+        );
+        assert_eq!(
+            KeyCipher::from_base64("not base64!").unwrap_err(),
+            KeyError::NotBase64
+        );
         let b64 = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
         let again = KeyCipher::from_base64(&format!("{b64}\n")).unwrap();
         assert_eq!(again.open("k1", &s).unwrap(), b"secret pkcs8");
