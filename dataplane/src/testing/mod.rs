@@ -34,9 +34,23 @@ pub fn runtime() -> std::io::Result<Runtime> {
         .build()
 }
 
-/// A fake clock: wall time `start_unix_ms` that moves only when told to.
-pub fn mock_clock(start_unix_ms: i64) -> (Clock, Arc<quanta::Mock>) {
-    Clock::mock_at(start_unix_ms)
+/// A fake clock: a shard [`Clock`] at wall time `start_unix_ms`, and the handle that moves it.
+pub fn mock_clock(start_unix_ms: i64) -> (Clock, FakeClock) {
+    let (clock, mock) = Clock::mock_at(start_unix_ms);
+    (clock, FakeClock { mock })
+}
+
+/// Moves a [`mock_clock`]: every clone of its `Clock` sees the same time.
+#[derive(Debug, Clone)]
+pub struct FakeClock {
+    mock: Arc<quanta::Mock>,
+}
+
+impl FakeClock {
+    /// Let `d` pass (token expiry, session lifetimes, cache TTLs, rate-limit refill).
+    pub fn advance(&self, d: Duration) {
+        self.mock.increment(d);
+    }
 }
 
 /// Shard 0 on `shared`, with `clock`, whose upstream connections go to `net`.
