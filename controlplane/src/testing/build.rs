@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use arc_swap::ArcSwap;
-use dataplane::control::{Command, ControlHandle, DelegateRequest, Delegated, DelegationError};
+use dataplane::control::{
+    Command, ControlHandle, DelegateRequest, Delegated, DelegationError, Subject,
+};
 use dataplane::session::{SessionKeys, SessionStore};
 use dataplane::shard::Shared;
 use dataplane::snapshot::{SnapshotCell, Upstream};
@@ -17,10 +19,12 @@ use futures_util::StreamExt;
 
 use super::{Harness, HarnessError};
 use crate::catalog::{self, Answer, Discovered, Transport};
-use crate::config::Config;
+use crate::config::{Config, DelegationMode};
 use crate::control::{Parts, assemble};
+use crate::delegate::Engine;
 use crate::issuers::IssuerRuntime;
 use crate::policy::PolicyState;
+use crate::sts::Sts;
 
 /// Where an issuer's JWKS document comes from: its bytes, or why the fetch failed.
 pub type JwksSource = Rc<dyn Fn() -> Result<Vec<u8>, String>>;
@@ -92,7 +96,9 @@ impl HarnessBuilder {
         self
     }
 
-    /// Answer delegation requests with `f` (without it, every one fails `Unavailable`).
+    /// Answer delegation requests with `f`. Without it, a configuration whose `delegation`
+    /// block is embedded mints with the real engine and an in-memory STS (on the fake
+    /// clock); any other fails every request `Unavailable`.
     pub fn delegation(
         mut self,
         f: impl Fn(&DelegateRequest) -> Result<Delegated, DelegationError> + 'static,
@@ -144,7 +150,24 @@ impl HarnessBuilder {
         for (name, peer) in &self.upstreams {
             net.serve(name, peer.clone());
         }
-        let found = rt.block_on(discover_all(&cfg, &upstreams, &self.upstreams));
+        let start = self
+            .start_unix_ms
+            .unwrap_or_else(|| crate::reload::unix_now() * 1000);
+        let (clock, fake_clock) = dataplane::testing::mock_clock(start);
+        let sts = embedded_sts(&cfg)?;
+        let delegate = match (self.delegate, &sts) {
+            (Some(f), _) => Some(f),
+            (None, Some((engine, _))) => Some(minting(engine.clone(), clock.clone())),
+            (None, None) => None,
+        };
+        let service = |aud: &str| match &sts {
+            Some((e, _)) => e
+                .mint_at(clock.unix_secs(), &Subject::Gateway, aud, &[], 60)
+                .ok()
+                .map(|d| format!("Bearer {}", d.token.expose())),
+            None => None,
+        };
+        let found = rt.block_on(discover_all(&cfg, &upstreams, &self.upstreams, &service));
         let mut policy = PolicyState::load(cfg.policy.clone(), Vec::new())
             .map_err(|e| HarnessError::Policy(e.to_string()))?;
         policy.tags = (cfg.upstreams.iter())
@@ -155,10 +178,6 @@ impl HarnessBuilder {
             Ok(None) => Arc::new(fresh_session_keys()?),
             Err((key, m)) => return Err(HarnessError::Config(format!("{key}: {m}"))),
         };
-        let start = self
-            .start_unix_ms
-            .unwrap_or_else(|| crate::reload::unix_now() * 1000);
-        let (clock, fake_clock) = dataplane::testing::mock_clock(start);
         let mut ctl = Ctl {
             listen: cfg.gateway.listen,
             cfg,
@@ -170,7 +189,8 @@ impl HarnessBuilder {
             policy,
             generation: 0,
             cell: None,
-            delegate: self.delegate,
+            delegate,
+            sts: sts.map(|(_, s)| s),
             sessions_ended: 0,
         };
         let (first, policy_error) = ctl.build();
@@ -205,6 +225,40 @@ impl HarnessBuilder {
     }
 }
 
+/// The real delegation engine and its in-memory STS.
+type Embedded = (Arc<Engine>, Arc<Sts>);
+
+/// The real delegation engine over an in-memory STS, for an embedded `delegation` block.
+fn embedded_sts(cfg: &Config) -> Result<Option<Embedded>, HarnessError> {
+    let Some(d) = &cfg.delegation else {
+        return Ok(None);
+    };
+    if d.mode != DelegationMode::Embedded {
+        return Ok(None);
+    }
+    let issuer = (d.issuer.as_deref())
+        .ok_or_else(|| HarnessError::Config("delegation.issuer is required".into()))?;
+    let sts =
+        Arc::new(Sts::new(issuer, d.signing_alg).map_err(|e| HarnessError::Config(e.to_string()))?);
+    // Embedded mode never uses the HTTP client; building one opens nothing.
+    let engine = Engine::new(d.clone(), Some(sts.clone()), reqwest::Client::new())
+        .map_err(HarnessError::Config)?;
+    Ok(Some((Arc::new(engine), sts)))
+}
+
+/// Delegation requests answered by `engine`, issued at the shard's (fake) time.
+fn minting(engine: Arc<Engine>, clock: dataplane::shard::Clock) -> Delegate {
+    Rc::new(move |r: &DelegateRequest| {
+        engine.mint_at(
+            clock.unix_secs(),
+            &r.subject,
+            &r.audience,
+            &r.scopes,
+            r.ttl_secs,
+        )
+    })
+}
+
 fn fresh_session_keys() -> Result<SessionKeys, HarnessError> {
     let key = SessionKeys::new_key_text().map_err(|e| HarnessError::Config(e.to_string()))?;
     SessionKeys::parse(&format!("harness:{key}")).map_err(|e| HarnessError::Config(e.to_string()))
@@ -223,6 +277,8 @@ pub(super) struct Ctl {
     generation: u64,
     cell: Option<SnapshotCell>,
     delegate: Option<Delegate>,
+    /// The in-memory STS of an embedded `delegation` block.
+    pub sts: Option<Arc<Sts>>,
     /// `SessionEnded` commands received (DELETEs the shard reported).
     pub sessions_ended: usize,
 }
@@ -303,6 +359,7 @@ async fn discover_all(
     cfg: &Config,
     upstreams: &[Arc<Upstream>],
     peers: &[(String, Rc<dyn FakeUpstream>)],
+    service_token: &dyn Fn(&str) -> Option<String>,
 ) -> HashMap<u32, Discovered> {
     let mut found = HashMap::new();
     for (u, up) in cfg.upstreams.iter().zip(upstreams) {
@@ -313,9 +370,11 @@ async fn discover_all(
         let Some((_, peer)) = peers.iter().find(|(n, _)| *n == up.name) else {
             continue;
         };
-        let auth = match &up.credential {
-            dataplane::snapshot::UpstreamCredential::None => None,
-            dataplane::snapshot::UpstreamCredential::Bearer(t) => {
+        // Upstreams that take delegation tokens see the gateway's own service token.
+        let auth = match (&up.delegation, &up.credential) {
+            (Some(d), _) => service_token(&d.audience),
+            (None, dataplane::snapshot::UpstreamCredential::None) => None,
+            (None, dataplane::snapshot::UpstreamCredential::Bearer(t)) => {
                 Some(format!("Bearer {}", t.expose()))
             }
         };

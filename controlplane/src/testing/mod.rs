@@ -242,6 +242,12 @@ impl Harness {
         self.ctl.borrow().sessions_ended
     }
 
+    /// The public keys of the in-memory STS (an embedded `delegation` block), as
+    /// `/sts/jwks.json` serves them.
+    pub fn sts_jwks(&self) -> Option<Value> {
+        self.ctl.borrow().sts.as_ref().map(|s| s.jwks())
+    }
+
     /// Build and publish the snapshot again (what the control loop does on its timer).
     pub fn republish(&self) {
         self.ctl.borrow_mut().publish();
