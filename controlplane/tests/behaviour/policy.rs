@@ -110,3 +110,29 @@ fn forbid_beats_permit() {
     assert_eq!(denied.len(), 1, "{denied:?}");
     assert_eq!(denied[0].decision.label(), "deny");
 }
+
+/// The example in `docs/testing.md`, verbatim: keep them in step.
+#[test]
+fn a_denied_tool_is_an_error_result() {
+    use controlplane::testing::Harness;
+    use std::rc::Rc;
+    use testkit::{MemIssuer, MemUpstream};
+
+    let issuer = Rc::new(MemIssuer::new("https://idp.test"));
+    let crm = Rc::new(MemUpstream::default());
+    let h = Harness::builder(
+        "gateway:\n  listen: 127.0.0.1:0\n  public_url: http://127.0.0.1/mcp\n\
+         issuers:\n  - issuer: https://idp.test\n\
+         upstreams:\n  - name: crm\n    url: http://crm.test/mcp\n\
+         policy:\n  default: allow\n  rules:\n    - tools: [crm_echo]\n      deny: true\n      reason: No.\n",
+    )
+    .issuer(&issuer)
+    .upstream("crm", crm.clone())
+    .build()
+    .unwrap();
+    let tok = issuer.mint(&issuer.claims("alice", "http://127.0.0.1/mcp", "mcp:tools"));
+    let sid = h.session(&tok);
+    let v = h.call(&tok, &sid, json!(1), "crm_echo", json!({}));
+    assert_eq!(v["result"]["isError"], true);
+    assert!(crm.tool_calls().is_empty());
+}
