@@ -7,6 +7,7 @@
 mod dropping;
 pub mod issuer;
 mod keys;
+#[cfg(feature = "mem")]
 pub mod mem;
 pub mod postgres;
 pub mod upstream;
@@ -14,6 +15,7 @@ mod util;
 
 pub use dropping::{DROPPING_TOOL, DroppingUpstream};
 pub use issuer::{JwksMode, KeyAlg, TestIssuer};
+#[cfg(feature = "mem")]
 pub use mem::{MemIssuer, MemUpstream};
 pub use upstream::{Recorded, TestUpstream, UpstreamMode, UpstreamOptions, UpstreamStats};
 
