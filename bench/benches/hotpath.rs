@@ -1,6 +1,6 @@
-//! Criterion benchmarks of Warden's hot-path pieces: token verification, JSON-RPC parsing, routing,
-//! per-call delegation (token minting, the delegation cache, the cached path summed) and
-//! sealed session ids (seal, open, lookup).
+//! Criterion benchmarks of Warden's hot path: its pieces (token verification, JSON-RPC parsing,
+//! routing, per-call delegation: minting and the delegation cache, sealed session ids) and the
+//! whole pipeline, bytes in and bytes out, through the socket-free harness.
 //!
 //! Run: `CARGO_TARGET_DIR=/var/tmp/warden-target cargo bench -p bench -- --warm-up-time 1 --measurement-time 3`.
 //! Results and their reading: `docs/performance.md`. On a shared 2-core machine compare
@@ -23,6 +23,7 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use controlplane::sts::{DelegationGrant, SigningAlg, SigningKey, Sts, delegation_claims};
+use controlplane::testing::{FakeUpstream, Harness, PeerReply, PeerRequest};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dataplane::auth::jwt::ValidationPolicy;
 use dataplane::auth::{AuthOutcome, IssuerState, TokenCache, jwks, verify_uncached};
@@ -30,11 +31,13 @@ use dataplane::control::{ControlHandle, DelegateRequest, Delegated, Subject};
 use dataplane::delegation::{DelegationCache, Key, Source};
 use dataplane::jsonrpc::Message;
 use dataplane::snapshot::{ToolRoute, ToolTable};
+use dataplane::testing::exchange;
 use futures_channel::mpsc::UnboundedReceiver;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
+use testkit::MemIssuer;
 
 const ISSUER: &str = "https://issuer.bench.example";
 const AUD: &str = "http://127.0.0.1/mcp";
@@ -565,124 +568,94 @@ fn delegation_cache_hit(c: &mut Criterion) {
     );
 }
 
-/// The demo ledger's tools, namespaced as the demo does.
-fn ledger_table() -> ToolTable {
-    let mut routes = HashMap::new();
-    let mut order = Vec::new();
-    for tool in [
-        "listAccounts",
-        "getAccount",
-        "getTransactions",
-        "updateAccountStatus",
-        "getCustomerPII",
-        "getAuditLog",
-    ] {
-        let name = format!("enterprise_ledger_{tool}");
-        let definition = RawValue::from_string(
-            json!({"name": name, "description": "a ledger tool", "inputSchema": {"type": "object"}})
-                .to_string(),
-        )
-        .unwrap();
-        routes.insert(
-            name.clone(),
-            ToolRoute {
-                upstream: 0,
-                upstream_name: tool.to_owned(),
-                definition,
-            },
-        );
-        order.push(name);
+/// The demo ledger as an in-memory upstream: MCP's handshake, one tool, a ledger-sized answer.
+fn ledger() -> impl FakeUpstream {
+    // A ledger-sized answer (243 bytes of JSON-RPC), as in the demo.
+    let answer = json!({"content": [{"type": "text",
+        "text": "[{\"id\":\"ACC-1001\",\"owner\":\"john.mcclane@orchestrator.lab\",\"balance\":1200.5},{\"id\":\"ACC-1002\",\"owner\":\"john.mcclane@orchestrator.lab\",\"balance\":87.25}]"}]});
+    move |req: &PeerRequest| {
+        let msg = req.json();
+        let id = msg["id"].clone();
+        let result = match msg["method"].as_str() {
+            Some("initialize") => json!({"protocolVersion": "2025-06-18",
+                "capabilities": {"tools": {}}, "serverInfo": {"name": "ledger", "version": "1"}}),
+            Some("tools/list") => json!({"tools": [{"name": "listAccounts",
+                "description": "Lists the caller's accounts.", "inputSchema": {"type": "object"}}]}),
+            Some("tools/call") => answer.clone(),
+            _ => return PeerReply::status(if req.method == "DELETE" { 200 } else { 202 }),
+        };
+        PeerReply::json(200, &json!({"jsonrpc": "2.0", "id": id, "result": result}))
+            .with_header("mcp-session-id", "ledger-session")
     }
-    ToolTable { routes, order }
 }
 
-/// A copy of `dataplane::mcp::rewrite::upstream_request` (private to the dataplane): the
-/// request sent upstream with a gateway-assigned id.
-fn upstream_request(gid: u64, method: &str, params: &str) -> Vec<u8> {
-    let mut v = Vec::with_capacity(64 + params.len());
-    v.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-    v.extend_from_slice(gid.to_string().as_bytes());
-    v.extend_from_slice(br#","method":"#);
-    v.extend_from_slice(serde_json::to_string(method).unwrap().as_bytes());
-    v.extend_from_slice(br#","params":"#);
-    v.extend_from_slice(params.as_bytes());
-    v.push(b'}');
-    v
-}
-
-fn full_hot_path(c: &mut Criterion) {
-    let keys = Keys::generate();
-    let iss = issuers(&keys);
-    let tok = keys.token("EdDSA", "ed");
-    let n = now();
-    let mut tokens = TokenCache::new(1024);
-    let (AuthOutcome::Valid(claims), _) = tokens.authenticate(&tok, &iss, MAX_TOKEN, n) else {
-        panic!("token does not verify");
-    };
-    let table = ledger_table();
-    let body = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"enterprise_ledger_listAccounts","arguments":{}}}"#.to_vec();
-    // A ledger-sized upstream answer (gateway id 1), re-framed to the client's id.
-    let response = json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text",
-        "text": "[{\"id\":\"ACC-1001\",\"owner\":\"john.mcclane@orchestrator.lab\",\"balance\":1200.5},{\"id\":\"ACC-1002\",\"owner\":\"john.mcclane@orchestrator.lab\",\"balance\":87.25}]"}]}})
-    .to_string()
-    .into_bytes();
-
-    let mut rt = runtime();
-    let cache = Rc::new(DelegationCache::default());
-    let (control, _cmd_rx, mut delegate_rx) = ControlHandle::new();
-    fill(
-        &mut rt,
-        &cache,
-        &control,
-        &mut delegate_rx,
-        delegation_key(&claims, "listAccounts", "ledger:ListAccounts"),
-        user_subject(&claims),
+/// The demo's shape in memory: one issuer, the ledger behind per-call delegation (embedded
+/// STS), a policy allowing everything, one shard.
+fn demo_harness(issuer: &Rc<MemIssuer>) -> Harness {
+    let yaml = format!(
+        "policy:\n  default: allow\ngateway:\n  listen: 127.0.0.1:0\n  public_url: {AUD}\n  shards: 1\nissuers:\n  - issuer: {ISSUER}\ndelegation:\n  client_id: {GATEWAY_CLIENT}\n  issuer: {STS_ISSUER}\nupstreams:\n  - name: enterprise-ledger\n    namespace: enterprise_ledger_\n    url: http://ledger.bench/mcp\n    token_exchange:\n      type: delegation\n      idp: bench\n      audience: {LEDGER_AUD}\n      tools:\n        - name: listAccounts\n          ttl: 5s\n          scopes: [ledger:ListAccounts]\n"
     );
+    Harness::builder(&yaml)
+        .issuer(issuer)
+        .upstream("enterprise-ledger", Rc::new(ledger()))
+        .build()
+        .unwrap()
+}
 
-    let mut g = c.benchmark_group("full_hot_path");
-    // Pieces summed in one loop, in the gateway's order; no sockets, no HTTP, no session
-    // lookup, no metrics. One iteration is one cached `tools/call`.
-    g.bench_function("pieces_summed_in_one_loop/listAccounts", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for i in 0..iters {
-                    // 1. Bearer token: TokenCache hit.
-                    let (out, hit) = tokens.authenticate(black_box(&tok), &iss, MAX_TOKEN, n);
-                    debug_assert!(hit);
-                    let AuthOutcome::Valid(cl) = out else {
-                        unreachable!()
-                    };
-                    // 2. JSON-RPC envelope.
-                    let msg = Message::parse(black_box(&body)).unwrap();
-                    // 3. Route and rename the tool.
-                    let (route, params) =
-                        dataplane::mcp::tools_call_params(msg.params, &table).unwrap();
-                    // 4. Delegation token: cache hit, key and subject built as `call_auth` does.
-                    let (d, src) = cache
-                        .obtain(
-                            &control,
-                            delegation_key(&cl, &route.upstream_name, "ledger:ListAccounts"),
-                            user_subject(&cl),
-                            LEDGER_AUD,
-                            5,
-                            Duration::from_secs(5),
-                        )
-                        .await
-                        .unwrap();
-                    debug_assert_eq!(src, Source::Cache);
-                    let authz = format!("Bearer {}", d.token.expose());
-                    // 5. Upstream request body with a gateway id.
-                    let up = upstream_request(i, "tools/call", &params);
-                    // 6. The answer re-framed with the client's id (public stand-in for `reframe`).
-                    let r = Message::parse(black_box(&response)).unwrap();
-                    let back = dataplane::jsonrpc::result(msg.id.unwrap(), r.result.unwrap());
-                    black_box((authz, up, back));
-                }
-                start.elapsed()
+/// The real request path, bytes in and bytes out (`controlplane::testing::Harness`): one HTTP/1.1
+/// request on a fresh in-memory connection, through `http1::conn::serve` and the whole MCP
+/// pipeline, to a response. The fake clock stands still, so the token and delegation caches hit
+/// on every iteration after the first. Audit records are drained as the writer would.
+fn pipeline(c: &mut Criterion) {
+    let issuer = Rc::new(MemIssuer::new(ISSUER));
+    let h = demo_harness(&issuer);
+    let tok = issuer.mint(&issuer.claims(USER, AUD, "mcp:tools"));
+    let sid = h.session(&tok);
+    let request = |body: serde_json::Value| {
+        h.mcp("POST")
+            .header("host", h.host())
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &sid)
+            .header("mcp-protocol-version", "2025-06-18")
+            .bearer(&tok)
+            .json(&body)
+            .to_bytes()
+    };
+    let call = request(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "enterprise_ledger_listAccounts", "arguments": {}}}));
+    let ping = request(json!({"jsonrpc": "2.0", "id": 8, "method": "ping"}));
+    // Sanity: both are answered as the gateway answers them.
+    let shard = h.shard();
+    for (raw, needle) in [(&call, "ACC-1001"), (&ping, "\"result\":{}")] {
+        let out = String::from_utf8(h.block_on(exchange(&shard, raw))).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.1 200") && out.contains(needle),
+            "{out}"
+        );
+    }
+    let mut g = c.benchmark_group("pipeline");
+    for (label, raw) in [
+        ("tools_call_delegated/listAccounts", &call),
+        ("ping", &ping),
+    ] {
+        g.bench_function(label, |b| {
+            b.iter_custom(|iters| {
+                h.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        black_box(exchange(&shard, black_box(raw)).await);
+                        let audit = &shard.shared.audit;
+                        let mut n = 0;
+                        while audit.pop().is_some() {
+                            n += 1;
+                        }
+                        audit.release(n);
+                    }
+                    start.elapsed()
+                })
             })
-        })
-    });
+        });
+    }
     g.finish();
 }
 
@@ -739,7 +712,7 @@ criterion_group!(
     routing,
     delegation_mint,
     delegation_cache_hit,
-    full_hot_path,
+    pipeline,
     session_seal_open
 );
 

@@ -98,6 +98,29 @@ pub fn upstream_tls(
 
 /// Build the shard-facing upstream description; resolves DNS here, never on a shard.
 pub async fn resolve(id: u32, u: &UpstreamConfig) -> Result<Upstream, String> {
+    let (host, port) = host_port(u)?;
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| format!("resolving {host}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{host} resolves to no address"));
+    }
+    describe(id, u, addrs)
+}
+
+fn host_port(u: &UpstreamConfig) -> Result<(String, u16), String> {
+    let host = u.url.host_str().ok_or("upstream URL has no host")?;
+    let port = u
+        .url
+        .port_or_known_default()
+        .ok_or("upstream URL has no port")?;
+    Ok((host.to_owned(), port))
+}
+
+/// The shard-facing upstream description with its addresses already known (`resolve`
+/// looks them up; the socket-free harness has none to look up).
+pub fn describe(id: u32, u: &UpstreamConfig, addrs: Vec<SocketAddr>) -> Result<Upstream, String> {
     // The seed format's `type` is acted on: only per-call delegation exists, so any other
     // value is refused rather than silently treated as it. (`idp` is informational.)
     if let Some(te) = &u.token_exchange
@@ -108,22 +131,7 @@ pub async fn resolve(id: u32, u: &UpstreamConfig) -> Result<Upstream, String> {
             te.kind
         ));
     }
-    let host = u
-        .url
-        .host_str()
-        .ok_or("upstream URL has no host")?
-        .to_owned();
-    let port = u
-        .url
-        .port_or_known_default()
-        .ok_or("upstream URL has no port")?;
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
-        .await
-        .map_err(|e| format!("resolving {host}: {e}"))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(format!("{host} resolves to no address"));
-    }
+    let (host, _) = host_port(u)?;
     let authority = match u.url.port() {
         Some(p) => format!("{host}:{p}"),
         None => host.clone(),
@@ -184,7 +192,7 @@ fn auth_header(c: &UpstreamCredential) -> Option<String> {
 }
 
 /// Read a JSON-RPC response with `id` from a JSON or SSE body.
-fn response_for(body: &str, content_type: &str, id: i64) -> Result<Value, String> {
+pub(crate) fn response_for(body: &str, content_type: &str, id: i64) -> Result<Value, String> {
     let pick = |v: Value| -> Option<Value> {
         (v.get("id").and_then(Value::as_i64) == Some(id)).then_some(v)
     };
@@ -211,60 +219,127 @@ fn response_for(body: &str, content_type: &str, id: i64) -> Result<Value, String
     }
 }
 
-struct Client<'a> {
+/// One answer to a discovery request, as the transport read it.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub status: u16,
+    /// Lower-cased.
+    pub content_type: String,
+    /// The `Mcp-Session-Id` header, if any.
+    pub session: Option<String>,
+    pub body: String,
+}
+
+/// How discovery reaches an upstream: HTTP with reqwest (here), or in memory (the
+/// socket-free harness). The exchange itself is [`discover_with`]'s, whichever it is.
+pub(crate) trait Transport {
+    /// POST one JSON-RPC message with the session and protocol version headers.
+    async fn post(
+        &mut self,
+        body: String,
+        session: Option<&str>,
+        version: &str,
+    ) -> Result<Answer, String>;
+    /// End the discovery session (best effort).
+    async fn delete(&mut self, session: &str, version: &str);
+}
+
+/// Discovery over HTTP: the gateway's own credential, a bounded timeout, no redirects.
+struct Http<'a> {
     http: &'a reqwest::Client,
     url: &'a str,
     auth: Option<String>,
-    session: Option<String>,
-    version: String,
     timeout: Duration,
 }
 
-impl Client<'_> {
-    async fn post(&mut self, body: Value, id: Option<i64>) -> Result<Option<Value>, String> {
+impl Transport for Http<'_> {
+    async fn post(
+        &mut self,
+        body: String,
+        session: Option<&str>,
+        version: &str,
+    ) -> Result<Answer, String> {
         let mut rb = self
             .http
             .post(self.url)
             .timeout(self.timeout)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", &self.version);
+            .header("mcp-protocol-version", version);
         if let Some(a) = &self.auth {
             rb = rb.header("authorization", a);
         }
-        if let Some(s) = &self.session {
+        if let Some(s) = session {
             rb = rb.header("mcp-session-id", s);
         }
-        let resp = rb
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(s) = resp
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-        {
-            self.session = Some(s.to_owned());
-        }
-        let status = resp.status();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        let resp = rb.body(body).send().await.map_err(|e| e.to_string())?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let session = header("mcp-session-id");
+        let content_type = header("content-type")
+            .unwrap_or_default()
             .to_ascii_lowercase();
-        let text = resp.text().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("HTTP {status}"));
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| e.to_string())?;
+        Ok(Answer {
+            status,
+            content_type,
+            session,
+            body,
+        })
+    }
+
+    async fn delete(&mut self, session: &str, version: &str) {
+        let mut rb = self
+            .http
+            .delete(self.url)
+            .timeout(Duration::from_secs(2))
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", version);
+        if let Some(a) = &self.auth {
+            rb = rb.header("authorization", a);
+        }
+        let _ = rb.send().await;
+    }
+}
+
+/// A discovery session over some transport: the session id and negotiated version.
+struct Client<T> {
+    transport: T,
+    session: Option<String>,
+    version: String,
+}
+
+impl<T: Transport> Client<T> {
+    async fn post(&mut self, body: Value, id: Option<i64>) -> Result<Option<Value>, String> {
+        let a = self
+            .transport
+            .post(body.to_string(), self.session.as_deref(), &self.version)
+            .await?;
+        if let Some(s) = a.session {
+            self.session = Some(s);
+        }
+        if !(200..300).contains(&a.status) {
+            return Err(format!("HTTP {}", status_text(a.status)));
         }
         let Some(id) = id else { return Ok(None) };
-        let v = response_for(&text, &ct, id)?;
+        let v = response_for(&a.body, &a.content_type, id)?;
         if let Some(e) = v.get("error") {
             return Err(format!("JSON-RPC error {e}"));
         }
         Ok(Some(v.get("result").cloned().unwrap_or(Value::Null)))
     }
+}
+
+/// `503 Service Unavailable`, as reqwest's `StatusCode` prints it.
+fn status_text(status: u16) -> String {
+    reqwest::StatusCode::from_u16(status)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| status.to_string())
 }
 
 /// Initialize, list every tool page, and end the discovery session.
@@ -291,13 +366,22 @@ pub async fn discover(
     };
     let cred = credential(u)?;
     let url = u.url.to_string();
-    let mut c = Client {
+    discover_with(Http {
         http,
         url: &url,
         auth: auth.or_else(|| auth_header(&cred)),
+        timeout: u.timeout.min(Duration::from_secs(10)),
+    })
+    .await
+}
+
+/// The discovery exchange: `initialize` (adopting the upstream's protocol version),
+/// `notifications/initialized`, every `tools/list` page, then `DELETE` of the session.
+pub(crate) async fn discover_with<T: Transport>(transport: T) -> Result<Discovered, String> {
+    let mut c = Client {
+        transport,
         session: None,
         version: PROTOCOL_VERSION.into(),
-        timeout: u.timeout.min(Duration::from_secs(10)),
     };
     let init = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
         "protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": {"name":"warden","version":env!("CARGO_PKG_VERSION")}}});
@@ -340,15 +424,7 @@ pub async fn discover(
         }
     }
     if let Some(s) = c.session.clone() {
-        let mut rb = http
-            .delete(&url)
-            .timeout(Duration::from_secs(2))
-            .header("mcp-session-id", s)
-            .header("mcp-protocol-version", &c.version);
-        if let Some(a) = &c.auth {
-            rb = rb.header("authorization", a);
-        }
-        let _ = rb.send().await;
+        c.transport.delete(&s, &c.version).await;
     }
     Ok(out)
 }

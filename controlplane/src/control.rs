@@ -124,33 +124,69 @@ fn section(raw: &serde_yaml_ng::Value, key: &str, i: usize) -> serde_yaml_ng::Va
         .unwrap_or(serde_yaml_ng::Value::Null)
 }
 
+/// What one snapshot is made of.
+pub(crate) struct Parts<'a> {
+    pub generation: u64,
+    pub cfg: &'a Config,
+    pub listen: SocketAddr,
+    pub issuers: &'a [IssuerRuntime],
+    pub upstreams: &'a [Arc<Upstream>],
+    pub found: &'a HashMap<u32, Discovered>,
+    pub session_keys: &'a Arc<SessionKeys>,
+}
+
+/// Build one snapshot: settings, issuers' keys, upstreams, the routing table and the policy
+/// compiled for it (no I/O). Also the socket-free harness's, so tests run what publishes.
+/// Returns why the policy did not compile, if it did not (the snapshot then denies every
+/// call: fail closed).
+pub(crate) fn assemble(
+    p: Parts<'_>,
+    policy: &mut crate::policy::PolicyState,
+) -> (Snapshot, Option<String>) {
+    let tools: ToolTable = catalog::build_table(p.upstreams, p.found);
+    let (engine, error) = match policy.engine_for(p.upstreams, &tools) {
+        Ok(e) => (Some(e), None),
+        Err(e) => {
+            tracing::error!(error = %e, "Policy does not compile; every call is denied");
+            (None, Some(e.to_string()))
+        }
+    };
+    let snapshot = Snapshot {
+        policy: engine,
+        generation: p.generation,
+        settings: Arc::new(crate::gateway::settings(
+            p.cfg,
+            p.listen,
+            p.found,
+            p.upstreams,
+            p.session_keys.clone(),
+        )),
+        issuers: p.issuers.iter().map(IssuerRuntime::state).collect(),
+        upstreams: p.upstreams.to_vec(),
+        tools: Arc::new(tools),
+    };
+    (snapshot, error)
+}
+
 impl Control {
     pub fn build(&mut self) -> Snapshot {
         self.generation += 1;
-        let tools: ToolTable = catalog::build_table(&self.upstreams, &self.found);
-        let policy = match self.policy.engine_for(&self.upstreams, &tools) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                // No policy ever compiled: shards deny every call (fail closed).
-                tracing::error!(error = %e, "Policy does not compile; every call is denied");
-                self.policy_error = Some(e.to_string());
-                None
-            }
-        };
-        Snapshot {
-            policy,
-            generation: self.generation,
-            settings: Arc::new(crate::gateway::settings(
-                &self.cfg,
-                self.listen,
-                &self.found,
-                &self.upstreams,
-                self.session_keys.clone(),
-            )),
-            issuers: self.issuers.iter().map(IssuerRuntime::state).collect(),
-            upstreams: self.upstreams.clone(),
-            tools: Arc::new(tools),
+        let (snapshot, policy_error) = assemble(
+            Parts {
+                generation: self.generation,
+                cfg: &self.cfg,
+                listen: self.listen,
+                issuers: &self.issuers,
+                upstreams: &self.upstreams,
+                found: &self.found,
+                session_keys: &self.session_keys,
+            },
+            &mut self.policy,
+        );
+        if let Some(e) = policy_error {
+            self.policy_error = Some(e);
         }
+        snapshot
     }
 
     pub fn publish(&mut self) {

@@ -127,10 +127,22 @@ impl Engine {
         scopes: &[String],
         ttl_secs: i64,
     ) -> Result<Delegated, DelegationError> {
+        self.mint_at(now(), subject, audience, scopes, ttl_secs)
+    }
+
+    /// [`Engine::mint`] issued at Unix time `issued` (the socket-free harness passes its
+    /// fake clock's time, so token lifetimes and the shard's cache agree on what "now" is).
+    pub fn mint_at(
+        &self,
+        issued: i64,
+        subject: &Subject,
+        audience: &str,
+        scopes: &[String],
+        ttl_secs: i64,
+    ) -> Result<Delegated, DelegationError> {
         let sts = self.sts.as_ref().ok_or(DelegationError::Unavailable)?;
         let started = std::time::Instant::now();
         let jti = Sts::new_jti().map_err(|_| DelegationError::Unavailable)?;
-        let issued = now();
         let (sub, act, email) = match subject {
             Subject::User {
                 sub, act, email, ..

@@ -167,10 +167,28 @@ impl IssuerRuntime {
     pub async fn refresh(&mut self, http: &reqwest::Client) -> Result<bool, FetchError> {
         let own = self.http.clone();
         let http = own.as_ref().unwrap_or(http);
+        self.begin_attempt();
+        let res = self.fetch(http).await;
+        self.adopt(res)
+    }
+
+    /// [`IssuerRuntime::refresh`] with the JWKS document (or why there is none) obtained
+    /// elsewhere, e.g. in memory by the socket-free harness: the same parsing, rules and
+    /// bookkeeping (rate limit, generation, last-known-good).
+    pub fn refresh_with(&mut self, body: Result<Vec<u8>, String>) -> Result<bool, FetchError> {
+        self.begin_attempt();
+        let res = body.map_err(FetchError::Http).and_then(|b| self.parse(&b));
+        self.adopt(res)
+    }
+
+    fn begin_attempt(&mut self) {
         self.last_attempt = Some(Instant::now());
         metrics::counter!("warden_jwks_fetches_total", "issuer" => self.cfg.issuer.clone())
             .increment(1);
-        let res = self.fetch(http).await;
+    }
+
+    /// Take a fetch's keys, or keep the last-known-good ones. Whether the keys changed.
+    fn adopt(&mut self, res: Result<KeySet, FetchError>) -> Result<bool, FetchError> {
         match res {
             Ok(set) => {
                 log_refused(&self.cfg.issuer, &set.refused);
@@ -211,10 +229,14 @@ impl IssuerRuntime {
             .bytes()
             .await
             .map_err(|e| FetchError::Http(e.to_string()))?;
+        self.parse(&body)
+    }
+
+    fn parse(&self, body: &[u8]) -> Result<KeySet, FetchError> {
         if body.len() > 1024 * 1024 {
             return Err(FetchError::Http("JWKS larger than 1 MiB".into()));
         }
-        Ok(jwks::parse_jwks(&body, &self.allowed)?)
+        Ok(jwks::parse_jwks(body, &self.allowed)?)
     }
 }
 

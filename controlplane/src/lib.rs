@@ -18,6 +18,8 @@ pub mod policy;
 pub mod reload;
 pub mod state;
 pub mod sts;
+#[cfg(feature = "testing")]
+pub mod testing;
 #[cfg(test)]
 mod testlog;
 pub mod tls;

@@ -1,4 +1,7 @@
-//! End-to-end through the real gateway: sessions, routing, id rewriting, SSE timing, faults.
+//! End-to-end through the real gateway over real sockets: one happy path per concern the
+//! socket-free behaviour suites cover (`tests/behaviour`), and what only sockets, real time
+//! or a real process can show: SSE timing, cancellation while a call is in flight, the
+//! epoll driver and metrics, SIGTERM draining, key staleness, a kernel-closed connection.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -6,50 +9,55 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Env;
-use serde_json::json;
+use serde_json::{Value, json};
 
+/// Token accepted, session opened and ended, a deny-by-default policy, a call routed to the
+/// second of two upstreams: the behaviour suites' subjects, once, through real HTTP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_and_call_through_two_upstreams() {
-    let env = Env::start(2).await;
+async fn happy_paths_end_to_end() {
+    let env = Env::start_edited(2, Default::default(), "", |y| {
+        y.replace(
+            "policy:\n  default: allow\n",
+            "policy:\n  default: deny\n  rules:\n    - tools: [up0_echo, up1_echo]\n",
+        )
+    })
+    .await;
     let tok = env.token("alice");
     let sid = env.session(&tok).await;
-    let r = env
-        .post(
-            Some(&tok),
-            Some(&sid),
-            &json!({"jsonrpc":"2.0","id":"L","method":"tools/list"}),
-        )
-        .await;
-    let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["id"], "L");
-    let names: Vec<String> = v["result"]["tools"]
+    let list = json!({"jsonrpc":"2.0","id":"L","method":"tools/list"});
+    let v: Value = env
+        .post(Some(&tok), Some(&sid), &list)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = v["result"]["tools"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert!(names.contains(&"up0_echo".to_string()), "{names:?}");
-    assert!(names.contains(&"up1_echo".to_string()), "{names:?}");
+    assert_eq!(names, ["up0_echo", "up1_echo"], "only permitted tools");
     let v = env
         .call(&tok, &sid, json!(42), "up1_echo", json!({"x": "y"}))
         .await;
     assert_eq!(v["id"], 42, "{v}");
     assert_eq!(v["result"]["structuredContent"]["x"], "y");
-    // The call reached up1 only, with a gateway-assigned id and the upstream's own tool name.
     let calls = env.upstreams[1].tool_calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].body["params"]["name"], "echo");
     assert_ne!(calls[0].body["id"], json!(42));
     assert!(env.upstreams[0].tool_calls().is_empty());
-    // Upstreams never receive the client's Authorization header.
-    for u in &env.upstreams {
-        for rec in u.requests() {
-            assert!(
-                rec.header("authorization").is_none(),
-                "upstream got an Authorization header"
-            );
-        }
-    }
+    let r = env
+        .client
+        .delete(env.url())
+        .bearer_auth(&tok)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(env.post(Some(&tok), Some(&sid), &list).await.status(), 404);
     env.gw.shutdown().await;
 }
 
@@ -87,210 +95,6 @@ async fn sse_events_keep_their_spacing() {
     }
     assert!(arrivals[0].1.contains("\"progressToken\":\"p1\""));
     assert!(arrivals[3].1.contains("\"id\":7"));
-    env.gw.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_are_bound_and_end() {
-    let env = Env::start(1).await;
-    let alice = env.token("alice");
-    let bob = env.token("bob");
-    let sid = env.session(&alice).await;
-    // Another user's valid token with alice's session → 404.
-    let r = env
-        .post(
-            Some(&bob),
-            Some(&sid),
-            &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
-        )
-        .await;
-    assert_eq!(r.status(), 404);
-    // No token → 401 even with a valid session.
-    let r = env
-        .post(
-            None,
-            Some(&sid),
-            &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
-        )
-        .await;
-    assert_eq!(r.status(), 401);
-    // Missing session → 400.
-    let r = env
-        .post(
-            Some(&alice),
-            None,
-            &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
-        )
-        .await;
-    assert_eq!(r.status(), 400);
-    // DELETE ends it; afterwards 404.
-    let r = env
-        .client
-        .delete(env.url())
-        .bearer_auth(&alice)
-        .header("mcp-session-id", &sid)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = env
-        .post(
-            Some(&alice),
-            Some(&sid),
-            &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
-        )
-        .await;
-    assert_eq!(r.status(), 404);
-    // GET: authenticated first, then 405.
-    let r = env
-        .client
-        .get(env.url())
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let sid2 = env.session(&alice).await;
-    let r = env
-        .client
-        .get(env.url())
-        .bearer_auth(&alice)
-        .header("mcp-session-id", &sid2)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 405);
-    env.gw.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_faults_become_jsonrpc_errors() {
-    let env = Env::start(2).await;
-    let tok = env.token("alice");
-    let sid = env.session(&tok).await;
-    // Slow: beyond the 2 s upstream timeout → error with our id, in time.
-    let t0 = Instant::now();
-    let v = env
-        .call(&tok, &sid, json!("s"), "up0_slow", json!({"ms": 5000}))
-        .await;
-    assert_eq!(v["id"], "s");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("timed out"),
-        "{v}"
-    );
-    assert!(t0.elapsed() < Duration::from_secs(4));
-    // Cut mid-SSE → error event with our id.
-    let v = env.call(&tok, &sid, json!("c"), "up0_cut", json!({})).await;
-    assert_eq!(v["id"], "c");
-    assert!(v["error"].is_object(), "{v}");
-    // Garbage → error; the other upstream keeps working.
-    env.upstreams[0].set_mode(testkit::UpstreamMode::Garbage);
-    let v = env
-        .call(&tok, &sid, json!("g"), "up0_echo", json!({}))
-        .await;
-    assert_eq!(v["id"], "g");
-    assert!(v["error"].is_object(), "{v}");
-    let v = env
-        .call(&tok, &sid, json!("ok"), "up1_echo", json!({"a":1}))
-        .await;
-    assert_eq!(v["result"]["structuredContent"]["a"], 1, "{v}");
-    // Refused (503) → error.
-    env.upstreams[0].set_mode(testkit::UpstreamMode::Refuse);
-    let v = env
-        .call(&tok, &sid, json!("r"), "up0_echo", json!({}))
-        .await;
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("503"),
-        "{v}"
-    );
-    // Unknown tool → -32602.
-    let v = env
-        .call(&tok, &sid, json!("u"), "up0_nope", json!({}))
-        .await;
-    assert_eq!(v["error"]["code"], -32602);
-    env.gw.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn paginated_upstream_lists_are_merged_into_one_page() {
-    let opts = testkit::UpstreamOptions {
-        tools: 25,
-        page_size: 10,
-        ..Default::default()
-    };
-    let env = Env::start_with(1, opts, "").await;
-    let tok = env.token("alice");
-    let sid = env.session(&tok).await;
-    let r = env
-        .post(
-            Some(&tok),
-            Some(&sid),
-            &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
-        )
-        .await;
-    let v: serde_json::Value = r.json().await.unwrap();
-    let names: Vec<&str> = v["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    for i in 0..25 {
-        assert!(
-            names.contains(&format!("up0_tool_{i}").as_str()),
-            "missing tool_{i} in {names:?}"
-        );
-    }
-    assert!(v["result"].get("nextCursor").is_none());
-    env.gw.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn colliding_tool_names_are_refused() {
-    let issuer = testkit::TestIssuer::start().await;
-    let a = testkit::TestUpstream::start(Default::default()).await;
-    let b = testkit::TestUpstream::start(Default::default()).await;
-    let yaml = format!(
-        "policy:\n  default: allow\ngateway:\n  listen: 127.0.0.1:0\n  public_url: {}\n  shards: 1\nadmin:\n  listen: 127.0.0.1:0\nissuers:\n  - issuer: {}\nupstreams:\n  - name: a\n    url: {}\n    namespace: x_\n  - name: b\n    url: {}\n    namespace: x_\n",
-        common::AUD,
-        issuer.issuer(),
-        a.url(),
-        b.url()
-    );
-    let gw = controlplane::start(controlplane::Config::parse(&yaml, "t.yaml").unwrap(), None)
-        .await
-        .unwrap();
-    let env = Env {
-        issuer,
-        upstreams: vec![a, b],
-        gw,
-        client: reqwest::Client::new(),
-    };
-    let tok = env.token("alice");
-    let sid = env.session(&tok).await;
-    let r = env
-        .post(
-            Some(&tok),
-            Some(&sid),
-            &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
-        )
-        .await;
-    let v: serde_json::Value = r.json().await.unwrap();
-    let echo = v["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["name"] == "x_echo")
-        .count();
-    assert_eq!(echo, 1, "a contested name is served once");
-    // The first upstream in config order keeps it.
-    let _ = env.call(&tok, &sid, json!(1), "x_echo", json!({})).await;
-    assert_eq!(env.upstreams[0].tool_calls().len(), 1);
-    assert_eq!(env.upstreams[1].tool_calls().len(), 0);
     env.gw.shutdown().await;
 }
 
@@ -341,41 +145,6 @@ async fn cancellation_is_mapped_to_the_upstream_id() {
     assert_eq!(cancels.len(), 1);
     assert_eq!(cancels[0].body["params"]["requestId"], gid);
     let _ = slow.await.unwrap();
-    env.gw.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_only_for_2025_03_26() {
-    let env = Env::start(1).await;
-    let tok = env.token("alice");
-    let batch = json!([
-        {"jsonrpc":"2.0","id":1,"method":"ping"},
-        {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up0_echo","arguments":{"k":"v"}}},
-        {"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"x","progress":1}},
-        {"jsonrpc":"2.0","id":3,"method":"initialize","params":{}}
-    ]);
-    // A 2025-06-18 session: refused, nothing runs.
-    let sid = env.session(&tok).await;
-    let r = env.post(Some(&tok), Some(&sid), &batch).await;
-    assert_eq!(r.status(), 400);
-    assert!(env.upstreams[0].tool_calls().is_empty());
-    // A 2025-03-26 session: every element answered in one array.
-    let r = env
-        .post(Some(&tok), None, &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
-        .await;
-    let old = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
-    let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["result"]["protocolVersion"], "2025-03-26");
-    let r = env.post(Some(&tok), Some(&old), &batch).await;
-    assert_eq!(r.status(), 200);
-    let v: serde_json::Value = r.json().await.unwrap();
-    let arr = v.as_array().unwrap();
-    assert_eq!(arr.len(), 3, "{v}");
-    assert_eq!(arr[0]["id"], 1);
-    assert_eq!(arr[1]["id"], 2);
-    assert_eq!(arr[1]["result"]["structuredContent"]["k"], "v");
-    assert_eq!(arr[2]["id"], 3);
-    assert_eq!(arr[2]["error"]["code"], -32600);
     env.gw.shutdown().await;
 }
 
@@ -574,98 +343,6 @@ async fn sigterm_drains_in_flight_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn policy_step_up_and_deny_by_default() {
-    let env = Env::start_edited(1, Default::default(), "", |y| {
-        y.replace(
-        "policy:\n  default: allow\n",
-        "policy:\n  default: deny\n  rules:\n    - tools: [up0_echo]\n    - tools: [up0_whoami]\n      require_scopes: [admin:read]\n      step_up: true\n",
-    )
-    })
-    .await;
-    let tok = env.token("alice");
-    let sid = env.session(&tok).await;
-    let r = env
-        .post(
-            Some(&tok),
-            Some(&sid),
-            &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
-        )
-        .await;
-    let v: serde_json::Value = r.json().await.unwrap();
-    let names: Vec<&str> = v["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        ["up0_echo"],
-        "deny by default: only the permitted tool is listed"
-    );
-    // A tool with no permit is hidden: the same error as an unknown tool.
-    let hidden = env.call(&tok, &sid, json!(2), "up0_slow", json!({})).await;
-    let unknown = env
-        .call(&tok, &sid, json!(2), "up0_nonexistent", json!({}))
-        .await;
-    assert_eq!(hidden, unknown);
-    assert_eq!(hidden["error"]["code"], -32602);
-    // A missing scope the user could be granted: 403 step-up challenge with current + needed scopes.
-    let r = env.post(Some(&tok), Some(&sid), &json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"up0_whoami","arguments":{}}})).await;
-    assert_eq!(r.status(), 403);
-    let h = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
-    assert!(h.starts_with("Bearer error=\"insufficient_scope\""), "{h}");
-    assert!(h.contains("scope=\"mcp:tools admin:read\""), "{h}");
-    assert!(h.contains("resource_metadata=\""), "{h}");
-    // With the scope, the call goes through.
-    let tok2 = env.issuer.mint(
-        &env.issuer
-            .claims("alice", common::AUD, "mcp:tools admin:read"),
-    );
-    let sid2 = env.session(&tok2).await;
-    let v = env
-        .call(&tok2, &sid2, json!(4), "up0_whoami", json!({}))
-        .await;
-    assert!(v["result"].is_object(), "{v}");
-    assert_eq!(
-        env.upstreams[0].tool_calls().len(),
-        1,
-        "only the allowed call reached the upstream"
-    );
-    env.gw.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn policy_rules_by_operator_tag() {
-    let env = Env::start_edited(1, Default::default(), "", |y| {
-        y
-        .replace(
-            "policy:\n  default: allow\n",
-            "policy:\n  default: allow\n  rules:\n    - tag: sensitive\n      deny: true\n      reason: Sensitive tools are switched off.\n",
-        )
-        .replace("    timeout: 2s\n", "    timeout: 2s\n    tool_tags:\n      echo: [sensitive]\n")
-    })
-    .await;
-    let tok = env.token("alice");
-    let sid = env.session(&tok).await;
-    let v = env.call(&tok, &sid, json!(1), "up0_echo", json!({})).await;
-    assert_eq!(v["result"]["isError"], true, "{v}");
-    assert_eq!(
-        v["result"]["content"][0]["text"],
-        "Sensitive tools are switched off."
-    );
-    let v = env
-        .call(&tok, &sid, json!(2), "up0_whoami", json!({}))
-        .await;
-    assert!(
-        v["result"]["isError"].is_null() || v["result"]["isError"] == false,
-        "{v}"
-    );
-    assert_eq!(env.upstreams[0].tool_calls().len(), 1);
-    env.gw.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_keys_stop_being_used() {
     // Keys older than jwks_max_staleness without a successful refresh: fail closed.
     let env = Env::start_edited(1, Default::default(), "", |y| {
@@ -726,6 +403,8 @@ async fn stale_keys_stop_being_used() {
     env.gw.shutdown().await;
 }
 
+/// Also in memory (`behaviour::routing`); kept here because a real kernel FIN after an
+/// unanswered request, and the pool's `MSG_PEEK` probe of it, only exist on a socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_call_is_sent_at_most_once() {
     // The upstream reads every tools/call, counts it and closes the connection without an

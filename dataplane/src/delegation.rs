@@ -51,6 +51,14 @@ fn margin_ms(ttl_secs: i64) -> i64 {
 const MAX_ENTRIES: usize = 100_000;
 
 impl DelegationCache {
+    /// An empty cache that reads time from `clock` (its shard's).
+    pub fn with_clock(clock: Clock) -> DelegationCache {
+        DelegationCache {
+            clock,
+            ..Default::default()
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.map.borrow().len()
     }

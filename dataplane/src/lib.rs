@@ -17,4 +17,6 @@ pub mod secret;
 pub mod session;
 pub mod shard;
 pub mod snapshot;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod upstream;

@@ -67,6 +67,18 @@ impl Clock {
     pub fn now(&self) -> quanta::Instant {
         self.q.now()
     }
+
+    /// A clock that reads wall time `start_unix_ms` until its handle moves it on (tests).
+    pub fn mock_at(start_unix_ms: i64) -> (Clock, Arc<quanta::Mock>) {
+        let (q, mock) = quanta::Clock::mock();
+        let base = q.now();
+        let clock = Clock {
+            q,
+            base,
+            base_unix_ms: start_unix_ms,
+        };
+        (clock, mock)
+    }
 }
 
 impl Default for Clock {
@@ -126,6 +138,26 @@ impl Drop for Admitted<'_> {
 }
 
 impl Shard {
+    /// A shard's state before it serves anything: empty caches, `clock` for every time
+    /// decision on it, upstream connections from `pool`.
+    pub fn new(id: u16, shared: Shared, clock: Clock, pool: Pool) -> Shard {
+        Shard {
+            id,
+            shared,
+            cache: RefCell::new(TokenCache::new(100_000)),
+            pool,
+            delegations: Rc::new(DelegationCache::with_clock(clock.clone())),
+            policy: RefCell::new(crate::policy_cache::PolicyCaches::default()),
+            meters: crate::meters::Meters::default(),
+            clock,
+            next_id: Cell::new(0),
+            next_req: Cell::new(0),
+            rng: Cell::new(seed()),
+            connections: Cell::new(0),
+            active: Cell::new(0),
+        }
+    }
+
     /// Admit a request unless `max` are already in flight on this shard; the count lasts
     /// until the returned guard is dropped, i.e. to the end of the response.
     pub fn admit(&self, max: usize) -> Option<Admitted<'_>> {
@@ -236,21 +268,12 @@ async fn serve<H: conn::Handler + 'static>(
             return;
         }
     };
-    let shard = Rc::new(Shard {
+    let shard = Rc::new(Shard::new(
         id,
-        shared: shared.clone(),
-        cache: RefCell::new(TokenCache::new(100_000)),
-        pool: Pool::default(),
-        delegations: Rc::new(DelegationCache::default()),
-        policy: RefCell::new(crate::policy_cache::PolicyCaches::default()),
-        meters: crate::meters::Meters::default(),
-        clock: Clock::new(),
-        next_id: Cell::new(0),
-        next_req: Cell::new(0),
-        rng: Cell::new(seed()),
-        connections: Cell::new(0),
-        active: Cell::new(0),
-    });
+        shared.clone(),
+        Clock::new(),
+        Pool::default(),
+    ));
     let tls = shared.tls.clone().map(monoio_rustls::TlsAcceptor::from);
     shared.running.fetch_add(1, Ordering::SeqCst);
     // Pre-registered: the shard label is bounded by the core count.

@@ -48,16 +48,12 @@ pub enum UpError {
 pub enum Conn {
     Plain(TcpStream),
     Tls(Box<ClientTlsStream<TcpStream>>, RawFd),
+    /// An in-memory connection to a fake upstream (`testing::MemNet`); not in production builds.
+    #[cfg(feature = "testing")]
+    Mem(crate::testing::MemStream),
 }
 
 impl Conn {
-    fn fd(&self) -> RawFd {
-        match self {
-            Conn::Plain(s) => s.as_raw_fd(),
-            Conn::Tls(_, fd) => *fd,
-        }
-    }
-
     /// Whether an idle pooled connection still looks usable: nothing to read yet. One
     /// non-blocking `recv(MSG_PEEK)` (no io_uring round trip): `0` means the upstream closed
     /// it (FIN), bytes mean data nobody asked for, an error means a reset; all are dropped.
@@ -66,13 +62,15 @@ impl Conn {
     fn is_idle_open(&self) -> bool {
         use nix::errno::Errno;
         use nix::sys::socket::{MsgFlags, recv};
+        let fd = match self {
+            Conn::Plain(s) => s.as_raw_fd(),
+            Conn::Tls(_, fd) => *fd,
+            #[cfg(feature = "testing")]
+            Conn::Mem(s) => return s.is_idle_open(),
+        };
         let mut probe = [0u8; 1];
         matches!(
-            recv(
-                self.fd(),
-                &mut probe,
-                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
-            ),
+            recv(fd, &mut probe, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
             Err(Errno::EAGAIN)
         )
     }
@@ -81,6 +79,8 @@ impl Conn {
         match self {
             Conn::Plain(s) => s.read(buf).await,
             Conn::Tls(s, _) => s.read(buf).await,
+            #[cfg(feature = "testing")]
+            Conn::Mem(s) => s.read(buf).await,
         }
     }
 
@@ -91,6 +91,8 @@ impl Conn {
         match self {
             Conn::Plain(s) => s.write_all(buf).await,
             Conn::Tls(s, _) => s.write_all(buf).await,
+            #[cfg(feature = "testing")]
+            Conn::Mem(s) => s.write_all(buf).await,
         }
     }
 }
@@ -99,11 +101,23 @@ impl Conn {
 #[derive(Debug, Default)]
 pub struct Pool {
     idle: RefCell<HashMap<u32, Vec<Conn>>>,
+    /// Where new connections go instead of TCP, in socket-free tests.
+    #[cfg(feature = "testing")]
+    net: Option<crate::testing::MemNet>,
 }
 
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
 
 impl Pool {
+    /// A pool whose new connections go to the fake upstreams of `net`, never to a socket.
+    #[cfg(feature = "testing")]
+    pub fn with_net(net: crate::testing::MemNet) -> Pool {
+        Pool {
+            idle: RefCell::default(),
+            net: Some(net),
+        }
+    }
+
     /// An idle connection to `id` that still looks open; stale ones are dropped on the way.
     fn take(&self, id: u32) -> Option<Conn> {
         let mut idle = self.idle.borrow_mut();
@@ -328,7 +342,13 @@ fn take_event_ready(buf: &[u8]) -> bool {
     memchr::memmem::find(buf, b"\n\n").is_some() || memchr::memmem::find(buf, b"\r\n\r\n").is_some()
 }
 
-async fn connect(up: &Upstream, deadline: Instant) -> Result<Conn, UpError> {
+async fn connect(pool: &Pool, up: &Upstream, deadline: Instant) -> Result<Conn, UpError> {
+    #[cfg(feature = "testing")]
+    if let Some(net) = &pool.net {
+        return net.connect(up).map(Conn::Mem);
+    }
+    #[cfg(not(feature = "testing"))]
+    let _ = pool;
     let tcp = connect_tcp(up, deadline).await?;
     let fd = tcp.as_raw_fd();
     match &up.tls {
@@ -451,7 +471,7 @@ pub async fn send_to(
         let idle = if reuse { pool.take(up.id) } else { None };
         let (mut conn, pooled) = match idle {
             Some(c) => (c, true),
-            None => (connect(up, deadline).await?, false),
+            None => (connect(pool, up, deadline).await?, false),
         };
         reuse = false;
         let (res, back) = match monoio::time::timeout_at(deadline, conn.write_all(req)).await {

@@ -13,9 +13,9 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::keys::IssuerKey;
+use crate::keys::{self, KeyRing};
 pub use crate::keys::{KeyAlg, WEAK_RSA_1024_N};
-use crate::util::{self, Server, lock, random_hex};
+use crate::util::{self, Server, lock};
 
 /// How `GET /jwks` answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -32,18 +32,9 @@ pub enum JwksMode {
 }
 
 #[derive(Debug)]
-struct KeySlot {
-    key: IssuerKey,
-    /// False once [`TestIssuer::remove_key`] dropped it from the JWKS; it can still sign.
-    published: bool,
-}
-
-#[derive(Debug)]
 struct IssuerState {
-    keys: Vec<KeySlot>,
-    current: String,
+    ring: KeyRing,
     mode: JwksMode,
-    extra: Vec<Value>,
     serve_oauth_metadata: bool,
 }
 
@@ -77,17 +68,11 @@ impl TestIssuer {
             .local_addr()
             .unwrap_or_else(|e| panic!("testkit: listener has no local address: {e}"));
         let (tx, rx) = util::shutdown_pair();
-        let first = IssuerKey::generate(KeyAlg::EdDSA);
         let shared = Arc::new(Shared {
             issuer: format!("http://{addr}"),
             state: Mutex::new(IssuerState {
-                current: first.kid.clone(),
-                keys: vec![KeySlot {
-                    key: first,
-                    published: true,
-                }],
+                ring: KeyRing::new(),
                 mode: JwksMode::Normal,
-                extra: Vec::new(),
                 serve_oauth_metadata: true,
             }),
             jwks_fetches: AtomicUsize::new(0),
@@ -123,35 +108,23 @@ impl TestIssuer {
 
     /// Generates a key, publishes it in the JWKS and makes it the current signing key; returns its kid.
     pub fn add_key(&self, alg: KeyAlg) -> String {
-        let key = IssuerKey::generate(alg);
-        let kid = key.kid.clone();
-        let mut st = lock(&self.shared.state);
-        st.keys.push(KeySlot {
-            key,
-            published: true,
-        });
-        st.current = kid.clone();
-        kid
+        lock(&self.shared.state).ring.add(alg)
     }
 
     /// Drops `kid` from the JWKS. Its private key is kept, so tokens can still be minted with it
     /// (and the current kid is left unchanged even if it is the one removed).
     pub fn remove_key(&self, kid: &str) {
-        let mut st = lock(&self.shared.state);
-        for slot in st.keys.iter_mut().filter(|s| s.key.kid == kid) {
-            slot.published = false;
-        }
+        lock(&self.shared.state).ring.remove(kid);
     }
 
     /// The kid [`TestIssuer::mint`] signs with.
     pub fn current_kid(&self) -> String {
-        lock(&self.shared.state).current.clone()
+        lock(&self.shared.state).ring.current().to_owned()
     }
 
     /// The algorithm of key `kid`, if the issuer has it.
     pub fn key_alg(&self, kid: &str) -> Option<KeyAlg> {
-        let st = lock(&self.shared.state);
-        st.keys.iter().find(|s| s.key.kid == kid).map(|s| s.key.alg)
+        lock(&self.shared.state).ring.alg(kid)
     }
 
     /// Changes how `GET /jwks` answers.
@@ -161,7 +134,7 @@ impl TestIssuer {
 
     /// Raw JWK objects appended after the issuer's own keys in the JWKS (replaces earlier extras).
     pub fn set_extra_jwks_keys(&self, keys: Vec<Value>) {
-        lock(&self.shared.state).extra = keys;
+        lock(&self.shared.state).ring.extra = keys;
     }
 
     /// Number of `GET /jwks` requests received (any mode, including hanging ones).
@@ -181,35 +154,20 @@ impl TestIssuer {
 
     /// Signs `claims` with the current key; header `{alg, kid, typ: "at+jwt"}`.
     pub fn mint(&self, claims: &Value) -> String {
-        let st = lock(&self.shared.state);
-        let slot = find(&st, &st.current);
-        let header = json!({ "alg": slot.key.alg.jws_alg(), "kid": slot.key.kid, "typ": "at+jwt" });
-        slot.key.compact(&header, claims)
+        lock(&self.shared.state).ring.mint(claims)
     }
 
     /// Signs with key `kid`'s private key and its own algorithm, using `header` verbatim
     /// (its `alg`, `kid`, `typ`, ... are written exactly as given, so tests can lie).
     /// Panics if the issuer has no key `kid` (including removed keys: those still sign).
     pub fn mint_raw(&self, header: &Value, claims: &Value, kid: &str) -> String {
-        let st = lock(&self.shared.state);
-        find(&st, kid).key.compact(header, claims)
+        lock(&self.shared.state).ring.mint_raw(header, claims, kid)
     }
 
     /// Claims of a valid token: iss, sub, aud, scope, client_id ("test-client"),
     /// iat = nbf = now, exp = now + 300, random jti.
     pub fn claims(&self, sub: &str, aud: &str, scope: &str) -> Value {
-        let now = now_secs();
-        json!({
-            "iss": self.shared.issuer,
-            "sub": sub,
-            "aud": aud,
-            "scope": scope,
-            "client_id": "test-client",
-            "iat": now,
-            "nbf": now,
-            "exp": now + 300,
-            "jti": random_hex(16),
-        })
+        keys::claims(&self.shared.issuer, sub, aud, scope)
     }
 }
 
@@ -219,13 +177,6 @@ pub fn now_secs() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn find<'a>(st: &'a IssuerState, kid: &str) -> &'a KeySlot {
-    st.keys
-        .iter()
-        .find(|s| s.key.kid == kid)
-        .unwrap_or_else(|| panic!("testkit: issuer has no key with kid {kid:?}"))
 }
 
 fn metadata(shared: &Shared) -> Response {
@@ -258,14 +209,7 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
     shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);
     let (mode, body) = {
         let st = lock(&shared.state);
-        let keys: Vec<Value> = st
-            .keys
-            .iter()
-            .filter(|s| s.published)
-            .map(|s| s.key.jwk.clone())
-            .chain(st.extra.iter().cloned())
-            .collect();
-        (st.mode, json!({ "keys": keys }))
+        (st.mode, st.ring.jwks())
     };
     match mode {
         JwksMode::Normal => axum::Json(body).into_response(),

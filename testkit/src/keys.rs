@@ -157,3 +157,114 @@ impl IssuerKey {
         format!("{signing_input}.{}", b64(&sig))
     }
 }
+
+/// One key of a ring and whether the JWKS publishes it.
+#[derive(Debug)]
+struct KeySlot {
+    key: IssuerKey,
+    /// False once [`KeyRing::remove`] dropped it from the JWKS; it can still sign.
+    published: bool,
+}
+
+/// An issuer's keys, the JWKS they make and the tokens they sign: the part of a test issuer
+/// that needs no server ([`crate::TestIssuer`] serves it over HTTP, [`crate::MemIssuer`]
+/// hands it over in memory).
+#[derive(Debug)]
+pub(crate) struct KeyRing {
+    keys: Vec<KeySlot>,
+    current: String,
+    /// Raw JWK objects published after the ring's own keys.
+    pub(crate) extra: Vec<Value>,
+}
+
+impl KeyRing {
+    /// A ring with one EdDSA key, the current one.
+    pub(crate) fn new() -> KeyRing {
+        let first = IssuerKey::generate(KeyAlg::EdDSA);
+        KeyRing {
+            current: first.kid.clone(),
+            keys: vec![KeySlot {
+                key: first,
+                published: true,
+            }],
+            extra: Vec::new(),
+        }
+    }
+
+    /// `{"keys": [...]}`: the published keys, then the extras.
+    pub(crate) fn jwks(&self) -> Value {
+        let keys: Vec<Value> = (self.keys.iter())
+            .filter(|s| s.published)
+            .map(|s| s.key.jwk.clone())
+            .chain(self.extra.iter().cloned())
+            .collect();
+        json!({ "keys": keys })
+    }
+
+    /// Generate a key, publish it and sign with it from now on; its kid.
+    pub(crate) fn add(&mut self, alg: KeyAlg) -> String {
+        let key = IssuerKey::generate(alg);
+        let kid = key.kid.clone();
+        self.keys.push(KeySlot {
+            key,
+            published: true,
+        });
+        self.current = kid.clone();
+        kid
+    }
+
+    /// Unpublish `kid`; it still signs, and stays current if it was.
+    pub(crate) fn remove(&mut self, kid: &str) {
+        for slot in self.keys.iter_mut().filter(|s| s.key.kid == kid) {
+            slot.published = false;
+        }
+    }
+
+    pub(crate) fn current(&self) -> &str {
+        &self.current
+    }
+
+    pub(crate) fn alg(&self, kid: &str) -> Option<KeyAlg> {
+        self.keys
+            .iter()
+            .find(|s| s.key.kid == kid)
+            .map(|s| s.key.alg)
+    }
+
+    /// Sign with the current key; header `{alg, kid, typ: "at+jwt"}`.
+    pub(crate) fn mint(&self, claims: &Value) -> String {
+        let key = self.key(&self.current);
+        let header = json!({ "alg": key.alg.jws_alg(), "kid": key.kid, "typ": "at+jwt" });
+        key.compact(&header, claims)
+    }
+
+    /// Sign with `kid`'s private key, `header` verbatim. Panics without such a key.
+    pub(crate) fn mint_raw(&self, header: &Value, claims: &Value, kid: &str) -> String {
+        self.key(kid).compact(header, claims)
+    }
+
+    fn key(&self, kid: &str) -> &IssuerKey {
+        self.keys
+            .iter()
+            .find(|s| s.key.kid == kid)
+            .map(|s| &s.key)
+            .unwrap_or_else(|| panic!("testkit: issuer has no key with kid {kid:?}"))
+    }
+}
+
+/// Claims of a valid token from `issuer`: iss, sub, aud, scope, client_id ("test-client"),
+/// iat = nbf = now, exp = now + 300, random jti.
+pub(crate) fn claims(issuer: &str, sub: &str, aud: &str, scope: &str) -> Value {
+    let now = crate::issuer::now_secs();
+    json!({
+        "iss": issuer,
+        "sub": sub,
+        "aud": aud,
+        "scope": scope,
+        "client_id": "test-client",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+        "jti": random_hex(16),
+    })
+}

@@ -1,4 +1,5 @@
-//! Real test peers for Warden's tests: a token issuer with a JWKS and an MCP upstream that records what it receives.
+//! Real test peers for Warden's tests: a token issuer with a JWKS and an MCP upstream that records what it receives,
+//! over sockets or, for the socket-free harness, in memory (`mem`).
 // Test peers, not the gateway: a std Mutex around their recorded state is fine here.
 #![allow(clippy::disallowed_types)]
 #![forbid(unsafe_code)]
@@ -6,12 +7,16 @@
 mod dropping;
 pub mod issuer;
 mod keys;
+#[cfg(feature = "mem")]
+pub mod mem;
 pub mod postgres;
 pub mod upstream;
 mod util;
 
 pub use dropping::{DROPPING_TOOL, DroppingUpstream};
 pub use issuer::{JwksMode, KeyAlg, TestIssuer};
+#[cfg(feature = "mem")]
+pub use mem::{MemIssuer, MemUpstream};
 pub use upstream::{Recorded, TestUpstream, UpstreamMode, UpstreamOptions, UpstreamStats};
 
 /// A loopback port that is free now and outside Linux's ephemeral range (32768–60999), so no

@@ -2,7 +2,7 @@
 //! It also counts the `tools/call` requests it executed (recording on or off) and answers them at
 //! `GET /stats`, so load tests can compare what ran upstream with what their clients saw.
 
-mod tools;
+pub(crate) mod tools;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -39,28 +39,6 @@ pub fn audit_dir() -> String {
 }
 
 /// The audit directory named in a config produced by `config_yaml`.
-/// Every record of the audit trail in `dir`, oldest first, waiting (up to 3 s) for `n`.
-#[allow(dead_code)]
-pub async fn audit_records(dir: &std::path::Path, n: usize) -> Vec<Value> {
-    let read = || {
-        let mut out = Vec::new();
-        for f in controlplane::audit::chain_files(dir).unwrap_or_default() {
-            for line in std::fs::read_to_string(f).unwrap_or_default().lines() {
-                out.push(serde_json::from_str(line).expect("a JSON record"));
-            }
-        }
-        out
-    };
-    for _ in 0..300 {
-        let r = read();
-        if r.len() >= n {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    read()
-}
-
 pub fn audit_dir_of(yaml: &str) -> std::path::PathBuf {
     let line = yaml
         .lines()

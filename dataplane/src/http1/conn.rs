@@ -149,6 +149,22 @@ impl<'a, S: AsyncWriteRent> Responder<'a, S> {
         self.state = RespState::Done;
         self.flush().await
     }
+
+    /// Close the connection without answering (fake upstreams that crash mid-request).
+    #[cfg(feature = "testing")]
+    pub fn hang_up(&mut self) {
+        self.state = RespState::Broken;
+    }
+
+    /// Write `bytes` verbatim as the answer, then close (fake upstreams that break HTTP).
+    #[cfg(feature = "testing")]
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+        if self.state == RespState::Pending {
+            self.buf = bytes;
+            let _ = self.flush().await;
+        }
+        self.state = RespState::Broken;
+    }
 }
 
 /// Read more bytes into `buf`, growing it when full. Returns 0 at EOF.

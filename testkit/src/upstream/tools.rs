@@ -69,19 +69,32 @@ fn decode_cursor(cursor: &str) -> Option<usize> {
 
 /// `tools/list`: built-ins then `tool_i`, paged by `page_size` with an opaque `nextCursor`.
 pub(super) fn list(shared: &Shared, id: &Value, params: &Value) -> Response {
+    match list_result(shared.tools, shared.page_size, params) {
+        Ok(result) => rpc_result(id, &result),
+        Err(message) => rpc_error(id, -32602, message),
+    }
+}
+
+/// The `tools/list` result for `params`: built-ins then `extra` tools `tool_i`, `page_size`
+/// at a time (0 = one page). Also the in-memory upstream's.
+pub(crate) fn list_result(
+    extra: usize,
+    page_size: usize,
+    params: &Value,
+) -> Result<Value, &'static str> {
     let builtins = builtins();
-    let total = builtins.len() + shared.tools;
+    let total = builtins.len() + extra;
     let start = match params.get("cursor") {
         None | Some(Value::Null) => 0,
         Some(c) => match c.as_str().and_then(decode_cursor) {
             Some(n) if n <= total => n,
-            _ => return rpc_error(id, -32602, "invalid cursor"),
+            _ => return Err("invalid cursor"),
         },
     };
-    let end = if shared.page_size == 0 {
+    let end = if page_size == 0 {
         total
     } else {
-        total.min(start.saturating_add(shared.page_size))
+        total.min(start.saturating_add(page_size))
     };
     let tools: Vec<Value> = (start..end)
         .map(|i| match builtins.get(i) {
@@ -100,19 +113,19 @@ pub(super) fn list(shared: &Shared, id: &Value, params: &Value) -> Response {
     if end < total {
         result["nextCursor"] = Value::String(encode_cursor(end));
     }
-    rpc_result(id, &result)
+    Ok(result)
 }
 
-fn text_result(text: String) -> Value {
+pub(crate) fn text_result(text: String) -> Value {
     json!({ "content": [ { "type": "text", "text": text } ] })
 }
 
-fn echo_result(args: &Value) -> Value {
+pub(crate) fn echo_result(args: &Value) -> Value {
     let text = serde_json::to_string(args).unwrap_or_default();
     json!({ "content": [ { "type": "text", "text": text } ], "structuredContent": args })
 }
 
-fn u64_arg(args: &Value, name: &str, default: u64) -> u64 {
+pub(crate) fn u64_arg(args: &Value, name: &str, default: u64) -> u64 {
     args.get(name).and_then(Value::as_u64).unwrap_or(default)
 }
 
@@ -161,7 +174,7 @@ pub(super) async fn call(
     }
 }
 
-fn progress_token(params: &Value) -> Option<Value> {
+pub(crate) fn progress_token(params: &Value) -> Option<Value> {
     params
         .get("_meta")
         .and_then(|m| m.get("progressToken"))
@@ -169,7 +182,7 @@ fn progress_token(params: &Value) -> Option<Value> {
         .cloned()
 }
 
-fn progress(token: &Value, i: u64, total: u64) -> Value {
+pub(crate) fn progress(token: &Value, i: u64, total: u64) -> Value {
     json!({
         "jsonrpc": "2.0",
         "method": "notifications/progress",
@@ -178,8 +191,13 @@ fn progress(token: &Value, i: u64, total: u64) -> Value {
 }
 
 fn sse_event(n: u64, data: &Value) -> Bytes {
+    Bytes::from(sse_text(n, data))
+}
+
+/// One SSE event block carrying `data` as JSON.
+pub(crate) fn sse_text(n: u64, data: &Value) -> String {
     let json = serde_json::to_string(data).unwrap_or_default();
-    Bytes::from(format!("event: message\nid: {n}\ndata: {json}\n\n"))
+    format!("event: message\nid: {n}\ndata: {json}\n\n")
 }
 
 /// A `text/event-stream` response whose events come from `rx`, each written as soon as it arrives.

@@ -1,0 +1,11 @@
+//! Behaviour suites on the socket-free harness (`controlplane::testing::Harness`): routing,
+//! policy, sessions and token validation through the real shard and snapshot, in memory.
+//! The socket tests beside this directory keep one happy path per concern end to end.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod delegation;
+mod env;
+mod policy;
+mod routing;
+mod sessions;
+mod tokens;

@@ -1,0 +1,85 @@
+//! Socket-free test support (cargo feature `testing`): in-memory connections, fake upstreams
+//! and a test shard, so the real request path runs as bytes in, bytes out.
+//!
+//! Nothing here opens a socket or starts a thread; it needs a current-thread monoio runtime
+//! with its timer enabled (see [`runtime`]). The YAML-to-snapshot side is the control
+//! plane's: `controlplane::testing::Harness` builds on these pieces (`docs/testing.md`).
+
+mod duplex;
+mod http;
+mod peer;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use duplex::{MemStream, duplex};
+pub use http::{HttpRequest, HttpResponse, ResponseError};
+pub use peer::{FakeUpstream, MemNet, PeerReply, PeerRequest};
+
+use monoio::io::AsyncWriteRentExt;
+
+use crate::http1::conn;
+use crate::shard::{Clock, Shard, Shared};
+use crate::upstream::Pool;
+
+/// The runtime a test shard runs on: monoio's epoll driver (an epoll descriptor, no
+/// socket) on the calling thread, with timers for the gateway's deadlines.
+pub type Runtime = monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>>;
+
+/// A current-thread runtime for a test shard.
+pub fn runtime() -> std::io::Result<Runtime> {
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+}
+
+/// A fake clock: a shard [`Clock`] at wall time `start_unix_ms`, and the handle that moves it.
+pub fn mock_clock(start_unix_ms: i64) -> (Clock, FakeClock) {
+    let (clock, mock) = Clock::mock_at(start_unix_ms);
+    (clock, FakeClock { mock })
+}
+
+/// Moves a [`mock_clock`]: every clone of its `Clock` sees the same time.
+#[derive(Debug, Clone)]
+pub struct FakeClock {
+    mock: Arc<quanta::Mock>,
+}
+
+impl FakeClock {
+    /// Let `d` pass (token expiry, session lifetimes, cache TTLs, rate-limit refill).
+    pub fn advance(&self, d: Duration) {
+        self.mock.increment(d);
+    }
+}
+
+/// Shard 0 on `shared`, with `clock`, whose upstream connections go to `net`.
+pub fn shard(shared: Shared, clock: Clock, net: MemNet) -> Rc<Shard> {
+    Rc::new(Shard::new(0, shared, clock, Pool::with_net(net)))
+}
+
+/// Serve one connection whose client writes `request` and then half-closes: every
+/// response the gateway writes before it closes, as bytes. Pipelined requests in `request`
+/// are answered in order on the same connection. Must run inside the shard's runtime.
+pub async fn exchange(shard: &Rc<Shard>, request: &[u8]) -> Vec<u8> {
+    let (mut client, server) = duplex();
+    let limits = shard.shared.snapshot.load().settings.limits;
+    let handler = crate::mcp::Gateway {
+        shard: shard.clone(),
+    };
+    let (written, _) = client.write_all(request.to_vec()).await;
+    if written.is_err() {
+        return Vec::new();
+    }
+    client.close_write();
+    // A gateway that hangs gives the test what it wrote so far instead of hanging it too.
+    let _ = monoio::time::timeout(EXCHANGE_TIMEOUT, conn::serve(server, &handler, limits)).await;
+    client.read_to_end().await
+}
+
+/// How long [`exchange`] waits for the gateway to finish a connection.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

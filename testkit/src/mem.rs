@@ -1,0 +1,411 @@
+//! Socket-free peers: [`MemIssuer`] (a test issuer's keys, JWKS and tokens, handed over in
+//! memory) and [`MemUpstream`] (the test MCP server as a `dataplane::testing::FakeUpstream`).
+//! They behave like [`crate::TestIssuer`] and [`crate::TestUpstream`] where a socket-free test
+//! can tell, and share their keys and tool catalogue.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dataplane::testing::{FakeUpstream, PeerReply, PeerRequest};
+use serde_json::{Value, json};
+
+use crate::keys::{self, KeyAlg, KeyRing};
+use crate::upstream::tools::{
+    echo_result, list_result, progress, progress_token, sse_text, text_result, u64_arg,
+};
+use crate::upstream::{DEFAULT_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS};
+use crate::util::{lock, random_hex};
+use crate::{JwksMode, Recorded, UpstreamMode, UpstreamOptions, UpstreamStats};
+
+#[derive(Debug)]
+struct IssuerInner {
+    ring: KeyRing,
+    mode: JwksMode,
+}
+
+/// A token issuer with no server: what [`crate::TestIssuer`] would serve at `/jwks`, read by
+/// calling [`MemIssuer::fetch_jwks`].
+#[derive(Debug)]
+pub struct MemIssuer {
+    issuer: String,
+    inner: Mutex<IssuerInner>,
+    jwks_fetches: AtomicUsize,
+}
+
+impl MemIssuer {
+    /// An issuer named `issuer` (no trailing slash) with one EdDSA key.
+    pub fn new(issuer: &str) -> MemIssuer {
+        MemIssuer {
+            issuer: issuer.to_owned(),
+            inner: Mutex::new(IssuerInner {
+                ring: KeyRing::new(),
+                mode: JwksMode::Normal,
+            }),
+            jwks_fetches: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn issuer(&self) -> String {
+        self.issuer.clone()
+    }
+
+    /// The JWKS document as it stands (not counted as a fetch).
+    pub fn jwks(&self) -> Value {
+        lock(&self.inner).ring.jwks()
+    }
+
+    /// One `GET /jwks`, counted: the document's bytes, or why the fetch failed, by mode.
+    pub fn fetch_jwks(&self) -> Result<Vec<u8>, String> {
+        self.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+        let inner = lock(&self.inner);
+        match inner.mode {
+            JwksMode::Normal => Ok(inner.ring.jwks().to_string().into_bytes()),
+            JwksMode::Status500 => Err("HTTP 500 Internal Server Error".into()),
+            JwksMode::Garbage => Ok(b"not json{".to_vec()),
+            JwksMode::Hang => Err("timed out".into()),
+        }
+    }
+
+    /// How many times [`MemIssuer::fetch_jwks`] ran.
+    pub fn jwks_fetches(&self) -> usize {
+        self.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    pub fn set_jwks_mode(&self, mode: JwksMode) {
+        lock(&self.inner).mode = mode;
+    }
+
+    /// See [`crate::TestIssuer::add_key`].
+    pub fn add_key(&self, alg: KeyAlg) -> String {
+        lock(&self.inner).ring.add(alg)
+    }
+
+    /// See [`crate::TestIssuer::remove_key`].
+    pub fn remove_key(&self, kid: &str) {
+        lock(&self.inner).ring.remove(kid);
+    }
+
+    pub fn current_kid(&self) -> String {
+        lock(&self.inner).ring.current().to_owned()
+    }
+
+    pub fn key_alg(&self, kid: &str) -> Option<KeyAlg> {
+        lock(&self.inner).ring.alg(kid)
+    }
+
+    /// See [`crate::TestIssuer::set_extra_jwks_keys`].
+    pub fn set_extra_jwks_keys(&self, keys: Vec<Value>) {
+        lock(&self.inner).ring.extra = keys;
+    }
+
+    /// See [`crate::TestIssuer::mint`].
+    pub fn mint(&self, claims: &Value) -> String {
+        lock(&self.inner).ring.mint(claims)
+    }
+
+    /// See [`crate::TestIssuer::mint_raw`].
+    pub fn mint_raw(&self, header: &Value, claims: &Value, kid: &str) -> String {
+        lock(&self.inner).ring.mint_raw(header, claims, kid)
+    }
+
+    /// See [`crate::TestIssuer::claims`].
+    pub fn claims(&self, sub: &str, aud: &str, scope: &str) -> Value {
+        keys::claims(&self.issuer, sub, aud, scope)
+    }
+}
+
+#[derive(Debug, Default)]
+struct UpstreamInner {
+    mode: UpstreamMode,
+    sessions: HashSet<String>,
+    requests: Vec<Recorded>,
+    stats: UpstreamStats,
+    call_ids: HashSet<String>,
+    /// Requests per JSON-RPC method (`DELETE` for session ends).
+    counts: HashMap<String, usize>,
+    /// JSON-RPC method → how many more of its requests are hung up on unanswered.
+    drops: HashMap<String, usize>,
+}
+
+/// The test MCP server without a socket: the same tools as [`crate::TestUpstream`] (`echo`,
+/// `whoami`, `slow`, `ticks`, `cut`, `tool_i`, pagination), sessions, modes and recording.
+/// Differences: `ticks` sends its events at once (timing needs a socket test), and
+/// `resources/list` answers one resource (`mem://one`) as [`crate::DroppingUpstream`] does.
+#[derive(Debug, Default)]
+pub struct MemUpstream {
+    tools: usize,
+    page_size: usize,
+    inner: Mutex<UpstreamInner>,
+}
+
+impl MemUpstream {
+    pub fn new(opts: UpstreamOptions) -> MemUpstream {
+        MemUpstream {
+            tools: opts.tools,
+            page_size: opts.page_size,
+            inner: Mutex::new(UpstreamInner {
+                mode: opts.mode,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.inner).requests.clone()
+    }
+
+    /// Only the `tools/call` requests.
+    pub fn tool_calls(&self) -> Vec<Recorded> {
+        (self.requests().into_iter())
+            .filter(|r| r.rpc_method() == Some("tools/call"))
+            .collect()
+    }
+
+    pub fn set_mode(&self, mode: UpstreamMode) {
+        lock(&self.inner).mode = mode;
+    }
+
+    pub fn stats(&self) -> UpstreamStats {
+        lock(&self.inner).stats
+    }
+
+    /// Session ids open now.
+    pub fn sessions(&self) -> Vec<String> {
+        lock(&self.inner).sessions.iter().cloned().collect()
+    }
+
+    /// Hang up, unanswered, on the next `n` requests of JSON-RPC `method` (`usize::MAX`: all):
+    /// an upstream that ran them and crashed, like [`crate::DroppingUpstream`].
+    pub fn hang_up_on(&self, method: &str, n: usize) {
+        lock(&self.inner).drops.insert(method.to_owned(), n);
+    }
+
+    /// Requests with JSON-RPC `method` received (answered or not); `DELETE` counts session ends.
+    pub fn count(&self, method: &str) -> usize {
+        lock(&self.inner).counts.get(method).copied().unwrap_or(0)
+    }
+
+    /// Record `req`; whether to hang up on it, and the mode to answer in.
+    fn record(&self, req: &PeerRequest, body: &Value) -> (bool, UpstreamMode) {
+        let rpc = if req.method == "DELETE" {
+            "DELETE"
+        } else {
+            body.get("method").and_then(Value::as_str).unwrap_or("")
+        };
+        let mut inner = lock(&self.inner);
+        inner.requests.push(Recorded {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            headers: req.headers.clone(),
+            body: body.clone(),
+        });
+        *inner.counts.entry(rpc.to_owned()).or_default() += 1;
+        let hang_up = match inner.drops.get_mut(rpc) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
+        (hang_up, inner.mode)
+    }
+
+    /// The request's known session, or the 400 (missing) / 404 (unknown) answer.
+    fn session(&self, req: &PeerRequest) -> Result<String, PeerReply> {
+        let Some(id) = req.header("mcp-session-id") else {
+            return Err(session_error(400, "missing Mcp-Session-Id"));
+        };
+        if lock(&self.inner).sessions.contains(id) {
+            Ok(id.to_owned())
+        } else {
+            Err(session_error(404, "unknown Mcp-Session-Id"))
+        }
+    }
+
+    fn post(&self, req: &PeerRequest, body: Value) -> PeerReply {
+        let Value::Object(msg) = body else {
+            let (code, text) = if body.is_null() {
+                (-32700, "parse error")
+            } else {
+                (-32600, "batches and non-object messages are not supported")
+            };
+            let err = json!({"jsonrpc":"2.0","id":null,"error":{"code":code,"message":text}});
+            return PeerReply::json(400, &err);
+        };
+        let id = msg.get("id").cloned();
+        let Some(method) = msg.get("method").and_then(Value::as_str) else {
+            return PeerReply::status(202);
+        };
+        let params = msg.get("params").cloned().unwrap_or(Value::Null);
+        if method == "initialize" {
+            return self.initialize(id.unwrap_or(Value::Null), &params);
+        }
+        if let Err(e) = self.session(req) {
+            return e;
+        }
+        let Some(id) = id else {
+            return PeerReply::status(202);
+        };
+        if method.starts_with("notifications/") {
+            return PeerReply::status(202);
+        }
+        match method {
+            "ping" => rpc_result(&id, &json!({})),
+            "tools/list" => match list_result(self.tools, self.page_size, &params) {
+                Ok(r) => rpc_result(&id, &r),
+                Err(m) => rpc_error(&id, -32602, m),
+            },
+            "resources/list" => rpc_result(
+                &id,
+                &json!({"resources": [{"uri": "mem://one", "name": "one"}]}),
+            ),
+            "tools/call" => {
+                self.count_call(&params);
+                self.call(req, id, &params)
+            }
+            other => rpc_error(&id, -32601, &format!("method not found: {other}")),
+        }
+    }
+
+    fn initialize(&self, id: Value, params: &Value) -> PeerReply {
+        let asked = params.get("protocolVersion").and_then(Value::as_str);
+        let version = asked
+            .filter(|v| SUPPORTED_PROTOCOL_VERSIONS.contains(v))
+            .unwrap_or(DEFAULT_PROTOCOL_VERSION);
+        let session = random_hex(16);
+        lock(&self.inner).sessions.insert(session.clone());
+        let result = json!({
+            "protocolVersion": version,
+            "capabilities": { "tools": { "listChanged": true } },
+            "serverInfo": { "name": "test-upstream", "version": "1" },
+            "instructions": "Test upstream.",
+        });
+        rpc_result(&id, &result).with_header("mcp-session-id", session)
+    }
+
+    fn count_call(&self, params: &Value) {
+        let call_id = params
+            .get("arguments")
+            .and_then(|a| a.get("call_id"))
+            .and_then(Value::as_str);
+        let mut inner = lock(&self.inner);
+        inner.stats.tool_calls += 1;
+        if let Some(c) = call_id {
+            if inner.call_ids.insert(c.to_owned()) {
+                inner.stats.call_ids += 1;
+            } else {
+                inner.stats.duplicate_call_ids += 1;
+            }
+        }
+    }
+
+    fn call(&self, req: &PeerRequest, id: Value, params: &Value) -> PeerReply {
+        let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+        let args = match params.get("arguments") {
+            Some(v @ Value::Object(_)) => v.clone(),
+            _ => json!({}),
+        };
+        match name {
+            "echo" => rpc_result(&id, &echo_result(&args)),
+            "whoami" => {
+                let auth = req.header("authorization").unwrap_or("none").to_owned();
+                rpc_result(&id, &text_result(auth))
+            }
+            "slow" => PeerReply::After(
+                Duration::from_millis(u64_arg(&args, "ms", 5000)),
+                Box::new(rpc_result(&id, &echo_result(&args))),
+            ),
+            "ticks" => {
+                let token = progress_token(params);
+                let count = u64_arg(&args, "count", 3);
+                let mut events = Vec::new();
+                if let Some(t) = &token {
+                    events.extend((1..=count).map(|i| sse_text(i, &progress(t, i, count))));
+                }
+                let done = json!({"jsonrpc":"2.0","id":id,"result":text_result("done".into())});
+                events.push(sse_text(events.len() as u64 + 1, &done));
+                sse(events, true)
+            }
+            "cut" => {
+                let token = progress_token(params).unwrap_or_else(|| json!("cut"));
+                sse(vec![sse_text(1, &progress(&token, 1, 2))], false)
+            }
+            _ => match name
+                .strip_prefix("tool_")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                Some(n) if n < self.tools && name == format!("tool_{n}") => {
+                    rpc_result(&id, &text_result(format!("{name} called")))
+                }
+                _ => rpc_error(&id, -32602, &format!("unknown tool: {name}")),
+            },
+        }
+    }
+}
+
+impl FakeUpstream for MemUpstream {
+    fn handle(&self, req: &PeerRequest) -> PeerReply {
+        let body = if req.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&req.body).unwrap_or(Value::Null)
+        };
+        let (hang_up, mode) = self.record(req, &body);
+        if hang_up {
+            return PeerReply::HangUp;
+        }
+        if mode == UpstreamMode::Refuse {
+            return PeerReply::status(503);
+        }
+        if req.path != "/mcp" {
+            return PeerReply::status(404);
+        }
+        match req.method.as_str() {
+            "POST" if mode == UpstreamMode::Garbage => PeerReply::Full {
+                status: 200,
+                headers: vec![("content-type", "application/json".into())],
+                body: b"<<garbage>>".to_vec(),
+            },
+            "POST" => self.post(req, body),
+            "DELETE" => match self.session(req) {
+                Ok(id) => {
+                    lock(&self.inner).sessions.remove(&id);
+                    PeerReply::status(200)
+                }
+                Err(e) => e,
+            },
+            _ => PeerReply::status(405).with_header("allow", "POST, DELETE"),
+        }
+    }
+}
+
+fn rpc_result(id: &Value, result: &Value) -> PeerReply {
+    PeerReply::json(200, &json!({"jsonrpc":"2.0","id":id,"result":result}))
+}
+
+fn rpc_error(id: &Value, code: i64, message: &str) -> PeerReply {
+    PeerReply::json(
+        200,
+        &json!({"jsonrpc":"2.0","id":id,"error":{"code":code,"message":message}}),
+    )
+}
+
+fn session_error(status: u16, message: &str) -> PeerReply {
+    let body = json!({"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":message}});
+    PeerReply::json(status, &body)
+}
+
+fn sse(events: Vec<String>, complete: bool) -> PeerReply {
+    PeerReply::Sse {
+        status: 200,
+        headers: vec![
+            ("content-type", "text/event-stream".into()),
+            ("cache-control", "no-cache".into()),
+        ],
+        events: events.into_iter().map(String::into_bytes).collect(),
+        complete,
+    }
+}
