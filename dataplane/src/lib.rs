@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod clock;
 pub mod control;
 pub mod delegation;
 pub mod http1;
