@@ -85,19 +85,23 @@ impl Running {
     /// Stop accepting, let in-flight requests finish up to the grace period, stop the shards.
     pub async fn shutdown(mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        let deadline = tokio::time::Instant::now() + self.grace;
-        while self.shared.running.load(Ordering::SeqCst) > 0
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // Real waits on tokio's timer (the injected clock may be a test's stopped mock).
+        let running = &self.shared.running;
+        let _ = tokio::time::timeout(self.grace, async {
+            while running.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
         // Let the audit writer write everything the last requests recorded, then stop.
         self.shared.audit.close();
         if let Some(w) = self.audit_writer.take() {
-            let flush_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while !w.is_finished() && tokio::time::Instant::now() < flush_deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                while !w.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await;
             if w.is_finished() {
                 let _ = w.join();
             } else {

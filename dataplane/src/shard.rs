@@ -174,6 +174,9 @@ impl Shard {
 /// After SIGTERM, how long a shard keeps serving connections that are already open (bounded
 /// by `limits.shutdown_grace`, after which the control plane stops waiting).
 const DRAIN_LINGER: Duration = Duration::from_secs(1);
+/// How often a draining shard looks again.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+const LINGER_POLLS: u32 = (DRAIN_LINGER.as_millis() / DRAIN_POLL.as_millis()) as u32;
 
 /// Start one shard thread serving `listener`. Returns once the thread is spawned.
 pub fn spawn(
@@ -316,13 +319,15 @@ async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
     // must not resend) is answered with a reset when the runtime goes. The linger gives the
     // balancer time to use up its idle connections and to find the listener refusing (nginx
     // then marks the replica failed), so the connections left at the end are unused.
+    // The linger is counted in polls on the runtime's timer (each at least DRAIN_POLL), not
+    // read off the clock: it is a real wait, and a test's stopped mock clock must not stretch it.
     drop(listener);
-    let linger_until = monoio::time::Instant::now() + DRAIN_LINGER;
+    let mut polls = 0;
     while shard.connections.get() > 0
-        && (shared.in_flight.load(Ordering::Relaxed) > 0
-            || monoio::time::Instant::now() < linger_until)
+        && (shared.in_flight.load(Ordering::Relaxed) > 0 || polls < LINGER_POLLS)
     {
-        monoio::time::sleep(Duration::from_millis(20)).await;
+        monoio::time::sleep(DRAIN_POLL).await;
+        polls += 1;
     }
     shared.running.fetch_sub(1, Ordering::SeqCst);
     tracing::info!(shard = id, "Shard stopped");
