@@ -26,6 +26,7 @@ use controlplane::sts::{DelegationGrant, SigningAlg, SigningKey, Sts, delegation
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dataplane::auth::jwt::ValidationPolicy;
 use dataplane::auth::{AuthOutcome, IssuerState, TokenCache, jwks, verify_uncached};
+use dataplane::clock::Clock;
 use dataplane::control::{ControlHandle, DelegateRequest, Delegated, Subject};
 use dataplane::delegation::{DelegationCache, Key, Source};
 use dataplane::jsonrpc::Message;
@@ -493,7 +494,7 @@ fn delegation_cache_hit(c: &mut Criterion) {
         panic!("token does not verify");
     };
     let mut rt = runtime();
-    let cache = Rc::new(DelegationCache::default());
+    let cache = Rc::new(DelegationCache::new(Clock::new()));
     let (control, _cmd_rx, mut delegate_rx) = ControlHandle::new();
     let key = delegation_key(&claims, "listAccounts", "ledger:ListAccounts");
     fill(
@@ -628,7 +629,7 @@ fn full_hot_path(c: &mut Criterion) {
     .into_bytes();
 
     let mut rt = runtime();
-    let cache = Rc::new(DelegationCache::default());
+    let cache = Rc::new(DelegationCache::new(Clock::new()));
     let (control, _cmd_rx, mut delegate_rx) = ControlHandle::new();
     fill(
         &mut rt,

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use dataplane::clock::Clock;
 use dataplane::control::ControlHandle;
 use dataplane::http1::conn::ConnLimits;
 use dataplane::session::{Lifetimes, SessionKeys, SessionStore};
@@ -626,6 +627,7 @@ async fn start_inner(
             }
         }),
     };
+    let clock = Clock::new();
     let shared = Shared {
         snapshot: cell.clone(),
         sessions,
@@ -635,7 +637,8 @@ async fn start_inner(
         in_flight: Arc::new(AtomicUsize::new(0)),
         audit,
         tls,
-        ratelimit: dataplane::ratelimit::RateLimiter::start(),
+        ratelimit: dataplane::ratelimit::RateLimiter::start(clock.clone()),
+        clock,
     };
     let driver = if cfg.gateway.io_driver == IoDriver::Epoll {
         DriverChoice::Epoll

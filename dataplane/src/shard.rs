@@ -4,11 +4,12 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use crate::auth::TokenCache;
+use crate::clock::Clock;
 use crate::control::ControlHandle;
 use crate::delegation::DelegationCache;
 use crate::http1::conn::{self, ConnLimits};
@@ -30,53 +31,6 @@ pub enum DriverChoice {
     Epoll,
 }
 
-/// Wall-clock seconds from a monotonic clock read once per call (quanta, ~12 ns).
-#[derive(Debug, Clone)]
-pub struct Clock {
-    q: quanta::Clock,
-    base: quanta::Instant,
-    base_unix_ms: i64,
-}
-
-impl Clock {
-    pub fn new() -> Self {
-        let q = quanta::Clock::new();
-        let base = q.now();
-        let base_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        Clock {
-            q,
-            base,
-            base_unix_ms,
-        }
-    }
-
-    pub fn unix_secs(&self) -> i64 {
-        self.unix_ms() / 1000
-    }
-
-    pub fn unix_ms(&self) -> i64 {
-        self.base_unix_ms
-            + self
-                .q
-                .now()
-                .saturating_duration_since(self.base)
-                .as_millis() as i64
-    }
-
-    pub fn now(&self) -> quanta::Instant {
-        self.q.now()
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// State shared by the shards and the control plane (all `Send + Sync`).
 #[derive(Debug, Clone)]
 pub struct Shared {
@@ -95,6 +49,8 @@ pub struct Shared {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Per-user and per-tool token buckets, shared by the shards.
     pub ratelimit: Arc<crate::ratelimit::RateLimiter>,
+    /// The clock every shard reads (the control plane's, cloned: one time for the process).
+    pub clock: Clock,
 }
 
 /// Per-shard state, `!Send`: lives in `Rc` on its thread.
@@ -240,10 +196,10 @@ async fn serve(id: u16, listener: std::net::TcpListener, shared: Shared) {
         shared: shared.clone(),
         cache: RefCell::new(TokenCache::new(100_000)),
         pool: Pool::default(),
-        delegations: Rc::new(DelegationCache::default()),
+        delegations: Rc::new(DelegationCache::new(shared.clock.clone())),
         policy: RefCell::new(crate::mcp::PolicyCaches::default()),
         meters: crate::meters::Meters::default(),
-        clock: Clock::new(),
+        clock: shared.clock.clone(),
         next_id: Cell::new(0),
         next_req: Cell::new(0),
         rng: Cell::new(seed()),
