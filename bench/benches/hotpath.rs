@@ -351,7 +351,7 @@ fn delegation_mint(c: &mut Criterion) {
         ("ES256", SigningAlg::ES256, Algorithm::ES256),
     ] {
         // What the gateway runs: `Sts::sign(delegation_claims(..))`, key parsed once at start.
-        let sts = Sts::new(STS_ISSUER, alg).unwrap();
+        let sts = Sts::new(STS_ISSUER, alg, Clock::new()).unwrap();
         assert_eq!(
             sts.sign(&mint_claims(&scopes)).unwrap().split('.').count(),
             3

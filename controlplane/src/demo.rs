@@ -5,9 +5,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use dataplane::clock::Clock;
+
 use crate::authz::{self, AuthServer, AuthServerConfig};
 use crate::config::Config;
-use crate::gateway::{Running, start_with};
+use crate::gateway::{Running, StartOptions, start_with};
 use crate::sts::{SigningAlg, Sts};
 
 /// Where the demo listens.
@@ -24,6 +26,9 @@ pub struct DemoOptions {
     /// Durable state (signing keys, clients, refresh tokens, sessions). None: SQLite in
     /// memory (library callers, tests); `warden demo` passes `sqlite:<--data-dir>/warden.db`.
     pub state: Option<crate::state::StateConfig>,
+    /// The clock of the gateway, the STS and the authorization server (tests pass a mock;
+    /// the ledger and the directory stand for remote servers and keep the real one).
+    pub clock: Clock,
 }
 
 impl Default for DemoOptions {
@@ -36,6 +41,7 @@ impl Default for DemoOptions {
             shards: None,
             audit_dir: std::env::temp_dir().join("warden-demo-audit"),
             state: None,
+            clock: Clock::new(),
         }
     }
 }
@@ -195,10 +201,13 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
     let issuer = format!("http://{as_addr}");
     let mcp_url = format!("http://{gw_addr}/mcp");
 
-    let state =
-        crate::state::StateStore::from_config(&opts.state.clone().unwrap_or_default(), "memory")
-            .await
-            .map_err(|e| e.to_string())?;
+    let state = crate::state::StateStore::from_config(
+        &opts.state.clone().unwrap_or_default(),
+        "memory",
+        opts.clock.clone(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let sts = Arc::new(
         Sts::open(state, &issuer, SigningAlg::EdDSA)
             .await
@@ -229,9 +238,13 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
     let directory_api = format!("{}{}", directory.url(), demo::directory::API_PREFIX);
     let yaml = gateway_yaml(&gw_opts, &issuer, &mcp_url, &ledger.url(), &directory_api);
     let cfg = Config::parse(&yaml, "(warden demo)").map_err(|e| e.to_string())?;
-    let gateway = start_with(cfg, opts.shards, Some(sts))
-        .await
-        .map_err(|e| e.to_string())?;
+    let start = StartOptions {
+        shards: opts.shards,
+        sts: Some(sts),
+        clock: opts.clock.clone(),
+        ..StartOptions::default()
+    };
+    let gateway = start_with(cfg, start).await.map_err(|e| e.to_string())?;
     Ok(Demo {
         gateway,
         auth_server,

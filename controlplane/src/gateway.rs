@@ -335,28 +335,61 @@ fn rate_limits(cfg: &Config) -> dataplane::ratelimit::Limits {
     }
 }
 
+/// How to start Warden, beyond its configuration. `Default` is what [`start`] uses.
+pub struct StartOptions {
+    /// Shards to run (None: `gateway.shards`, else one per core).
+    pub shards: Option<usize>,
+    /// An STS shared with an embedded authorization server (`warden demo`). It must run on
+    /// `clock` (an STS opened on a store takes the store's clock).
+    pub sts: Option<Arc<Sts>>,
+    /// Sees every audit record once written (the live page).
+    pub observer: Option<crate::audit::Observer>,
+    /// Policies supplied in code beside the configured files (the demo).
+    pub policy_extra: Vec<warden_policy::PolicyFile>,
+    /// The one clock of the process: every shard, cache, issuer, the STS, the state store,
+    /// audit and reload status read it. Tests pass a [`Clock::mock`] to step time.
+    pub clock: Clock,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            shards: None,
+            sts: None,
+            observer: None,
+            policy_extra: Vec::new(),
+            clock: Clock::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartOptions")
+            .field("shards", &self.shards)
+            .field("sts", &self.sts.is_some())
+            .field("observer", &self.observer.is_some())
+            .field("policy_extra", &self.policy_extra.len())
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
 /// Start Warden on the current tokio runtime (the control plane) plus shard threads.
 pub async fn start(cfg: Config, shards: Option<usize>) -> Result<Running, StartError> {
-    start_with(cfg, shards, None).await
+    start_with(
+        cfg,
+        StartOptions {
+            shards,
+            ..StartOptions::default()
+        },
+    )
+    .await
 }
 
-/// Start Warden with an STS shared with an embedded authorization server (`warden demo`).
-pub async fn start_with(
-    cfg: Config,
-    shards: Option<usize>,
-    sts: Option<Arc<Sts>>,
-) -> Result<Running, StartError> {
-    start_observed(cfg, shards, sts, None).await
-}
-
-/// Start Warden; `observer` sees every audit record once written (the live page).
-pub async fn start_observed(
-    cfg: Config,
-    shards: Option<usize>,
-    sts: Option<Arc<Sts>>,
-    observer: Option<crate::audit::Observer>,
-) -> Result<Running, StartError> {
-    start_full(cfg, shards, sts, observer, Vec::new()).await
+/// Start Warden with options (a shared STS, an audit observer, policies in code, a clock).
+pub async fn start_with(cfg: Config, opts: StartOptions) -> Result<Running, StartError> {
+    start_inner(cfg, None, opts).await
 }
 
 /// Start Warden from a configuration file (`warden serve`): SIGHUP, edits of the file or any
@@ -372,36 +405,25 @@ pub async fn start_file(
         crate::state::StateConfig::or_data_dir(cfg.state.take(), data_dir)
             .map_err(|e| StartError::Other(e.to_string()))?,
     );
-    start_inner(
-        cfg,
-        Some((path.to_path_buf(), raw)),
+    let opts = StartOptions {
         shards,
-        None,
-        None,
-        Vec::new(),
-    )
-    .await
-}
-
-/// Start Warden with policies supplied in code beside the configured files (the demo).
-pub async fn start_full(
-    cfg: Config,
-    shards: Option<usize>,
-    sts: Option<Arc<Sts>>,
-    observer: Option<crate::audit::Observer>,
-    policy_extra: Vec<warden_policy::PolicyFile>,
-) -> Result<Running, StartError> {
-    start_inner(cfg, None, shards, sts, observer, policy_extra).await
+        ..StartOptions::default()
+    };
+    start_inner(cfg, Some((path.to_path_buf(), raw)), opts).await
 }
 
 async fn start_inner(
     cfg: Config,
     source: Option<(PathBuf, serde_yaml_ng::Value)>,
-    shards: Option<usize>,
-    sts: Option<Arc<Sts>>,
-    observer: Option<crate::audit::Observer>,
-    policy_extra: Vec<warden_policy::PolicyFile>,
+    opts: StartOptions,
 ) -> Result<Running, StartError> {
+    let StartOptions {
+        shards,
+        sts,
+        observer,
+        policy_extra,
+        clock,
+    } = opts;
     crate::metrics::install();
     let n = shards
         .filter(|n| *n > 0)
@@ -428,11 +450,13 @@ async fn start_inner(
     // `sqlite:<data-dir>/warden.db`, so nothing here writes into the working directory.
     let state = match sts.as_ref().and_then(|s| s.store().cloned()) {
         Some(s) => s,
-        None => {
-            crate::state::StateStore::from_config(&cfg.state.clone().unwrap_or_default(), "memory")
-                .await
-                .map_err(|e| StartError::Other(e.to_string()))?
-        }
+        None => crate::state::StateStore::from_config(
+            &cfg.state.clone().unwrap_or_default(),
+            "memory",
+            clock.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Other(e.to_string()))?,
     };
     // Without a configured ring, the one kept in the state store: sessions survive a restart
     // (and, on one PostgreSQL database, are served by every replica).
@@ -474,7 +498,7 @@ async fn start_inner(
         .issuers
         .iter()
         .cloned()
-        .map(|c| IssuerRuntime::new(c, &public).with_ca())
+        .map(|c| IssuerRuntime::new(c, &public, clock.clone()).with_ca())
         .collect::<Result<Vec<_>, String>>()
         .map_err(|e| StartError::Other(format!("issuer ca_file: {e}")))?;
     let sessions = Arc::new(SessionStore::new());
@@ -500,8 +524,8 @@ async fn start_inner(
     let status: StatusCell = Arc::new(ArcSwap::from_pointee(ReloadStatus {
         path: source.as_ref().map(|(p, _)| p.display().to_string()),
         config_generation: 1,
-        loaded_at: crate::reload::unix_now(),
-        last_attempt_at: crate::reload::unix_now(),
+        loaded_at: clock.unix_secs(),
+        last_attempt_at: clock.unix_secs(),
         ..Default::default()
     }));
     let mut control = Control {
@@ -537,6 +561,7 @@ async fn start_inner(
             p
         },
         policy_error: None,
+        clock: clock.clone(),
     };
     control.fingerprint = control.current_fingerprint();
     // Delegation: the embedded STS (shared with the authorization server when there is one),
@@ -582,7 +607,7 @@ async fn start_inner(
         _ => None,
     };
     if let Some(d) = &cfg.delegation {
-        let engine = crate::delegate::Engine::new(d.clone(), sts.clone(), http)
+        let engine = crate::delegate::Engine::new(d.clone(), sts.clone(), http, clock.clone())
             .map_err(StartError::Other)?;
         control.engine = Some(Arc::new(arc_swap::ArcSwap::from_pointee(engine)));
     }
@@ -612,8 +637,13 @@ async fn start_inner(
             o(r);
         }
     });
-    let audit_writer = crate::audit::spawn_writer(audit.clone(), cfg.audit.clone(), Some(observer))
-        .map_err(|e| StartError::Other(format!("audit writer: {e}")))?;
+    let audit_writer = crate::audit::spawn_writer(
+        audit.clone(),
+        cfg.audit.clone(),
+        Some(observer),
+        clock.clone(),
+    )
+    .map_err(|e| StartError::Other(format!("audit writer: {e}")))?;
     let (handle, rx, delegate_rx) = ControlHandle::new();
     let engine_task = match control.engine.clone() {
         Some(cell) => tokio::spawn(crate::delegate::Engine::serve(cell, delegate_rx)),
@@ -627,7 +657,6 @@ async fn start_inner(
             }
         }),
     };
-    let clock = Clock::new();
     let shared = Shared {
         snapshot: cell.clone(),
         sessions,
@@ -638,7 +667,7 @@ async fn start_inner(
         audit,
         tls,
         ratelimit: dataplane::ratelimit::RateLimiter::start(clock.clone()),
-        clock,
+        clock: clock.clone(),
     };
     let driver = if cfg.gateway.io_driver == IoDriver::Epoll {
         DriverChoice::Epoll
@@ -700,6 +729,7 @@ async fn start_inner(
             live,
             reload: reload_tx.clone(),
             status: status_view.clone(),
+            clock,
         },
     ));
     let grace = cfg.limits.shutdown_grace;

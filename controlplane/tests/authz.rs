@@ -58,7 +58,7 @@ fn free_port() -> u16 {
 async fn setup() -> H {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let sts = Arc::new(Sts::new(&base, SigningAlg::EdDSA).unwrap());
+    let sts = Arc::new(Sts::new(&base, SigningAlg::EdDSA, controlplane::Clock::new()).unwrap());
     let client_key = SigningKey::generate(SigningAlg::EdDSA).unwrap();
     let john = authz::hash_password("yippiekayay").unwrap();
     let sarah = authz::hash_password("judgmentday").unwrap();
@@ -1027,7 +1027,14 @@ async fn config_validation() {
     if run_in_child("config_validation") {
         return;
     }
-    let sts = Arc::new(Sts::new("http://127.0.0.1:1", SigningAlg::EdDSA).unwrap());
+    let sts = Arc::new(
+        Sts::new(
+            "http://127.0.0.1:1",
+            SigningAlg::EdDSA,
+            controlplane::Clock::new(),
+        )
+        .unwrap(),
+    );
     let try_start = |v: Value| {
         let sts = sts.clone();
         async move {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use controlplane::Clock;
 use controlplane::demo::{self, DemoOptions};
 use serde_json::{Value, json};
 
@@ -30,6 +31,7 @@ async fn start_demo_shards(n: usize) -> demo::Demo {
         shards: Some(n),
         audit_dir: common::audit_dir().into(),
         state: None,
+        clock: Clock::new(),
     })
     .await
     .expect("demo starts")
@@ -211,7 +213,7 @@ async fn external_mode_performs_rfc8693_with_private_key_jwt() {
         .unwrap()
         .port();
     let as_issuer = format!("http://127.0.0.1:{as_port}");
-    let sts = std::sync::Arc::new(Sts::new(&as_issuer, SigningAlg::EdDSA).unwrap());
+    let sts = std::sync::Arc::new(Sts::new(&as_issuer, SigningAlg::EdDSA, Clock::new()).unwrap());
     let der = SigningKey::generate_pkcs8(SigningAlg::EdDSA).unwrap();
     let client_key = SigningKey::from_pkcs8(&der, "gw-key").unwrap();
     let dir = tempfile::tempdir().unwrap();
