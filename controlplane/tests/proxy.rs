@@ -1,5 +1,6 @@
 //! End-to-end through the real gateway: sessions, routing, id rewriting, SSE timing, faults.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::disallowed_methods, reason = "measures real stream timing")]
 
 mod common;
 

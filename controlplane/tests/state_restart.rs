@@ -3,6 +3,10 @@
 //! rotation continues from the stored ring; a wrong encryption key refuses to start. And two
 //! authorization servers on one store behave as one (a login hops between them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "restarts real processes and waits for them on the real clock"
+)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -384,11 +384,13 @@ async fn scheduled_rotation_follows_the_stored_age() {
     let hour = std::time::Duration::from_secs(3600);
     let ta = tokio::spawn(a.clone().maintain(hour));
     let tb = tokio::spawn(b.clone().maintain(hour));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !(a.current_kid() != "warden-old" && a.kids() == b.kids()) {
-        assert!(std::time::Instant::now() < deadline, "no rotation");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let rotated = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while !(a.current_kid() != "warden-old" && a.kids() == b.kids()) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(rotated.is_ok(), "no rotation");
     ta.abort();
     tb.abort();
     let keys = open(&loc).await.load_keys().await.unwrap();

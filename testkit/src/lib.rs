@@ -1,6 +1,9 @@
 //! Real test peers for Warden's tests: a token issuer with a JWKS and an MCP upstream that records what it receives.
 // Test peers, not the gateway: a std Mutex around their recorded state is fine here.
 #![allow(clippy::disallowed_types)]
+// Test peers stand for remote systems (an identity provider, upstreams, a database) with clocks
+// of their own: they read the real one, whatever mock the gateway under test runs on.
+#![allow(clippy::disallowed_methods)]
 #![forbid(unsafe_code)]
 
 mod dropping;
