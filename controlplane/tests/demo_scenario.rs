@@ -18,11 +18,11 @@ fn any_port() -> SocketAddr {
 }
 
 async fn start_demo() -> demo::Demo {
-    start_demo_shards(2).await
+    start_demo_on(2, Clock::new()).await
 }
 
-/// Delegation tokens are cached per shard: one shard makes reuse deterministic.
-async fn start_demo_shards(n: usize) -> demo::Demo {
+/// The demo with `n` shards, its gateway, STS and authorization server on `clock`.
+async fn start_demo_on(n: usize, clock: Clock) -> demo::Demo {
     demo::start(DemoOptions {
         gateway: any_port(),
         auth_server: any_port(),
@@ -31,7 +31,7 @@ async fn start_demo_shards(n: usize) -> demo::Demo {
         shards: Some(n),
         audit_dir: common::audit_dir().into(),
         state: None,
-        clock: Clock::new(),
+        clock,
     })
     .await
     .expect("demo starts")
@@ -103,7 +103,10 @@ impl Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ledger_receives_a_five_second_token_per_call() {
-    let d = start_demo_shards(1).await;
+    // Delegation tokens are cached per shard: one shard makes reuse deterministic, and a mock
+    // clock lets the test step past the reuse window instead of sleeping through it.
+    let (clock, time) = Clock::mock();
+    let d = start_demo_on(1, clock).await;
     let john = password_token(
         &d,
         "john.mcclane@orchestrator.lab",
@@ -177,7 +180,7 @@ async fn the_ledger_receives_a_five_second_token_per_call() {
     );
 
     // After the reuse window (TTL 5 s, margin 1 s) a fresh token is minted.
-    tokio::time::sleep(Duration::from_millis(4200)).await;
+    time.advance(Duration::from_millis(4200));
     cj.call("enterprise_ledger_listAccounts", json!({})).await;
     let got = d.ledger.received();
     let last = got.last().unwrap();
