@@ -26,8 +26,8 @@ pub struct DemoOptions {
     /// Durable state (signing keys, clients, refresh tokens, sessions). None: SQLite in
     /// memory (library callers, tests); `warden demo` passes `sqlite:<--data-dir>/warden.db`.
     pub state: Option<crate::state::StateConfig>,
-    /// The clock of the gateway, the STS and the authorization server (tests pass a mock;
-    /// the ledger and the directory stand for remote servers and keep the real one).
+    /// The clock of the gateway, the STS, the authorization server, and of the ledger's and
+    /// the directory's token checks (tests pass a mock).
     pub clock: Clock,
 }
 
@@ -218,23 +218,34 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
         .map_err(|e| format!("demo authorization server config: {e}"))?;
     let auth_server = authz::start(as_cfg, sts.clone()).await?;
 
-    let ledger = demo::ledger::Ledger::start(demo::ledger::LedgerOptions {
-        listen: opts.ledger,
-        jwks_uri: format!("{issuer}/jwks"),
-        issuer: issuer.clone(),
-        audience: LEDGER_AUDIENCE.into(),
-        gateway_client_id: GATEWAY_CLIENT_ID.into(),
-    })?;
+    // The peers judge token expiry by the demo's clock (one clock in the process).
+    let now = {
+        let clock = opts.clock.clone();
+        demo::Now::from_fn(move || clock.unix_secs().max(0) as u64)
+    };
+    let ledger = demo::ledger::Ledger::start_on(
+        demo::ledger::LedgerOptions {
+            listen: opts.ledger,
+            jwks_uri: format!("{issuer}/jwks"),
+            issuer: issuer.clone(),
+            audience: LEDGER_AUDIENCE.into(),
+            gateway_client_id: GATEWAY_CLIENT_ID.into(),
+        },
+        now.clone(),
+    )?;
 
     let mut gw_opts = opts.clone();
     gw_opts.gateway = gw_addr;
-    let directory = demo::directory::Directory::start(demo::directory::DirectoryOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        jwks_uri: format!("{issuer}/jwks"),
-        issuer: issuer.clone(),
-        audience: demo::directory::DEFAULT_AUDIENCE.into(),
-        gateway_client_id: GATEWAY_CLIENT_ID.into(),
-    })?;
+    let directory = demo::directory::Directory::start_on(
+        demo::directory::DirectoryOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            jwks_uri: format!("{issuer}/jwks"),
+            issuer: issuer.clone(),
+            audience: demo::directory::DEFAULT_AUDIENCE.into(),
+            gateway_client_id: GATEWAY_CLIENT_ID.into(),
+        },
+        now,
+    )?;
     let directory_api = format!("{}{}", directory.url(), demo::directory::API_PREFIX);
     let yaml = gateway_yaml(&gw_opts, &issuer, &mcp_url, &ledger.url(), &directory_api);
     let cfg = Config::parse(&yaml, "(warden demo)").map_err(|e| e.to_string())?;
