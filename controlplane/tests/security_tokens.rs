@@ -24,7 +24,7 @@ fn b64(b: &[u8]) -> String {
 const PAST_REFETCH_WINDOW: Duration = Duration::from_millis(2200);
 
 /// A gateway on a mock clock (the handle steps it).
-async fn start_mocked(cfg: controlplane::Config) -> (controlplane::Running, MockClock) {
+async fn gateway_on_mock(cfg: controlplane::Config) -> (controlplane::Running, MockClock) {
     let (clock, time) = Clock::mock();
     let opts = StartOptions {
         clock,
@@ -51,7 +51,7 @@ async fn start_env(
         "",
     ));
     let cfg = controlplane::Config::parse(&yaml, "test.yaml").expect("config");
-    let (gw, time) = start_mocked(cfg).await;
+    let (gw, time) = gateway_on_mock(cfg).await;
     let env = Env {
         issuer,
         upstreams: vec![up],
@@ -673,7 +673,7 @@ async fn case10_issuer_and_cross_issuer_confusion() {
     );
     let cfg = controlplane::Config::parse(&yaml, "test.yaml").expect("config");
     assert_eq!(cfg.issuers.len(), 2);
-    let (gw, time) = start_mocked(cfg).await;
+    let (gw, time) = gateway_on_mock(cfg).await;
     let env = Env {
         issuer: a,
         upstreams: vec![up],
