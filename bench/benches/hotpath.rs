@@ -11,6 +11,10 @@
     missing_docs,
     reason = "benchmark fixtures"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark times itself on the real clock and mints tokens for the real now"
+)]
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -27,6 +31,7 @@ use controlplane::testing::{FakeUpstream, Harness, PeerReply, PeerRequest};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dataplane::auth::jwt::ValidationPolicy;
 use dataplane::auth::{AuthOutcome, IssuerState, TokenCache, jwks, verify_uncached};
+use dataplane::clock::Clock;
 use dataplane::control::{ControlHandle, DelegateRequest, Delegated, Subject};
 use dataplane::delegation::{DelegationCache, Key, Source};
 use dataplane::jsonrpc::Message;
@@ -353,7 +358,7 @@ fn delegation_mint(c: &mut Criterion) {
         ("ES256", SigningAlg::ES256, Algorithm::ES256),
     ] {
         // What the gateway runs: `Sts::sign(delegation_claims(..))`, key parsed once at start.
-        let sts = Sts::new(STS_ISSUER, alg).unwrap();
+        let sts = Sts::new(STS_ISSUER, alg, Clock::new()).unwrap();
         assert_eq!(
             sts.sign(&mint_claims(&scopes)).unwrap().split('.').count(),
             3
@@ -496,7 +501,7 @@ fn delegation_cache_hit(c: &mut Criterion) {
         panic!("token does not verify");
     };
     let mut rt = runtime();
-    let cache = Rc::new(DelegationCache::default());
+    let cache = Rc::new(DelegationCache::new(Clock::new()));
     let (control, _cmd_rx, mut delegate_rx) = ControlHandle::new();
     let key = delegation_key(&claims, "listAccounts", "ledger:ListAccounts");
     fill(

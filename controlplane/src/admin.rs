@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use dataplane::clock::Clock;
 use dataplane::shard::Shared;
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ pub struct AdminState {
     pub live: Arc<Live>,
     pub reload: tokio::sync::mpsc::Sender<Trigger>,
     pub status: StatusCell,
+    /// The live page's "now" (the process's clock).
+    pub clock: Clock,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -57,10 +60,7 @@ async fn admin_config(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn live_state(State(s): State<AdminState>) -> impl IntoResponse {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now = s.clock.unix_ms();
     (
         [(header::CACHE_CONTROL, "no-store")],
         axum::Json(s.live.state(now)),

@@ -10,9 +10,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dataplane::audit::{AuditQueue, Record};
+use dataplane::clock::{Clock, Instant};
 use serde::Deserialize;
 
 /// The `audit:` block of the configuration.
@@ -162,6 +163,8 @@ struct FileSink {
     dir: PathBuf,
     cfg: AuditConfig,
     file: Option<(File, u64, Instant)>,
+    /// File age (`max_file_age`) is judged by it.
+    clock: Clock,
 }
 
 impl FileSink {
@@ -169,7 +172,8 @@ impl FileSink {
         let rotate = match &self.file {
             None => true,
             Some((_, size, opened)) => {
-                *size >= self.cfg.max_file_bytes || opened.elapsed() >= self.cfg.max_file_age
+                *size >= self.cfg.max_file_bytes
+                    || self.clock.since(*opened) >= self.cfg.max_file_age
             }
         };
         if rotate {
@@ -177,7 +181,7 @@ impl FileSink {
             let path = self.dir.join(file_name(first_seq));
             let f = OpenOptions::new().create(true).append(true).open(path)?;
             let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-            self.file = Some((f, size, Instant::now()));
+            self.file = Some((f, size, self.clock.now()));
         }
         let Some((f, size, _)) = self.file.as_mut() else {
             return Err(std::io::Error::other("no audit file"));
@@ -212,19 +216,21 @@ pub fn spawn_writer(
     queue: Arc<AuditQueue>,
     cfg: AuditConfig,
     observer: Option<Observer>,
+    clock: Clock,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("warden-audit".into())
-        .spawn(move || run_writer(queue, cfg, observer))
+        .spawn(move || run_writer(queue, cfg, observer, clock))
 }
 
 /// The writer loop. Never drops an accepted record.
-fn run_writer(queue: Arc<AuditQueue>, cfg: AuditConfig, observer: Option<Observer>) {
+fn run_writer(queue: Arc<AuditQueue>, cfg: AuditConfig, observer: Option<Observer>, clock: Clock) {
     let mut file = match (cfg.sink, &cfg.dir) {
         (SinkKind::File, Some(d)) => Some(FileSink {
             dir: d.clone(),
             cfg: cfg.clone(),
             file: None,
+            clock,
         }),
         _ => None,
     };

@@ -1,3 +1,5 @@
+//! The audit writer: chains, rotation by size and by age (on a mock clock), resume, tampering.
+
 use super::*;
 use dataplane::audit::Outcome;
 
@@ -49,7 +51,7 @@ fn chains_rotate_resume_and_verify() {
         ..Default::default()
     };
     let q = AuditQueue::new(64);
-    let h = spawn_writer(q.clone(), cfg.clone(), None).unwrap();
+    let h = spawn_writer(q.clone(), cfg.clone(), None, Clock::new()).unwrap();
     for i in 0..10 {
         q.reserve().unwrap().commit(rec(i, "a\"b\n\u{1}tool ✓"));
         std::thread::sleep(Duration::from_millis(8));
@@ -73,7 +75,7 @@ fn chains_rotate_resume_and_verify() {
 
     // A restarted writer continues the same chain.
     let q = AuditQueue::new(64);
-    let h = spawn_writer(q.clone(), cfg, None).unwrap();
+    let h = spawn_writer(q.clone(), cfg, None, Clock::new()).unwrap();
     q.reserve().unwrap().commit(rec(11, "x"));
     wait_drained(&q);
     drop(q);
@@ -99,6 +101,34 @@ fn chains_rotate_resume_and_verify() {
         }
         other => panic!("tampering not detected: {other:?}"),
     }
+}
+
+#[test]
+fn files_rotate_by_age_on_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, mock) = Clock::mock();
+    let mut sink = FileSink {
+        dir: dir.path().into(),
+        cfg: AuditConfig {
+            max_file_age: Duration::from_secs(3600),
+            ..Default::default()
+        },
+        file: None,
+        clock,
+    };
+    sink.write(b"one\n", 1).unwrap();
+    mock.advance(Duration::from_secs(3599));
+    sink.write(b"two\n", 2).unwrap();
+    assert_eq!(
+        chain_files(dir.path()).unwrap().len(),
+        1,
+        "younger than an hour"
+    );
+    mock.advance(Duration::from_secs(1));
+    sink.write(b"three\n", 3).unwrap();
+    let files = chain_files(dir.path()).unwrap();
+    assert_eq!(files.len(), 2, "an hour old: a new file");
+    assert_eq!(std::fs::read_to_string(&files[1]).unwrap(), "three\n");
 }
 
 #[test]

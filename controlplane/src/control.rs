@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use dataplane::clock::Clock;
 use dataplane::control::Command;
 use dataplane::session::{Lifetimes, SessionKeys, SessionStore};
 use dataplane::snapshot::{Snapshot, ToolTable, Upstream};
@@ -55,6 +56,9 @@ pub(crate) struct Control {
     pub revocation_cursor: i64,
     /// `rate_limits.per_tool` names last warned about (no upstream offers them).
     pub unknown_limited_tools: Vec<String>,
+    /// The process's clock (status times, session expiry, and every issuer and engine built
+    /// on reload).
+    pub clock: Clock,
 }
 
 /// A section of the config as YAML plus its files' fingerprints, as loaded: equal means
@@ -330,8 +334,13 @@ impl Control {
         // new engine, its credentials read now; `restart_needed` refused what the STS owns.
         let engine = match (&new.delegation, keys.delegation != self.keys.delegation) {
             (Some(d), true) => Some(Arc::new(
-                crate::delegate::Engine::new(d.clone(), self.sts.clone(), self.http.clone())
-                    .map_err(|e| prep(format!("delegation: {e}")))?,
+                crate::delegate::Engine::new(
+                    d.clone(),
+                    self.sts.clone(),
+                    self.http.clone(),
+                    self.clock.clone(),
+                )
+                .map_err(|e| prep(format!("delegation: {e}")))?,
             )),
             _ => None,
         };
@@ -357,7 +366,7 @@ impl Control {
             match kept {
                 Some(j) => issuer_plan.push(Ok(j)),
                 None => {
-                    let mut rt = IssuerRuntime::new(ic.clone(), &public)
+                    let mut rt = IssuerRuntime::new(ic.clone(), &public, self.clock.clone())
                         .with_ca()
                         .map_err(|e| prep(format!("issuers[{i}].ca_file: {e}")))?;
                     rt.raise_generation_above(floor);
@@ -430,7 +439,8 @@ impl Control {
                     // Each kept index is planned once, so this does not happen; if it did,
                     // a fresh runtime (keys fetched on the next tick) is still correct.
                     None => {
-                        let mut rt = IssuerRuntime::new(new.issuers[i].clone(), &public);
+                        let mut rt =
+                            IssuerRuntime::new(new.issuers[i].clone(), &public, self.clock.clone());
                         rt.raise_generation_above(floor);
                         issuers.push(rt);
                     }
@@ -473,7 +483,7 @@ impl Control {
     /// Run one reload and record its outcome (log, metric, `/admin/config`).
     async fn reload_and_record(&mut self, why: &'static str) -> Result<u64, String> {
         let outcome = self.reload().await;
-        let now = reload::unix_now();
+        let now = self.clock.unix_secs();
         let mut st: ReloadStatus = (**self.status.load()).clone();
         st.last_attempt_at = now;
         let label = match &outcome {
@@ -629,7 +639,7 @@ impl Control {
                     if ticks.is_multiple_of(30) {
                         // Re-publish so staleness limits take effect; expire idle sessions.
                         self.publish();
-                        self.sessions.expire(reload::unix_now(), self.lifetimes());
+                        self.sessions.expire(self.clock.unix_secs(), self.lifetimes());
                     }
                     metrics::gauge!("warden_sessions_active").set(self.sessions.len() as f64);
                 }

@@ -3,10 +3,10 @@
 //! external server returns before any shard may use it.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use dataplane::clock::Clock;
 use dataplane::control::{DelegateRequest, Delegated, DelegationError, Subject};
 use dataplane::secret::Secret;
 use futures_util::StreamExt;
@@ -29,13 +29,8 @@ pub struct Engine {
     http: reqwest::Client,
     assertion_key: Option<SigningKey>,
     secret: Option<Secret<String>>,
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    /// Token times (`iat`, `exp`) and latency metrics.
+    clock: Clock,
 }
 
 impl Engine {
@@ -44,6 +39,7 @@ impl Engine {
         cfg: DelegationConfig,
         sts: Option<Arc<Sts>>,
         http: reqwest::Client,
+        clock: Clock,
     ) -> Result<Engine, String> {
         let mut assertion_key = None;
         let mut secret = None;
@@ -88,6 +84,7 @@ impl Engine {
             http,
             assertion_key,
             secret,
+            clock,
         })
     }
 
@@ -127,7 +124,7 @@ impl Engine {
         scopes: &[String],
         ttl_secs: i64,
     ) -> Result<Delegated, DelegationError> {
-        self.mint_at(now(), subject, audience, scopes, ttl_secs)
+        self.mint_at(self.clock.unix_secs(), subject, audience, scopes, ttl_secs)
     }
 
     /// [`Engine::mint`] issued at Unix time `issued` (the socket-free harness passes its
@@ -141,7 +138,7 @@ impl Engine {
         ttl_secs: i64,
     ) -> Result<Delegated, DelegationError> {
         let sts = self.sts.as_ref().ok_or(DelegationError::Unavailable)?;
-        let started = std::time::Instant::now();
+        let started = self.clock.now();
         let jti = Sts::new_jti().map_err(|_| DelegationError::Unavailable)?;
         let (sub, act, email) = match subject {
             Subject::User {
@@ -170,7 +167,7 @@ impl Engine {
             .map_err(|_| DelegationError::Unavailable)?;
         metrics::counter!("warden_delegation_mints_total").increment(1);
         metrics::histogram!("warden_delegation_mint_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
+            .record(self.clock.since(started).as_secs_f64());
         Ok(Delegated {
             token: Secret::new(Arc::from(token)),
             jti: Some(jti),
@@ -193,7 +190,7 @@ impl Engine {
             .as_ref()
             .ok_or(DelegationError::Unavailable)?;
         let jti = Sts::new_jti().map_err(|_| DelegationError::Unavailable)?;
-        let t = now();
+        let t = self.clock.unix_secs();
         let claims = json!({"iss": self.cfg.client_id, "sub": self.cfg.client_id, "aud": endpoint, "jti": jti, "iat": t, "exp": t + 60});
         key.sign(&claims, "JWT")
             .map_err(|_| DelegationError::Unavailable)
@@ -276,7 +273,7 @@ impl Engine {
                 form.push(("client_assertion", self.client_assertion(&endpoint)?));
             }
         }
-        let started = std::time::Instant::now();
+        let started = self.clock.now();
         let resp = rb.form(&form).send().await.map_err(|e| {
             if e.is_timeout() {
                 DelegationError::Timeout
@@ -291,7 +288,7 @@ impl Engine {
             .map_err(|_| DelegationError::BadToken("response is not JSON".into()))?;
         metrics::counter!("warden_delegation_exchanges_total", "status" => status.as_u16().to_string()).increment(1);
         metrics::histogram!("warden_delegation_exchange_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
+            .record(self.clock.since(started).as_secs_f64());
         if !status.is_success() {
             let e = body.get("error").and_then(Value::as_str).unwrap_or("error");
             let d = body
@@ -302,7 +299,14 @@ impl Engine {
                 format!("{e} {d}").trim().to_owned(),
             ));
         }
-        check_issued(&body, subject, audience, scopes, ttl_secs, now())
+        check_issued(
+            &body,
+            subject,
+            audience,
+            scopes,
+            ttl_secs,
+            self.clock.unix_secs(),
+        )
     }
 }
 
@@ -429,10 +433,46 @@ mod tests {
             http: reqwest::Client::new(),
             assertion_key: None,
             secret: Some(Secret::new("c2xpZW50LXNlY3JldA".into())),
+            clock: Clock::new(),
         };
         let out = format!("{engine:?} {engine:#?}");
         assert!(!out.contains("c2xpZW50LXNlY3JldA"), "{out}");
         assert!(out.contains("Secret(***)"), "{out}");
+    }
+
+    #[test]
+    fn minted_tokens_are_dated_by_the_clock() {
+        let (clock, time) = Clock::mock_at(1_700_000_000_000);
+        let sts = Sts::new(
+            "https://warden.example",
+            crate::sts::SigningAlg::EdDSA,
+            clock.clone(),
+        );
+        let cfg: DelegationConfig =
+            serde_yaml_ng::from_str("client_id: warden\nmode: embedded\n").unwrap();
+        let engine = Engine::new(
+            cfg,
+            Some(Arc::new(sts.unwrap())),
+            reqwest::Client::new(),
+            clock,
+        )
+        .unwrap();
+        let scopes = ["s".to_owned()];
+        let iat = |d: &Delegated| {
+            let payload = d.token.expose().split('.').nth(1).unwrap().to_owned();
+            let c: Value =
+                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+            c["iat"].as_i64().unwrap()
+        };
+        let d = engine
+            .mint(&user(), "https://up.example", &scopes, 5)
+            .unwrap();
+        assert_eq!((iat(&d), d.exp), (1_700_000_000, 1_700_000_005));
+        time.advance(std::time::Duration::from_secs(60));
+        let d = engine
+            .mint(&user(), "https://up.example", &scopes, 5)
+            .unwrap();
+        assert_eq!((iat(&d), d.exp), (1_700_000_060, 1_700_000_065));
     }
 
     fn jwt(claims: &Value) -> String {

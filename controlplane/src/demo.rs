@@ -5,9 +5,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use dataplane::clock::Clock;
+
 use crate::authz::{self, AuthServer, AuthServerConfig};
 use crate::config::Config;
-use crate::gateway::{Running, start_with};
+use crate::gateway::{Running, StartOptions, start_with};
 use crate::sts::{SigningAlg, Sts};
 
 /// Where the demo listens.
@@ -24,6 +26,9 @@ pub struct DemoOptions {
     /// Durable state (signing keys, clients, refresh tokens, sessions). None: SQLite in
     /// memory (library callers, tests); `warden demo` passes `sqlite:<--data-dir>/warden.db`.
     pub state: Option<crate::state::StateConfig>,
+    /// The clock of the gateway, the STS, the authorization server, and of the ledger's and
+    /// the directory's token checks (tests pass a mock).
+    pub clock: Clock,
 }
 
 impl Default for DemoOptions {
@@ -36,6 +41,7 @@ impl Default for DemoOptions {
             shards: None,
             audit_dir: std::env::temp_dir().join("warden-demo-audit"),
             state: None,
+            clock: Clock::new(),
         }
     }
 }
@@ -195,10 +201,13 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
     let issuer = format!("http://{as_addr}");
     let mcp_url = format!("http://{gw_addr}/mcp");
 
-    let state =
-        crate::state::StateStore::from_config(&opts.state.clone().unwrap_or_default(), "memory")
-            .await
-            .map_err(|e| e.to_string())?;
+    let state = crate::state::StateStore::from_config(
+        &opts.state.clone().unwrap_or_default(),
+        "memory",
+        opts.clock.clone(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let sts = Arc::new(
         Sts::open(state, &issuer, SigningAlg::EdDSA)
             .await
@@ -209,29 +218,44 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
         .map_err(|e| format!("demo authorization server config: {e}"))?;
     let auth_server = authz::start(as_cfg, sts.clone()).await?;
 
-    let ledger = demo::ledger::Ledger::start(demo::ledger::LedgerOptions {
-        listen: opts.ledger,
-        jwks_uri: format!("{issuer}/jwks"),
-        issuer: issuer.clone(),
-        audience: LEDGER_AUDIENCE.into(),
-        gateway_client_id: GATEWAY_CLIENT_ID.into(),
-    })?;
+    // The peers judge token expiry by the demo's clock (one clock in the process).
+    let now = {
+        let clock = opts.clock.clone();
+        demo::Now::from_fn(move || clock.unix_secs().max(0) as u64)
+    };
+    let ledger = demo::ledger::Ledger::start_on(
+        demo::ledger::LedgerOptions {
+            listen: opts.ledger,
+            jwks_uri: format!("{issuer}/jwks"),
+            issuer: issuer.clone(),
+            audience: LEDGER_AUDIENCE.into(),
+            gateway_client_id: GATEWAY_CLIENT_ID.into(),
+        },
+        now.clone(),
+    )?;
 
     let mut gw_opts = opts.clone();
     gw_opts.gateway = gw_addr;
-    let directory = demo::directory::Directory::start(demo::directory::DirectoryOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        jwks_uri: format!("{issuer}/jwks"),
-        issuer: issuer.clone(),
-        audience: demo::directory::DEFAULT_AUDIENCE.into(),
-        gateway_client_id: GATEWAY_CLIENT_ID.into(),
-    })?;
+    let directory = demo::directory::Directory::start_on(
+        demo::directory::DirectoryOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            jwks_uri: format!("{issuer}/jwks"),
+            issuer: issuer.clone(),
+            audience: demo::directory::DEFAULT_AUDIENCE.into(),
+            gateway_client_id: GATEWAY_CLIENT_ID.into(),
+        },
+        now,
+    )?;
     let directory_api = format!("{}{}", directory.url(), demo::directory::API_PREFIX);
     let yaml = gateway_yaml(&gw_opts, &issuer, &mcp_url, &ledger.url(), &directory_api);
     let cfg = Config::parse(&yaml, "(warden demo)").map_err(|e| e.to_string())?;
-    let gateway = start_with(cfg, opts.shards, Some(sts))
-        .await
-        .map_err(|e| e.to_string())?;
+    let start = StartOptions {
+        shards: opts.shards,
+        sts: Some(sts),
+        clock: opts.clock.clone(),
+        ..StartOptions::default()
+    };
+    let gateway = start_with(cfg, start).await.map_err(|e| e.to_string())?;
     Ok(Demo {
         gateway,
         auth_server,

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use dataplane::clock::Clock;
 use dataplane::control::ControlHandle;
 use dataplane::http1::conn::ConnLimits;
 use dataplane::session::{Lifetimes, SessionKeys, SessionStore};
@@ -85,19 +86,23 @@ impl Running {
     /// Stop accepting, let in-flight requests finish up to the grace period, stop the shards.
     pub async fn shutdown(mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        let deadline = tokio::time::Instant::now() + self.grace;
-        while self.shared.running.load(Ordering::SeqCst) > 0
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // Real waits on tokio's timer (the injected clock may be a test's stopped mock).
+        let running = &self.shared.running;
+        let _ = tokio::time::timeout(self.grace, async {
+            while running.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
         // Let the audit writer write everything the last requests recorded, then stop.
         self.shared.audit.close();
         if let Some(w) = self.audit_writer.take() {
-            let flush_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while !w.is_finished() && tokio::time::Instant::now() < flush_deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                while !w.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await;
             if w.is_finished() {
                 let _ = w.join();
             } else {
@@ -330,28 +335,61 @@ fn rate_limits(cfg: &Config) -> dataplane::ratelimit::Limits {
     }
 }
 
+/// How to start Warden, beyond its configuration. `Default` is what [`start`] uses.
+pub struct StartOptions {
+    /// Shards to run (None: `gateway.shards`, else one per core).
+    pub shards: Option<usize>,
+    /// An STS shared with an embedded authorization server (`warden demo`). It must run on
+    /// `clock` (an STS opened on a store takes the store's clock).
+    pub sts: Option<Arc<Sts>>,
+    /// Sees every audit record once written (the live page).
+    pub observer: Option<crate::audit::Observer>,
+    /// Policies supplied in code beside the configured files (the demo).
+    pub policy_extra: Vec<warden_policy::PolicyFile>,
+    /// The one clock of the process: every shard, cache, issuer, the STS, the state store,
+    /// audit and reload status read it. Tests pass a [`Clock::mock`] to step time.
+    pub clock: Clock,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            shards: None,
+            sts: None,
+            observer: None,
+            policy_extra: Vec::new(),
+            clock: Clock::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartOptions")
+            .field("shards", &self.shards)
+            .field("sts", &self.sts.is_some())
+            .field("observer", &self.observer.is_some())
+            .field("policy_extra", &self.policy_extra.len())
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
 /// Start Warden on the current tokio runtime (the control plane) plus shard threads.
 pub async fn start(cfg: Config, shards: Option<usize>) -> Result<Running, StartError> {
-    start_with(cfg, shards, None).await
+    start_with(
+        cfg,
+        StartOptions {
+            shards,
+            ..StartOptions::default()
+        },
+    )
+    .await
 }
 
-/// Start Warden with an STS shared with an embedded authorization server (`warden demo`).
-pub async fn start_with(
-    cfg: Config,
-    shards: Option<usize>,
-    sts: Option<Arc<Sts>>,
-) -> Result<Running, StartError> {
-    start_observed(cfg, shards, sts, None).await
-}
-
-/// Start Warden; `observer` sees every audit record once written (the live page).
-pub async fn start_observed(
-    cfg: Config,
-    shards: Option<usize>,
-    sts: Option<Arc<Sts>>,
-    observer: Option<crate::audit::Observer>,
-) -> Result<Running, StartError> {
-    start_full(cfg, shards, sts, observer, Vec::new()).await
+/// Start Warden with options (a shared STS, an audit observer, policies in code, a clock).
+pub async fn start_with(cfg: Config, opts: StartOptions) -> Result<Running, StartError> {
+    start_inner(cfg, None, opts).await
 }
 
 /// Start Warden from a configuration file (`warden serve`): SIGHUP, edits of the file or any
@@ -367,36 +405,25 @@ pub async fn start_file(
         crate::state::StateConfig::or_data_dir(cfg.state.take(), data_dir)
             .map_err(|e| StartError::Other(e.to_string()))?,
     );
-    start_inner(
-        cfg,
-        Some((path.to_path_buf(), raw)),
+    let opts = StartOptions {
         shards,
-        None,
-        None,
-        Vec::new(),
-    )
-    .await
-}
-
-/// Start Warden with policies supplied in code beside the configured files (the demo).
-pub async fn start_full(
-    cfg: Config,
-    shards: Option<usize>,
-    sts: Option<Arc<Sts>>,
-    observer: Option<crate::audit::Observer>,
-    policy_extra: Vec<warden_policy::PolicyFile>,
-) -> Result<Running, StartError> {
-    start_inner(cfg, None, shards, sts, observer, policy_extra).await
+        ..StartOptions::default()
+    };
+    start_inner(cfg, Some((path.to_path_buf(), raw)), opts).await
 }
 
 async fn start_inner(
     cfg: Config,
     source: Option<(PathBuf, serde_yaml_ng::Value)>,
-    shards: Option<usize>,
-    sts: Option<Arc<Sts>>,
-    observer: Option<crate::audit::Observer>,
-    policy_extra: Vec<warden_policy::PolicyFile>,
+    opts: StartOptions,
 ) -> Result<Running, StartError> {
+    let StartOptions {
+        shards,
+        sts,
+        observer,
+        policy_extra,
+        clock,
+    } = opts;
     crate::metrics::install();
     let n = shards
         .filter(|n| *n > 0)
@@ -423,11 +450,13 @@ async fn start_inner(
     // `sqlite:<data-dir>/warden.db`, so nothing here writes into the working directory.
     let state = match sts.as_ref().and_then(|s| s.store().cloned()) {
         Some(s) => s,
-        None => {
-            crate::state::StateStore::from_config(&cfg.state.clone().unwrap_or_default(), "memory")
-                .await
-                .map_err(|e| StartError::Other(e.to_string()))?
-        }
+        None => crate::state::StateStore::from_config(
+            &cfg.state.clone().unwrap_or_default(),
+            "memory",
+            clock.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Other(e.to_string()))?,
     };
     // Without a configured ring, the one kept in the state store: sessions survive a restart
     // (and, on one PostgreSQL database, are served by every replica).
@@ -469,7 +498,7 @@ async fn start_inner(
         .issuers
         .iter()
         .cloned()
-        .map(|c| IssuerRuntime::new(c, &public).with_ca())
+        .map(|c| IssuerRuntime::new(c, &public, clock.clone()).with_ca())
         .collect::<Result<Vec<_>, String>>()
         .map_err(|e| StartError::Other(format!("issuer ca_file: {e}")))?;
     let sessions = Arc::new(SessionStore::new());
@@ -495,8 +524,8 @@ async fn start_inner(
     let status: StatusCell = Arc::new(ArcSwap::from_pointee(ReloadStatus {
         path: source.as_ref().map(|(p, _)| p.display().to_string()),
         config_generation: 1,
-        loaded_at: crate::reload::unix_now(),
-        last_attempt_at: crate::reload::unix_now(),
+        loaded_at: clock.unix_secs(),
+        last_attempt_at: clock.unix_secs(),
         ..Default::default()
     }));
     let mut control = Control {
@@ -532,6 +561,7 @@ async fn start_inner(
             p
         },
         policy_error: None,
+        clock: clock.clone(),
     };
     control.fingerprint = control.current_fingerprint();
     // Delegation: the embedded STS (shared with the authorization server when there is one),
@@ -577,7 +607,7 @@ async fn start_inner(
         _ => None,
     };
     if let Some(d) = &cfg.delegation {
-        let engine = crate::delegate::Engine::new(d.clone(), sts.clone(), http)
+        let engine = crate::delegate::Engine::new(d.clone(), sts.clone(), http, clock.clone())
             .map_err(StartError::Other)?;
         control.engine = Some(Arc::new(arc_swap::ArcSwap::from_pointee(engine)));
     }
@@ -607,8 +637,13 @@ async fn start_inner(
             o(r);
         }
     });
-    let audit_writer = crate::audit::spawn_writer(audit.clone(), cfg.audit.clone(), Some(observer))
-        .map_err(|e| StartError::Other(format!("audit writer: {e}")))?;
+    let audit_writer = crate::audit::spawn_writer(
+        audit.clone(),
+        cfg.audit.clone(),
+        Some(observer),
+        clock.clone(),
+    )
+    .map_err(|e| StartError::Other(format!("audit writer: {e}")))?;
     let (handle, rx, delegate_rx) = ControlHandle::new();
     let engine_task = match control.engine.clone() {
         Some(cell) => tokio::spawn(crate::delegate::Engine::serve(cell, delegate_rx)),
@@ -631,7 +666,8 @@ async fn start_inner(
         in_flight: Arc::new(AtomicUsize::new(0)),
         audit,
         tls,
-        ratelimit: dataplane::ratelimit::RateLimiter::start(),
+        ratelimit: dataplane::ratelimit::RateLimiter::start(clock.clone()),
+        clock: clock.clone(),
     };
     let driver = if cfg.gateway.io_driver == IoDriver::Epoll {
         DriverChoice::Epoll
@@ -694,6 +730,7 @@ async fn start_inner(
             live,
             reload: reload_tx.clone(),
             status: status_view.clone(),
+            clock,
         },
     ));
     let grace = cfg.limits.shutdown_grace;

@@ -1,11 +1,12 @@
 //! Trusted issuers: metadata discovery (RFC 8414, then OIDC), JWKS fetch, refresh and last-known-good.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dataplane::auth::IssuerState;
 use dataplane::auth::jwks::{self, KeySet};
 use dataplane::auth::jwt::ValidationPolicy;
+use dataplane::clock::{Clock, Instant};
 use futures_channel::oneshot;
 use jsonwebtoken::Algorithm;
 
@@ -22,6 +23,8 @@ pub struct IssuerRuntime {
     generation: u64,
     last_ok: Option<Instant>,
     last_attempt: Option<Instant>,
+    /// Refresh schedule, refetch rate limit and staleness are judged by it.
+    clock: Clock,
     /// Replies owed to shards waiting on a refetch.
     pub waiting: Vec<oneshot::Sender<()>>,
     /// A client trusting only the issuer's `ca_file`, when one is configured.
@@ -40,7 +43,7 @@ pub enum FetchError {
 }
 
 impl IssuerRuntime {
-    pub fn new(cfg: IssuerConfig, default_audience: &str) -> Self {
+    pub fn new(cfg: IssuerConfig, default_audience: &str, clock: Clock) -> Self {
         let audiences = if cfg.audiences.is_empty() {
             vec![default_audience.to_owned()]
         } else {
@@ -78,6 +81,7 @@ impl IssuerRuntime {
             last_attempt: None,
             waiting: Vec::new(),
             http: None,
+            clock,
         }
     }
 
@@ -87,7 +91,7 @@ impl IssuerRuntime {
         self.keys.is_some()
             && self
                 .last_ok
-                .is_some_and(|t| t.elapsed() <= self.cfg.jwks_max_staleness)
+                .is_some_and(|t| self.clock.since(t) <= self.cfg.jwks_max_staleness)
     }
 
     pub fn state(&self) -> Arc<IssuerState> {
@@ -123,14 +127,14 @@ impl IssuerRuntime {
             // After a failure retry sooner (every min-refetch interval), else on schedule —
             // and at least twice within the staleness limit, so keys never go stale unprobed.
             (Some(ok), Some(at)) if ok >= at => {
-                ok.elapsed()
+                self.clock.since(ok)
                     >= self
                         .cfg
                         .jwks_refresh_interval
                         .min(self.cfg.jwks_max_staleness / 2)
             }
             (_, Some(at)) => {
-                at.elapsed()
+                self.clock.since(at)
                     >= self
                         .cfg
                         .jwks_min_refetch_interval
@@ -142,7 +146,7 @@ impl IssuerRuntime {
     /// Whether an unknown-kid refetch may run now (rate limit shared by all shards).
     pub fn refetch_allowed(&self) -> bool {
         self.last_attempt
-            .is_none_or(|t| t.elapsed() >= self.cfg.jwks_min_refetch_interval)
+            .is_none_or(|t| self.clock.since(t) >= self.cfg.jwks_min_refetch_interval)
     }
 
     /// Build the issuer's own HTTP client when it has a private CA (`ca_file`).
@@ -182,7 +186,7 @@ impl IssuerRuntime {
     }
 
     fn begin_attempt(&mut self) {
-        self.last_attempt = Some(Instant::now());
+        self.last_attempt = Some(self.clock.now());
         metrics::counter!("warden_jwks_fetches_total", "issuer" => self.cfg.issuer.clone())
             .increment(1);
     }
@@ -197,7 +201,7 @@ impl IssuerRuntime {
                 let changed = self.keys.as_ref().is_none_or(|old| !same_kids(old, &set));
                 self.keys = Some(Arc::new(set));
                 self.generation += 1;
-                self.last_ok = Some(Instant::now());
+                self.last_ok = Some(self.clock.now());
                 Ok(changed)
             }
             Err(e) => {
@@ -323,22 +327,58 @@ mod tests {
     fn a_private_ca_gets_its_own_client() {
         let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/../certs/dev-ca.pem");
         assert!(
-            IssuerRuntime::new(cfg(Some(ca)), "https://gw/mcp")
+            IssuerRuntime::new(cfg(Some(ca)), "https://gw/mcp", Clock::new())
                 .with_ca()
                 .unwrap()
                 .http
                 .is_some()
         );
         assert!(
-            IssuerRuntime::new(cfg(None), "https://gw/mcp")
+            IssuerRuntime::new(cfg(None), "https://gw/mcp", Clock::new())
                 .with_ca()
                 .unwrap()
                 .http
                 .is_none()
         );
-        let e = IssuerRuntime::new(cfg(Some("/nonexistent/ca.pem")), "https://gw/mcp")
-            .with_ca()
-            .unwrap_err();
+        let e = IssuerRuntime::new(
+            cfg(Some("/nonexistent/ca.pem")),
+            "https://gw/mcp",
+            Clock::new(),
+        )
+        .with_ca()
+        .unwrap_err();
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+    }
+
+    #[test]
+    fn refetch_rate_limit_schedule_and_staleness_follow_the_clock() {
+        let (clock, mock) = Clock::mock();
+        let yaml = "issuer: https://idp.example\njwks_min_refetch_interval: 2s\njwks_refresh_interval: 300s\njwks_max_staleness: 1h\n";
+        let mut rt = IssuerRuntime::new(
+            serde_yaml_ng::from_str(yaml).unwrap(),
+            "https://gw/mcp",
+            clock.clone(),
+        );
+        assert!(rt.refresh_due() && rt.refetch_allowed() && !rt.usable());
+        // A successful fetch now (what `refresh` records).
+        rt.keys = Some(Arc::default());
+        rt.last_attempt = Some(clock.now());
+        rt.last_ok = rt.last_attempt;
+        assert!(rt.usable() && !rt.refresh_due());
+        let ms = |n| mock.advance(Duration::from_millis(n));
+        ms(1_999);
+        assert!(!rt.refetch_allowed(), "inside the 2 s window");
+        ms(1);
+        assert!(rt.refetch_allowed(), "the window is over");
+        ms(298_000);
+        assert!(rt.refresh_due(), "scheduled refresh at 300 s");
+        // A failed attempt: retried after the refetch interval, keys still usable.
+        rt.last_attempt = Some(clock.now());
+        assert!(!rt.refresh_due());
+        ms(2_000);
+        assert!(rt.refresh_due() && rt.usable());
+        // No success for longer than the staleness limit: the keys are no longer usable.
+        ms(3_600_000);
+        assert!(!rt.usable());
     }
 }

@@ -25,4 +25,5 @@ mod testlog;
 pub mod tls;
 
 pub use config::Config;
-pub use gateway::{Running, StartError, start, start_file, start_full, start_observed, start_with};
+pub use dataplane::clock::{Clock, MockClock};
+pub use gateway::{Running, StartError, StartOptions, start, start_file, start_with};

@@ -232,14 +232,6 @@ pub fn spawn_watcher(
     Ok(w)
 }
 
-/// Unix seconds (the control plane's clock for status fields).
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

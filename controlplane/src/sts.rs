@@ -15,6 +15,7 @@ use aws_lc_rs::signature::{
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use dataplane::clock::Clock;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -164,6 +165,8 @@ pub struct Sts {
     ring: ArcSwap<KeyRing>,
     /// None: keys live and die with this process ([`Sts::new`], for tests and benches).
     store: Option<StateStore>,
+    /// Key ages and token times (the store's clock when there is a store).
+    clock: Clock,
 }
 
 fn alg_name(a: SigningAlg) -> &'static str {
@@ -192,8 +195,8 @@ fn ring_from(keys: &[StoredKey]) -> Result<KeyRing, StsError> {
 
 impl Sts {
     /// An STS whose keys live only in this process (tests, benches, library callers that
-    /// bring no store).
-    pub fn new(issuer: &str, alg: SigningAlg) -> Result<Sts, StsError> {
+    /// bring no store), on `clock`.
+    pub fn new(issuer: &str, alg: SigningAlg, clock: Clock) -> Result<Sts, StsError> {
         let current = Arc::new(SigningKey::generate(alg)?);
         Ok(Sts {
             issuer: issuer.trim_end_matches('/').to_owned(),
@@ -202,20 +205,21 @@ impl Sts {
                 current,
                 previous: None,
                 generation: 1,
-                created_at: crate::state::now(),
+                created_at: clock.unix_secs(),
             }),
             store: None,
+            clock,
         })
     }
 
     /// An STS whose key ring is the store's: the keys a previous run (or another replica)
     /// made are used; the first start makes generation 1. A stored key of another algorithm
-    /// than `alg` is rotated out at once.
+    /// than `alg` is rotated out at once. The STS runs on the store's clock.
     pub async fn open(store: StateStore, issuer: &str, alg: SigningAlg) -> Result<Sts, StsError> {
         let db = |e: crate::state::StateError| StsError(e.to_string());
         let mut keys = store.load_keys().await.map_err(db)?;
         if keys.is_empty() {
-            let k = Self::fresh_key(alg, 1)?;
+            let k = Self::fresh_key(alg, 1, store.now())?;
             // Another replica may have made generation 1 meanwhile: then its key is used.
             store.insert_key(&k).await.map_err(db)?;
             keys = store.load_keys().await.map_err(db)?;
@@ -224,6 +228,7 @@ impl Sts {
             issuer: issuer.trim_end_matches('/').to_owned(),
             alg,
             ring: ArcSwap::from_pointee(ring_from(&keys)?),
+            clock: store.clock().clone(),
             store: Some(store),
         };
         if keys[0].alg != alg_name(alg) {
@@ -234,18 +239,23 @@ impl Sts {
         Ok(sts)
     }
 
-    fn fresh_key(alg: SigningAlg, generation: i64) -> Result<StoredKey, StsError> {
+    fn fresh_key(alg: SigningAlg, generation: i64, now: i64) -> Result<StoredKey, StsError> {
         Ok(StoredKey {
             generation,
             kid: format!("warden-{}", random_hex(8)?),
             alg: alg_name(alg).to_owned(),
-            created_at: crate::state::now(),
+            created_at: now,
             pkcs8: SigningKey::generate_pkcs8(alg)?,
         })
     }
 
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// The clock this STS dates keys and tokens by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The state store this STS keeps its keys in (None for [`Sts::new`]).
@@ -265,11 +275,11 @@ impl Sts {
                 current: next,
                 previous: Some(old.current.clone()),
                 generation: old.generation + 1,
-                created_at: crate::state::now(),
+                created_at: self.clock.unix_secs(),
             }));
             return Ok(());
         };
-        let k = Self::fresh_key(self.alg, old.generation + 1)?;
+        let k = Self::fresh_key(self.alg, old.generation + 1, self.clock.unix_secs())?;
         let won = store
             .insert_key(&k)
             .await
@@ -314,7 +324,7 @@ impl Sts {
                 tracing::warn!(error = %e, "STS: reloading the key ring failed; keeping the current one");
                 continue;
             }
-            if crate::state::now() - self.ring.load().created_at >= period {
+            if self.clock.unix_secs() - self.ring.load().created_at >= period {
                 match self.rotate().await {
                     Ok(()) => tracing::info!(kid = %self.current_kid(), "STS signing key rotated"),
                     Err(e) => tracing::error!(error = %e, "STS key rotation failed"),
@@ -423,7 +433,7 @@ mod tests {
     #[tokio::test]
     async fn signs_and_verifies_with_published_keys() {
         for alg in [SigningAlg::EdDSA, SigningAlg::ES256] {
-            let sts = Sts::new("http://127.0.0.1:9000/", alg).unwrap();
+            let sts = Sts::new("http://127.0.0.1:9000/", alg, Clock::new()).unwrap();
             assert_eq!(sts.issuer(), "http://127.0.0.1:9000");
             let prior = json!({"sub": "agent-7"});
             let scopes = vec!["ledger:ListAccounts".to_string()];

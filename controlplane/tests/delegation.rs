@@ -2,6 +2,10 @@
 //! receives, verified against the STS JWKS on the admin port. Reuse, renewal and `act`
 //! chains run in memory: `tests/behaviour/delegation.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "mints tokens for the real now (the gateway runs on the real clock)"
+)]
 
 mod common;
 

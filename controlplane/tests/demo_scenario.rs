@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use controlplane::Clock;
 use controlplane::demo::{self, DemoOptions};
 use serde_json::{Value, json};
 
@@ -17,11 +18,11 @@ fn any_port() -> SocketAddr {
 }
 
 async fn start_demo() -> demo::Demo {
-    start_demo_shards(2).await
+    start_demo_on(2, Clock::new()).await
 }
 
-/// Delegation tokens are cached per shard: one shard makes reuse deterministic.
-async fn start_demo_shards(n: usize) -> demo::Demo {
+/// The demo with `n` shards, its gateway, STS and authorization server on `clock`.
+async fn start_demo_on(n: usize, clock: Clock) -> demo::Demo {
     demo::start(DemoOptions {
         gateway: any_port(),
         auth_server: any_port(),
@@ -30,6 +31,7 @@ async fn start_demo_shards(n: usize) -> demo::Demo {
         shards: Some(n),
         audit_dir: common::audit_dir().into(),
         state: None,
+        clock,
     })
     .await
     .expect("demo starts")
@@ -101,7 +103,10 @@ impl Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ledger_receives_a_five_second_token_per_call() {
-    let d = start_demo_shards(1).await;
+    // Delegation tokens are cached per shard: one shard makes reuse deterministic, and a mock
+    // clock lets the test step past the reuse window instead of sleeping through it.
+    let (clock, time) = Clock::mock();
+    let d = start_demo_on(1, clock).await;
     let john = password_token(
         &d,
         "john.mcclane@orchestrator.lab",
@@ -175,7 +180,7 @@ async fn the_ledger_receives_a_five_second_token_per_call() {
     );
 
     // After the reuse window (TTL 5 s, margin 1 s) a fresh token is minted.
-    tokio::time::sleep(Duration::from_millis(4200)).await;
+    time.advance(Duration::from_millis(4200));
     cj.call("enterprise_ledger_listAccounts", json!({})).await;
     let got = d.ledger.received();
     let last = got.last().unwrap();
@@ -211,7 +216,7 @@ async fn external_mode_performs_rfc8693_with_private_key_jwt() {
         .unwrap()
         .port();
     let as_issuer = format!("http://127.0.0.1:{as_port}");
-    let sts = std::sync::Arc::new(Sts::new(&as_issuer, SigningAlg::EdDSA).unwrap());
+    let sts = std::sync::Arc::new(Sts::new(&as_issuer, SigningAlg::EdDSA, Clock::new()).unwrap());
     let der = SigningKey::generate_pkcs8(SigningAlg::EdDSA).unwrap();
     let client_key = SigningKey::from_pkcs8(&der, "gw-key").unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 //! or a real process can show: SSE timing, cancellation while a call is in flight, the
 //! epoll driver and metrics, SIGTERM draining, key staleness, a kernel-closed connection.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::disallowed_methods, reason = "measures real stream timing")]
 
 mod common;
 

@@ -2,6 +2,10 @@
 //! compile, SIGHUP with a new upstream, settings that need a restart, certificate renewal, the
 //! delegation block.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "measures how soon a real reload is seen"
+)]
 
 mod common;
 

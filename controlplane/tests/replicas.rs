@@ -2,6 +2,10 @@
 //! any replica serves any session, a restarted replica keeps serving the sessions it issued,
 //! the audit trail of each replica is complete and verifies.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "measures real elapsed time across replica processes"
+)]
 
 mod common;
 

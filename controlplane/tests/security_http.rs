@@ -1,5 +1,9 @@
 //! SECURITY.md "HTTP" rules and client identity headers, against the real gateway over real sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "measures real connection timeouts"
+)]
 
 mod common;
 

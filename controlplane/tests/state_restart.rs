@@ -3,6 +3,10 @@
 //! rotation continues from the stored ring; a wrong encryption key refuses to start. And two
 //! authorization servers on one store behave as one (a login hops between them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "restarts real processes and waits for them on the real clock"
+)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use controlplane::Clock;
 use serde_json::{Value, json};
 use testkit::{TestUpstream, UpstreamOptions};
 
@@ -458,7 +463,7 @@ async fn restart_keeps_state(s: &Setup, cfg: &Path, location: controlplane::stat
 
     // Between runs, the key ring rotates (as the schedule or another replica would).
     {
-        let store = controlplane::state::StateStore::open(location.clone(), None)
+        let store = controlplane::state::StateStore::open(location.clone(), None, Clock::new())
             .await
             .unwrap();
         let sts =
@@ -542,6 +547,7 @@ async fn restart_on_sqlite_data_dir() {
         let store = controlplane::state::StateStore::open(
             controlplane::state::Location::SqliteFile(db.clone()),
             Some(controlplane::state::KeyCipher::from_bytes(&[9; 32]).unwrap()),
+            Clock::new(),
         )
         .await
         .unwrap();
@@ -595,7 +601,7 @@ async fn replicas_share_logins(a_loc: controlplane::state::Location) {
     let hash = authz::hash_password("s3cret-pass").unwrap();
     let mut servers = Vec::new();
     for port in [pa, pb] {
-        let store = controlplane::state::StateStore::open(a_loc.clone(), None)
+        let store = controlplane::state::StateStore::open(a_loc.clone(), None, Clock::new())
             .await
             .unwrap();
         let sts = Arc::new(Sts::open(store, &issuer, SigningAlg::EdDSA).await.unwrap());

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use controlplane::Clock;
 use controlplane::state::{KeyCipher, Kind, Location, StateError, StateStore};
 use controlplane::sts::{SigningAlg, Sts};
 
@@ -24,11 +25,13 @@ impl Db<'_> {
 }
 
 async fn open(loc: &Location) -> StateStore {
-    StateStore::open(loc.clone(), None).await.unwrap()
+    StateStore::open(loc.clone(), None, Clock::new())
+        .await
+        .unwrap()
 }
 
 fn now() -> i64 {
-    controlplane::state::now()
+    Clock::new().unix_secs()
 }
 
 async fn records_and_caps(db: &Db<'_>) {
@@ -215,7 +218,7 @@ async fn newer_schema_is_refused(db: &Db<'_>) {
     assert_eq!(s.schema_version().await.unwrap(), 1);
     s.force_schema_version(99).await.unwrap();
     drop(s);
-    match StateStore::open(loc, None).await {
+    match StateStore::open(loc, None, Clock::new()).await {
         Err(e @ StateError::SchemaTooNew { found: 99, .. }) => {
             assert!(
                 e.to_string().contains("newer than this binary supports"),
@@ -229,7 +232,9 @@ async fn newer_schema_is_refused(db: &Db<'_>) {
 async fn encrypted_keys(db: &Db<'_>) {
     let loc = db.fresh("sealed");
     let key = || Some(KeyCipher::from_bytes(&[42u8; 32]).unwrap());
-    let s = StateStore::open(loc.clone(), key()).await.unwrap();
+    let s = StateStore::open(loc.clone(), key(), Clock::new())
+        .await
+        .unwrap();
     let sts = Sts::open(s.clone(), "http://127.0.0.1:9", SigningAlg::ES256)
         .await
         .unwrap();
@@ -247,19 +252,24 @@ async fn encrypted_keys(db: &Db<'_>) {
     }
     drop((sts, s));
     // The right key opens it again; a wrong key or none refuses to start.
-    let again = StateStore::open(loc.clone(), key()).await.unwrap();
+    let again = StateStore::open(loc.clone(), key(), Clock::new())
+        .await
+        .unwrap();
     assert_eq!(again.load_keys().await.unwrap()[0].pkcs8, pkcs8);
     drop(again);
     let wrong = StateStore::open(
         loc.clone(),
         Some(KeyCipher::from_bytes(&[1u8; 32]).unwrap()),
+        Clock::new(),
     )
     .await;
     match wrong {
         Err(StateError::Key(m)) => assert!(m.contains("cannot be decrypted"), "{m}"),
         other => panic!("expected a key error, got {other:?}"),
     }
-    let none = StateStore::open(loc.clone(), None).await.unwrap();
+    let none = StateStore::open(loc.clone(), None, Clock::new())
+        .await
+        .unwrap();
     assert!(matches!(none.load_keys().await, Err(StateError::Key(_))));
     assert!(
         Sts::open(none, "http://127.0.0.1:9", SigningAlg::ES256)
@@ -273,9 +283,11 @@ async fn encrypted_keys(db: &Db<'_>) {
         .await
         .unwrap();
     drop((sts, s));
-    let sealed = StateStore::open(plain.clone(), key()).await.unwrap();
+    let sealed = StateStore::open(plain.clone(), key(), Clock::new())
+        .await
+        .unwrap();
     drop(sealed);
-    let none = StateStore::open(plain, None).await.unwrap();
+    let none = StateStore::open(plain, None, Clock::new()).await.unwrap();
     assert!(matches!(none.load_keys().await, Err(StateError::Key(_))));
 }
 
@@ -301,15 +313,19 @@ async fn postgres_backend() {
         .unwrap();
     all(Db::Pg(&pg)).await;
     // The Unix-socket form of the URL (documented for a database on the same host).
-    let s = StateStore::open(Location::Postgres(pg.socket_url_for("postgres")), None)
-        .await
-        .unwrap();
+    let s = StateStore::open(
+        Location::Postgres(pg.socket_url_for("postgres")),
+        None,
+        Clock::new(),
+    )
+    .await
+    .unwrap();
     assert_eq!(s.schema_version().await.unwrap(), 1);
 }
 
 #[tokio::test]
 async fn memory_backend_is_sqlite_in_memory() {
-    let s = StateStore::memory().await.unwrap();
+    let s = StateStore::memory(Clock::new()).await.unwrap();
     assert_eq!(*s.location(), Location::Memory);
     assert!(
         s.insert_record(Kind::Client, "c", "{}", i64::MAX, 10)
@@ -368,11 +384,13 @@ async fn scheduled_rotation_follows_the_stored_age() {
     let hour = std::time::Duration::from_secs(3600);
     let ta = tokio::spawn(a.clone().maintain(hour));
     let tb = tokio::spawn(b.clone().maintain(hour));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !(a.current_kid() != "warden-old" && a.kids() == b.kids()) {
-        assert!(std::time::Instant::now() < deadline, "no rotation");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let rotated = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while !(a.current_kid() != "warden-old" && a.kids() == b.kids()) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(rotated.is_ok(), "no rotation");
     ta.abort();
     tb.abort();
     let keys = open(&loc).await.load_keys().await.unwrap();
@@ -459,7 +477,9 @@ async fn the_default_session_key_ring_is_made_once_shared_and_sealed_when_a_key_
     assert_eq!(open(&loc).await.default_session_keys().await.unwrap(), ka);
     // A key configured later seals the stored ring; the plaintext is gone from the row.
     let cipher = || KeyCipher::from_bytes(&[9u8; 32]).unwrap();
-    let sealed = StateStore::open(loc.clone(), Some(cipher())).await.unwrap();
+    let sealed = StateStore::open(loc.clone(), Some(cipher()), Clock::new())
+        .await
+        .unwrap();
     assert_eq!(sealed.default_session_keys().await.unwrap(), ka);
     let (row, _) = sealed
         .get_record(Kind::SessionKey, "default")

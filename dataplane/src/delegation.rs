@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures_channel::oneshot;
 
+use crate::clock::Clock;
 use crate::control::{ControlHandle, Delegated, DelegationError, Subject};
-use crate::shard::Clock;
 
 /// Everything that shapes a delegation token. Two users, clients, upstreams, tools or
 /// scope sets never share an entry.
@@ -35,7 +35,7 @@ pub enum Source {
 type Waiters = Vec<oneshot::Sender<Result<Delegated, DelegationError>>>;
 
 /// Per-shard state (`!Send`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DelegationCache {
     map: RefCell<HashMap<Key, Delegated>>,
     in_flight: RefCell<HashMap<Key, Waiters>>,
@@ -51,11 +51,12 @@ fn margin_ms(ttl_secs: i64) -> i64 {
 const MAX_ENTRIES: usize = 100_000;
 
 impl DelegationCache {
-    /// An empty cache that reads time from `clock` (its shard's).
-    pub fn with_clock(clock: Clock) -> DelegationCache {
+    /// An empty cache that judges expiry by `clock` (the shard's).
+    pub fn new(clock: Clock) -> Self {
         DelegationCache {
+            map: RefCell::default(),
+            in_flight: RefCell::default(),
             clock,
-            ..Default::default()
         }
     }
 
@@ -165,44 +166,5 @@ impl DelegationCache {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-
-    fn key(sub: &str) -> Key {
-        Key {
-            issuer: "i".into(),
-            subject: sub.into(),
-            client: "c".into(),
-            act: String::new(),
-            upstream: 0,
-            tool: "t".into(),
-            scopes: vec!["s".into()],
-        }
-    }
-
-    fn tok(exp: i64) -> Delegated {
-        Delegated {
-            token: Arc::<str>::from("x").into(),
-            jti: None,
-            exp,
-            scope: "s".into(),
-        }
-    }
-
-    #[test]
-    fn reuse_only_comfortably_before_expiry() {
-        let c = DelegationCache::default();
-        c.store(key("alice"), tok(100), 95_000);
-        // ttl 5 s → margin 1 s.
-        assert!(c.lookup(&key("alice"), 95_000, 5).is_some());
-        assert!(c.lookup(&key("alice"), 98_900, 5).is_some());
-        assert!(c.lookup(&key("alice"), 99_000, 5).is_none());
-        assert!(c.lookup(&key("alice"), 100_500, 5).is_none());
-        // Another user never sees alice's token.
-        assert!(c.lookup(&key("bob"), 95_000, 5).is_none());
-        // Refresh-ahead once past half the lifetime.
-        assert!(!c.lookup(&key("alice"), 96_000, 5).unwrap().1);
-        assert!(c.lookup(&key("alice"), 98_000, 5).unwrap().1);
-    }
-}
+#[path = "delegation_tests.rs"]
+mod tests;

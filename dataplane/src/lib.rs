@@ -5,7 +5,9 @@
 
 pub mod audit;
 pub mod auth;
+pub mod clock;
 pub mod control;
+pub mod deadline;
 pub mod delegation;
 pub mod http1;
 pub mod jsonrpc;

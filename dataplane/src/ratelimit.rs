@@ -16,6 +16,8 @@ use std::time::Duration;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
+use crate::clock::Clock;
+
 /// JSON-RPC error code of a rate-limited request (implementation-defined server error range;
 /// the last digits echo HTTP 429).
 pub const JSONRPC_CODE: i64 = -32029;
@@ -168,10 +170,10 @@ impl RateLimiter {
         }
     }
 
-    /// A limiter with a sweeper thread that evicts full buckets every second; the thread ends
-    /// when the limiter is dropped. (Not a shard: a sweep of a large map takes milliseconds.)
-    pub fn start() -> Arc<RateLimiter> {
-        let clock = crate::shard::Clock::new();
+    /// A limiter on `clock`'s timeline (the shards'), with a sweeper thread that evicts full
+    /// buckets every second of real time; the thread ends when the limiter is dropped. (Not a
+    /// shard: a sweep of a large map takes milliseconds.)
+    pub fn start(clock: Clock) -> Arc<RateLimiter> {
         let limiter = Arc::new(RateLimiter::new(clock.now()));
         let weak: Weak<RateLimiter> = Arc::downgrade(&limiter);
         let spawned = std::thread::Builder::new()

@@ -1,11 +1,11 @@
-//! Bucket logic on a fake clock (plain microsecond numbers), eviction, the cap, and races.
+//! Bucket logic on plain microsecond numbers and on a mock clock, eviction, the cap, and races.
 
 use super::*;
 
 const S: u64 = 1_000_000;
 
 fn limiter() -> RateLimiter {
-    RateLimiter::new(quanta::Clock::new().now())
+    RateLimiter::new(Clock::mock_at(0).0.now())
 }
 
 fn owner(n: u64) -> [u8; 32] {
@@ -208,8 +208,34 @@ fn concurrent_takes_never_exceed_the_burst() {
 
 #[test]
 fn the_timeline_follows_the_clock() {
-    let (clock, mock) = quanta::Clock::mock();
+    let (clock, mock) = Clock::mock_at(0);
     let l = RateLimiter::new(clock.now());
-    mock.increment(Duration::from_millis(1500));
+    mock.advance(Duration::from_millis(1500));
     assert_eq!(l.micros(clock.now()), 1_500_000);
+}
+
+#[test]
+fn a_limited_user_is_admitted_again_once_the_mock_passes_retry_after() {
+    let (clock, mock) = Clock::mock();
+    let l = RateLimiter::new(clock.now());
+    let q = Quota::new(1.0, 2).unwrap();
+    let k = Key::user(&owner(7));
+    let now = || l.micros(clock.now());
+    assert_eq!(l.check(k, q, now(), 100), Decision::Allowed);
+    assert_eq!(l.check(k, q, now(), 100), Decision::Allowed);
+    let Decision::Limited { retry_after_us } = l.check(k, q, now(), 100) else {
+        panic!("a third call inside the burst's second passed");
+    };
+    assert_eq!(retry_after_us, S);
+    mock.advance(Duration::from_micros(retry_after_us - 1));
+    assert!(matches!(
+        l.check(k, q, now(), 100),
+        Decision::Limited { .. }
+    ));
+    mock.advance(Duration::from_micros(1));
+    assert_eq!(l.check(k, q, now(), 100), Decision::Allowed);
+    // Idle for long on the mock, the bucket is full and the sweep evicts it.
+    mock.advance(Duration::from_secs(10));
+    assert_eq!(l.sweep(now()), 1);
+    assert!(l.is_empty());
 }

@@ -4,9 +4,10 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::auth::TokenCache;
+use crate::clock::Clock;
 use crate::control::ControlHandle;
 use crate::delegation::DelegationCache;
 use crate::http1::conn;
@@ -28,65 +29,6 @@ pub enum DriverChoice {
     Epoll,
 }
 
-/// Wall-clock seconds from a monotonic clock read once per call (quanta, ~12 ns).
-#[derive(Debug, Clone)]
-pub struct Clock {
-    q: quanta::Clock,
-    base: quanta::Instant,
-    base_unix_ms: i64,
-}
-
-impl Clock {
-    pub fn new() -> Self {
-        let q = quanta::Clock::new();
-        let base = q.now();
-        let base_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        Clock {
-            q,
-            base,
-            base_unix_ms,
-        }
-    }
-
-    pub fn unix_secs(&self) -> i64 {
-        self.unix_ms() / 1000
-    }
-
-    pub fn unix_ms(&self) -> i64 {
-        self.base_unix_ms
-            + self
-                .q
-                .now()
-                .saturating_duration_since(self.base)
-                .as_millis() as i64
-    }
-
-    pub fn now(&self) -> quanta::Instant {
-        self.q.now()
-    }
-
-    /// A clock that reads wall time `start_unix_ms` until its handle moves it on (tests).
-    pub fn mock_at(start_unix_ms: i64) -> (Clock, Arc<quanta::Mock>) {
-        let (q, mock) = quanta::Clock::mock();
-        let base = q.now();
-        let clock = Clock {
-            q,
-            base,
-            base_unix_ms: start_unix_ms,
-        };
-        (clock, mock)
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// State shared by the shards and the control plane (all `Send + Sync`).
 #[derive(Debug, Clone)]
 pub struct Shared {
@@ -105,6 +47,8 @@ pub struct Shared {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Per-user and per-tool token buckets, shared by the shards.
     pub ratelimit: Arc<crate::ratelimit::RateLimiter>,
+    /// The clock every shard reads (the control plane's, cloned: one time for the process).
+    pub clock: Clock,
 }
 
 /// Per-shard state, `!Send`: lives in `Rc` on its thread.
@@ -146,7 +90,7 @@ impl Shard {
             shared,
             cache: RefCell::new(TokenCache::new(100_000)),
             pool,
-            delegations: Rc::new(DelegationCache::with_clock(clock.clone())),
+            delegations: Rc::new(DelegationCache::new(clock.clone())),
             policy: RefCell::new(crate::policy_cache::PolicyCaches::default()),
             meters: crate::meters::Meters::default(),
             clock,
@@ -204,6 +148,9 @@ impl Shard {
 /// After SIGTERM, how long a shard keeps serving connections that are already open (bounded
 /// by `limits.shutdown_grace`, after which the control plane stops waiting).
 const DRAIN_LINGER: Duration = Duration::from_secs(1);
+/// How often a draining shard looks again.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+const LINGER_POLLS: u32 = (DRAIN_LINGER.as_millis() / DRAIN_POLL.as_millis()) as u32;
 
 /// Start one shard thread serving `listener`. Returns once the thread is spawned.
 pub fn spawn<H: conn::Handler + 'static>(
@@ -271,7 +218,7 @@ async fn serve<H: conn::Handler + 'static>(
     let shard = Rc::new(Shard::new(
         id,
         shared.clone(),
-        Clock::new(),
+        shared.clock.clone(),
         Pool::default(),
     ));
     let tls = shared.tls.clone().map(monoio_rustls::TlsAcceptor::from);
@@ -344,13 +291,15 @@ async fn serve<H: conn::Handler + 'static>(
     // must not resend) is answered with a reset when the runtime goes. The linger gives the
     // balancer time to use up its idle connections and to find the listener refusing (nginx
     // then marks the replica failed), so the connections left at the end are unused.
+    // The linger is counted in polls on the runtime's timer (each at least DRAIN_POLL), not
+    // read off the clock: it is a real wait, and a test's stopped mock clock must not stretch it.
     drop(listener);
-    let linger_until = monoio::time::Instant::now() + DRAIN_LINGER;
+    let mut polls = 0;
     while shard.connections.get() > 0
-        && (shared.in_flight.load(Ordering::Relaxed) > 0
-            || monoio::time::Instant::now() < linger_until)
+        && (shared.in_flight.load(Ordering::Relaxed) > 0 || polls < LINGER_POLLS)
     {
-        monoio::time::sleep(Duration::from_millis(20)).await;
+        monoio::time::sleep(DRAIN_POLL).await;
+        polls += 1;
     }
     shared.running.fetch_sub(1, Ordering::SeqCst);
     tracing::info!(shard = id, "Shard stopped");

@@ -11,9 +11,9 @@ use std::time::Duration;
 use monoio::buf::SliceMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use monoio::time::Instant;
 use monoio_rustls::ClientTlsStream;
 
+use crate::deadline::Deadline;
 use crate::http1::ChunkedDecoder;
 use crate::snapshot::Upstream;
 
@@ -188,7 +188,8 @@ pub struct SseStream {
     framing: Framing,
     chunked: ChunkedDecoder,
     remaining: usize,
-    deadline: Instant,
+    /// The request's deadline, which also bounds the stream.
+    deadline: Deadline,
     max_bytes: usize,
     total: usize,
     eof: bool,
@@ -199,14 +200,14 @@ pub struct SseStream {
 async fn read_into(
     conn: &mut Conn,
     buf: Vec<u8>,
-    deadline: Instant,
+    deadline: &mut Deadline,
 ) -> Result<(usize, Vec<u8>), UpError> {
     let mut buf = buf;
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(buf.capacity().max(4096));
     }
     let (len, cap) = (buf.len(), buf.capacity());
-    match monoio::time::timeout_at(deadline, conn.read(SliceMut::new(buf, len, cap))).await {
+    match deadline.run(conn.read(SliceMut::new(buf, len, cap))).await {
         Ok((Ok(n), s)) => Ok((n, s.into_inner())),
         Ok((Err(_), _)) => Err(UpError::Closed),
         Err(_) => Err(UpError::Timeout),
@@ -308,7 +309,7 @@ impl SseStream {
                 return Ok(None);
             };
             let raw = std::mem::take(&mut self.raw);
-            let (n, raw) = read_into(conn, raw, self.deadline).await?;
+            let (n, raw) = read_into(conn, raw, &mut self.deadline).await?;
             self.raw = raw;
             if n == 0 {
                 self.conn = None;
@@ -342,7 +343,7 @@ fn take_event_ready(buf: &[u8]) -> bool {
     memchr::memmem::find(buf, b"\n\n").is_some() || memchr::memmem::find(buf, b"\r\n\r\n").is_some()
 }
 
-async fn connect(pool: &Pool, up: &Upstream, deadline: Instant) -> Result<Conn, UpError> {
+async fn connect(pool: &Pool, up: &Upstream, deadline: &mut Deadline) -> Result<Conn, UpError> {
     #[cfg(feature = "testing")]
     if let Some(net) = &pool.net {
         return net.connect(up).map(Conn::Mem);
@@ -353,11 +354,9 @@ async fn connect(pool: &Pool, up: &Upstream, deadline: Instant) -> Result<Conn, 
     let fd = tcp.as_raw_fd();
     match &up.tls {
         None => Ok(Conn::Plain(tcp)),
-        Some(t) => match monoio::time::timeout_at(
-            deadline,
-            t.connector.connect(t.server_name.clone(), tcp),
-        )
-        .await
+        Some(t) => match deadline
+            .run(t.connector.connect(t.server_name.clone(), tcp))
+            .await
         {
             Ok(Ok(s)) => Ok(Conn::Tls(Box::new(s), fd)),
             Ok(Err(e)) => {
@@ -369,9 +368,9 @@ async fn connect(pool: &Pool, up: &Upstream, deadline: Instant) -> Result<Conn, 
     }
 }
 
-async fn connect_tcp(up: &Upstream, deadline: Instant) -> Result<TcpStream, UpError> {
+async fn connect_tcp(up: &Upstream, deadline: &mut Deadline) -> Result<TcpStream, UpError> {
     for addr in &up.addrs {
-        match monoio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+        match deadline.run(TcpStream::connect(addr)).await {
             Ok(Ok(c)) => {
                 let _ = c.set_nodelay(true);
                 return Ok(c);
@@ -437,7 +436,9 @@ pub async fn send_to(
     timeout: Duration,
     replay: Replay,
 ) -> Result<UpResponse, UpError> {
-    let deadline = Instant::now() + timeout;
+    // One timer for the whole exchange, carried into an SSE body it returns (the slot is
+    // empty only once an SSE response took it, which ends the exchange).
+    let mut deadline = Some(Deadline::after(timeout));
     let mut req = Vec::with_capacity(256 + body.len());
     req.extend_from_slice(method.as_bytes());
     req.push(b' ');
@@ -469,12 +470,13 @@ pub async fn send_to(
     let mut reuse = true;
     loop {
         let idle = if reuse { pool.take(up.id) } else { None };
+        let d = deadline.as_mut().ok_or(UpError::Timeout)?;
         let (mut conn, pooled) = match idle {
             Some(c) => (c, true),
-            None => (connect(pool, up, deadline).await?, false),
+            None => (connect(pool, up, d).await?, false),
         };
         reuse = false;
-        let (res, back) = match monoio::time::timeout_at(deadline, conn.write_all(req)).await {
+        let (res, back) = match d.run(conn.write_all(req)).await {
             Ok(r) => r,
             Err(_) => return Err(UpError::Timeout),
         };
@@ -485,7 +487,7 @@ pub async fn send_to(
             }
             return Err(UpError::Closed);
         }
-        match read_response(conn, up, deadline).await {
+        match read_response(conn, up, &mut deadline).await {
             Err(UpError::Unanswered) if pooled && replay == Replay::Safe => continue,
             Ok((resp, Some(conn))) => {
                 pool.put(up.id, conn);
@@ -497,11 +499,13 @@ pub async fn send_to(
     }
 }
 
+/// Read the response on `conn`. An SSE response takes the deadline along (leaving `None`).
 async fn read_response(
     mut conn: Conn,
     up: &Upstream,
-    deadline: Instant,
+    deadline_slot: &mut Option<Deadline>,
 ) -> Result<(UpResponse, Option<Conn>), UpError> {
+    let deadline = deadline_slot.as_mut().ok_or(UpError::Timeout)?;
     let mut buf = Vec::with_capacity(4096);
     let mut answered = false;
     let (status, headers, consumed) = loop {
@@ -586,7 +590,7 @@ async fn read_response(
             framing,
             chunked: ChunkedDecoder::default(),
             remaining,
-            deadline,
+            deadline: deadline_slot.take().ok_or(UpError::Timeout)?,
             max_bytes: up.max_response_bytes,
             total: 0,
             eof: matches!(framing, Framing::Length(0)),

@@ -17,6 +17,39 @@ pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// Deepest `act` nesting accepted.
 const MAX_ACT_DEPTH: usize = 8;
 
+/// The time a resource server judges `exp` by, in Unix seconds: the system clock, or its
+/// host's (`warden demo` runs the peers in its own process and hands them its clock, so a
+/// test that steps that clock opens no skew between the gateway and its upstreams).
+#[derive(Clone)]
+pub struct Now(Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl Now {
+    /// The system clock.
+    pub fn system() -> Now {
+        Now(Arc::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        }))
+    }
+
+    /// Unix seconds from `f`.
+    pub fn from_fn(f: impl Fn() -> u64 + Send + Sync + 'static) -> Now {
+        Now(Arc::new(f))
+    }
+
+    pub fn unix_secs(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Now {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Now(..)")
+    }
+}
+
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthError {
@@ -55,6 +88,8 @@ pub struct Verifier {
     keys: ArcSwap<HashMap<String, Key>>,
     /// When the JWKS was last fetched (successfully or not); serializes fetches.
     last_fetch: Mutex<Option<Instant>>,
+    /// What `exp` is judged by.
+    now: Now,
 }
 
 impl Verifier {
@@ -64,6 +99,7 @@ impl Verifier {
         jwks_uri: String,
         issuer: String,
         audience: String,
+        now: Now,
     ) -> Result<Verifier, String> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
@@ -77,6 +113,7 @@ impl Verifier {
             http,
             keys: ArcSwap::from_pointee(HashMap::new()),
             last_fetch: Mutex::new(None),
+            now,
         })
     }
 
@@ -103,6 +140,8 @@ impl Verifier {
         }
         let mut validation = Validation::new(key.alg);
         validation.leeway = LEEWAY_SECS;
+        // `exp` is checked below against `self.now` (jsonwebtoken would read the system clock).
+        validation.validate_exp = false;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.set_issuer(&[self.issuer.as_str()]);
         validation.set_audience(&[self.audience.as_str()]);
@@ -110,6 +149,14 @@ impl Verifier {
             .map_err(|e| invalid(format!("token rejected: {e}")))?;
         if !data.claims.is_object() {
             return Err(invalid("token claims are not an object"));
+        }
+        let exp = data
+            .claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| invalid("token rejected: exp is not a number"))?;
+        if exp.saturating_add(LEEWAY_SECS) < self.now.unix_secs() {
+            return Err(invalid("token rejected: expired"));
         }
         Ok(data.claims)
     }

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 pub use crate::auth::{JWKS_REFETCH_INTERVAL, LEEWAY_SECS};
 
-use crate::auth::{self, ChainSummary, Verifier, bearer};
+use crate::auth::{self, ChainSummary, Now, Verifier, bearer};
 use data::{DirectoryData, EmployeeUpdate, Filter, NewEmployee, Status};
 use respond::{
     auth_error, bad_request, data_error, error, insufficient_scope, json_response, json_value,
@@ -114,6 +114,11 @@ impl Drop for Directory {
 impl Directory {
     /// Binds `opts.listen` and serves in the background. Must be called inside a tokio runtime.
     pub fn start(opts: DirectoryOptions) -> Result<Directory, String> {
+        Self::start_on(opts, Now::system())
+    }
+
+    /// Like [`Directory::start`], judging token expiry by `now`.
+    pub fn start_on(opts: DirectoryOptions, now: Now) -> Result<Directory, String> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| format!("Directory::start needs a tokio runtime: {e}"))?;
         let std_listener = std::net::TcpListener::bind(opts.listen)
@@ -134,6 +139,7 @@ impl Directory {
             opts.jwks_uri.clone(),
             opts.issuer.clone(),
             opts.audience.clone(),
+            now,
         )?;
         let shared = Arc::new(Shared {
             opts,

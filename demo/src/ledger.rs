@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 pub use crate::auth::{JWKS_REFETCH_INTERVAL, LEEWAY_SECS};
 pub use tools::{TOOL_SCOPES, required_scope};
 
-use crate::auth::{self, AuthError, ChainSummary, Verifier, bearer, random_hex};
+use crate::auth::{self, AuthError, ChainSummary, Now, Verifier, bearer, random_hex};
 use data::LedgerData;
 
 /// Protocol versions accepted from `initialize`; anything else gets [`DEFAULT_PROTOCOL_VERSION`].
@@ -88,6 +88,11 @@ impl Drop for Ledger {
 impl Ledger {
     /// Binds `opts.listen` and serves in the background. Must be called inside a tokio runtime.
     pub fn start(opts: LedgerOptions) -> Result<Ledger, String> {
+        Self::start_on(opts, Now::system())
+    }
+
+    /// Like [`Ledger::start`], judging token expiry by `now`.
+    pub fn start_on(opts: LedgerOptions, now: Now) -> Result<Ledger, String> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| format!("Ledger::start needs a tokio runtime: {e}"))?;
         let std_listener = std::net::TcpListener::bind(opts.listen)
@@ -108,6 +113,7 @@ impl Ledger {
             opts.jwks_uri.clone(),
             opts.issuer.clone(),
             opts.audience.clone(),
+            now,
         )?;
         let shared = Arc::new(Shared {
             opts,

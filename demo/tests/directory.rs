@@ -1,5 +1,9 @@
 //! End-to-end tests of the Employee Directory REST API against a real JWKS server and real signed tokens.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "mints tokens for the real now, as a remote client would"
+)]
 
 #[path = "directory/harness.rs"]
 mod harness;

@@ -1,5 +1,6 @@
 //! Self-test of the testkit peers over real HTTP: issuer metadata/JWKS/minting and the MCP upstream flow.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+#![allow(clippy::disallowed_methods, reason = "measures the peers' real timing")]
 
 use std::time::{Duration, Instant};
 

@@ -192,7 +192,7 @@ async fn verify_assertion(
         max_lifetime_secs: 600,
         token_types: Vec::new(),
     };
-    let claims = dataplane::auth::jwt::verify(&decoded, keys, &policy, super::store::now())
+    let claims = dataplane::auth::jwt::verify(&decoded, keys, &policy, inner.store.now())
         .map_err(|_| fail())?;
     if claims.sub != id {
         return Err(fail());

@@ -8,7 +8,6 @@ use serde_json::json;
 use super::Inner;
 use super::client_auth::{Authed, Method};
 use super::pages::param;
-use super::store;
 use super::token::{OAuthError, client_audience, client_scopes, ok_json};
 use crate::sts::{DelegationGrant, Sts, delegation_claims};
 
@@ -69,7 +68,7 @@ pub fn exchange(
         max_lifetime_secs: inner.cfg.access_token_ttl.as_secs() as i64 + 60,
         token_types: vec!["at+jwt".into()],
     };
-    let now = store::now();
+    let now = inner.store.now();
     let claims = dataplane::auth::jwt::decode(subject, 16 * 1024, &policy.token_types)
         .and_then(|d| dataplane::auth::jwt::verify(&d, &keys, &policy, now))
         .map_err(|e| OAuthError::invalid_grant(format!("subject_token rejected: {e}")))?;

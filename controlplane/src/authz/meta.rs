@@ -164,7 +164,7 @@ pub async fn register(State(inner): State<Arc<Inner>>, body: Bytes) -> Response 
         return reg_error("invalid_client_metadata", "random generator failed");
     };
     let id = format!("dyn-{}", &rand[..22]);
-    let issued_at = store::now();
+    let issued_at = inner.store.now();
     if let Err(d) = inner
         .store
         .register(&id, &uris, &grants, name.clone())

@@ -241,7 +241,7 @@ impl Inner {
         scopes: &[String],
         aud: &str,
     ) -> Result<(String, i64), String> {
-        let now = store::now();
+        let now = self.store.now();
         let ttl = self.cfg.access_token_ttl.as_secs() as i64;
         let jti = Sts::new_jti().map_err(|e| e.to_string())?;
         let mut c = json!({
@@ -373,12 +373,12 @@ fn validate(cfg: &AuthServerConfig, sts: &Sts) -> Result<(), String> {
 
 /// Validate `cfg`, bind `cfg.listen`, and serve on the current tokio runtime. State goes to
 /// the STS's store ([`Sts::open`]); an STS without one ([`Sts::new`]) gets an in-memory
-/// SQLite store, gone with the process.
+/// SQLite store, gone with the process. Times are the STS's clock (its store's).
 pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, String> {
     validate(&cfg, &sts)?;
     let state = match sts.store() {
         Some(s) => s.clone(),
-        None => crate::state::StateStore::memory()
+        None => crate::state::StateStore::memory(sts.clock().clone())
             .await
             .map_err(|e| format!("authz: {e}"))?,
     };

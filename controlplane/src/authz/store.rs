@@ -26,8 +26,6 @@ pub const MAX_LOGIN_FAILURES: u32 = 5;
 /// Registered clients do not expire.
 const NEVER: i64 = i64::MAX;
 
-pub use crate::state::now;
-
 /// 32 random bytes, URL-safe base64 (256 bits).
 pub fn random_token() -> Result<String, String> {
     use base64::Engine as _;
@@ -147,6 +145,11 @@ fn client_of(r: Registered) -> Client {
 }
 
 impl Store {
+    /// Unix seconds on the state store's clock (every expiry here is judged by it).
+    pub fn now(&self) -> i64 {
+        self.db.now()
+    }
+
     pub fn new(db: StateStore) -> Store {
         Store {
             db,
@@ -221,7 +224,7 @@ impl Store {
             .map_err(|e| warn(&e))
             .ok()??;
         let p: Pending = serde_json::from_str(&v).ok()?;
-        let ok = p.expires > now()
+        let ok = p.expires > self.now()
             && aws_lc_rs::constant_time::verify_slices_are_equal(
                 p.csrf.as_bytes(),
                 csrf.as_bytes(),
@@ -276,7 +279,7 @@ impl Store {
                 Kind::Session,
                 &sha256_hex(&cookie),
                 &v,
-                now() + SESSION_TTL,
+                self.now() + SESSION_TTL,
                 MAX_SESSIONS,
             )
             .await
@@ -320,7 +323,7 @@ impl Store {
             .map_err(|e| warn(&e))
             .ok()??;
         let c: CodeData = serde_json::from_str(&v).ok()?;
-        (c.expires > now()).then_some(c)
+        (c.expires > self.now()).then_some(c)
     }
 
     /// Store a new refresh token for `family`; returns the token.
@@ -342,7 +345,7 @@ impl Store {
         };
         let v = serde_json::to_string(&g).map_err(|_| "cannot encode the grant")?;
         self.db
-            .insert_refresh(&sha256_hex(&tok), family, &v, now() + ttl)
+            .insert_refresh(&sha256_hex(&tok), family, &v, self.now() + ttl)
             .await
             .map_err(refuse)?;
         Ok(tok)
@@ -365,7 +368,7 @@ impl Store {
             self.revoke_family(&row.family, row.expires_at).await;
             return Err("refresh token reused: its family is revoked");
         }
-        if row.expires_at <= now() {
+        if row.expires_at <= self.now() {
             return Err("refresh token expired");
         }
         let g: RefreshGrant =

@@ -406,7 +406,7 @@ fn client_credentials(
     }
     let aud = client_audience(&a.client, f, false)?;
     let scopes = client_scopes(&a.client, param(f, "scope"), true)?;
-    let now = store::now();
+    let now = inner.store.now();
     let ttl = inner.cfg.access_token_ttl.as_secs() as i64;
     let jti = Sts::new_jti().map_err(|e| OAuthError::server(e.to_string()))?;
     let claims = json!({

@@ -119,7 +119,7 @@ pub async fn authorize(
         code_challenge: challenge.to_owned(),
         csrf: csrf.clone(),
         username: user.clone(),
-        expires: store::now() + PENDING_TTL,
+        expires: inner.store.now() + PENDING_TTL,
     };
     let rid = match inner.store.add_pending(pending.clone()).await {
         Ok(r) => r,
@@ -284,7 +284,7 @@ pub async fn consent(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: 
             scopes,
             resource: p.resource.clone(),
             code_challenge: p.code_challenge.clone(),
-            expires: store::now() + inner.cfg.code_ttl.as_secs() as i64,
+            expires: inner.store.now() + inner.cfg.code_ttl.as_secs() as i64,
         })
         .await;
     let code = match code {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use dataplane::clock::Clock;
 use serde::Deserialize;
 
 pub use cipher::KeyCipher;
@@ -330,6 +331,8 @@ struct Inner {
     backend: Backend,
     cipher: Option<KeyCipher>,
     location: Location,
+    /// What "expired" is judged by (the control plane's clock).
+    clock: Clock,
 }
 
 /// The state store: cheap to clone, shared by the authorization server, the STS and the gateway.
@@ -357,22 +360,16 @@ macro_rules! on_backend {
     };
 }
 
-/// Unix seconds.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// How often expired rows are deleted.
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 impl StateStore {
-    /// Open (and migrate) the store at `location`; `cipher` seals signing keys.
+    /// Open (and migrate) the store at `location`; `cipher` seals signing keys; rows expire
+    /// by `clock`.
     pub async fn open(
         location: Location,
         cipher: Option<KeyCipher>,
+        clock: Clock,
     ) -> Result<StateStore, StateError> {
         let backend = match &location {
             Location::Memory => Backend::Sqlite(sqlite::Sqlite::open(None).await?),
@@ -391,6 +388,7 @@ impl StateStore {
                 backend,
                 cipher,
                 location,
+                clock,
             }),
         };
         s.seal_plaintext_keys().await?;
@@ -399,25 +397,36 @@ impl StateStore {
     }
 
     /// An in-memory SQLite store (library callers and tests; nothing touches the disk).
-    pub async fn memory() -> Result<StateStore, StateError> {
-        Self::open(Location::Memory, None).await
+    pub async fn memory(clock: Clock) -> Result<StateStore, StateError> {
+        Self::open(Location::Memory, None, clock).await
     }
 
     /// Open from a `state` block; `default_url` applies when it names no URL.
     pub async fn from_config(
         cfg: &StateConfig,
         default_url: &str,
+        clock: Clock,
     ) -> Result<StateStore, StateError> {
         let url = cfg
             .resolved_url()?
             .unwrap_or_else(|| default_url.to_owned());
         let loc =
             Location::parse(&url).map_err(|e| StateError::Config(format!("state.url: {e}")))?;
-        Self::open(loc, cfg.cipher()?).await
+        Self::open(loc, cfg.cipher()?, clock).await
     }
 
     pub fn location(&self) -> &Location {
         &self.inner.location
+    }
+
+    /// The clock rows expire by (the STS and the authorization server on this store use it too).
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Unix seconds on the store's clock.
+    pub fn now(&self) -> i64 {
+        self.inner.clock.unix_secs()
     }
 
     /// Delete expired rows every [`PURGE_INTERVAL`]; the task ends with the last clone of the store.
@@ -430,7 +439,7 @@ impl StateStore {
                 t.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let me = StateStore { inner };
-                match me.purge_expired(now()).await {
+                match me.purge_expired(me.now()).await {
                     Ok(n) if n > 0 => tracing::debug!(rows = n, "State: expired rows purged"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "State: purging expired rows failed"),
@@ -455,7 +464,7 @@ impl StateStore {
         expires_at: i64,
         cap: usize,
     ) -> Result<bool, StateError> {
-        on_backend!(self, b => b.insert_record(kind, key.to_owned(), value.to_owned(), expires_at, cap as i64, now()).await)
+        on_backend!(self, b => b.insert_record(kind, key.to_owned(), value.to_owned(), expires_at, cap as i64, self.now()).await)
     }
 
     /// The record's value and counter, unless missing or expired.
@@ -464,7 +473,7 @@ impl StateStore {
         kind: Kind,
         key: &str,
     ) -> Result<Option<(String, i64)>, StateError> {
-        on_backend!(self, b => b.get_record(kind, key.to_owned(), now()).await)
+        on_backend!(self, b => b.get_record(kind, key.to_owned(), self.now()).await)
     }
 
     /// Replace a live record's value; false when it is gone.
@@ -474,22 +483,22 @@ impl StateStore {
         key: &str,
         value: &str,
     ) -> Result<bool, StateError> {
-        on_backend!(self, b => b.update_record(kind, key.to_owned(), value.to_owned(), now()).await)
+        on_backend!(self, b => b.update_record(kind, key.to_owned(), value.to_owned(), self.now()).await)
     }
 
     /// Add one to a live record's counter and return the new count (None when it is gone).
     pub async fn bump_record(&self, kind: Kind, key: &str) -> Result<Option<i64>, StateError> {
-        on_backend!(self, b => b.bump_record(kind, key.to_owned(), now()).await)
+        on_backend!(self, b => b.bump_record(kind, key.to_owned(), self.now()).await)
     }
 
     /// Delete and return a record in one statement: exactly one caller, on any replica, gets it.
     pub async fn take_record(&self, kind: Kind, key: &str) -> Result<Option<String>, StateError> {
-        on_backend!(self, b => b.take_record(kind, key.to_owned(), now()).await)
+        on_backend!(self, b => b.take_record(kind, key.to_owned(), self.now()).await)
     }
 
     /// Live records of a kind.
     pub async fn count_records(&self, kind: Kind) -> Result<i64, StateError> {
-        on_backend!(self, b => b.count_records(kind, now()).await)
+        on_backend!(self, b => b.count_records(kind, self.now()).await)
     }
 
     // ---- refresh tokens ----
@@ -551,7 +560,7 @@ impl StateStore {
         if let Some((v, _)) = self.get_record(Kind::SessionKey, ID).await? {
             return self.open_secret(ID, &v);
         }
-        let kid = format!("s{}", now());
+        let kid = format!("s{}", self.now());
         let text = dataplane::session::SessionKeys::new_key_text()
             .map(|k| format!("{kid}:{k}"))
             .map_err(|e| StateError::Key(e.to_string()))?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use arc_swap::ArcSwap;
+use dataplane::clock::Clock;
 use dataplane::control::{
     Command, ControlHandle, DelegateRequest, Delegated, DelegationError, Subject,
 };
@@ -136,8 +137,12 @@ impl HarnessBuilder {
                     .map(|(_, s)| s.clone())
             })
             .collect();
+        let start = self
+            .start_unix_ms
+            .unwrap_or_else(|| dataplane::clock::Clock::new().unix_ms());
+        let (clock, fake_clock) = dataplane::testing::mock_clock(start);
         let mut issuers: Vec<IssuerRuntime> = (cfg.issuers.iter().cloned())
-            .map(|c| IssuerRuntime::new(c, &public))
+            .map(|c| IssuerRuntime::new(c, &public, clock.clone()))
             .collect();
         for (rt, src) in issuers.iter_mut().zip(&sources) {
             if let Some(src) = src
@@ -150,11 +155,7 @@ impl HarnessBuilder {
         for (name, peer) in &self.upstreams {
             net.serve(name, peer.clone());
         }
-        let start = self
-            .start_unix_ms
-            .unwrap_or_else(|| crate::reload::unix_now() * 1000);
-        let (clock, fake_clock) = dataplane::testing::mock_clock(start);
-        let sts = embedded_sts(&cfg)?;
+        let sts = embedded_sts(&cfg, &clock)?;
         let delegate = match (self.delegate, &sts) {
             (Some(f), _) => Some(f),
             (None, Some((engine, _))) => Some(minting(engine.clone(), clock.clone())),
@@ -213,6 +214,7 @@ impl HarnessBuilder {
             tls: None,
             // No sweeper thread: the cap still bounds the map.
             ratelimit: Arc::new(dataplane::ratelimit::RateLimiter::new(clock.now())),
+            clock: clock.clone(),
         };
         let shard = dataplane::testing::shard(shared, clock, net.clone());
         let ctl = Rc::new(std::cell::RefCell::new(ctl));
@@ -229,7 +231,7 @@ impl HarnessBuilder {
 type Embedded = (Arc<Engine>, Arc<Sts>);
 
 /// The real delegation engine over an in-memory STS, for an embedded `delegation` block.
-fn embedded_sts(cfg: &Config) -> Result<Option<Embedded>, HarnessError> {
+fn embedded_sts(cfg: &Config, clock: &Clock) -> Result<Option<Embedded>, HarnessError> {
     let Some(d) = &cfg.delegation else {
         return Ok(None);
     };
@@ -238,16 +240,23 @@ fn embedded_sts(cfg: &Config) -> Result<Option<Embedded>, HarnessError> {
     }
     let issuer = (d.issuer.as_deref())
         .ok_or_else(|| HarnessError::Config("delegation.issuer is required".into()))?;
-    let sts =
-        Arc::new(Sts::new(issuer, d.signing_alg).map_err(|e| HarnessError::Config(e.to_string()))?);
+    let sts = Arc::new(
+        Sts::new(issuer, d.signing_alg, clock.clone())
+            .map_err(|e| HarnessError::Config(e.to_string()))?,
+    );
     // Embedded mode never uses the HTTP client; building one opens nothing.
-    let engine = Engine::new(d.clone(), Some(sts.clone()), reqwest::Client::new())
-        .map_err(HarnessError::Config)?;
+    let engine = Engine::new(
+        d.clone(),
+        Some(sts.clone()),
+        reqwest::Client::new(),
+        clock.clone(),
+    )
+    .map_err(HarnessError::Config)?;
     Ok(Some((Arc::new(engine), sts)))
 }
 
 /// Delegation requests answered by `engine`, issued at the shard's (fake) time.
-fn minting(engine: Arc<Engine>, clock: dataplane::shard::Clock) -> Delegate {
+fn minting(engine: Arc<Engine>, clock: Clock) -> Delegate {
     Rc::new(move |r: &DelegateRequest| {
         engine.mint_at(
             clock.unix_secs(),

@@ -155,6 +155,10 @@ fn batches_only_for_2025_03_26() {
 }
 
 #[test]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the upstream timeout is a real timer: the test measures real elapsed time"
+)]
 fn upstream_faults_become_jsonrpc_errors() {
     // The upstream timeout is real time (monoio's timer): 300 ms here instead of 2 s.
     let env = Env::start_edited(2, UpstreamOptions::default(), "", |y| {

@@ -1,5 +1,9 @@
 //! Shared harness for the integration tests: a real issuer, real upstreams, a real Warden.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the harness measures real waits and names temp dirs by the real time"
+)]
 
 pub mod balancer;
 pub mod client;
@@ -7,7 +11,7 @@ pub mod process;
 
 use std::time::Duration;
 
-use controlplane::{Config, Running};
+use controlplane::{Clock, Config, MockClock, Running, StartOptions};
 use serde_json::{Value, json};
 use testkit::{TestIssuer, TestUpstream, UpstreamOptions};
 
@@ -72,12 +76,30 @@ impl Env {
         Self::start_edited(n_upstreams, opts, extra_gateway, |y| y).await
     }
 
+    /// Like `start`, with the gateway on a mock clock: the handle steps its time.
+    pub async fn start_mocked(n_upstreams: usize) -> (Env, MockClock) {
+        let (clock, time) = Clock::mock();
+        let env = Self::start_on(n_upstreams, UpstreamOptions::default(), "", |y| y, clock).await;
+        (env, time)
+    }
+
     /// Like `start_with`, with the generated YAML passed through `edit` first.
     pub async fn start_edited(
         n_upstreams: usize,
         opts: UpstreamOptions,
         extra_gateway: &str,
         edit: impl FnOnce(String) -> String,
+    ) -> Env {
+        Self::start_on(n_upstreams, opts, extra_gateway, edit, Clock::new()).await
+    }
+
+    /// Like `start_edited`, with the gateway on `clock`.
+    pub async fn start_on(
+        n_upstreams: usize,
+        opts: UpstreamOptions,
+        extra_gateway: &str,
+        edit: impl FnOnce(String) -> String,
+        clock: Clock,
     ) -> Env {
         let issuer = TestIssuer::start().await;
         let mut upstreams = Vec::new();
@@ -89,7 +111,15 @@ impl Env {
         }
         let yaml = edit(config_yaml(&issuer.issuer(), &list, extra_gateway));
         let cfg = Config::parse(&yaml, "test.yaml").expect("config");
-        let gw = controlplane::start(cfg, None).await.expect("start");
+        let gw = controlplane::start_with(
+            cfg,
+            StartOptions {
+                clock,
+                ..StartOptions::default()
+            },
+        )
+        .await
+        .expect("start");
         Env {
             issuer,
             upstreams,

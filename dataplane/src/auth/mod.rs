@@ -169,3 +169,7 @@ fn verify_inner(
     };
     (outcome, Some(idx))
 }
+
+#[cfg(test)]
+#[path = "cache_tests.rs"]
+mod tests;

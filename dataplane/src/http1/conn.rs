@@ -10,6 +10,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 use super::parse::{BodyFraming, ChunkedDecoder, Head, parse_head};
 use super::{HttpError, Response, write_chunk, write_head};
+use crate::deadline::Deadline;
 
 /// Limits applied to every request on a connection.
 #[derive(Debug, Clone, Copy)]
@@ -171,7 +172,7 @@ impl<'a, S: AsyncWriteRent> Responder<'a, S> {
 async fn read_more<S: AsyncReadRent>(
     stream: &mut S,
     buf: Vec<u8>,
-    deadline: monoio::time::Instant,
+    deadline: &mut Deadline,
 ) -> (io::Result<usize>, Option<Vec<u8>>) {
     let mut buf = buf;
     if buf.capacity() - buf.len() < 4096 {
@@ -180,7 +181,7 @@ async fn read_more<S: AsyncReadRent>(
     let len = buf.len();
     let cap = buf.capacity();
     let slice = SliceMut::new(buf, len, cap);
-    match monoio::time::timeout_at(deadline, stream.read(slice)).await {
+    match deadline.run(stream.read(slice)).await {
         Ok((res, slice)) => (res, Some(slice.into_inner())),
         Err(_) => (
             Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
@@ -207,13 +208,14 @@ where
     let mut first = true;
     loop {
         // 1. Read a head. The idle deadline applies until the first byte, then the head deadline.
-        let idle_deadline = monoio::time::Instant::now()
-            + if first {
-                limits.header_timeout
-            } else {
-                limits.idle_timeout
-            };
-        let mut head_deadline: Option<monoio::time::Instant> = None;
+        // (Each timer is armed when first needed: a request already in the buffer arms none.)
+        let idle_for = if first {
+            limits.header_timeout
+        } else {
+            limits.idle_timeout
+        };
+        let mut idle_deadline: Option<Deadline> = None;
+        let mut head_deadline: Option<Deadline> = None;
         let parsed = loop {
             if !buf.is_empty() {
                 match parse_head(&buf, limits.max_header_bytes) {
@@ -222,10 +224,13 @@ where
                     Err(e) => break Err(e),
                 }
                 if head_deadline.is_none() {
-                    head_deadline = Some(monoio::time::Instant::now() + limits.header_timeout);
+                    head_deadline = Some(Deadline::after(limits.header_timeout));
                 }
             }
-            let deadline = head_deadline.unwrap_or(idle_deadline);
+            let deadline = match &mut head_deadline {
+                Some(d) => d,
+                None => idle_deadline.get_or_insert_with(|| Deadline::after(idle_for)),
+            };
             let (res, b) = read_more(&mut stream, buf, deadline).await;
             match (res, b) {
                 (Ok(0), _) | (Err(_), _) | (_, None) => {
@@ -271,7 +276,9 @@ where
         buf.drain(..consumed);
 
         // 2. Read the body, refusing oversize bodies before reading them.
-        let body_deadline = monoio::time::Instant::now() + limits.body_timeout;
+        // The body's timer is armed at its first read (a body already buffered arms none).
+        let mut body_deadline: Option<Deadline> = None;
+        let body_for = limits.body_timeout;
         let mut body = Vec::new();
         let mut close_after = !head.keep_alive;
         let body_result: Result<(), HttpError> = match head.framing {
@@ -295,7 +302,12 @@ where
                         body = buf.drain(..n).collect();
                         break Ok(());
                     }
-                    let (res, b) = read_more(&mut stream, buf, body_deadline).await;
+                    let (res, b) = read_more(
+                        &mut stream,
+                        buf,
+                        body_deadline.get_or_insert_with(|| Deadline::after(body_for)),
+                    )
+                    .await;
                     match (res, b) {
                         (Ok(k), Some(b)) if k > 0 => buf = b,
                         (Err(e), _) if e.kind() == io::ErrorKind::TimedOut => {
@@ -326,7 +338,12 @@ where
                     if dec.is_done() {
                         break Ok(());
                     }
-                    let (res, b) = read_more(&mut stream, buf, body_deadline).await;
+                    let (res, b) = read_more(
+                        &mut stream,
+                        buf,
+                        body_deadline.get_or_insert_with(|| Deadline::after(body_for)),
+                    )
+                    .await;
                     match (res, b) {
                         (Ok(k), Some(b)) if k > 0 => buf = b,
                         (Err(e), _) if e.kind() == io::ErrorKind::TimedOut => {

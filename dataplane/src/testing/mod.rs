@@ -10,7 +10,6 @@ mod http;
 mod peer;
 
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use duplex::{MemStream, duplex};
@@ -19,8 +18,9 @@ pub use peer::{FakeUpstream, MemNet, PeerReply, PeerRequest};
 
 use monoio::io::AsyncWriteRentExt;
 
+use crate::clock::Clock;
 use crate::http1::conn;
-use crate::shard::{Clock, Shard, Shared};
+use crate::shard::{Shard, Shared};
 use crate::upstream::Pool;
 
 /// The runtime a test shard runs on: monoio's epoll driver (an epoll descriptor, no
@@ -34,24 +34,14 @@ pub fn runtime() -> std::io::Result<Runtime> {
         .build()
 }
 
-/// A fake clock: a shard [`Clock`] at wall time `start_unix_ms`, and the handle that moves it.
+/// A fake clock: a [`Clock`] at wall time `start_unix_ms`, and the handle that moves it
+/// (every clone of the clock sees the same time).
 pub fn mock_clock(start_unix_ms: i64) -> (Clock, FakeClock) {
-    let (clock, mock) = Clock::mock_at(start_unix_ms);
-    (clock, FakeClock { mock })
+    Clock::mock_at(start_unix_ms)
 }
 
-/// Moves a [`mock_clock`]: every clone of its `Clock` sees the same time.
-#[derive(Debug, Clone)]
-pub struct FakeClock {
-    mock: Arc<quanta::Mock>,
-}
-
-impl FakeClock {
-    /// Let `d` pass (token expiry, session lifetimes, cache TTLs, rate-limit refill).
-    pub fn advance(&self, d: Duration) {
-        self.mock.increment(d);
-    }
-}
+/// Moves a [`mock_clock`].
+pub type FakeClock = crate::clock::MockClock;
 
 /// Shard 0 on `shared`, with `clock`, whose upstream connections go to `net`.
 pub fn shard(shared: Shared, clock: Clock, net: MemNet) -> Rc<Shard> {
