@@ -418,24 +418,45 @@ pub async fn send(
     timeout: Duration,
     replay: Replay,
 ) -> Result<UpResponse, UpError> {
-    send_to(pool, up, method, &up.path, headers, body, timeout, replay).await
+    let path = &up.path;
+    let req = Outgoing {
+        method,
+        path,
+        headers,
+        body,
+        timeout,
+        replay,
+    };
+    send_to(pool, up, &req).await
+}
+
+/// One request to an upstream, by its parts.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub method: &'a str,
+    /// Path and query, e.g. `/mcp` or an OpenAPI operation's `/pets/7?x=1`.
+    pub path: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
+    /// For the whole exchange, connect to the last byte of the answer's head (and body).
+    pub timeout: Duration,
+    pub replay: Replay,
 }
 
 /// Send one request to an explicit path on `up` (the OpenAPI bridge's requests).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one HTTP request's parts; a builder would only move them"
-)]
 pub async fn send_to(
     pool: &Pool,
     up: &Upstream,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-    replay: Replay,
+    out: &Outgoing<'_>,
 ) -> Result<UpResponse, UpError> {
+    let Outgoing {
+        method,
+        path,
+        headers,
+        body,
+        timeout,
+        replay,
+    } = *out;
     // One timer for the whole exchange, carried into an SSE body it returns (the slot is
     // empty only once an SSE response took it, which ends the exchange).
     let mut deadline = Some(Deadline::after(timeout));

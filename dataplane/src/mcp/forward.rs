@@ -248,18 +248,16 @@ pub(super) async fn bridge_call(
     }
     let body = req.body.unwrap_or_default();
     let started = shard.clock.now();
-    let sent = upstream::send_to(
-        &shard.pool,
-        up,
-        &req.method,
-        &req.path_and_query,
-        &headers,
-        &body,
-        up.timeout,
+    let out = upstream::Outgoing {
+        method: &req.method,
+        path: &req.path_and_query,
+        headers: &headers,
+        body: &body,
+        timeout: up.timeout,
         // A bridged REST call is a tools/call, whatever its HTTP method.
-        Replay::Never,
-    )
-    .await;
+        replay: Replay::Never,
+    };
+    let sent = upstream::send_to(&shard.pool, up, &out).await;
     record_latency(shard, up, started);
     match sent {
         Ok(resp) => {
