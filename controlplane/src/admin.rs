@@ -45,8 +45,12 @@ async fn admin_reload(State(s): State<AdminState>) -> impl IntoResponse {
             axum::Json(serde_json::json!({"reloaded": true, "generation": generation})),
         ),
         Err(e) => (
-            StatusCode::CONFLICT,
-            axum::Json(serde_json::json!({"reloaded": false, "error": e})),
+            // The running configuration stays (409); a stopping gateway reloads nothing (503).
+            match e {
+                crate::reload::ReloadError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::CONFLICT,
+            },
+            axum::Json(serde_json::json!({"reloaded": false, "error": e.to_string()})),
         ),
     }
 }

@@ -24,17 +24,59 @@ pub struct Discovered {
 const PROTOCOL_VERSION: &str = "2025-06-18";
 const MAX_PAGES: usize = 100;
 
+/// Why an upstream cannot be used, and so who must act: the operator's configuration
+/// (`Config`, `File`, `Spec`), name resolution (`Resolve`), or the upstream's own answers to
+/// discovery (`Discovery`).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{0}")]
+    Config(String),
+    /// A file the configuration names (spec, CA) cannot be read or used.
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("OpenAPI spec: {0}")]
+    Spec(#[from] warden_bridge::BridgeError),
+    #[error("{0}")]
+    Resolve(String),
+    #[error("{0}")]
+    Discovery(#[from] DiscoveryError),
+}
+
+impl UpstreamError {
+    fn file(path: &std::path::Path, e: impl std::fmt::Display) -> UpstreamError {
+        UpstreamError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Why discovery (initialize, `tools/list`) failed: the upstream's transport or answers.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// Connecting, sending or reading failed (the message says which).
+    #[error("{0}")]
+    Transport(String),
+    #[error("HTTP {0}")]
+    Status(String),
+    #[error("JSON-RPC error {0}")]
+    JsonRpc(Value),
+    /// The answer is not what MCP says it must be.
+    #[error("{0}")]
+    Answer(String),
+}
+
 /// Load an OpenAPI upstream's spec (file I/O here, in the control plane) and bridge it.
-pub fn load_bridge(u: &UpstreamConfig) -> Result<Option<Arc<warden_bridge::Bridge>>, String> {
+pub fn load_bridge(
+    u: &UpstreamConfig,
+) -> Result<Option<Arc<warden_bridge::Bridge>>, UpstreamError> {
     if u.kind != crate::config::UpstreamKind::Openapi {
         return Ok(None);
     }
     let text = match (&u.spec, &u.spec_file) {
         (Some(t), _) => t.clone(),
-        (None, Some(f)) => {
-            std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?
-        }
-        (None, None) => return Err("no spec".into()),
+        (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| UpstreamError::file(f, e))?,
+        (None, None) => return Err(UpstreamError::Config("no spec".into())),
     };
     let opts = warden_bridge::BridgeOptions {
         namespace: String::new(),
@@ -42,7 +84,7 @@ pub fn load_bridge(u: &UpstreamConfig) -> Result<Option<Arc<warden_bridge::Bridg
         exclude: u.exclude.clone(),
         base_url: Some(u.url.as_str().trim_end_matches('/').to_owned()),
     };
-    let b = warden_bridge::load(&text, &opts).map_err(|e| format!("OpenAPI spec: {e}"))?;
+    let b = warden_bridge::load(&text, &opts).map_err(UpstreamError::Spec)?;
     for s in b.skipped() {
         tracing::warn!(upstream = %u.name, operation = ?s.operation, reason = %s.reason, "OpenAPI operation not bridged");
     }
@@ -63,7 +105,7 @@ pub fn discovered_from_bridge(b: &warden_bridge::Bridge) -> Discovered {
 pub fn upstream_tls(
     u: &UpstreamConfig,
     host: &str,
-) -> Result<Option<dataplane::snapshot::UpstreamTls>, String> {
+) -> Result<Option<dataplane::snapshot::UpstreamTls>, UpstreamError> {
     use rustls_pki_types::pem::PemObject;
     if u.url.scheme() != "https" {
         return Ok(None);
@@ -72,10 +114,10 @@ pub fn upstream_tls(
     match &u.ca_file {
         Some(f) => {
             for c in rustls_pki_types::CertificateDer::pem_file_iter(f)
-                .map_err(|e| format!("{}: {e}", f.display()))?
+                .map_err(|e| UpstreamError::file(f, e))?
             {
-                let c = c.map_err(|e| format!("{}: {e}", f.display()))?;
-                roots.add(c).map_err(|e| format!("{}: {e}", f.display()))?;
+                let c = c.map_err(|e| UpstreamError::file(f, e))?;
+                roots.add(c).map_err(|e| UpstreamError::file(f, e))?;
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -83,13 +125,13 @@ pub fn upstream_tls(
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| UpstreamError::Config(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let server_name =
         rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
-            .map_err(|e| format!("{host}: {e}"))?;
+            .map_err(|e| UpstreamError::Config(format!("{host}: {e}")))?;
     Ok(Some(dataplane::snapshot::UpstreamTls {
         connector: monoio_rustls::TlsConnector::from(Arc::new(cfg)),
         server_name,
@@ -97,39 +139,43 @@ pub fn upstream_tls(
 }
 
 /// Build the shard-facing upstream description; resolves DNS here, never on a shard.
-pub async fn resolve(id: u32, u: &UpstreamConfig) -> Result<Upstream, String> {
+pub async fn resolve(id: u32, u: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
     let (host, port) = host_port(u)?;
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
         .await
-        .map_err(|e| format!("resolving {host}: {e}"))?
+        .map_err(|e| UpstreamError::Resolve(format!("resolving {host}: {e}")))?
         .collect();
     if addrs.is_empty() {
-        return Err(format!("{host} resolves to no address"));
+        return Err(UpstreamError::Resolve(format!(
+            "{host} resolves to no address"
+        )));
     }
     describe(id, u, addrs)
 }
 
-fn host_port(u: &UpstreamConfig) -> Result<(String, u16), String> {
-    let host = u.url.host_str().ok_or("upstream URL has no host")?;
-    let port = u
-        .url
-        .port_or_known_default()
-        .ok_or("upstream URL has no port")?;
+fn host_port(u: &UpstreamConfig) -> Result<(String, u16), UpstreamError> {
+    let no = |what: &str| UpstreamError::Config(format!("upstream URL has no {what}"));
+    let host = u.url.host_str().ok_or_else(|| no("host"))?;
+    let port = u.url.port_or_known_default().ok_or_else(|| no("port"))?;
     Ok((host.to_owned(), port))
 }
 
 /// The shard-facing upstream description with its addresses already known (`resolve`
 /// looks them up; the socket-free harness has none to look up).
-pub fn describe(id: u32, u: &UpstreamConfig, addrs: Vec<SocketAddr>) -> Result<Upstream, String> {
+pub fn describe(
+    id: u32,
+    u: &UpstreamConfig,
+    addrs: Vec<SocketAddr>,
+) -> Result<Upstream, UpstreamError> {
     // The seed format's `type` is acted on: only per-call delegation exists, so any other
     // value is refused rather than silently treated as it. (`idp` is informational.)
     if let Some(te) = &u.token_exchange
         && te.kind != "delegation"
     {
-        return Err(format!(
+        return Err(UpstreamError::Config(format!(
             "token_exchange.type {:?} is not supported; the only type is `delegation`",
             te.kind
-        ));
+        )));
     }
     let (host, _) = host_port(u)?;
     let authority = match u.url.port() {
@@ -173,12 +219,14 @@ pub fn describe(id: u32, u: &UpstreamConfig, addrs: Vec<SocketAddr>) -> Result<U
 }
 
 /// The gateway's own credential for an upstream (never a user's token).
-pub fn credential(u: &UpstreamConfig) -> Result<UpstreamCredential, String> {
+pub fn credential(u: &UpstreamConfig) -> Result<UpstreamCredential, UpstreamError> {
     Ok(match &u.auth {
         UpstreamAuth::None => UpstreamCredential::None,
         UpstreamAuth::Bearer { token_env } => UpstreamCredential::Bearer(
             std::env::var(token_env)
-                .map_err(|_| format!("environment variable {token_env} is not set"))?
+                .map_err(|_| {
+                    UpstreamError::Config(format!("environment variable {token_env} is not set"))
+                })?
                 .into(),
         ),
     })
@@ -192,7 +240,11 @@ fn auth_header(c: &UpstreamCredential) -> Option<String> {
 }
 
 /// Read a JSON-RPC response with `id` from a JSON or SSE body.
-pub(crate) fn response_for(body: &str, content_type: &str, id: i64) -> Result<Value, String> {
+pub(crate) fn response_for(
+    body: &str,
+    content_type: &str,
+    id: i64,
+) -> Result<Value, DiscoveryError> {
     let pick = |v: Value| -> Option<Value> {
         (v.get("id").and_then(Value::as_i64) == Some(id)).then_some(v)
     };
@@ -212,10 +264,13 @@ pub(crate) fn response_for(body: &str, content_type: &str, id: i64) -> Result<Va
                 return Ok(v);
             }
         }
-        Err("no response in the event stream".into())
+        Err(DiscoveryError::Answer(
+            "no response in the event stream".into(),
+        ))
     } else {
-        let v: Value = serde_json::from_str(body).map_err(|e| format!("invalid JSON: {e}"))?;
-        pick(v).ok_or_else(|| "response id does not match".into())
+        let v: Value = serde_json::from_str(body)
+            .map_err(|e| DiscoveryError::Answer(format!("invalid JSON: {e}")))?;
+        pick(v).ok_or_else(|| DiscoveryError::Answer("response id does not match".into()))
     }
 }
 
@@ -239,7 +294,7 @@ pub(crate) trait Transport {
         body: String,
         session: Option<&str>,
         version: &str,
-    ) -> Result<Answer, String>;
+    ) -> Result<Answer, DiscoveryError>;
     /// End the discovery session (best effort).
     async fn delete(&mut self, session: &str, version: &str);
 }
@@ -258,7 +313,7 @@ impl Transport for Http<'_> {
         body: String,
         session: Option<&str>,
         version: &str,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, DiscoveryError> {
         let mut rb = self
             .http
             .post(self.url)
@@ -272,7 +327,8 @@ impl Transport for Http<'_> {
         if let Some(s) = session {
             rb = rb.header("mcp-session-id", s);
         }
-        let resp = rb.body(body).send().await.map_err(|e| e.to_string())?;
+        let resp =
+            (rb.body(body).send().await).map_err(|e| DiscoveryError::Transport(e.to_string()))?;
         let header = |name: &str| {
             resp.headers()
                 .get(name)
@@ -284,7 +340,7 @@ impl Transport for Http<'_> {
             .unwrap_or_default()
             .to_ascii_lowercase();
         let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| e.to_string())?;
+        let body = (resp.text().await).map_err(|e| DiscoveryError::Transport(e.to_string()))?;
         Ok(Answer {
             status,
             content_type,
@@ -315,7 +371,11 @@ struct Client<T> {
 }
 
 impl<T: Transport> Client<T> {
-    async fn post(&mut self, body: Value, id: Option<i64>) -> Result<Option<Value>, String> {
+    async fn post(
+        &mut self,
+        body: Value,
+        id: Option<i64>,
+    ) -> Result<Option<Value>, DiscoveryError> {
         let a = self
             .transport
             .post(body.to_string(), self.session.as_deref(), &self.version)
@@ -324,12 +384,12 @@ impl<T: Transport> Client<T> {
             self.session = Some(s);
         }
         if !(200..300).contains(&a.status) {
-            return Err(format!("HTTP {}", status_text(a.status)));
+            return Err(DiscoveryError::Status(status_text(a.status)));
         }
         let Some(id) = id else { return Ok(None) };
         let v = response_for(&a.body, &a.content_type, id)?;
         if let Some(e) = v.get("error") {
-            return Err(format!("JSON-RPC error {e}"));
+            return Err(DiscoveryError::JsonRpc(e.clone()));
         }
         Ok(Some(v.get("result").cloned().unwrap_or(Value::Null)))
     }
@@ -347,19 +407,19 @@ pub async fn discover(
     http: &reqwest::Client,
     u: &UpstreamConfig,
     auth: Option<String>,
-) -> Result<Discovered, String> {
+) -> Result<Discovered, UpstreamError> {
     // A private CA for this upstream: the discovery client trusts it too.
     let custom;
     let http = match &u.ca_file {
         Some(f) => {
-            let pem = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| format!("{}: {e}", f.display()))?;
+            let pem = std::fs::read(f).map_err(|e| UpstreamError::file(f, e))?;
+            let cert =
+                reqwest::Certificate::from_pem(&pem).map_err(|e| UpstreamError::file(f, e))?;
             custom = reqwest::Client::builder()
                 .tls_certs_only([cert])
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| UpstreamError::Config(e.to_string()))?;
             &custom
         }
         None => http,
@@ -373,11 +433,14 @@ pub async fn discover(
         timeout: u.timeout.min(Duration::from_secs(10)),
     })
     .await
+    .map_err(UpstreamError::from)
 }
 
 /// The discovery exchange: `initialize` (adopting the upstream's protocol version),
 /// `notifications/initialized`, every `tools/list` page, then `DELETE` of the session.
-pub(crate) async fn discover_with<T: Transport>(transport: T) -> Result<Discovered, String> {
+pub(crate) async fn discover_with<T: Transport>(
+    transport: T,
+) -> Result<Discovered, DiscoveryError> {
     let mut c = Client {
         transport,
         session: None,
@@ -489,7 +552,11 @@ mod tests {
             .unwrap()
         };
         let e = resolve(0, &up("impersonation")).await.unwrap_err();
-        assert!(e.contains("token_exchange.type"), "{e}");
+        // The operator's configuration, and the message names the key.
+        assert!(
+            matches!(&e, UpstreamError::Config(m) if m.contains("token_exchange.type")),
+            "{e}"
+        );
         let ok = resolve(0, &up("delegation")).await.unwrap();
         assert_eq!(ok.delegation.unwrap().audience, "https://crm.example");
     }

@@ -481,7 +481,7 @@ impl Control {
     }
 
     /// Run one reload and record its outcome (log, metric, `/admin/config`).
-    async fn reload_and_record(&mut self, why: &'static str) -> Result<u64, String> {
+    async fn reload_and_record(&mut self, why: &'static str) -> Result<u64, ReloadError> {
         let outcome = self.reload().await;
         let now = self.clock.unix_secs();
         let mut st: ReloadStatus = (**self.status.load()).clone();
@@ -508,7 +508,7 @@ impl Control {
             // Do not retry the same broken content on every tick.
             self.fingerprint = self.current_fingerprint();
         }
-        outcome.map_err(|e| e.to_string())
+        outcome
     }
 
     pub fn watched(&self) -> Vec<String> {

@@ -21,7 +21,7 @@ use crate::catalog::{self, Discovered};
 use crate::config::{Config, DelegationMode, IoDriver};
 use crate::control::Control;
 use crate::issuers::IssuerRuntime;
-use crate::reload::{ReloadStatus, StatusCell, Trigger};
+use crate::reload::{ReloadError, ReloadStatus, StatusCell, Trigger};
 use crate::sts::Sts;
 
 /// Why Warden could not start.
@@ -34,8 +34,11 @@ pub enum StartError {
     },
     #[error("TLS configuration: {0}")]
     Tls(String),
-    #[error("upstream {name}: {message}")]
-    Upstream { name: String, message: String },
+    #[error("upstream {name}: {source}")]
+    Upstream {
+        name: String,
+        source: crate::catalog::UpstreamError,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -74,7 +77,7 @@ impl Running {
     }
 
     /// Reload the configuration file now (what `POST /admin/reload` does).
-    pub async fn reload(&self) -> Result<u64, String> {
+    pub async fn reload(&self) -> Result<u64, ReloadError> {
         request_reload(&self.reload).await
     }
 
@@ -127,13 +130,12 @@ impl Running {
 }
 
 /// Ask the control loop to reload and wait for the outcome.
-pub async fn request_reload(tx: &tokio::sync::mpsc::Sender<Trigger>) -> Result<u64, String> {
+pub async fn request_reload(tx: &tokio::sync::mpsc::Sender<Trigger>) -> Result<u64, ReloadError> {
     let (reply, rx) = tokio::sync::oneshot::channel();
     tx.send(Trigger::Admin(reply))
         .await
-        .map_err(|_| "the control loop is not running".to_string())?;
-    rx.await
-        .map_err(|_| "the control loop stopped before answering".to_string())?
+        .map_err(|_| ReloadError::Stopped)?;
+    rx.await.map_err(|_| ReloadError::Stopped)?
 }
 
 /// How often, and how far apart, binding a port that is in use is tried again before giving
@@ -482,9 +484,9 @@ async fn start_inner(
     for (i, u) in cfg.upstreams.iter().enumerate() {
         let up = catalog::resolve(i as u32, u)
             .await
-            .map_err(|message| StartError::Upstream {
+            .map_err(|source| StartError::Upstream {
                 name: u.name.clone(),
-                message,
+                source,
             })?;
         upstreams.push(Arc::new(up));
     }
@@ -762,4 +764,18 @@ async fn start_inner(
         _watcher: watcher,
         hup,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reload_without_a_control_loop_is_a_typed_error() {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        drop(rx);
+        let e = request_reload(&tx).await.unwrap_err();
+        assert!(matches!(e, ReloadError::Stopped), "{e}");
+        assert_eq!(e.label(), "stopped");
+    }
 }

@@ -31,6 +31,9 @@ pub enum ReloadError {
     /// The gateway was started from code, not from a file (tests, `warden demo`).
     #[error("no configuration file to reload (started without one)")]
     NoSource,
+    /// The control loop has stopped (shutdown): nothing can be reloaded.
+    #[error("the control loop is not running")]
+    Stopped,
 }
 
 impl ReloadError {
@@ -40,6 +43,7 @@ impl ReloadError {
             ReloadError::Invalid(_) | ReloadError::Prepare(_) => "invalid",
             ReloadError::RestartNeeded(_) => "restart_needed",
             ReloadError::NoSource => "no_source",
+            ReloadError::Stopped => "stopped",
         }
     }
 }
@@ -51,7 +55,7 @@ pub enum Trigger {
     Signal,
     Files,
     /// `POST /admin/reload`: the caller waits for the outcome.
-    Admin(tokio::sync::oneshot::Sender<Result<u64, String>>),
+    Admin(tokio::sync::oneshot::Sender<Result<u64, ReloadError>>),
 }
 
 /// What `GET /admin/config` reports.

@@ -19,7 +19,7 @@ use futures_channel::mpsc::UnboundedReceiver;
 use futures_util::StreamExt;
 
 use super::{Harness, HarnessError};
-use crate::catalog::{self, Answer, Discovered, Transport};
+use crate::catalog::{self, Answer, Discovered, DiscoveryError, Transport};
 use crate::config::{Config, DelegationMode};
 use crate::control::{Parts, assemble};
 use crate::delegate::Engine;
@@ -127,8 +127,8 @@ impl HarnessBuilder {
             .to_owned();
         let upstreams = (cfg.upstreams.iter().enumerate())
             .map(|(i, u)| catalog::describe(i as u32, u, Vec::new()).map(Arc::new))
-            .collect::<Result<Vec<_>, String>>()
-            .map_err(HarnessError::Upstream)?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| HarnessError::Upstream(e.to_string()))?;
         let sources: Vec<Option<JwksSource>> = (cfg.issuers.iter())
             .map(|ic| {
                 let url = ic.issuer.trim_end_matches('/');
@@ -454,7 +454,7 @@ impl Transport for PeerTransport<'_> {
         body: String,
         session: Option<&str>,
         version: &str,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, DiscoveryError> {
         let req = self.request("POST", session, version, body);
         answer_of(self.peer.handle(&req))
     }
@@ -465,7 +465,7 @@ impl Transport for PeerTransport<'_> {
     }
 }
 
-fn answer_of(reply: PeerReply) -> Result<Answer, String> {
+fn answer_of(reply: PeerReply) -> Result<Answer, DiscoveryError> {
     let header = |headers: &[(&'static str, String)], name: &str| {
         (headers.iter())
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -497,7 +497,9 @@ fn answer_of(reply: PeerReply) -> Result<Answer, String> {
         }),
         // Discovery does not wait out a fake's delay.
         PeerReply::After(_, next) => answer_of(*next),
-        PeerReply::HangUp => Err("connection closed before an answer".into()),
-        PeerReply::Raw(_) => Err("invalid HTTP response".into()),
+        PeerReply::HangUp => Err(DiscoveryError::Transport(
+            "connection closed before an answer".into(),
+        )),
+        PeerReply::Raw(_) => Err(DiscoveryError::Transport("invalid HTTP response".into())),
     }
 }
