@@ -89,11 +89,16 @@ fn sha_hex(b: &[u8]) -> String {
 /// One chained line (without the newline) and its hash.
 /// Append one chained line (and its newline) to `buf`; returns the line's hash.
 /// Written in place: no per-record string is built.
-fn chain_into(buf: &mut Vec<u8>, rec: &Record, seq: u64, prev: &str) -> Result<String, String> {
+fn chain_into(
+    buf: &mut Vec<u8>,
+    rec: &Record,
+    seq: u64,
+    prev: &str,
+) -> Result<String, serde_json::Error> {
     let start = buf.len();
     if let Err(e) = serde_json::to_writer(&mut *buf, rec) {
         buf.truncate(start);
-        return Err(e.to_string());
+        return Err(e);
     }
     // The record is a JSON object: append the chain fields before its closing brace.
     buf.pop();
@@ -131,19 +136,42 @@ struct ChainFields {
     prev: String,
 }
 
+/// Why the audit trail on disk cannot be read (to resume or to verify its chain).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The last line of the newest file is not a chained record: the chain cannot continue.
+    #[error("{}: last line: {source}", path.display())]
+    LastLine {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> AuditError + '_ {
+    move |source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// Where the chain stands: next sequence number and the last line's hash.
-fn resume(dir: &Path) -> Result<(u64, String), String> {
+fn resume(dir: &Path) -> Result<(u64, String), AuditError> {
     if !dir.exists() {
         return Ok((1, ZERO.into()));
     }
-    let files = chain_files(dir).map_err(|e| e.to_string())?;
+    let files = chain_files(dir).map_err(io_error(dir))?;
     let Some(last) = files.last() else {
         return Ok((1, ZERO.into()));
     };
-    let f = File::open(last).map_err(|e| format!("{}: {e}", last.display()))?;
+    let f = File::open(last).map_err(io_error(last))?;
     let mut last_line = None;
     for line in BufReader::new(f).lines() {
-        let line = line.map_err(|e| e.to_string())?;
+        let line = line.map_err(io_error(last))?;
         if !line.is_empty() {
             last_line = Some(line);
         }
@@ -151,8 +179,11 @@ fn resume(dir: &Path) -> Result<(u64, String), String> {
     match last_line {
         None => Ok((1, ZERO.into())),
         Some(l) => {
-            let c: ChainFields = serde_json::from_str(&l)
-                .map_err(|e| format!("{}: last line: {e}", last.display()))?;
+            let c: ChainFields =
+                serde_json::from_str(&l).map_err(|source| AuditError::LastLine {
+                    path: last.clone(),
+                    source,
+                })?;
             let _ = c.prev;
             Ok((c.seq + 1, sha_hex(l.as_bytes())))
         }
@@ -335,15 +366,15 @@ pub enum Verified {
 }
 
 /// Check every file in order: valid JSON, consecutive `seq`, `prev` = hash of the previous line.
-pub fn verify(dir: &Path) -> Result<Verified, String> {
-    let files = chain_files(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn verify(dir: &Path) -> Result<Verified, AuditError> {
+    let files = chain_files(dir).map_err(io_error(dir))?;
     let mut prev = ZERO.to_string();
     let mut expect_seq: Option<u64> = None;
     let mut n = 0;
     for f in &files {
-        let file = File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let file = File::open(f).map_err(io_error(f))?;
         for (i, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| format!("{}: {e}", f.display()))?;
+            let line = line.map_err(io_error(f))?;
             let broken = |problem: String| {
                 Ok(Verified::Broken {
                     file: f.clone(),
