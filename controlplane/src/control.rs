@@ -326,7 +326,9 @@ impl Control {
         };
         // Listener certificate: parsed and matched with its key before anything changes.
         let certified = match (&new.gateway.tls, &self.certs) {
-            (Some(t), Some(_)) => Some(crate::tls::load_certified(t).map_err(prep)?),
+            (Some(t), Some(_)) => {
+                Some(crate::tls::load_certified(t).map_err(|e| prep(e.to_string()))?)
+            }
             _ => None,
         };
         let keys = Keys::of(&new_raw, &new);

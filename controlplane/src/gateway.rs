@@ -33,7 +33,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("TLS configuration: {0}")]
-    Tls(String),
+    Tls(#[from] crate::tls::TlsError),
     #[error("upstream {name}: {source}")]
     Upstream {
         name: String,
@@ -442,7 +442,7 @@ async fn start_inner(
         .map_err(|e| StartError::Other(e.to_string()))?;
     let (tls, certs) = match &cfg.gateway.tls {
         Some(t) => {
-            let (sc, cell) = crate::tls::server_config(t).map_err(StartError::Tls)?;
+            let (sc, cell) = crate::tls::server_config(t)?;
             (Some(sc), Some(cell))
         }
         None => (None, None),

@@ -126,7 +126,7 @@ impl StateConfig {
             ));
         }
         if let Some(u) = &self.url {
-            Location::parse(u).map_err(|e| ("state.url".into(), e))?;
+            Location::parse(u).map_err(|e| ("state.url".into(), e.to_string()))?;
         }
         Ok(())
     }
@@ -191,25 +191,29 @@ impl fmt::Debug for Location {
 }
 
 impl Location {
-    pub fn parse(url: &str) -> Result<Location, String> {
+    /// Where `state.url` points; a URL that names no supported store is the operator's
+    /// [`StateError::Config`].
+    pub fn parse(url: &str) -> Result<Location, StateError> {
+        let refuse = |why: String| Err(StateError::Config(why));
         if url == "memory" || url == "sqlite::memory:" {
             return Ok(Location::Memory);
         }
         if let Some(p) = url.strip_prefix("sqlite:") {
             let p = p.strip_prefix("//").unwrap_or(p);
             if p.is_empty() {
-                return Err(
+                return refuse(
                     "sqlite: needs a file path, e.g. sqlite:/var/lib/warden/warden.db".into(),
                 );
             }
             return Ok(Location::SqliteFile(PathBuf::from(p)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            url.parse::<tokio_postgres::Config>()
-                .map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+            if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                return refuse(format!("not a valid PostgreSQL URL: {e}"));
+            }
             return Ok(Location::Postgres(url.to_owned()));
         }
-        Err("must start with sqlite:, postgres:// or be `memory`".into())
+        refuse("must start with sqlite:, postgres:// or be `memory`".into())
     }
 }
 
