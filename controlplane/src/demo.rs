@@ -85,7 +85,37 @@ pub struct Demo {
     pub audit_dir: std::path::PathBuf,
 }
 
-fn auth_server_yaml(issuer: &str, listen: SocketAddr, mcp_url: &str) -> Result<String, String> {
+/// Why the demo could not start, by the part that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A listen address is taken or not bindable (the operator's `--listen` options).
+    #[error("{what} {addr}: {source}")]
+    Port {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("state: {0}")]
+    State(#[from] crate::state::StateError),
+    #[error("token service: {0}")]
+    Sts(#[from] crate::sts::StsError),
+    #[error("{0}")]
+    AuthServer(#[from] authz::AuthServerError),
+    /// The demo's own embedded configuration does not load (a defect of this build).
+    #[error("demo configuration: {0}")]
+    Config(String),
+    /// The Enterprise Ledger or the directory (the demo's upstreams) did not start.
+    #[error("demo upstream: {0}")]
+    Peer(String),
+    #[error("{0}")]
+    Gateway(#[from] crate::gateway::StartError),
+}
+
+fn auth_server_yaml(
+    issuer: &str,
+    listen: SocketAddr,
+    mcp_url: &str,
+) -> Result<String, authz::AuthServerError> {
     let mut users = String::new();
     for (name, password, groups) in USERS {
         let hash = authz::hash_password(password)?;
@@ -188,15 +218,17 @@ upstreams:
 }
 
 /// Start the whole demo on the current tokio runtime.
-pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
+pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
     // Bind the authorization server's port first: its issuer URL must name the real port.
+    let port = |what, addr| move |source| DemoError::Port { what, addr, source };
     let as_probe = std::net::TcpListener::bind(opts.auth_server)
-        .map_err(|e| format!("authorization server {}: {e}", opts.auth_server))?;
-    let as_addr = as_probe.local_addr().map_err(|e| e.to_string())?;
+        .map_err(port("authorization server", opts.auth_server))?;
+    let as_addr =
+        (as_probe.local_addr()).map_err(port("authorization server", opts.auth_server))?;
     drop(as_probe);
-    let gw_probe = std::net::TcpListener::bind(opts.gateway)
-        .map_err(|e| format!("gateway {}: {e}", opts.gateway))?;
-    let gw_addr = gw_probe.local_addr().map_err(|e| e.to_string())?;
+    let gw_probe =
+        std::net::TcpListener::bind(opts.gateway).map_err(port("gateway", opts.gateway))?;
+    let gw_addr = (gw_probe.local_addr()).map_err(port("gateway", opts.gateway))?;
     drop(gw_probe);
     let issuer = format!("http://{as_addr}");
     let mcp_url = format!("http://{gw_addr}/mcp");
@@ -206,16 +238,11 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
         "memory",
         opts.clock.clone(),
     )
-    .await
-    .map_err(|e| e.to_string())?;
-    let sts = Arc::new(
-        Sts::open(state, &issuer, SigningAlg::EdDSA)
-            .await
-            .map_err(|e| e.to_string())?,
-    );
+    .await?;
+    let sts = Arc::new(Sts::open(state, &issuer, SigningAlg::EdDSA).await?);
     let as_yaml = auth_server_yaml(&issuer, as_addr, &mcp_url)?;
     let as_cfg: AuthServerConfig = serde_yaml_ng::from_str(&as_yaml)
-        .map_err(|e| format!("demo authorization server config: {e}"))?;
+        .map_err(|e| DemoError::Config(format!("authorization server: {e}")))?;
     let auth_server = authz::start(as_cfg, sts.clone()).await?;
 
     // The peers judge token expiry by the demo's clock (one clock in the process).
@@ -232,7 +259,8 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
             gateway_client_id: GATEWAY_CLIENT_ID.into(),
         },
         now.clone(),
-    )?;
+    )
+    .map_err(DemoError::Peer)?;
 
     let mut gw_opts = opts.clone();
     gw_opts.gateway = gw_addr;
@@ -245,17 +273,19 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
             gateway_client_id: GATEWAY_CLIENT_ID.into(),
         },
         now,
-    )?;
+    )
+    .map_err(DemoError::Peer)?;
     let directory_api = format!("{}{}", directory.url(), demo::directory::API_PREFIX);
     let yaml = gateway_yaml(&gw_opts, &issuer, &mcp_url, &ledger.url(), &directory_api);
-    let cfg = Config::parse(&yaml, "(warden demo)").map_err(|e| e.to_string())?;
+    let cfg =
+        Config::parse(&yaml, "(warden demo)").map_err(|e| DemoError::Config(e.to_string()))?;
     let start = StartOptions {
         shards: opts.shards,
         sts: Some(sts),
         clock: opts.clock.clone(),
         ..StartOptions::default()
     };
-    let gateway = start_with(cfg, start).await.map_err(|e| e.to_string())?;
+    let gateway = start_with(cfg, start).await?;
     Ok(Demo {
         gateway,
         auth_server,

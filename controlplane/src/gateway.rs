@@ -39,6 +39,8 @@ pub enum StartError {
         name: String,
         source: crate::catalog::UpstreamError,
     },
+    #[error("authorization server: {0}")]
+    AuthServer(#[from] crate::authz::AuthServerError),
     #[error("{0}")]
     Other(String),
 }
@@ -601,11 +603,7 @@ async fn start_inner(
     let sts_task = sts.clone().map(|s| tokio::spawn(s.maintain(rotation)));
     control.sts = sts.clone();
     let auth_server = match (&cfg.authorization_server, &sts) {
-        (Some(a), Some(s)) => Some(
-            crate::authz::start(a.clone(), s.clone())
-                .await
-                .map_err(StartError::Other)?,
-        ),
+        (Some(a), Some(s)) => Some(crate::authz::start(a.clone(), s.clone()).await?),
         _ => None,
     };
     if let Some(d) = &cfg.delegation {

@@ -1043,7 +1043,10 @@ async fn config_validation() {
         let sts = sts.clone();
         async move {
             let cfg: AuthServerConfig = serde_json::from_value(v).unwrap();
-            authz::start(cfg, sts).await.map(|_| ()).unwrap_err()
+            let e = authz::start(cfg, sts).await.map(|_| ()).unwrap_err();
+            // Every one of these is the operator's configuration, and says which key.
+            assert!(matches!(e, authz::AuthServerError::Config(_)), "{e:?}");
+            e.to_string()
         }
     };
     let e = try_start(json!({"listen": "127.0.0.1:0", "issuer": "http://127.0.0.1:2"})).await;

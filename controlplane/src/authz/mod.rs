@@ -135,15 +135,37 @@ fn yes() -> bool {
     true
 }
 
+/// Why the embedded authorization server cannot start or answer, and whose doing it is.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthServerError {
+    /// The operator's `authorization_server` block.
+    #[error("{0}")]
+    Config(String),
+    #[error("authz: cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("authz: {0}")]
+    State(#[from] crate::state::StateError),
+    /// Randomness, hashing or signing failed inside Warden.
+    #[error("{0}")]
+    Crypto(String),
+    /// A caller of [`AuthServer::mint_user_token`] named a user or resource that is not configured.
+    #[error("{0}")]
+    Unknown(String),
+}
+
 /// Hash a password as an argon2id PHC string (default parameters, random salt).
-pub fn hash_password(plain: &str) -> Result<String, String> {
+pub fn hash_password(plain: &str) -> Result<String, AuthServerError> {
+    let crypto = AuthServerError::Crypto;
     let mut salt = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut salt).map_err(|_| "system RNG failed".to_string())?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| format!("salt: {e}"))?;
+    aws_lc_rs::rand::fill(&mut salt).map_err(|_| crypto("system RNG failed".into()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| crypto(format!("salt: {e}")))?;
     argon2::Argon2::default()
         .hash_password(plain.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| format!("argon2: {e}"))
+        .map_err(|e| crypto(format!("argon2: {e}")))
 }
 
 /// Check a password against a PHC string (argon2's verify compares in constant time).
@@ -240,10 +262,10 @@ impl Inner {
         client_id: &str,
         scopes: &[String],
         aud: &str,
-    ) -> Result<(String, i64), String> {
+    ) -> Result<(String, i64), AuthServerError> {
         let now = self.store.now();
         let ttl = self.cfg.access_token_ttl.as_secs() as i64;
-        let jti = Sts::new_jti().map_err(|e| e.to_string())?;
+        let jti = Sts::new_jti().map_err(|e| AuthServerError::Crypto(e.to_string()))?;
         let mut c = json!({
             "iss": self.cfg.issuer,
             "sub": user.username,
@@ -259,7 +281,7 @@ impl Inner {
         if let Some(e) = &user.email {
             c["email"] = Value::String(e.clone());
         }
-        let t = self.sts.sign(&c).map_err(|e| e.to_string())?;
+        let t = (self.sts.sign(&c)).map_err(|e| AuthServerError::Crypto(e.to_string()))?;
         Ok((t, ttl))
     }
 }
@@ -298,15 +320,13 @@ impl AuthServer {
         username: &str,
         scope: &str,
         resource: &str,
-    ) -> Result<String, String> {
-        let user = self
-            .inner
-            .users
-            .get(username)
-            .ok_or_else(|| format!("unknown user {username:?}"))?;
+    ) -> Result<String, AuthServerError> {
+        let unknown = AuthServerError::Unknown;
+        let user = (self.inner.users.get(username))
+            .ok_or_else(|| unknown(format!("unknown user {username:?}")))?;
         let scopes = self.inner.grant_user_scopes(user, Some(scope));
         let res = (!resource.is_empty()).then_some(resource);
-        let aud = self.inner.user_resource(res).map_err(str::to_owned)?;
+        let aud = (self.inner.user_resource(res)).map_err(|e| unknown(e.to_owned()))?;
         self.inner
             .user_token(user, "warden-mint", &scopes, &aud)
             .map(|(t, _)| t)
@@ -321,52 +341,54 @@ impl Drop for AuthServer {
     }
 }
 
-fn validate(cfg: &AuthServerConfig, sts: &Sts) -> Result<(), String> {
+fn validate(cfg: &AuthServerConfig, sts: &Sts) -> Result<(), AuthServerError> {
     if cfg.issuer != sts.issuer() {
-        return Err(format!(
+        return Err(AuthServerError::Config(format!(
             "authz.issuer {:?} must equal the STS issuer {:?}",
             cfg.issuer,
             sts.issuer()
-        ));
+        )));
     }
-    let iss =
-        url::Url::parse(&cfg.issuer).map_err(|e| format!("authz.issuer {:?}: {e}", cfg.issuer))?;
+    let iss = url::Url::parse(&cfg.issuer)
+        .map_err(|e| AuthServerError::Config(format!("authz.issuer {:?}: {e}", cfg.issuer)))?;
     if !matches!(iss.scheme(), "http" | "https")
         || iss.query().is_some()
         || iss.fragment().is_some()
         || cfg.issuer.ends_with('/')
     {
-        return Err(format!(
+        return Err(AuthServerError::Config(format!(
             "authz.issuer {:?}: must be an http(s) URL without query, fragment or trailing slash",
             cfg.issuer
-        ));
+        )));
     }
     let mut seen = std::collections::HashSet::new();
     for u in &cfg.users {
         if u.username.is_empty() || !seen.insert(u.username.as_str()) {
-            return Err(format!(
+            return Err(AuthServerError::Config(format!(
                 "authz.users: username {:?} empty or duplicated",
                 u.username
-            ));
+            )));
         }
         PasswordHash::new(&u.password_hash).map_err(|e| {
-            format!(
+            AuthServerError::Config(format!(
                 "authz.users[{}].password_hash: not a PHC string ({e})",
                 u.username
-            )
+            ))
         })?;
     }
     let mut seen = std::collections::HashSet::new();
     for s in &cfg.scopes {
         if s.name.is_empty() || s.name.contains(' ') || !seen.insert(s.name.as_str()) {
-            return Err(format!(
+            return Err(AuthServerError::Config(format!(
                 "authz.scopes: scope {:?} empty, has a space, or duplicated",
                 s.name
-            ));
+            )));
         }
     }
     for r in &cfg.resources {
-        url::Url::parse(r).map_err(|e| format!("authz.resources: {r:?} is not absolute ({e})"))?;
+        url::Url::parse(r).map_err(|e| {
+            AuthServerError::Config(format!("authz.resources: {r:?} is not absolute ({e})"))
+        })?;
     }
     Ok(())
 }
@@ -374,15 +396,13 @@ fn validate(cfg: &AuthServerConfig, sts: &Sts) -> Result<(), String> {
 /// Validate `cfg`, bind `cfg.listen`, and serve on the current tokio runtime. State goes to
 /// the STS's store ([`Sts::open`]); an STS without one ([`Sts::new`]) gets an in-memory
 /// SQLite store, gone with the process. Times are the STS's clock (its store's).
-pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, String> {
+pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, AuthServerError> {
     validate(&cfg, &sts)?;
     let state = match sts.store() {
         Some(s) => s.clone(),
-        None => crate::state::StateStore::memory(sts.clock().clone())
-            .await
-            .map_err(|e| format!("authz: {e}"))?,
+        None => crate::state::StateStore::memory(sts.clock().clone()).await?,
     };
-    let clients = clients::from_config(&cfg)?;
+    let clients = clients::from_config(&cfg).map_err(AuthServerError::Config)?;
     let users = cfg
         .users
         .iter()
@@ -399,12 +419,14 @@ pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, S
         })
         .collect();
     let dummy_hash = hash_password("warden-dummy-password")?;
+    let bind = |source| AuthServerError::Bind {
+        addr: cfg.listen,
+        source,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .map_err(|e| format!("authz: cannot bind {}: {e}", cfg.listen))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("authz: local address: {e}"))?;
+        .map_err(bind)?;
+    let addr = listener.local_addr().map_err(bind)?;
     let inner = Arc::new(Inner {
         secure_cookies: cfg.issuer.starts_with("https://"),
         cfg,

@@ -182,7 +182,7 @@ async fn user_tokens(
         .ok_or_else(|| OAuthError::invalid_grant("the user no longer exists"))?;
     let (at, ttl) = inner
         .user_token(user, &client.id, scopes, resource)
-        .map_err(OAuthError::server)?;
+        .map_err(|e| OAuthError::server(e.to_string()))?;
     let mut out = json!({
         "access_token": at,
         "token_type": "Bearer",
