@@ -503,7 +503,7 @@ async fn start_inner(
         .iter()
         .cloned()
         .map(|c| IssuerRuntime::new(c, &public, clock.clone()).with_ca())
-        .collect::<Result<Vec<_>, String>>()
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| StartError::Other(format!("issuer ca_file: {e}")))?;
     let sessions = Arc::new(SessionStore::new());
     let placeholder = Snapshot {

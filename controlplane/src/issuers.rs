@@ -32,6 +32,14 @@ pub struct IssuerRuntime {
 }
 
 /// Why a fetch did not produce keys.
+/// An issuer's `ca_file` cannot be read or used (the operator's file).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct CaFileError {
+    pub path: std::path::PathBuf,
+    pub message: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("metadata discovery failed: {0}")]
@@ -150,17 +158,20 @@ impl IssuerRuntime {
     }
 
     /// Build the issuer's own HTTP client when it has a private CA (`ca_file`).
-    pub fn with_ca(mut self) -> Result<Self, String> {
+    pub fn with_ca(mut self) -> Result<Self, CaFileError> {
         if let Some(f) = &self.cfg.ca_file {
-            let pem = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| format!("{}: {e}", f.display()))?;
+            let bad = |e: &dyn std::fmt::Display| CaFileError {
+                path: f.clone(),
+                message: e.to_string(),
+            };
+            let pem = std::fs::read(f).map_err(|e| bad(&e))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| bad(&e))?;
             let client = reqwest::Client::builder()
                 .tls_certs_only([cert])
                 .connect_timeout(Duration::from_secs(3))
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| bad(&e))?;
             self.http = Some(client);
         }
         Ok(self)
@@ -347,7 +358,7 @@ mod tests {
         )
         .with_ca()
         .unwrap_err();
-        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+        assert_eq!(e.path, std::path::Path::new("/nonexistent/ca.pem"), "{e}");
     }
 
     #[test]

@@ -26,11 +26,16 @@ pub const MAX_LOGIN_FAILURES: u32 = 5;
 /// Registered clients do not expire.
 const NEVER: i64 = i64::MAX;
 
+/// The system's random number generator failed (Warden's host, never a caller).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("system RNG failed")]
+pub struct RngFailed;
+
 /// 32 random bytes, URL-safe base64 (256 bits).
-pub fn random_token() -> Result<String, String> {
+pub fn random_token() -> Result<String, RngFailed> {
     use base64::Engine as _;
     let mut b = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut b).map_err(|_| "system RNG failed".to_string())?;
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| RngFailed)?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
 

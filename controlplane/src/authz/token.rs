@@ -192,7 +192,7 @@ async fn user_tokens(
     if client.allows(GRANT_REFRESH) {
         let family = match family {
             Some(f) => f.to_owned(),
-            None => store::random_token().map_err(OAuthError::server)?,
+            None => store::random_token().map_err(|e| OAuthError::server(e.to_string()))?,
         };
         let rt = inner
             .store

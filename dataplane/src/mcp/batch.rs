@@ -12,7 +12,7 @@ use super::pipeline::Gateway;
 use super::record;
 use super::refusal::Refusal;
 use super::vocab::Cx;
-use crate::jsonrpc::{self, Kind, Message, code};
+use crate::jsonrpc::{Kind, Message};
 use crate::session::Session;
 
 /// The batch's answer (`None` when it held no request: 202).
@@ -32,11 +32,9 @@ pub(super) async fn run<S: AsyncWriteRent>(
     let mut answers: Vec<Vec<u8>> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let Ok(msg) = Message::parse(item.get().as_bytes()) else {
-            answers.push(jsonrpc::error(
-                None,
-                code::INVALID_REQUEST,
-                "Invalid Request",
-            ));
+            let r = Refusal::invalid_request("Invalid Request");
+            r.count();
+            answers.push(r.body(None));
             continue;
         };
         // The HTTP request paid the per-user limit for the first element; each further one
@@ -54,11 +52,9 @@ pub(super) async fn run<S: AsyncWriteRent>(
         }
         match msg.kind() {
             Kind::Request if msg.method.as_deref() == Some("initialize") => {
-                answers.push(jsonrpc::error(
-                    msg.id,
-                    code::INVALID_REQUEST,
-                    "initialize cannot be part of a batch",
-                ));
+                let r = Refusal::invalid_request("initialize cannot be part of a batch");
+                r.count();
+                answers.push(r.body(msg.id));
             }
             Kind::Request => {
                 let answer = match gw.request::<S>(cx, session, &msg, None).await {

@@ -16,7 +16,7 @@ use super::route::Forward;
 use super::vocab::{Cx, Outbound};
 use crate::http1::Response;
 use crate::http1::conn::Responder;
-use crate::jsonrpc::{self, Message, code};
+use crate::jsonrpc::{self, Message};
 use crate::secret::Secret;
 use crate::session::{Session, UpstreamSession};
 use crate::shard::Shard;
@@ -375,12 +375,11 @@ async fn relay<S: AsyncWriteRent>(
     if r.status != 200 {
         let e = format!("Upstream '{}' answered HTTP {}", up.name, r.status);
         metrics::counter!("warden_upstream_errors_total", "upstream" => up.name.clone(), "kind" => "status").increment(1);
+        let refused = Refusal::upstream("upstream_status", e.clone(), e.clone());
+        refused.count();
         send(
             out,
-            Response::json(
-                200,
-                jsonrpc::error(Some(client_id), code::UPSTREAM_ERROR, &e),
-            ),
+            Response::json(200, refused.body(Some(client_id))),
             cors,
         )
         .await;
