@@ -86,8 +86,9 @@ pub(super) async fn authenticate(
             tracing::debug!(reason = e.label(), "Bearer token refused");
             failed(e.label(), Refusal::token_invalid(e.label(), Blame::Agent))
         }
-        // Still unknown after the refetch: a foreign or forged key — unless the identity
-        // provider's keys could not be fetched at all.
+        // Still unknown after the refetch: a foreign or forged key — unless the refetch did
+        // not finish within the wait (a failed refetch that answers in time still says
+        // "agent": the control plane reports completion, not success).
         AuthOutcome::UnknownKid { .. } => {
             let label = TokenError::UnknownKey.label();
             let blame = if keys_fetched {
