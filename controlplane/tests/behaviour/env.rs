@@ -98,3 +98,13 @@ impl Env {
         self.issuer.mint(&self.issuer.claims(sub, AUD, "mcp:tools"))
     }
 }
+
+/// The tool names of a `tools/list` answer, in order.
+pub fn listed_tools(v: &serde_json::Value) -> Vec<&str> {
+    v["result"]["tools"]
+        .as_array()
+        .expect("a tools array")
+        .iter()
+        .map(|t| t["name"].as_str().expect("a tool name"))
+        .collect()
+}

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::env::{AUD, Env};
+use crate::env::{AUD, Env, listed_tools};
 
 #[test]
 fn policy_step_up_and_deny_by_default() {
@@ -21,12 +21,7 @@ fn policy_step_up_and_deny_by_default() {
         &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
     );
     let v = r.json();
-    let names: Vec<&str> = v["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names = listed_tools(&v);
     assert_eq!(
         names,
         ["up0_echo"],

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use testkit::{MemUpstream, UpstreamOptions};
 
-use crate::env::{AUD, Env, ISSUER, config_yaml};
+use crate::env::{AUD, Env, ISSUER, config_yaml, listed_tools};
 
 #[test]
 fn list_and_call_through_two_upstreams() {
@@ -21,14 +21,9 @@ fn list_and_call_through_two_upstreams() {
     );
     let v = r.json();
     assert_eq!(v["id"], "L");
-    let names: Vec<String> = v["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_owned())
-        .collect();
-    assert!(names.contains(&"up0_echo".to_string()), "{names:?}");
-    assert!(names.contains(&"up1_echo".to_string()), "{names:?}");
+    let names = listed_tools(&v);
+    assert!(names.contains(&"up0_echo"), "{names:?}");
+    assert!(names.contains(&"up1_echo"), "{names:?}");
     let v = env.call(&tok, &sid, json!(42), "up1_echo", json!({"x": "y"}));
     assert_eq!(v["id"], 42, "{v}");
     assert_eq!(v["result"]["structuredContent"]["x"], "y");
@@ -65,12 +60,7 @@ fn paginated_upstream_lists_are_merged_into_one_page() {
         &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
     );
     let v = r.json();
-    let names: Vec<&str> = v["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names = listed_tools(&v);
     for i in 0..25 {
         assert!(
             names.contains(&format!("up0_tool_{i}").as_str()),
