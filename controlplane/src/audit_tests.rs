@@ -16,6 +16,8 @@ fn rec(i: u64, tool: &str) -> Record {
         client_id: None,
         jti_hash: None,
         actors: vec![],
+        scopes: vec![],
+        groups: vec![],
         method: "tools/call".into(),
         upstream: Some("up".into()),
         tool: Some(tool.into()),

@@ -217,6 +217,28 @@ upstreams:
     )
 }
 
+/// The demo's gateway configuration and authorization server as `warden demo` would run them
+/// on its default addresses, without starting anything (for `warden policy test` and
+/// `explain` with no configuration).
+pub fn offline_config() -> Result<(Config, AuthServerConfig), DemoError> {
+    let opts = DemoOptions::default();
+    let issuer = format!("http://{}", opts.auth_server);
+    let mcp_url = format!("http://{}/mcp", opts.gateway);
+    let as_yaml = auth_server_yaml(&issuer, opts.auth_server, &mcp_url)?;
+    let as_cfg: AuthServerConfig = serde_yaml_ng::from_str(&as_yaml)
+        .map_err(|e| DemoError::Config(format!("authorization server: {e}")))?;
+    let yaml = gateway_yaml(
+        &opts,
+        &issuer,
+        &mcp_url,
+        "http://127.0.0.1:8081/mcp",
+        &format!("http://127.0.0.1:8082{}", demo::directory::API_PREFIX),
+    );
+    let cfg =
+        Config::parse(&yaml, "(warden demo)").map_err(|e| DemoError::Config(e.to_string()))?;
+    Ok((cfg, as_cfg))
+}
+
 /// Start the whole demo on the current tokio runtime.
 pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
     // Bind the authorization server's port first: its issuer URL must name the real port.

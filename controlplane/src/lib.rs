@@ -15,6 +15,7 @@ pub mod live;
 pub mod metrics;
 pub mod otlp;
 pub mod policy;
+pub mod policytest;
 pub mod reload;
 pub mod state;
 pub mod sts;

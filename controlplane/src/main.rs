@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod policy_cli;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "warden",
@@ -64,6 +66,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// Decode a token without trusting it, then say what Warden concludes of it.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
     /// Print an argon2id hash of a password read from standard input (for `authorization_server.users`).
     HashPassword,
     /// Check a configuration file without serving.
@@ -84,6 +91,72 @@ enum PolicyCmd {
     /// Translate Rego of the documented shape (default allow/deny, a rule per tool with a
     /// scope condition, external_message) into Cedar; refuse anything else.
     ImportRego { file: PathBuf },
+    /// Run decision tests (the config's `policy.tests`, or the files given; without a config,
+    /// the demo's). Exit 1 when a test fails.
+    Test {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        tests: Vec<PathBuf>,
+        /// Also write JUnit XML here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// List policies no test exercises and tools nobody can call.
+        #[arg(long)]
+        coverage: bool,
+    },
+    /// Explain one decision: every policy's part, the Cedar request, the time it took.
+    Explain {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// A token whose claims are used (read without verification).
+        #[arg(long)]
+        token: Option<String>,
+        /// Claims as YAML or JSON: `{sub: alice, scopes: [a, b], groups: [g], client: c}`.
+        #[arg(long)]
+        claims: Option<String>,
+        /// A user of the authorization server (the scopes it would grant them).
+        #[arg(long)]
+        user: Option<String>,
+        /// The namespaced tool of a `tools/call`.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Or a method (`resources/read`, …) with `--upstream`.
+        #[arg(long)]
+        method: Option<String>,
+        #[arg(long)]
+        upstream: Option<String>,
+        /// The call's arguments, JSON.
+        #[arg(long)]
+        args: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every decision that changes between two trees (e.g. two git checkouts): both
+    /// trees' tests, and optionally the last audit records, replayed against both. Exit 1 when any changes.
+    Diff {
+        /// The config file's path inside each tree.
+        #[arg(short, long)]
+        config: PathBuf,
+        old: PathBuf,
+        new: PathBuf,
+        /// Also replay the last `--last` policy-decided records of this audit directory.
+        #[arg(long)]
+        audit: Option<PathBuf>,
+        #[arg(long, default_value_t = 1000)]
+        last: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    /// Print the header and claims (never the signature or the raw token), then validate it
+    /// against the configured issuers (keys fetched now). Exit 1 when Warden would refuse it.
+    Inspect {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The token; `-` or absent: read one line from standard input.
+        token: Option<String>,
+    },
 }
 
 #[expect(clippy::print_stdout, reason = "policy text is this command's output")]
@@ -124,6 +197,41 @@ fn policy_cmd(cmd: PolicyCmd) -> ExitCode {
                 }
             }
         }
+        PolicyCmd::Test {
+            config,
+            tests,
+            junit,
+            coverage,
+        } => policy_cli::test(config.as_deref(), tests, junit.as_deref(), coverage),
+        PolicyCmd::Explain {
+            config,
+            token,
+            claims,
+            user,
+            tool,
+            method,
+            upstream,
+            args,
+            json,
+        } => {
+            let request = controlplane::policytest::Request {
+                token,
+                claims,
+                user,
+                tool,
+                method,
+                upstream,
+                arguments: args,
+            };
+            policy_cli::explain(config.as_deref(), &request, json)
+        }
+        PolicyCmd::Diff {
+            config,
+            old,
+            new,
+            audit,
+            last,
+        } => policy_cli::diff(&config, &old, &new, audit.as_deref(), last),
         PolicyCmd::ImportRego { file } => match std::fs::read_to_string(&file)
             .map_err(|e| e.to_string())
             .and_then(|t| warden_policy::import_rego(&t))
@@ -144,6 +252,15 @@ fn policy_cmd(cmd: PolicyCmd) -> ExitCode {
 enum AuditCmd {
     /// Verify the hash chain of an audit directory; report the first break.
     Verify { dir: PathBuf },
+    /// Show a record and explain its decision under the current policy (`-c`, else the demo's).
+    Explain {
+        request_id: String,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The audit directory (default: the config's `audit.dir`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Print records (and follow new ones with --follow), optionally filtered.
     Tail {
         dir: PathBuf,
@@ -161,6 +278,11 @@ enum AuditCmd {
 fn audit_cmd(cmd: AuditCmd) -> ExitCode {
     use controlplane::audit::{TailFilter, Verified, chain_files, verify};
     match cmd {
+        AuditCmd::Explain {
+            request_id,
+            config,
+            dir,
+        } => policy_cli::audit_explain(config.as_deref(), dir.as_deref(), &request_id),
         AuditCmd::Verify { dir } => match verify(&dir) {
             Ok(Verified::Ok { records, files }) => {
                 eprintln!(
@@ -254,6 +376,9 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Audit { cmd } => audit_cmd(cmd),
         Cmd::Policy { cmd } => policy_cmd(cmd),
+        Cmd::Token {
+            cmd: TokenCmd::Inspect { config, token },
+        } => policy_cli::token_inspect(config.as_deref(), token),
         Cmd::HashPassword => {
             let mut line = String::new();
             if std::io::stdin().read_line(&mut line).is_err() {

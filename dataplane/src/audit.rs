@@ -85,6 +85,12 @@ pub struct Record {
     /// Actors, outermost first: the gateway, then the inbound token's `act` chain.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actors: Vec<String>,
+    /// The inbound token's scopes and groups: what policy decided on (so a decision can be
+    /// explained and replayed against another policy: `warden audit explain`, `policy diff`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
     pub method: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
@@ -336,6 +342,8 @@ mod tests {
             client_id: None,
             jti_hash: None,
             actors: vec![],
+            scopes: vec![],
+            groups: vec![],
             method: "tools/call".into(),
             upstream: None,
             tool: None,

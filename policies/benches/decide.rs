@@ -42,6 +42,7 @@ fn rules_engine(n: usize) -> Engine {
         default: DefaultDecision::Allow,
         rules,
         files: vec![],
+        ..PolicyConfig::default()
     };
     compile(&cfg, &[], &ts, 1).expect("compiles")
 }

@@ -26,6 +26,38 @@ pub struct PolicyConfig {
     /// Hand-written `.cedar` files; the caller reads them and passes them to [`crate::compile`].
     #[serde(default)]
     pub files: Vec<PathBuf>,
+    /// Decision-test files (`warden policy test`), also replayed on reload to log what changed.
+    #[serde(default)]
+    pub tests: Vec<PathBuf>,
+    /// A candidate policy evaluated beside this one on every call: disagreements are counted
+    /// and audited, never enforced.
+    #[serde(default)]
+    pub shadow: Option<Box<ShadowPolicy>>,
+}
+
+/// The `policy.shadow` section: a whole policy (its own default, rules and files).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowPolicy {
+    #[serde(default)]
+    pub default: DefaultDecision,
+    #[serde(default)]
+    pub rules: Vec<ToolRule>,
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+}
+
+impl ShadowPolicy {
+    /// The shadow as a policy configuration, to compile like the live one.
+    pub fn as_policy(&self) -> PolicyConfig {
+        PolicyConfig {
+            default: self.default,
+            rules: self.rules.clone(),
+            files: self.files.clone(),
+            tests: Vec::new(),
+            shadow: None,
+        }
+    }
 }
 
 /// One per-tool rule; translated to Cedar by [`crate::translate`].

@@ -35,6 +35,19 @@ pub enum Action {
 }
 
 impl Action {
+    /// The action of an MCP method that reaches an upstream; `None` for a method policy does
+    /// not decide (`logging/setLevel`, a session setting). Unknown methods are `Other` (denied).
+    pub fn of_method(method: &str) -> Option<Action> {
+        match method {
+            "tools/call" => Some(Self::CallTool),
+            m if m.starts_with("resources/") => Some(Self::ReadResource),
+            m if m.starts_with("prompts/") => Some(Self::GetPrompt),
+            "completion/complete" => Some(Self::Complete),
+            "logging/setLevel" => None,
+            other => Some(Self::Other(other.to_owned())),
+        }
+    }
+
     pub(crate) fn index(&self) -> Option<usize> {
         match self {
             Self::CallTool => Some(0),
@@ -89,7 +102,7 @@ pub struct RequestContext<'a> {
 }
 
 /// The outcome, with the policies that made it (for the audit trail).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Decision {
     pub allow: bool,
     /// The deciding policies' ids, sorted: the permits for an allow, the forbids (or the
@@ -101,7 +114,45 @@ pub struct Decision {
     pub step_up_scopes: Option<Vec<String>>,
 }
 
+/// How a decision is answered: the one classification the shards and `warden policy test` share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    Allow,
+    /// A deny no policy explains (default deny): the tool is hidden, answered like an unknown one.
+    Hidden,
+    /// A deny by a policy, with a reason the agent reads.
+    Deny,
+    /// A deny by step-up rules only: 403 `insufficient_scope`, the client re-consents.
+    StepUp,
+}
+
+impl DecisionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Hidden => "hidden",
+            Self::Deny => "deny",
+            Self::StepUp => "step_up",
+        }
+    }
+}
+
 impl Decision {
+    /// The answer this decision gets, for a caller with a token (`authenticated`) or without
+    /// (an anonymous caller cannot re-consent, so step-up becomes a plain deny).
+    pub fn kind(&self, authenticated: bool) -> DecisionKind {
+        if self.allow {
+            DecisionKind::Allow
+        } else if self.policy_ids.is_empty() {
+            DecisionKind::Hidden
+        } else if self.step_up_scopes.is_some() && authenticated {
+            DecisionKind::StepUp
+        } else {
+            DecisionKind::Deny
+        }
+    }
+
     pub(crate) fn deny(reason: &str, policy_ids: Vec<String>) -> Self {
         Self {
             allow: false,
@@ -260,12 +311,54 @@ impl Engine {
         }
     }
 
-    fn unknown(&self, action: &Action) -> Decision {
+    pub(crate) fn unknown(&self, action: &Action) -> Decision {
         match action {
             // The same answer as a default deny: a hidden tool and an unknown one look alike.
             Action::Other(_) => Decision::deny(UNKNOWN_METHOD_REASON, Vec::new()),
             _ => Decision::deny(DEFAULT_DENY_REASON, Vec::new()),
         }
+    }
+
+    /// The Cedar request and entities for one decision, or the deny that building them ended in.
+    pub(crate) fn request(
+        &self,
+        principal: &Principal,
+        action: &Action,
+        slice: &Slice,
+        ctx: &RequestContext,
+        with_context: bool,
+    ) -> Result<(Request, Entities), Decision> {
+        let Some(action_uid) = action.index().and_then(|i| self.actions.get(i)) else {
+            return Err(self.unknown(action));
+        };
+        let entities = principal
+            .0
+            .entities
+            .iter()
+            .chain(slice.entities.iter())
+            .cloned();
+        let Ok(entities) = Entities::from_entities(entities, None) else {
+            return Err(Decision::deny(EVALUATION_ERROR_REASON, Vec::new()));
+        };
+        // A slice that never reads `context` gets an empty one: building it costs more than deciding.
+        let context = if with_context {
+            self.context(ctx)
+        } else {
+            Some(Context::empty())
+        };
+        let Some(context) = context else {
+            return Err(Decision::deny(EVALUATION_ERROR_REASON, Vec::new()));
+        };
+        let Ok(request) = Request::new(
+            principal.0.uid.clone(),
+            action_uid.clone(),
+            slice.uid.clone(),
+            context,
+            None,
+        ) else {
+            return Err(Decision::deny(EVALUATION_ERROR_REASON, Vec::new()));
+        };
+        Ok((request, entities))
     }
 
     fn evaluate(
@@ -277,35 +370,9 @@ impl Engine {
         ctx: &RequestContext,
         with_context: bool,
     ) -> Decision {
-        let Some(action_uid) = action.index().and_then(|i| self.actions.get(i)) else {
-            return self.unknown(action);
-        };
-        let entities = principal
-            .0
-            .entities
-            .iter()
-            .chain(slice.entities.iter())
-            .cloned();
-        let Ok(entities) = Entities::from_entities(entities, None) else {
-            return Decision::deny(EVALUATION_ERROR_REASON, Vec::new());
-        };
-        // A slice that never reads `context` gets an empty one: building it costs more than deciding.
-        let context = if with_context {
-            self.context(ctx)
-        } else {
-            Some(Context::empty())
-        };
-        let Some(context) = context else {
-            return Decision::deny(EVALUATION_ERROR_REASON, Vec::new());
-        };
-        let Ok(request) = Request::new(
-            principal.0.uid.clone(),
-            action_uid.clone(),
-            slice.uid.clone(),
-            context,
-            None,
-        ) else {
-            return Decision::deny(EVALUATION_ERROR_REASON, Vec::new());
+        let (request, entities) = match self.request(principal, action, slice, ctx, with_context) {
+            Ok(r) => r,
+            Err(deny) => return deny,
         };
         let response = self.authorizer.is_authorized(&request, policies, &entities);
         let diagnostics = response.diagnostics();
@@ -368,7 +435,7 @@ impl Engine {
     }
 
     /// The Cedar context; `None` if the arguments do not match the types policies were validated against.
-    fn context(&self, ctx: &RequestContext) -> Option<Context> {
+    pub(crate) fn context(&self, ctx: &RequestContext) -> Option<Context> {
         let mut pairs = vec![
             (
                 "now".to_owned(),

@@ -5,6 +5,7 @@ mod cache;
 mod compile;
 mod config;
 mod engine;
+mod explain;
 mod ids;
 mod rego;
 mod schema;
@@ -12,11 +13,14 @@ mod translate;
 
 pub use cache::DecisionCache;
 pub use compile::{CONFIG_FILE, compile};
-pub use config::{DefaultDecision, PolicyConfig, PolicyError, PolicyFile, ToolInfo, ToolRule};
-pub use engine::{
-    Action, Decision, EVALUATION_ERROR_REASON, Engine, Principal, PrincipalInput, RequestContext,
-    UNKNOWN_METHOD_REASON,
+pub use config::{
+    DefaultDecision, PolicyConfig, PolicyError, PolicyFile, ShadowPolicy, ToolInfo, ToolRule,
 };
+pub use engine::{
+    Action, Decision, DecisionKind, EVALUATION_ERROR_REASON, Engine, Principal, PrincipalInput,
+    RequestContext, UNKNOWN_METHOD_REASON,
+};
+pub use explain::{Explanation, PolicyOutcome, PolicyTrace};
 pub use rego::import_rego;
 pub use schema::BASE_SCHEMA;
 pub use translate::{DEFAULT_DENY_REASON, translate};

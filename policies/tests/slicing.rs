@@ -133,6 +133,7 @@ fn slices_decide_like_the_whole_set() {
             default,
             rules,
             files: vec![],
+            ..PolicyConfig::default()
         };
         let files = if rng.chance(60) {
             gen_files(&mut rng, &tools)

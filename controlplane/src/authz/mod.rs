@@ -56,6 +56,25 @@ pub struct AuthServerConfig {
     pub resources: Vec<String>,
 }
 
+impl AuthServerConfig {
+    /// Whether a member of `groups` may be granted `scope`.
+    pub fn may_grant(&self, scope: &str, groups: &[String]) -> bool {
+        self.scopes.iter().any(|s| {
+            s.name == scope && (s.groups.is_empty() || s.groups.iter().any(|g| groups.contains(g)))
+        })
+    }
+
+    /// Every scope a member of `groups` may be granted, in configuration order: what a user
+    /// asking for no particular scope gets (also what `warden policy test` gives a `user:`).
+    pub fn grantable_scopes(&self, groups: &[String]) -> Vec<String> {
+        self.scopes
+            .iter()
+            .filter(|s| self.may_grant(&s.name, groups))
+            .map(|s| s.name.clone())
+            .collect()
+    }
+}
+
 /// A user who can log in.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,20 +234,9 @@ impl Inner {
 
     /// Scopes granted to `user` out of `requested` (space-separated; `None` = every scope the user may have).
     pub fn grant_user_scopes(&self, user: &User, requested: Option<&str>) -> Vec<String> {
-        let allowed = |name: &str| {
-            self.cfg.scopes.iter().any(|s| {
-                s.name == name
-                    && (s.groups.is_empty() || s.groups.iter().any(|g| user.groups.contains(g)))
-            })
-        };
+        let allowed = |name: &str| self.cfg.may_grant(name, &user.groups);
         match requested {
-            None => self
-                .cfg
-                .scopes
-                .iter()
-                .map(|s| s.name.clone())
-                .filter(|n| allowed(n))
-                .collect(),
+            None => self.cfg.grantable_scopes(&user.groups),
             Some(req) => {
                 let mut out: Vec<String> = Vec::new();
                 for s in req.split(' ').filter(|s| !s.is_empty()) {

@@ -2,7 +2,7 @@
 //! per shard) serves both `tools/call` and the `tools/list` filter.
 
 use serde_json::value::RawValue;
-use warden_policy::{Action, Engine, Principal, PrincipalInput, RequestContext};
+use warden_policy::{Action, DecisionKind, Engine, Principal, PrincipalInput, RequestContext};
 
 use super::vocab::Caller;
 use crate::policy_cache::PolicyCaches;
@@ -117,25 +117,23 @@ pub(crate) fn decide(
     let d = caches
         .decisions
         .decide(engine, &p, action, Some(target), &ctx);
-    if d.allow {
-        return Verdict::Allow {
-            policy_ids: d.policy_ids,
-        };
-    }
-    if d.policy_ids.is_empty() {
-        return Verdict::Hidden;
-    }
-    let reason = d
-        .reason
-        .unwrap_or_else(|| warden_policy::DEFAULT_DENY_REASON.to_owned());
-    match d.step_up_scopes {
-        Some(scopes) if caller.claims.is_some() => Verdict::StepUp {
-            scopes,
-            reason,
+    let reason = || {
+        d.reason
+            .clone()
+            .unwrap_or_else(|| warden_policy::DEFAULT_DENY_REASON.to_owned())
+    };
+    match d.kind(caller.claims.is_some()) {
+        DecisionKind::Allow => Verdict::Allow {
             policy_ids: d.policy_ids,
         },
-        _ => Verdict::Deny {
-            reason,
+        DecisionKind::Hidden => Verdict::Hidden,
+        DecisionKind::StepUp => Verdict::StepUp {
+            scopes: d.step_up_scopes.clone().unwrap_or_default(),
+            reason: reason(),
+            policy_ids: d.policy_ids,
+        },
+        DecisionKind::Deny => Verdict::Deny {
+            reason: reason(),
             policy_ids: d.policy_ids,
         },
     }
@@ -149,14 +147,8 @@ pub(crate) fn visible(shard: &Shard, snap: &Snapshot, who: &Who<'_>, tool: &str)
     )
 }
 
-/// The policy action of a non-tool method that reaches an upstream.
+/// The policy action of a non-tool method that reaches an upstream (one mapping, shared with
+/// `warden policy` and the audit replay).
 pub(crate) fn action_of(method: &str) -> Option<Action> {
-    match method {
-        m if m.starts_with("resources/") => Some(Action::ReadResource),
-        m if m.starts_with("prompts/") => Some(Action::GetPrompt),
-        "completion/complete" => Some(Action::Complete),
-        // A session setting, not data: not policy-checked.
-        "logging/setLevel" => None,
-        other => Some(Action::Other(other.to_owned())),
-    }
+    Action::of_method(method)
 }
