@@ -18,6 +18,7 @@ fn rec(i: u64, tool: &str) -> Record {
         actors: vec![],
         scopes: vec![],
         groups: vec![],
+        shadow: None,
         method: "tools/call".into(),
         upstream: Some("up".into()),
         tool: Some(tool.into()),

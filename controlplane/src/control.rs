@@ -156,6 +156,7 @@ pub(crate) fn assemble(
         }
     };
     let snapshot = Snapshot {
+        shadow: engine.as_ref().and_then(|_| policy.shadow()),
         policy: engine,
         generation: p.generation,
         settings: Arc::new(crate::gateway::settings(

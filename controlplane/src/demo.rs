@@ -29,6 +29,8 @@ pub struct DemoOptions {
     /// The clock of the gateway, the STS, the authorization server, and of the ledger's and
     /// the directory's token checks (tests pass a mock).
     pub clock: Clock,
+    /// A candidate `.cedar` file watched in shadow: `policy.shadow` is the live rules plus it.
+    pub shadow_policy: Option<std::path::PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -42,6 +44,7 @@ impl Default for DemoOptions {
             audit_dir: std::env::temp_dir().join("warden-demo-audit"),
             state: None,
             clock: Clock::new(),
+            shadow_policy: None,
         }
     }
 }
@@ -149,6 +152,15 @@ clients:
     ))
 }
 
+/// The seed's OPA/Rego policy as Warden rules: the items of `policy.rules` (4-space indent).
+const SEED_RULES: &str = r#"    - tools: [enterprise_ledger_getCustomerPII]
+      require_scopes: [pii:read]
+      reason: "Access denied: PII access requires pii:read scope."
+    - tools: [enterprise_ledger_getAuditLog]
+      require_scopes: [audit:read]
+      reason: "Insufficient privileges: audit log access requires audit:read scope."
+"#;
+
 fn gateway_yaml(
     opts: &DemoOptions,
     issuer: &str,
@@ -182,13 +194,7 @@ fn gateway_yaml(
 policy:
   default: allow
   rules:
-    - tools: [enterprise_ledger_getCustomerPII]
-      require_scopes: [pii:read]
-      reason: "Access denied: PII access requires pii:read scope."
-    - tools: [enterprise_ledger_getAuditLog]
-      require_scopes: [audit:read]
-      reason: "Insufficient privileges: audit log access requires audit:read scope."
-gateway:
+{rules}{shadow}gateway:
   listen: {gw}
   public_url: {mcp_url}
   scopes_supported: [mcp:tools, pii:read, audit:read]
@@ -211,6 +217,18 @@ upstreams:
       audience: {LEDGER_AUDIENCE}
       tools:
 {tools}{directory}"#,
+        rules = SEED_RULES,
+        shadow = match &opts.shadow_policy {
+            Some(f) => format!(
+                "  shadow:\n    default: allow\n    files: [{f:?}]\n    rules:\n{}",
+                SEED_RULES
+                    .lines()
+                    .map(|l| format!("  {l}\n"))
+                    .collect::<String>(),
+                f = f.display().to_string()
+            ),
+            None => String::new(),
+        },
         gw = opts.gateway,
         admin = opts.admin,
         audit = opts.audit_dir.display(),

@@ -519,6 +519,7 @@ async fn start_inner(
         upstreams: upstreams.clone(),
         tools: Arc::default(),
         policy: None,
+        shadow: None,
     };
     let cell = Arc::new(ArcSwap::from_pointee(placeholder));
     let keys = match &source {

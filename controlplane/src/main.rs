@@ -55,6 +55,10 @@ enum Cmd {
         /// sessions; created 0700 on first start).
         #[arg(long, default_value = "./warden-data")]
         data_dir: PathBuf,
+        /// Watch a candidate .cedar file in shadow beside the seed's rules (counted and
+        /// audited where it disagrees, never enforced).
+        #[arg(long)]
+        shadow_policy: Option<PathBuf>,
     },
     /// Per-tool policy: show the generated Cedar, import the seed's Rego shape.
     Policy {
@@ -416,6 +420,7 @@ fn main() -> ExitCode {
             shards,
             audit_dir,
             data_dir,
+            shadow_policy,
         } => {
             let state = match controlplane::state::StateConfig::or_data_dir(None, &data_dir) {
                 Ok(s) => s,
@@ -438,6 +443,7 @@ fn main() -> ExitCode {
                     admin: admin_listen,
                     shards,
                     state: Some(state),
+                    shadow_policy,
                     ..Default::default()
                 };
                 if let Some(d) = audit_dir {

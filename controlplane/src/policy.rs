@@ -15,6 +15,10 @@ use warden_policy::{Engine, PolicyConfig, PolicyError, PolicyFile, ToolInfo};
 pub struct PolicyState {
     pub cfg: PolicyConfig,
     files: Vec<(PathBuf, String)>,
+    /// The `policy.shadow` files, read with the live ones.
+    shadow_files: Vec<(PathBuf, String)>,
+    /// The shadow policy compiled for the same catalog (evaluated beside, never enforced).
+    shadow: Option<Arc<Engine>>,
     /// Policies supplied in code (the demo), beside the files.
     pub extra: Vec<PolicyFile>,
     engine: Option<Arc<Engine>>,
@@ -30,18 +34,28 @@ pub struct PolicyState {
 impl PolicyState {
     /// Read the configured files (file I/O happens here, in the control plane).
     pub fn load(cfg: PolicyConfig, extra: Vec<PolicyFile>) -> Result<PolicyState, PolicyError> {
-        let mut files = Vec::new();
-        for p in &cfg.files {
-            let text = std::fs::read_to_string(p).map_err(|e| PolicyError {
-                file: p.display().to_string(),
-                line: None,
-                message: e.to_string(),
-            })?;
-            files.push((p.clone(), text));
-        }
+        let read = |paths: &[PathBuf]| -> Result<Vec<(PathBuf, String)>, PolicyError> {
+            paths
+                .iter()
+                .map(|p| {
+                    let text = std::fs::read_to_string(p).map_err(|e| PolicyError {
+                        file: p.display().to_string(),
+                        line: None,
+                        message: e.to_string(),
+                    })?;
+                    Ok((p.clone(), text))
+                })
+                .collect()
+        };
+        let files = read(&cfg.files)?;
+        let shadow_files = match &cfg.shadow {
+            Some(s) => read(&s.files)?,
+            None => Vec::new(),
+        };
         Ok(PolicyState {
             cfg,
             files,
+            shadow_files,
             extra,
             dirty: true,
             ..Default::default()
@@ -49,16 +63,24 @@ impl PolicyState {
     }
 
     fn policy_files(&self) -> Vec<PolicyFile> {
-        let mut v: Vec<PolicyFile> = self
-            .files
+        let mut v = Self::as_files(&self.files);
+        v.extend(self.extra.iter().cloned());
+        v
+    }
+
+    /// The shadow policy compiled with the live one, if `policy.shadow` is configured.
+    pub fn shadow(&self) -> Option<Arc<Engine>> {
+        self.shadow.clone()
+    }
+
+    fn as_files(files: &[(PathBuf, String)]) -> Vec<PolicyFile> {
+        files
             .iter()
             .map(|(p, t)| PolicyFile {
                 name: p.display().to_string(),
                 text: t.clone(),
             })
-            .collect();
-        v.extend(self.extra.iter().cloned());
-        v
+            .collect()
     }
 
     /// The state for a reloaded configuration: files read afresh, nothing compiled yet, and
@@ -114,9 +136,26 @@ impl PolicyState {
             })
             .collect();
         let generation = self.generation + 1;
-        match warden_policy::compile(&self.cfg, &self.policy_files(), &infos, generation) {
-            Ok(e) => {
+        let compiled = warden_policy::compile(&self.cfg, &self.policy_files(), &infos, generation)
+            .and_then(|live| match &self.cfg.shadow {
+                Some(shadow) => {
+                    let files = Self::as_files(&self.shadow_files);
+                    warden_policy::compile(&shadow.as_policy(), &files, &infos, generation)
+                        .map(|s| (live, Some(Arc::new(s))))
+                        .map_err(|mut e| {
+                            e.message = format!("policy.shadow: {}", e.message);
+                            e
+                        })
+                }
+                None => Ok((live, None)),
+            });
+        match compiled {
+            Ok((e, shadow)) => {
                 let e = Arc::new(e);
+                if let Some(old) = &self.engine {
+                    log_changes(old, &e);
+                }
+                self.shadow = shadow;
                 self.generation = generation;
                 self.engine = Some(e.clone());
                 self.catalog = catalog;
@@ -140,5 +179,20 @@ impl PolicyState {
                 }
             }
         }
+    }
+}
+
+/// Say which tools a recompiled policy decides differently for (their slices changed).
+fn log_changes(old: &Engine, new: &Engine) {
+    let changed = new.changed_tools(old);
+    if changed.is_empty() {
+        tracing::info!("Policy recompiled; no tool's policies changed");
+    } else {
+        metrics::counter!("warden_policy_changed_tools_total").increment(changed.len() as u64);
+        tracing::info!(
+            count = changed.len(),
+            tools = %changed.join(", "),
+            "Policy changed for these tools; their decisions may differ from now on"
+        );
     }
 }

@@ -57,6 +57,17 @@ pub struct DelegationRecord {
     pub cached: bool,
 }
 
+/// What the shadow policy (`policy.shadow`) decided, on a record where it disagreed with the live one.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShadowRecord {
+    /// `allow`, `deny`, `hidden` or `step_up`.
+    pub decision: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy_ids: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// One audit record. Never holds a token, secret, cookie or raw session id.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
@@ -107,6 +118,9 @@ pub struct Record {
     /// `operator`, `gateway`); absent when the call was served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blame: Option<&'static str>,
+    /// Present when the shadow policy decided otherwise than the live one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delegation: Option<DelegationRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -344,6 +358,7 @@ mod tests {
             actors: vec![],
             scopes: vec![],
             groups: vec![],
+            shadow: None,
             method: "tools/call".into(),
             upstream: None,
             tool: None,

@@ -11,6 +11,9 @@ pub struct PolicyCaches {
     /// (engine generation, principal) per identity key.
     pub(crate) principals: HashMap<String, (u64, Principal)>,
     pub(crate) decisions: warden_policy::DecisionCache,
+    /// The same two caches for the shadow policy (its own entities and decisions).
+    pub(crate) shadow_principals: HashMap<String, (u64, Principal)>,
+    pub(crate) shadow_decisions: warden_policy::DecisionCache,
 }
 
 impl Default for PolicyCaches {
@@ -18,6 +21,8 @@ impl Default for PolicyCaches {
         PolicyCaches {
             principals: HashMap::new(),
             decisions: warden_policy::DecisionCache::new(100_000),
+            shadow_principals: HashMap::new(),
+            shadow_decisions: warden_policy::DecisionCache::new(100_000),
         }
     }
 }

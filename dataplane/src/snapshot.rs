@@ -24,6 +24,9 @@ pub struct Snapshot {
     pub tools: Arc<ToolTable>,
     /// The compiled policy set for this generation; `None` until one compiled (fail closed).
     pub policy: Option<Arc<warden_policy::Engine>>,
+    /// `policy.shadow` compiled for the same catalog: decided beside `policy` on every call,
+    /// disagreements counted and audited, never enforced.
+    pub shadow: Option<Arc<warden_policy::Engine>>,
 }
 
 /// Listener and protocol settings.

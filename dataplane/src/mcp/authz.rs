@@ -5,7 +5,9 @@ use serde_json::value::RawValue;
 use warden_policy::{Action, DecisionKind, Engine, Principal, PrincipalInput, RequestContext};
 
 use super::vocab::Caller;
-use crate::policy_cache::PolicyCaches;
+use crate::audit::ShadowRecord;
+use std::collections::HashMap;
+
 use crate::session::Session;
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
@@ -32,6 +34,17 @@ pub(crate) enum Verdict {
     },
 }
 
+impl Verdict {
+    pub(crate) fn kind(&self) -> DecisionKind {
+        match self {
+            Verdict::Allow { .. } => DecisionKind::Allow,
+            Verdict::Hidden => DecisionKind::Hidden,
+            Verdict::Deny { .. } => DecisionKind::Deny,
+            Verdict::StepUp { .. } => DecisionKind::StepUp,
+        }
+    }
+}
+
 /// Who is asking, for a decision.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Who<'a> {
@@ -43,7 +56,12 @@ pub(crate) struct Who<'a> {
 
 const MAX_PRINCIPALS: usize = 50_000;
 
-fn principal(caches: &mut PolicyCaches, engine: &Engine, caller: &Caller) -> Principal {
+/// The caller's principal for `engine`, built once per identity and generation.
+fn principal(
+    cache: &mut HashMap<String, (u64, Principal)>,
+    engine: &Engine,
+    caller: &Caller,
+) -> Principal {
     let anon_scopes: Vec<String> = Vec::new();
     let (iss, sub, email, groups, scopes, client) = match &caller.claims {
         Some(c) => (
@@ -70,7 +88,7 @@ fn principal(caches: &mut PolicyCaches, engine: &Engine, caller: &Caller) -> Pri
         scopes.join(" "),
         client.unwrap_or("")
     );
-    if let Some((g, p)) = caches.principals.get(&key)
+    if let Some((g, p)) = cache.get(&key)
         && *g == engine.generation()
     {
         return p.clone();
@@ -83,12 +101,10 @@ fn principal(caches: &mut PolicyCaches, engine: &Engine, caller: &Caller) -> Pri
         scopes,
         client_id: client,
     });
-    if caches.principals.len() >= MAX_PRINCIPALS {
-        caches.principals.clear();
+    if cache.len() >= MAX_PRINCIPALS {
+        cache.clear();
     }
-    caches
-        .principals
-        .insert(key, (engine.generation(), p.clone()));
+    cache.insert(key, (engine.generation(), p.clone()));
     p
 }
 
@@ -107,7 +123,7 @@ pub(crate) fn decide(
         return Verdict::Hidden;
     };
     let mut caches = shard.policy.borrow_mut();
-    let p = principal(&mut caches, engine, caller);
+    let p = principal(&mut caches.principals, engine, caller);
     let ctx = RequestContext {
         session: session_hash,
         now_unix: shard.clock.unix_secs(),
@@ -137,6 +153,43 @@ pub(crate) fn decide(
             policy_ids: d.policy_ids,
         },
     }
+}
+
+/// Decide the same request with the shadow policy, if one is configured; `Some` when it
+/// disagrees with the live verdict (counted in `warden_policy_shadow_disagreements_total`,
+/// and put on the audit record by the caller). Never changes the live decision.
+pub(crate) fn shadow(
+    shard: &Shard,
+    snap: &Snapshot,
+    who: &Who<'_>,
+    live: &Verdict,
+    action: Action,
+    target: &str,
+    arguments: Option<&RawValue>,
+) -> Option<ShadowRecord> {
+    let engine = snap.shadow.as_deref()?;
+    let mut caches = shard.policy.borrow_mut();
+    let p = principal(&mut caches.shadow_principals, engine, who.caller);
+    let ctx = RequestContext {
+        session: who.session_hash,
+        now_unix: shard.clock.unix_secs(),
+        protocol_version: &who.session.protocol_version,
+        arguments,
+    };
+    let d = caches
+        .shadow_decisions
+        .decide(engine, &p, action, Some(target), &ctx);
+    let (live, kind) = (live.kind(), d.kind(who.caller.claims.is_some()));
+    if live == kind {
+        return None;
+    }
+    metrics::counter!("warden_policy_shadow_disagreements_total", "live" => live.as_str(), "shadow" => kind.as_str())
+        .increment(1);
+    Some(ShadowRecord {
+        decision: kind.as_str(),
+        policy_ids: d.policy_ids,
+        reason: d.reason,
+    })
 }
 
 /// The `tools/list` filter: a tool is listed only when the same decision allows calling it.

@@ -63,6 +63,7 @@ fn base(
         actors: audit::actors(gateway, claims.and_then(|c| c.act.as_ref())),
         scopes: claims.map(|c| c.scopes.clone()).unwrap_or_default(),
         groups: claims.map(|c| c.groups.clone()).unwrap_or_default(),
+        shadow: None,
         method: method.to_owned(),
         upstream: None,
         tool: None,
@@ -134,6 +135,11 @@ impl Audit {
 
     pub fn policies(&mut self, ids: Vec<String>) {
         self.rec.policy_ids = ids;
+    }
+
+    /// The shadow policy's decision, where it disagreed.
+    pub fn shadow(&mut self, s: crate::audit::ShadowRecord) {
+        self.rec.shadow = Some(s);
     }
 
     pub fn delegation(&mut self, d: DelegationRecord) {

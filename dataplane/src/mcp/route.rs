@@ -75,14 +75,20 @@ pub(super) fn plan(
             let call =
                 rewrite::route_call(msg.params, &snap.tools).ok_or_else(Refusal::unknown_tool)?;
             let (route, params) = (call.route, call.params);
-            let verdict = authz::decide(
+            let args = call.arguments.as_deref();
+            let verdict = authz::decide(shard, snap, &who, Action::CallTool, call.name, args);
+            let shadow = authz::shadow(
                 shard,
                 snap,
                 &who,
+                &verdict,
                 Action::CallTool,
                 call.name,
-                call.arguments.as_deref(),
+                args,
             );
+            if let (Some(s), Some(a)) = (shadow, rec.as_mut()) {
+                a.shadow(s);
+            }
             let tool = route.upstream_name.as_str();
             match verdict {
                 Verdict::Allow { policy_ids } => {
@@ -119,7 +125,14 @@ pub(super) fn plan(
             let up = &snap.upstreams[u];
             let mut ids = Vec::new();
             if let Some(action) = authz::action_of(m) {
-                match authz::decide(shard, snap, &who, action, &up.name, msg.params) {
+                let verdict =
+                    authz::decide(shard, snap, &who, action.clone(), &up.name, msg.params);
+                let shadow =
+                    authz::shadow(shard, snap, &who, &verdict, action, &up.name, msg.params);
+                if let (Some(s), Some(a)) = (shadow, rec.as_mut()) {
+                    a.shadow(s);
+                }
+                match verdict {
                     Verdict::Allow { policy_ids } => ids = policy_ids,
                     Verdict::Hidden | Verdict::StepUp { .. } => {
                         routed(rec, u, None, Vec::new());
