@@ -32,6 +32,7 @@ async fn start_demo_on(n: usize, clock: Clock) -> demo::Demo {
         audit_dir: common::audit_dir().into(),
         state: None,
         clock,
+        shadow_policy: None,
     })
     .await
     .expect("demo starts")

@@ -60,8 +60,17 @@ impl Source {
     }
 }
 
+/// `p` read from `root` (as written when `root` is the working directory, so reports show it as configured).
+fn under(root: &Path, p: &Path) -> PathBuf {
+    if root == Path::new(".") {
+        p.to_owned()
+    } else {
+        root.join(p)
+    }
+}
+
 fn read(root: &Path, p: &Path) -> Result<String, PolicyToolError> {
-    let full = root.join(p);
+    let full = under(root, p);
     std::fs::read_to_string(&full).map_err(|e| PolicyToolError::Read {
         path: full,
         message: e.to_string(),
@@ -117,7 +126,7 @@ impl Side {
                 .policy
                 .tests
                 .iter()
-                .map(|p| src.root.join(p))
+                .map(|p| under(&src.root, p))
                 .collect()
         });
         for p in paths {
@@ -400,30 +409,46 @@ fn summary(d: &Decision) -> String {
     }
 }
 
-/// Decide `ask` with both engines; `Some` when the answer (kind or deciding policies) differs.
-pub fn compare(old: &Engine, new: &Engine, ask: &Ask, source: String) -> Option<Change> {
-    let (a, b) = (ask.decide(old), ask.decide(new));
+/// Decide with both engines (`old_ask` resolved in the old tree, `new_ask` in the new one: a
+/// test's `user:` gets each tree's granted scopes); `Some` when the kind or the deciding
+/// policies differ.
+pub fn compare(
+    old: &Engine,
+    new: &Engine,
+    old_ask: &Ask,
+    new_ask: &Ask,
+    source: String,
+) -> Option<Change> {
+    let (a, b) = (old_ask.decide(old), new_ask.decide(new));
     if a.kind(true) == b.kind(true) && a.policy_ids == b.policy_ids {
         return None;
     }
+    let who = if old_ask.claims == new_ask.claims {
+        old_ask.claims.describe()
+    } else {
+        format!(
+            "{} → {}",
+            old_ask.claims.describe(),
+            new_ask.claims.describe()
+        )
+    };
     Some(Change {
         source,
-        who: ask.claims.describe(),
-        target: ask.target.clone(),
+        who,
+        target: new_ask.target.clone(),
         old: summary(&a),
         new: summary(&b),
         approximate: false,
     })
 }
 
-/// Replay both sides' tests against both policies (each test once, by file and name).
+/// Replay both sides' tests against both trees (each test once, by file and name): the old
+/// tree's policy and principals against the new tree's.
 pub fn diff_tests(old: &Side, new: &Side) -> Vec<Change> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for (side, loaded) in [old, new]
-        .into_iter()
-        .flat_map(|s| s.suites.iter().map(move |l| (s, l)))
-    {
+    let (old_dir, new_dir) = (old.directory(), new.directory());
+    for loaded in old.suites.iter().chain(new.suites.iter()) {
         let file = loaded
             .path
             .file_name()
@@ -433,14 +458,16 @@ pub fn diff_tests(old: &Side, new: &Side) -> Vec<Change> {
             if !seen.insert((file.clone(), test.name.clone())) {
                 continue;
             }
-            if let Ok(ask) = Ask::of(test, &loaded.suite, &side.directory())
-                && let Some(c) = compare(
-                    &old.engine,
-                    &new.engine,
-                    &ask,
-                    format!("{file}: {}", test.name),
-                )
-            {
+            if let (Ok(a), Ok(b)) = (
+                Ask::of(test, &loaded.suite, &old_dir),
+                Ask::of(test, &loaded.suite, &new_dir),
+            ) && let Some(c) = compare(
+                &old.engine,
+                &new.engine,
+                &a,
+                &b,
+                format!("{file}: {}", test.name),
+            ) {
                 out.push(c);
             }
         }
@@ -458,7 +485,7 @@ pub fn diff_records(old: &Engine, new: &Engine, records: &[serde_json::Value]) -
             continue;
         };
         let id = r["request_id"].as_str().unwrap_or("?");
-        if let Some(mut c) = compare(old, new, &ask, format!("request {id}")) {
+        if let Some(mut c) = compare(old, new, &ask, &ask, format!("request {id}")) {
             c.approximate =
                 old.context_sensitive(&ask.target) || new.context_sensitive(&ask.target);
             out.push(c);
