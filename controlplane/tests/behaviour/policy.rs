@@ -131,3 +131,55 @@ fn a_denied_tool_is_an_error_result() {
     assert_eq!(v["result"]["isError"], true);
     assert!(crm.tool_calls().is_empty());
 }
+
+/// `policy.shadow`: a stricter candidate is decided beside the live policy on every call; the
+/// live decision is unchanged (the upstream runs every call), and each disagreement is on the
+/// call's audit record with the shadow's decision and policies; agreeing calls carry nothing.
+#[test]
+fn a_shadow_policy_is_audited_where_it_disagrees_and_never_enforced() {
+    let env = Env::start_edited(1, Default::default(), "", |y| {
+        y.replace(
+            "policy:\n  default: allow\n",
+            "policy:\n  default: allow\n  shadow:\n    default: allow\n    rules:\n      - tools: [up0_echo]\n        require_scopes: [echo:use]\n        reason: Echo needs echo:use.\n",
+        )
+    });
+    let tok = env.token("alice");
+    let sid = env.session(&tok);
+    env.take_audit();
+    for i in 0..3 {
+        let v = env.call(&tok, &sid, json!(i), "up0_echo", json!({"n": i}));
+        assert!(v["result"]["isError"].is_null(), "live policy allows: {v}");
+    }
+    let v = env.call(&tok, &sid, json!(9), "up0_whoami", json!({}));
+    assert!(v["result"].is_object(), "{v}");
+    assert_eq!(env.upstreams[0].tool_calls().len(), 4, "every call ran");
+    let records = env.take_audit();
+    let calls: Vec<_> = records
+        .iter()
+        .filter(|r| r.method == "tools/call")
+        .collect();
+    assert_eq!(calls.len(), 4);
+    for r in &calls {
+        let shadow = r.shadow.as_ref().map(|s| serde_json::to_value(s).unwrap());
+        match r.tool.as_deref() {
+            Some("up0_echo") => {
+                assert_eq!(r.decision, dataplane::audit::Outcome::Allow);
+                assert_eq!(
+                    shadow,
+                    Some(
+                        json!({"decision": "deny", "policy_ids": ["rule-0:up0_echo:scopes"], "reason": "Echo needs echo:use."})
+                    ),
+                );
+            }
+            _ => assert_eq!(shadow, None, "the shadow agrees on whoami"),
+        }
+    }
+    // A token with the scope: both policies allow, nothing is recorded.
+    let tok = env
+        .issuer
+        .mint(&env.issuer.claims("bob", AUD, "mcp:tools echo:use"));
+    let sid = env.session(&tok);
+    env.call(&tok, &sid, json!(10), "up0_echo", json!({}));
+    let records = env.take_audit();
+    assert!(records.iter().all(|r| r.shadow.is_none()));
+}
