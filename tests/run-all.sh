@@ -71,6 +71,9 @@ bash tests/fuzz/run.sh
 step "audit trail under load: k6 mixed allowed/denied/unauthenticated calls against warden demo; records == requests, chain verifies, no token leaks"
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/load-audit/run.sh
 
+step "policy shadow under load: the same k6 load with a stricter candidate policy in shadow; every disagreement counted exactly (metric and audit record), live decisions unchanged, CPU per call printed"
+SHADOW=1 DURATION=5s WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/load-audit/run.sh
+
 step "failover under load: k6 tools/call through nginx round-robin over three warden replicas (one key ring), one replica SIGTERMed and restarted mid-load; no failed call, upstream executions == successes, audit records over all replicas == successes, every chain verifies, exit 0"
 cargo build -p testkit --bins
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/failover/run.sh

