@@ -261,6 +261,7 @@ fn translation_is_stable_and_validates() {
             },
         ],
         files: vec![],
+        ..PolicyConfig::default()
     };
     let text = translate(&cfg);
     assert_eq!(text, GOLDEN, "translation changed:\n{text}");
