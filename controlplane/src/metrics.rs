@@ -175,6 +175,16 @@ const HELP: &[(&str, &str, &str)] = &[
     ),
     (
         "counter",
+        "warden_policy_changed_tools_total",
+        "Tools whose applicable policies changed, summed over policy recompilations (each is logged by name).",
+    ),
+    (
+        "counter",
+        "warden_policy_shadow_disagreements_total",
+        "Calls on which the shadow policy (policy.shadow) decided otherwise than the live one, by both decisions; never enforced.",
+    ),
+    (
+        "counter",
         "warden_config_reload_total",
         "Configuration reloads by result; anything but ok kept the running configuration.",
     ),

@@ -153,21 +153,34 @@ pub fn audit_explain(config: Option<&Path>, dir: Option<&Path>, request_id: &str
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    let record = match policytest::find_record(&dir, request_id) {
+    let records = match policytest::find_records(&dir, request_id) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    if records.len() > 1 {
+        outln!(
+            "{} records have request id {request_id} (ids restart with the process); each in turn, oldest first",
+            records.len()
+        );
+    }
+    for record in &records {
+        explain_record(&side, record);
+    }
+    ExitCode::SUCCESS
+}
+
+fn explain_record(side: &run::Side, record: &serde_json::Value) {
     outln!(
         "record: {}",
-        serde_json::to_string(&record).unwrap_or_default()
+        serde_json::to_string(record).unwrap_or_default()
     );
-    let Some(ask) = run::ask_of_record(&record) else {
+    let Some(ask) = run::ask_of_record(record) else {
         outln!(
             "this request was refused before policy decided it (decision {}, reason {})",
             record["decision"],
             record["reason"]
         );
-        return ExitCode::SUCCESS;
+        return;
     };
     let e = ask.explain(&side.engine);
     let now = e.kind.as_str();
@@ -189,7 +202,6 @@ pub fn audit_explain(config: Option<&Path>, dir: Option<&Path>, request_id: &str
         );
     }
     out(&report::explanation(&e));
-    ExitCode::SUCCESS
 }
 
 /// `warden token inspect`: exit 0 when Warden would accept the token, 1 when not.

@@ -361,6 +361,84 @@ async fn the_seeds_worked_example_tested_diffed_and_rolled_out() {
     .await;
     assert_eq!(denied_text(&v), None, "{v}");
     assert_eq!(ledger.received().len(), calls_before + 1);
+
+    // `audit explain`: the first recorded getTransactions call, allowed then, denied now.
+    let cfg = live.join("warden.yaml");
+    let id = std::fs::read_dir(&audit)
+        .unwrap()
+        .flat_map(|f| {
+            std::fs::read_to_string(f.unwrap().path())
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+        .find(|r| {
+            r["tool"] == "enterprise_ledger_getTransactions"
+                && r["decision"] == "allow"
+                && r["scopes"] == json!(["mcp:tools"])
+        })
+        .map(|r| r["request_id"].as_str().unwrap().to_owned())
+        .unwrap();
+    let o = warden(
+        &[
+            "audit",
+            "explain",
+            &id,
+            "-c",
+            cfg.to_str().unwrap(),
+            "--dir",
+            audit.to_str().unwrap(),
+        ],
+        &live,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains(
+            "recorded decision: allow [ledger:default-allow]; under the current policy: deny"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("forbid ledger:transactions-require-view: decided"),
+        "{out}"
+    );
+
+    // `token inspect` against the live issuer: valid, and a forged signature refused; neither
+    // the token nor its signature is ever printed.
+    let o = warden(
+        &["token", "inspect", "-c", cfg.to_str().unwrap(), &new_token],
+        &live,
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("verdict: valid: Warden accepts it (issuer http://127.0.0.1:"),
+        "{out}"
+    );
+    assert!(out.contains("jti: present (not shown)"), "{out}");
+    let sig = new_token.rsplit('.').next().unwrap();
+    assert!(
+        !out.contains(sig) && !out.contains(&new_token),
+        "never the token or its signature"
+    );
+    let forged = format!(
+        "{}{}",
+        &new_token[..new_token.len() - 2],
+        if new_token.ends_with("AA") {
+            "BB"
+        } else {
+            "AA"
+        }
+    );
+    let o = warden(
+        &["token", "inspect", "-c", cfg.to_str().unwrap(), &forged],
+        &live,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("verdict: refused: "), "{}", text(&o));
 }
 
 #[test]

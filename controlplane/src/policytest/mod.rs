@@ -134,20 +134,26 @@ pub fn time_decision(side: &Side, ask: &Ask, runs: usize) -> std::time::Duration
     times[times.len() / 2]
 }
 
-/// Find an audit record by request id in an audit directory (every chain file, oldest first).
-pub fn find_record(dir: &Path, request_id: &str) -> Result<serde_json::Value, PolicyToolError> {
-    let mut found = None;
+/// Every audit record with this request id, oldest first (ids restart with the process, so
+/// a directory written across restarts can hold several).
+pub fn find_records(
+    dir: &Path,
+    request_id: &str,
+) -> Result<Vec<serde_json::Value>, PolicyToolError> {
+    let mut found = Vec::new();
     for_each_record(dir, |v| {
         if v["request_id"].as_str() == Some(request_id) {
-            found = Some(v);
+            found.push(v);
         }
     })?;
-    found.ok_or_else(|| {
-        PolicyToolError::Audit(format!(
+    if found.is_empty() {
+        return Err(PolicyToolError::Audit(format!(
             "no record with request id {request_id:?} in {}",
             dir.display()
-        ))
-    })
+        )));
+    }
+    found.sort_by_key(|v| v["time_ms"].as_i64().unwrap_or_default());
+    Ok(found)
 }
 
 /// The last `n` policy-decided records of an audit directory.
