@@ -465,9 +465,13 @@ tests:
     principal: { sub: alice }
     tool: t_open
     expect: { decision: allow, policies: [open] }
+  - name: not through agent-x
+    principal: { sub: alice, act: [agent-y, agent-x] }
+    tool: t_open
+    expect: { decision: deny, policies: [no-agent-x], reason: "agent-x may not act." }
 "#;
     let config = "gateway:\n  listen: 127.0.0.1:0\n  public_url: http://127.0.0.1/mcp\nissuers:\n  - issuer: https://idp.test\npolicy:\n  default: deny\n  files: [p.cedar]\n  tests: [t.yaml]\nupstreams: []\n";
-    let cedar = "@id(\"open\")\npermit (principal, action == Action::\"tools/call\", resource == Tool::\"t_open\");\n@id(\"unused\")\nforbid (principal, action == Action::\"tools/call\", resource == Tool::\"t_open\") when { principal.sub == \"mallory\" };\n";
+    let cedar = "@id(\"open\")\npermit (principal, action == Action::\"tools/call\", resource == Tool::\"t_open\");\n@id(\"unused\")\nforbid (principal, action == Action::\"tools/call\", resource == Tool::\"t_open\") when { principal.sub == \"mallory\" };\n@id(\"no-agent-x\")\n@reason(\"agent-x may not act.\")\nforbid (principal, action == Action::\"tools/call\", resource) when { principal.actors.contains(\"agent-x\") };\n";
     std::fs::write(dir.path().join("t.yaml"), suite).unwrap();
     std::fs::write(dir.path().join("w.yaml"), config).unwrap();
     std::fs::write(dir.path().join("p.cedar"), cedar).unwrap();

@@ -85,6 +85,7 @@ fn bench(c: &mut Criterion) {
         groups: &groups,
         scopes: &scopes,
         client_id: Some("mcp-client-cli"),
+        actors: &[],
     };
     let ctx = RequestContext {
         session: Some("aGFzaA"),

@@ -68,6 +68,8 @@ pub struct PrincipalInput<'a> {
     pub groups: &'a [String],
     pub scopes: &'a [String],
     pub client_id: Option<&'a str>,
+    /// The `act` chain's subjects, outermost first (empty without `act`).
+    pub actors: &'a [String],
 }
 
 /// A user's Cedar entities, built once per validated token; cheap to clone.
@@ -200,8 +202,16 @@ impl Engine {
 
     /// Build the principal's entities (user, client, groups) once per validated token.
     pub fn principal(&self, p: &PrincipalInput) -> Principal {
-        let key =
-            serde_json::json!([p.iss, p.sub, p.email, p.groups, p.scopes, p.client_id]).to_string();
+        let key = serde_json::json!([
+            p.iss,
+            p.sub,
+            p.email,
+            p.groups,
+            p.scopes,
+            p.client_id,
+            p.actors
+        ])
+        .to_string();
         let uid = ids::uid(
             &self.types.user,
             &serde_json::json!([p.iss, p.sub]).to_string(),
@@ -220,6 +230,14 @@ impl Engine {
                 "scopes".to_owned(),
                 RestrictedExpression::new_set(
                     p.scopes
+                        .iter()
+                        .map(|s| RestrictedExpression::new_string(s.clone())),
+                ),
+            ),
+            (
+                "actors".to_owned(),
+                RestrictedExpression::new_set(
+                    p.actors
                         .iter()
                         .map(|s| RestrictedExpression::new_string(s.clone())),
                 ),

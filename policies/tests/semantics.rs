@@ -360,3 +360,45 @@ fn decision_cache_hits_and_skips_context_readers() {
     );
     assert_eq!(cache.len(), 1);
 }
+
+#[test]
+fn the_act_chain_is_a_principal_attribute_and_part_of_the_cache_key() {
+    let text = r#"
+@id("everyone") permit (principal, action, resource);
+@id("no-untrusted-agent") @reason("This agent may not act for users.")
+forbid (principal, action == Action::"tools/call", resource)
+when { principal.actors.contains("agent-untrusted") };
+"#;
+    let engine = compile(
+        &PolicyConfig::default(),
+        &[file("p.cedar", text)],
+        &ledger_tools(),
+        1,
+    )
+    .unwrap();
+    let u = sarah();
+    let direct = input(&u);
+    let via_ok = ["agent-ok".to_owned()];
+    let via_bad = ["agent-ok".to_owned(), "agent-untrusted".to_owned()];
+    let mut cache = DecisionCache::new(100);
+    let decide = |cache: &mut DecisionCache, actors: &[String]| {
+        let p = engine.principal(&warden_policy::PrincipalInput { actors, ..direct });
+        cache.decide(
+            &engine,
+            &p,
+            Action::CallTool,
+            Some("enterprise_ledger_listAccounts"),
+            &ctx(None),
+        )
+    };
+    assert!(decide(&mut cache, &[]).allow);
+    assert!(decide(&mut cache, &via_ok).allow);
+    // Same user, same claims, a different chain: a different cache entry, and denied.
+    let d = decide(&mut cache, &via_bad);
+    assert!(!d.allow);
+    assert_eq!(d.policy_ids, ["no-untrusted-agent"]);
+    assert!(
+        decide(&mut cache, &[]).allow,
+        "the direct caller's entry is untouched"
+    );
+}

@@ -70,6 +70,7 @@ pub fn unverified_claims(token: &str) -> Result<PrincipalSpec, String> {
             .or(Some(Vec::new())),
         groups: list(&c["groups"]).or(Some(Vec::new())),
         client: s("client_id").or_else(|| s("azp")),
+        act: Some(dataplane::audit::actors(None, c.get("act"))),
     })
 }
 

@@ -243,6 +243,7 @@ impl Ask {
             groups: &c.groups,
             scopes: &c.scopes,
             client_id: c.client.as_deref(),
+            actors: &c.actors,
         });
         let raw: Option<Box<RawValue>> = self
             .arguments
@@ -525,6 +526,14 @@ pub fn ask_of_record(r: &serde_json::Value) -> Option<Ask> {
             scopes: strings("scopes"),
             groups: strings("groups"),
             client: r["client_id"].as_str().map(str::to_owned),
+            // The record's actors start with the gateway when it delegated the call.
+            actors: {
+                let mut a = strings("actors");
+                if !r["delegation"].is_null() && !a.is_empty() {
+                    a.remove(0);
+                }
+                a
+            },
         },
         arguments: matches!(action, Action::CallTool).then(|| "{}".to_owned()),
         action,

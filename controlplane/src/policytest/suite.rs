@@ -54,6 +54,9 @@ pub struct PrincipalSpec {
     /// The token's `client_id`.
     #[serde(default)]
     pub client: Option<String>,
+    /// The token's `act` chain, outermost first (`principal.actors`).
+    #[serde(default)]
+    pub act: Option<Vec<String>>,
 }
 
 /// A principal by name (from `principals`) or written in place.
@@ -113,13 +116,19 @@ pub struct Claims {
     pub scopes: Vec<String>,
     pub groups: Vec<String>,
     pub client: Option<String>,
+    pub actors: Vec<String>,
 }
 
 impl Claims {
     /// One line for reports: `sub (scopes …; groups …)`.
     pub fn describe(&self) -> String {
+        let via = if self.actors.is_empty() {
+            String::new()
+        } else {
+            format!(" via [{}]", self.actors.join(" "))
+        };
         format!(
-            "{} (scopes [{}]; groups [{}])",
+            "{} (scopes [{}]; groups [{}]){via}",
             self.sub,
             self.scopes.join(" "),
             self.groups.join(" ")
@@ -162,6 +171,7 @@ impl Directory<'_> {
             scopes: Vec::new(),
             groups: Vec::new(),
             client: None,
+            actors: Vec::new(),
         };
         if let Some(name) = &spec.user {
             let as_cfg = self
@@ -201,6 +211,7 @@ impl Directory<'_> {
             c.groups = v.clone();
         }
         c.client = spec.client.clone();
+        c.actors = spec.act.clone().unwrap_or_default();
         if c.sub.is_empty() {
             return Err("a principal needs `user` or `sub`".into());
         }

@@ -1,7 +1,7 @@
 //! Policy: deny by default, forbid beats permit, a hidden tool is an unknown tool, denials
 //! as `isError` text, step-up (moved from `tests/proxy.rs`).
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::env::{AUD, Env, listed_tools};
 
@@ -182,4 +182,51 @@ fn a_shadow_policy_is_audited_where_it_disagrees_and_never_enforced() {
     env.call(&tok, &sid, json!(10), "up0_echo", json!({}));
     let records = env.take_audit();
     assert!(records.iter().all(|r| r.shadow.is_none()));
+}
+
+/// The token's `act` chain reaches policy as `principal.actors`: the same user is denied
+/// through an agent a policy names, and allowed directly or through another agent.
+#[test]
+fn policy_reads_the_act_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let cedar = dir.path().join("agents.cedar");
+    std::fs::write(
+        &cedar,
+        "@id(\"no-agent-x\")\n@reason(\"agent-x may not act for users.\")\nforbid (principal, action == Action::\"tools/call\", resource) when { principal.actors.contains(\"agent-x\") };\n",
+    )
+    .unwrap();
+    let env = Env::start_edited(1, Default::default(), "", |y| {
+        y.replace(
+            "policy:\n  default: allow\n",
+            &format!(
+                "policy:\n  default: allow\n  files: [{}]\n",
+                cedar.display()
+            ),
+        )
+    });
+    let via = |chain: Option<Value>| {
+        let mut c = env.issuer.claims("alice", AUD, "mcp:tools");
+        if let Some(a) = chain {
+            c["act"] = a;
+        }
+        let tok = env.issuer.mint(&c);
+        let sid = env.session(&tok);
+        env.call(&tok, &sid, json!(1), "up0_echo", json!({}))
+    };
+    let served = |v: &Value| v["result"].is_object() && v["result"]["isError"] != true;
+    let direct = via(None);
+    assert!(served(&direct), "{direct}");
+    let other = via(Some(json!({"sub": "agent-y"})));
+    assert!(served(&other), "{other}");
+    let nested = via(Some(json!({"sub": "agent-y", "act": {"sub": "agent-x"}})));
+    assert_eq!(nested["result"]["isError"], true, "{nested}");
+    assert_eq!(
+        nested["result"]["content"][0]["text"],
+        "agent-x may not act for users."
+    );
+    assert_eq!(
+        env.upstreams[0].tool_calls().len(),
+        2,
+        "the denied call never ran"
+    );
 }

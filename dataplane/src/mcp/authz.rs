@@ -81,12 +81,18 @@ fn principal(
             None,
         ),
     };
+    // The `act` chain's subjects (no allocation for a token without `act`).
+    let actors = match caller.claims.as_ref().and_then(|c| c.act.as_ref()) {
+        Some(act) => crate::audit::actors(None, Some(act)),
+        None => Vec::new(),
+    };
     let key = format!(
-        "{iss}\u{0}{sub}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+        "{iss}\u{0}{sub}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
         email.unwrap_or(""),
         groups.join(" "),
         scopes.join(" "),
-        client.unwrap_or("")
+        client.unwrap_or(""),
+        actors.join(" ")
     );
     if let Some((g, p)) = cache.get(&key)
         && *g == engine.generation()
@@ -100,6 +106,7 @@ fn principal(
         groups,
         scopes,
         client_id: client,
+        actors: &actors,
     });
     if cache.len() >= MAX_PRINCIPALS {
         cache.clear();

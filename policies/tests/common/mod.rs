@@ -90,6 +90,7 @@ pub fn input(u: &User) -> PrincipalInput<'_> {
         groups: &u.groups,
         scopes: &u.scopes,
         client_id: Some("mcp-client-cli"),
+        actors: &[],
     }
 }
 
