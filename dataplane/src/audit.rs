@@ -93,6 +93,9 @@ pub struct Record {
     /// SHA-256 (first 16 bytes, hex) of the inbound token's `jti`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti_hash: Option<String>,
+    /// The inbound token's scopes (record format 2; absent in older records).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
     /// Actors, outermost first: the gateway, then the inbound token's `act` chain.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actors: Vec<String>,
@@ -125,7 +128,12 @@ pub struct Record {
     pub delegation: Option<DelegationRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
+    /// Time from the gateway's whole handling of the request (reservation to commit).
     pub latency_ms: f64,
+    /// Of which the upstream's own time (record format 2): `latency_ms − upstream_ms` is what
+    /// the gateway added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ms: Option<f64>,
 }
 
 /// A queued record and the share its slot came from.
@@ -355,6 +363,7 @@ mod tests {
             sub: None,
             client_id: None,
             jti_hash: None,
+            scopes: vec![],
             actors: vec![],
             scopes: vec![],
             groups: vec![],
@@ -370,6 +379,7 @@ mod tests {
             delegation: None,
             upstream_status: None,
             latency_ms: 0.0,
+            upstream_ms: None,
         }
     }
 
