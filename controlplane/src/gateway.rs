@@ -736,9 +736,7 @@ async fn start_inner(
             console,
             access,
             token_service: cfg.delegation.as_ref().map(|d| match d.mode {
-                crate::config::DelegationMode::Embedded => {
-                    "token service (embedded STS)".to_owned()
-                }
+                crate::config::DelegationMode::Embedded => "embedded STS".to_owned(),
                 crate::config::DelegationMode::External => format!(
                     "token service {}",
                     d.token_endpoint
