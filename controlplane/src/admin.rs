@@ -117,11 +117,11 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
 }
 
 impl AdminState {
-    /// Refuse a console request that lacks the required credential (401/403, JSON).
+    /// The refusal (401/403, JSON) of a console request without the required credential.
     pub(crate) fn guard(
         &self,
         headers: &axum::http::HeaderMap,
-    ) -> Result<(), axum::response::Response> {
+    ) -> Option<axum::response::Response> {
         let auth = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
@@ -132,19 +132,21 @@ impl AdminState {
             snap.settings.max_token_bytes,
             self.clock.unix_secs(),
         ) {
-            Ok(()) => Ok(()),
+            Ok(()) => None,
             Err(d) => {
                 metrics::counter!("warden_console_auth_failures_total").increment(1);
                 let status = match d {
                     Denied::Scope => StatusCode::FORBIDDEN,
                     Denied::Missing | Denied::Invalid => StatusCode::UNAUTHORIZED,
                 };
-                Err((
-                    status,
-                    [(header::WWW_AUTHENTICATE, "Bearer realm=\"warden-console\"")],
-                    axum::Json(serde_json::json!({"error": d.to_string()})),
+                Some(
+                    (
+                        status,
+                        [(header::WWW_AUTHENTICATE, "Bearer realm=\"warden-console\"")],
+                        axum::Json(serde_json::json!({"error": d.to_string()})),
+                    )
+                        .into_response(),
                 )
-                    .into_response())
             }
         }
     }

@@ -224,8 +224,7 @@ async fn a_short_console_credential_is_refused_at_start() {
     let cfg = controlplane::Config::parse(&yaml, "t.yaml").unwrap();
     let e = controlplane::start_with(cfg, controlplane::StartOptions::default())
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(e.to_string().contains("shorter than 32"), "{e}");
 }
 
@@ -252,7 +251,10 @@ async fn console_page_renders_topology_and_decisions_in_chromium() {
     env.call(&tok, &sid, json!(1), "up1_echo", json!({})).await;
     env.call(&tok, &sid, json!(2), "up0_missing_tool", json!({}))
         .await;
-    decisions(&env, 2, None).await;
+    // A caller-chosen tool name is rendered as text, never as markup.
+    env.call(&tok, &sid, json!(3), "<img id=pwn src=x>", json!({}))
+        .await;
+    decisions(&env, 3, None).await;
     let url = format!("http://{}/console", env.gw.admin_addr);
     let profile = tempfile::tempdir().unwrap();
     let args = [
@@ -292,5 +294,9 @@ async fn console_page_renders_topology_and_decisions_in_chromium() {
         "both decisions listed: {html}"
     );
     assert!(html.contains("up0_missing_tool") && html.contains("alice"));
+    assert!(
+        html.contains("&lt;img id=pwn src=x&gt;") && !html.contains("<img id=\"pwn\""),
+        "untrusted tool name escaped: {html}"
+    );
     env.gw.shutdown().await;
 }

@@ -34,7 +34,12 @@ try {
   if (mode === 'hold') {
     await new Promise((r) => setTimeout(r, 1000 * Number(arg)));
   } else if (mode === 'shot') {
-    await page.screenshot({ path: arg, fullPage: false });
+    // The whole page with one allowed call's delegation chain open.
+    await page.select('#f-decision', 'allow');
+    await page.waitForFunction(() => document.querySelector('tr.dec[data-decision="allow"]'), { timeout: 10000 });
+    await page.click('tr.dec[data-decision="allow"]');
+    await page.waitForSelector('#detail .chain', { timeout: 10000 });
+    await page.screenshot({ path: arg, fullPage: true });
   } else {
     const out = arg;
     fs.mkdirSync(out, { recursive: true });

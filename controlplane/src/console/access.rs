@@ -153,7 +153,7 @@ impl Access {
             .authenticate(token, issuers, max_token_bytes, now_secs)
             .0
         {
-            AuthOutcome::Valid(c) if c.scopes.iter().any(|s| *s == self.scope) => Ok(()),
+            AuthOutcome::Valid(c) if c.scopes.contains(&self.scope) => Ok(()),
             AuthOutcome::Valid(_) => Err(Denied::Scope),
             _ => Err(Denied::Invalid),
         }

@@ -120,6 +120,25 @@ fn ten_denies_are_ten_denies_not_errors() {
         ledger["health"], "down",
         "last attempt did not reach it: {ledger}"
     );
+    assert_eq!(s["nodes"][4]["health"], "ok", "no failed exchange");
+    // A failed token exchange after the last success: the token service is down, then
+    // degraded once a token is obtained again, then ok a minute later.
+    let mut failed = rec(t + 40, "cli", "list", Outcome::ExchangeFailed);
+    failed.delegation = None;
+    c.observe(&failed, &link(13, "h12", "h13"));
+    assert_eq!(c.state(t + 500, 0, &health())["nodes"][4]["health"], "down");
+    c.observe(
+        &rec(t + 50, "cli", "list", Outcome::Allow),
+        &link(14, "h13", "h14"),
+    );
+    assert_eq!(
+        c.state(t + 500, 0, &health())["nodes"][4]["health"],
+        "degraded"
+    );
+    assert_eq!(
+        c.state(t + 61_000, 0, &health())["nodes"][4]["health"],
+        "ok"
+    );
 }
 
 #[test]

@@ -56,6 +56,9 @@ struct Inner {
     upstreams: Vec<(String, Ring, Reach)>,
     clients: HashMap<String, Ring>,
     tools: HashMap<(String, String), ToolStats>,
+    /// Last call that got a delegation token, and last one that could not.
+    delegated_ms: i64,
+    exchange_failed_ms: i64,
 }
 
 /// Shared between the audit writer (writes) and the admin handlers (reads).
@@ -216,6 +219,8 @@ impl Console {
                 upstreams: ups,
                 clients: HashMap::new(),
                 tools: HashMap::new(),
+                delegated_ms: 0,
+                exchange_failed_ms: 0,
             }),
         })
     }
@@ -233,6 +238,11 @@ impl Console {
             delegation: r.delegation.as_ref().map(|d| d.cached),
         };
         g.all.add(r.time_ms, sample);
+        if r.delegation.is_some() {
+            g.delegated_ms = g.delegated_ms.max(r.time_ms);
+        } else if r.decision == Outcome::ExchangeFailed {
+            g.exchange_failed_ms = g.exchange_failed_ms.max(r.time_ms);
+        }
         let upstream = r.upstream.as_deref().unwrap_or(NOT_ROUTED);
         let slot = g
             .upstreams
@@ -288,8 +298,8 @@ impl Console {
         });
     }
 
-    /// The console's view: topology, chart points after `since` (unix seconds), the
-    /// per-tool table and the latest decisions.
+    /// The console's view: topology, chart points after `since` (unix seconds) and the
+    /// per-tool table (the decisions come from [`Console::decisions`]).
     pub fn state(&self, now_ms: i64, since: i64, h: &Health) -> serde_json::Value {
         let Ok(g) = self.inner.read() else {
             return serde_json::Value::Null;
@@ -389,10 +399,12 @@ impl Console {
                 id: "token_service".into(),
                 kind: "token_service",
                 label: ts.clone(),
-                health: if g.all.sum(now_ms, EDGE_SECS).n[2] > 0 && fresh == 0 {
-                    "degraded"
-                } else {
+                health: if g.exchange_failed_ms <= now_ms - EDGE_SECS * 1000 {
                     "ok"
+                } else if g.exchange_failed_ms > g.delegated_ms {
+                    "down"
+                } else {
+                    "degraded"
                 },
                 detail: format!(
                     "{fresh} tokens minted, {} from cache (last minute)",
@@ -452,7 +464,6 @@ impl Console {
             })
             .collect();
         tools.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.tool.cmp(&b.tool)));
-        let recent: Vec<Row> = g.recent.iter().rev().take(50).map(row).collect();
         serde_json::json!({
             "now_ms": now_ms,
             "window_secs": WINDOW_SECS,
@@ -461,7 +472,6 @@ impl Console {
             "last_minute": {"allow": total.n[0], "deny": total.n[1], "error": total.n[2]},
             "series": series,
             "tools": tools,
-            "recent": recent,
         })
     }
 

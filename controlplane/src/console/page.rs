@@ -51,7 +51,7 @@ pub async fn state(
     headers: axum::http::HeaderMap,
     Query(q): Query<Since>,
 ) -> Response {
-    if let Err(r) = s.guard(&headers) {
+    if let Some(r) = s.guard(&headers) {
         return r;
     }
     json(s.console.state(s.clock.unix_ms(), q.since, &s.health()))
@@ -63,7 +63,7 @@ pub async fn decisions(
     headers: axum::http::HeaderMap,
     Query(f): Query<Filter>,
 ) -> Response {
-    if let Err(r) = s.guard(&headers) {
+    if let Some(r) = s.guard(&headers) {
         return r;
     }
     json(serde_json::json!({ "decisions": s.console.decisions(&f) }))
@@ -76,7 +76,7 @@ pub async fn decision(
     headers: axum::http::HeaderMap,
     Path(seq): Path<u64>,
 ) -> Response {
-    if let Err(r) = s.guard(&headers) {
+    if let Some(r) = s.guard(&headers) {
         return r;
     }
     let Some((rec, link, linked)) = s.console.decision(seq) else {

@@ -90,3 +90,14 @@ fn wide_buckets_for_the_tool_table() {
     // At minute 29: the last 15 minutes hold 15 denies.
     assert_eq!(r.sum(29 * 60_000, 900).n, [0, 15, 0]);
 }
+
+#[test]
+fn a_bucket_is_184_bytes_so_a_15_minute_ring_is_166_kb() {
+    // The figure docs/operations.md gives for the console's memory bound.
+    assert_eq!(std::mem::size_of::<(i64, Counts)>(), 184);
+    let r = Ring::new(900, 1);
+    assert_eq!(
+        r.buckets.len() * std::mem::size_of::<(i64, Counts)>(),
+        165_600
+    );
+}
