@@ -15,7 +15,6 @@ fn rec(i: u64, tool: &str) -> Record {
         sub: Some("alice".into()),
         client_id: None,
         jti_hash: None,
-        scopes: vec![],
         actors: vec![],
         scopes: vec![],
         groups: vec![],

@@ -93,9 +93,6 @@ pub struct Record {
     /// SHA-256 (first 16 bytes, hex) of the inbound token's `jti`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti_hash: Option<String>,
-    /// The inbound token's scopes (record format 2; absent in older records).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub scopes: Vec<String>,
     /// Actors, outermost first: the gateway, then the inbound token's `act` chain.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actors: Vec<String>,
@@ -363,7 +360,6 @@ mod tests {
             sub: None,
             client_id: None,
             jti_hash: None,
-            scopes: vec![],
             actors: vec![],
             scopes: vec![],
             groups: vec![],

@@ -17,6 +17,8 @@ fn rec(t: i64, client: &str, tool: &str, d: Outcome) -> Record {
         client_id: Some(client.into()),
         jti_hash: None,
         scopes: vec!["mcp:tools".into()],
+        groups: vec![],
+        shadow: None,
         actors: vec![],
         method: "tools/call".into(),
         upstream: Some("ledger".into()),

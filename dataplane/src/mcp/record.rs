@@ -63,7 +63,6 @@ fn base(
         sub: claims.map(|c| c.sub.clone()),
         client_id: claims.and_then(|c| c.client_id.clone()),
         jti_hash: claims.and_then(|c| c.jti_hash.clone()),
-        scopes: claims.map(|c| c.scopes.clone()).unwrap_or_default(),
         actors: audit::actors(gateway, claims.and_then(|c| c.act.as_ref())),
         scopes: claims.map(|c| c.scopes.clone()).unwrap_or_default(),
         groups: claims.map(|c| c.groups.clone()).unwrap_or_default(),
