@@ -114,6 +114,18 @@ try {
     check(/^[0-9a-f]{16,}$/.test(a.jti) && a.status === '200' && /^[0-9a-f]{32}$/.test(a.trace), 'allowed decision: minted jti, upstream status 200, trace id', JSON.stringify(a));
     check(a.verified === 'true', 'allowed decision: record verified', JSON.stringify(a));
     await (await page.$('#detail-section')).screenshot({ path: path.join(out, 'detail-allow.png') });
+    // A hidden tab stops polling (Page Visibility API, as a browser reports a background tab);
+    // visible again, it polls at once.
+    let polls = 0;
+    page.on('request', (r) => { if (r.url().includes('/console/state.json')) polls++; });
+    await page.evaluate(() => Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' }));
+    await new Promise((r) => setTimeout(r, 2500));
+    polls = 0;
+    await new Promise((r) => setTimeout(r, 5000));
+    const hiddenPolls = polls;
+    await page.evaluate(() => { Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'visible' }); document.dispatchEvent(new Event('visibilitychange')); });
+    await new Promise((r) => setTimeout(r, 1000));
+    check(hiddenPolls === 0 && polls > 0, `no polls while hidden (${hiddenPolls} in 5 s), polling again once visible (${polls - hiddenPolls})`);
     check(errors.length === 0, 'no script errors in the page', errors.join(' | '));
   }
 } catch (e) {
