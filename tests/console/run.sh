@@ -120,6 +120,15 @@ MCP_URL="$MCP_URL" JOHN_TOKEN="$JOHN_TOKEN" SARAH_TOKEN="$SARAH_TOKEN" BAD_TOKEN
 K6_PID=$!
 sleep 15
 
+# The uPlot inside the binary is byte for byte the pinned npm release (package-lock.json).
+if cmp -s "$HERE/node_modules/uplot/dist/uPlot.iife.min.js" "$ROOT/controlplane/assets/uplot/uPlot.iife.min.js" \
+  && cmp -s "$HERE/node_modules/uplot/dist/uPlot.min.css" "$ROOT/controlplane/assets/uplot/uPlot.min.css" \
+  && cmp -s "$HERE/node_modules/uplot/LICENSE" "$ROOT/controlplane/assets/uplot/LICENSE"; then
+  pass "vendored uPlot $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' "$HERE/node_modules/uplot/package.json") = the pinned npm package (js, css, LICENSE)"
+else
+  fail "controlplane/assets/uplot differs from tests/console/node_modules/uplot (re-copy after an upgrade)"
+fi
+
 # --- (a) the browser ---------------------------------------------------------------------------
 if node "$HERE/browser.mjs" check "http://127.0.0.1:$ADMIN_PORT" "$OUT" >"$WORK/browser.out" 2>&1; then
   pass "console in headless Chromium: $(tail -n 1 "$WORK/browser.out")"
