@@ -16,13 +16,14 @@ rustc --version
 cargo --version
 command -v node >/dev/null || { echo "node is required (for the MCP conformance suite)"; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is required (free-port helper)"; exit 1; }
-# Debian packages the tests use: curl, headless Chromium (live page), promtool (metrics exposition),
+# Debian packages the tests use: curl, headless Chromium (the console), prometheus (promtool for the
+# metrics exposition; the server scrapes a loaded demo for the Grafana dashboard's queries),
 # nginx (the load balancer in front of replicas).
 # PostgreSQL (state store).
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v chromium >/dev/null || need+=(chromium)
-command -v promtool >/dev/null || need+=(prometheus)
+{ command -v promtool >/dev/null && command -v prometheus >/dev/null; } || need+=(prometheus)
 command -v nginx >/dev/null || need+=(nginx)
 # PostgreSQL server binaries for the state store's tests (testkit::postgres runs initdb itself;
 # Debian keeps them in /usr/lib/postgresql/<version>/bin, off PATH).
@@ -34,6 +35,9 @@ fi
 
 step "npm packages for the conformance suite (pinned in tests/conformance/package-lock.json)"
 (cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)
+
+step "npm packages for the console test: puppeteer-core (drives Debian's chromium; never downloads a browser) and uPlot (pinned in tests/console/package-lock.json)"
+(cd tests/console && npm ci --no-audit --no-fund --loglevel=error)
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -73,6 +77,9 @@ WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/load-audit/run.sh
 
 step "policy shadow under load: the same k6 load with a stricter candidate policy in shadow; every disagreement counted exactly (metric and audit record), live decisions unchanged, CPU per call printed"
 SHADOW=1 DURATION=5s WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/load-audit/run.sh
+
+step "operator console under load: k6 mixed allowed/denied/failing calls against warden demo; headless Chromium checks topology, charts, denies apart from errors, a denied and an allowed delegation chain (screenshots in target/console-test/); a real Prometheus answers every Grafana panel query with data; the chain verifies"
+WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/console/run.sh
 
 step "failover under load: k6 tools/call through nginx round-robin over three warden replicas (one key ring), one replica SIGTERMed and restarted mid-load; no failed call, upstream executions == successes, audit records over all replicas == successes, every chain verifies, exit 0"
 cargo build -p testkit --bins

@@ -1,5 +1,6 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/live`, `POST /admin/reload`,
-//! `GET /admin/config`. Never on the request path; bind it where only operators reach it.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, the console (`/console`, also at
+//! `/live`), `POST /admin/reload`, `GET /admin/config`. Never on the request path; bind it
+//! where only operators reach it (off loopback, the console's data requires authentication).
 
 use std::sync::atomic::Ordering;
 
@@ -11,7 +12,8 @@ use dataplane::clock::Clock;
 use dataplane::shard::Shared;
 use std::sync::Arc;
 
-use crate::live::Live;
+use crate::console::Console;
+use crate::console::access::{Access, Denied};
 use crate::reload::{StatusCell, Trigger};
 use crate::sts::Sts;
 
@@ -21,7 +23,11 @@ pub struct AdminState {
     pub shared: Shared,
     pub shards: usize,
     pub sts: Option<Arc<Sts>>,
-    pub live: Arc<Live>,
+    pub console: Arc<Console>,
+    /// Who may read the console's data.
+    pub access: Access,
+    /// The token service delegation goes through, as the topology names it.
+    pub token_service: Option<String>,
     pub reload: tokio::sync::mpsc::Sender<Trigger>,
     pub status: StatusCell,
     /// The live page's "now" (the process's clock).
@@ -63,14 +69,6 @@ async fn admin_config(State(s): State<AdminState>) -> impl IntoResponse {
     )
 }
 
-async fn live_state(State(s): State<AdminState>) -> impl IntoResponse {
-    let now = s.clock.unix_ms();
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(s.live.state(now)),
-    )
-}
-
 /// The embedded STS's public keys, for upstreams that verify delegation tokens
 /// (also served by the embedded authorization server at `/jwks`).
 async fn sts_jwks(State(s): State<AdminState>) -> impl IntoResponse {
@@ -85,21 +83,90 @@ async fn sts_jwks(State(s): State<AdminState>) -> impl IntoResponse {
 
 /// Serve the admin endpoints until the task is aborted.
 pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
+    let page = || async {
+        (
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::response::Html(crate::console::page::PAGE),
+        )
+    };
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/sts/jwks.json", get(sts_jwks))
+        .route("/live", get(page))
+        .route("/console", get(page))
+        .route("/console/uplot.js", get(crate::console::page::uplot_js))
+        .route("/console/uplot.css", get(crate::console::page::uplot_css))
+        .route("/console/state.json", get(crate::console::page::state))
+        .route("/live/state.json", get(crate::console::page::state))
         .route(
-            "/live",
-            get(|| async { axum::response::Html(crate::live::PAGE) }),
+            "/console/decisions.json",
+            get(crate::console::page::decisions),
         )
-        .route("/live/state.json", get(live_state))
+        .route(
+            "/console/decision/{seq}",
+            get(crate::console::page::decision),
+        )
         .route("/admin/reload", axum::routing::post(admin_reload))
         .route("/admin/config", get(admin_config))
         .with_state(state);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "Admin listener failed");
+    }
+}
+
+impl AdminState {
+    /// The refusal (401/403, JSON) of a console request without the required credential.
+    pub(crate) fn guard(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<axum::response::Response> {
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let snap = self.shared.snapshot.load();
+        match self.access.check(
+            auth,
+            &snap.issuers,
+            snap.settings.max_token_bytes,
+            self.clock.unix_secs(),
+        ) {
+            Ok(()) => None,
+            Err(d) => {
+                metrics::counter!("warden_console_auth_failures_total").increment(1);
+                let status = match d {
+                    Denied::Scope => StatusCode::FORBIDDEN,
+                    Denied::Missing | Denied::Invalid => StatusCode::UNAUTHORIZED,
+                };
+                Some(
+                    (
+                        status,
+                        [(header::WWW_AUTHENTICATE, "Bearer realm=\"warden-console\"")],
+                        axum::Json(serde_json::json!({"error": d.to_string()})),
+                    )
+                        .into_response(),
+                )
+            }
+        }
+    }
+
+    /// The dependencies' health, for the topology.
+    pub(crate) fn health(&self) -> crate::console::Health {
+        let snap = self.shared.snapshot.load();
+        crate::console::Health {
+            issuers: snap
+                .issuers
+                .iter()
+                .map(|i| (i.policy.issuer.clone(), i.usable))
+                .collect(),
+            token_service: self.token_service.clone(),
+            audit_ok: self.shared.audit.is_healthy(),
+            audit_queue: self.shared.audit.depth(),
+            shards_ok: self.shared.running.load(Ordering::SeqCst) >= self.shards
+                && !self.shared.stopping.load(Ordering::SeqCst),
+            generation: snap.generation,
+        }
     }
 }
 

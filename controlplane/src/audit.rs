@@ -194,12 +194,15 @@ struct FileSink {
     dir: PathBuf,
     cfg: AuditConfig,
     file: Option<(File, u64, Instant)>,
+    /// The open file's path (shared with the console's chain links).
+    path: Option<Arc<Path>>,
     /// File age (`max_file_age`) is judged by it.
     clock: Clock,
 }
 
 impl FileSink {
-    fn write(&mut self, lines: &[u8], first_seq: u64) -> std::io::Result<()> {
+    /// Append `lines`; returns the file and the offset the first line starts at.
+    fn write(&mut self, lines: &[u8], first_seq: u64) -> std::io::Result<(Arc<Path>, u64)> {
         let rotate = match &self.file {
             None => true,
             Some((_, size, opened)) => {
@@ -210,11 +213,12 @@ impl FileSink {
         if rotate {
             fs::create_dir_all(&self.dir)?;
             let path = self.dir.join(file_name(first_seq));
-            let f = OpenOptions::new().create(true).append(true).open(path)?;
+            let f = OpenOptions::new().create(true).append(true).open(&path)?;
             let size = f.metadata().map(|m| m.len()).unwrap_or(0);
             self.file = Some((f, size, self.clock.now()));
+            self.path = Some(Arc::from(path.as_path()));
         }
-        let Some((f, size, _)) = self.file.as_mut() else {
+        let (Some((f, size, _)), Some(path)) = (self.file.as_mut(), self.path.clone()) else {
             return Err(std::io::Error::other("no audit file"));
         };
         let good = *size;
@@ -233,20 +237,66 @@ impl FileSink {
             self.file = None;
             return Err(e);
         }
+        let start = *size;
         *size += lines.len() as u64;
-        Ok(())
+        Ok((path, start))
     }
 }
 
-/// Called with each record as written (for the live page).
+/// Called with each record as written (library callers, tests).
 pub type Observer = Arc<dyn Fn(&Record) + Send + Sync>;
+
+/// A written record's place in the hash chain, and where its line is (file sink).
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub seq: u64,
+    /// The previous line's hash (the record's `prev`).
+    pub prev: String,
+    /// SHA-256 of this line's bytes (the next record's `prev`).
+    pub hash: String,
+    /// The file, the line's byte offset in it and its length (no newline); `None` on stdout.
+    pub at: Option<(Arc<Path>, u64, usize)>,
+}
+
+/// Called with each record and its chain link once written (the console).
+pub type ChainObserver = Arc<dyn Fn(&Record, &Link) + Send + Sync>;
+
+/// Whether the line at `link.at` still hashes to `link.hash` and carries `link.seq` and
+/// `link.prev` (blocking file I/O: call from a blocking thread).
+pub fn check_link(link: &Link) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Some((path, offset, len)) = &link.at else {
+        return Err("written to standard output: not on disk to re-check".into());
+    };
+    let mut f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.seek(SeekFrom::Start(*offset))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut line = vec![0u8; *len];
+    f.read_exact(&mut line)
+        .map_err(|e| format!("{}: line at byte {offset}: {e}", path.display()))?;
+    if sha_hex(&line) != link.hash {
+        return Err(format!(
+            "{} byte {offset}: the line no longer hashes to the value written (altered)",
+            path.display()
+        ));
+    }
+    let c: ChainFields = serde_json::from_slice(&line)
+        .map_err(|e| format!("{} byte {offset}: {e}", path.display()))?;
+    if c.seq != link.seq || c.prev != link.prev {
+        return Err(format!(
+            "{} byte {offset}: another record's line",
+            path.display()
+        ));
+    }
+    Ok(())
+}
 
 /// Start the writer on its own thread (file I/O never runs on a shard or a tokio worker).
 /// It stops once every other holder of the queue is gone and the queue is drained.
 pub fn spawn_writer(
     queue: Arc<AuditQueue>,
     cfg: AuditConfig,
-    observer: Option<Observer>,
+    observer: Option<ChainObserver>,
     clock: Clock,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -255,12 +305,18 @@ pub fn spawn_writer(
 }
 
 /// The writer loop. Never drops an accepted record.
-fn run_writer(queue: Arc<AuditQueue>, cfg: AuditConfig, observer: Option<Observer>, clock: Clock) {
+fn run_writer(
+    queue: Arc<AuditQueue>,
+    cfg: AuditConfig,
+    observer: Option<ChainObserver>,
+    clock: Clock,
+) {
     let mut file = match (cfg.sink, &cfg.dir) {
         (SinkKind::File, Some(d)) => Some(FileSink {
             dir: d.clone(),
             cfg: cfg.clone(),
             file: None,
+            path: None,
             clock,
         }),
         _ => None,
@@ -284,6 +340,8 @@ fn run_writer(queue: Arc<AuditQueue>, cfg: AuditConfig, observer: Option<Observe
     };
     let mut pending: Vec<Record> = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    // (offset in buf, length, seq, prev, hash) of each line, for the observer.
+    let mut links: Vec<(usize, usize, u64, String, String)> = Vec::new();
     loop {
         while pending.len() < 4096 {
             match queue.pop() {
@@ -302,11 +360,16 @@ fn run_writer(queue: Arc<AuditQueue>, cfg: AuditConfig, observer: Option<Observe
             continue;
         }
         buf.clear();
+        links.clear();
         let (mut s, mut p) = (seq, prev.clone());
         let mut ok = true;
         for r in &pending {
+            let start = buf.len();
             match chain_into(&mut buf, r, s, &p) {
                 Ok(h) => {
+                    if observer.is_some() {
+                        links.push((start, buf.len() - 1 - start, s, p.clone(), h.clone()));
+                    }
                     s += 1;
                     p = h;
                 }
@@ -317,25 +380,39 @@ fn run_writer(queue: Arc<AuditQueue>, cfg: AuditConfig, observer: Option<Observe
                 }
             }
         }
-        let written = ok
-            && match file.as_mut() {
+        let written: Option<Option<(Arc<Path>, u64)>> = if !ok {
+            None
+        } else {
+            match file.as_mut() {
                 Some(f) => {
                     let first = seq;
-                    f.write(&buf, first).map_err(|e| tracing::error!(error = %e, "Audit sink failed; refusing tool calls until it recovers")).is_ok()
+                    f.write(&buf, first).map_err(|e| tracing::error!(error = %e, "Audit sink failed; refusing tool calls until it recovers")).ok().map(Some)
                 }
                 None => {
                     let mut out = std::io::stdout().lock();
-                    out.write_all(&buf).and_then(|_| out.flush()).is_ok()
+                    out.write_all(&buf)
+                        .and_then(|_| out.flush())
+                        .ok()
+                        .map(|_| None)
                 }
-            };
-        if written {
+            }
+        };
+        if let Some(at) = written {
             if !queue.is_healthy() {
                 tracing::info!("Audit sink recovered");
             }
             queue.set_healthy(true);
             if let Some(o) = &observer {
-                for r in &pending {
-                    o(r);
+                for (r, (start, len, seq, prev, hash)) in pending.iter().zip(links.drain(..)) {
+                    let link = Link {
+                        seq,
+                        prev,
+                        hash,
+                        at: at
+                            .as_ref()
+                            .map(|(path, base)| (path.clone(), base + start as u64, len)),
+                    };
+                    o(r, &link);
                 }
             }
             metrics::counter!("warden_audit_records_written_total").increment(pending.len() as u64);

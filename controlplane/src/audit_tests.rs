@@ -30,6 +30,7 @@ fn rec(i: u64, tool: &str) -> Record {
         delegation: None,
         upstream_status: Some(200),
         latency_ms: 1.0,
+        upstream_ms: None,
     }
 }
 
@@ -117,6 +118,7 @@ fn files_rotate_by_age_on_the_clock() {
             ..Default::default()
         },
         file: None,
+        path: None,
         clock,
     };
     sink.write(b"one\n", 1).unwrap();
@@ -151,4 +153,76 @@ fn filters_for_tail() {
         }
         .matches(&v)
     );
+}
+
+/// Record format 2 (inbound `scopes`, `upstream_ms`) continues a chain of format-1 lines:
+/// the chain hashes raw line bytes, so `warden audit verify` accepts both; and each
+/// written record's link points at its line on disk, which the console re-checks.
+#[test]
+fn format_two_records_continue_a_format_one_chain_and_links_find_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two lines exactly as the format-1 writer wrote them (no scopes, no upstream_ms).
+    let l1 = format!(
+        r#"{{"time_ms":1,"request_id":"r1","iss":"iss","sub":"alice","method":"tools/call","upstream":"up","tool":"t","decision":"allow","upstream_status":200,"latency_ms":1.0,"seq":1,"prev":"{ZERO}"}}"#
+    );
+    let l2 = format!(
+        r#"{{"time_ms":2,"request_id":"r2","iss":"iss","sub":"alice","method":"tools/call","decision":"deny","reason":"no","latency_ms":0.5,"seq":2,"prev":"{}"}}"#,
+        sha_hex(l1.as_bytes())
+    );
+    std::fs::write(dir.path().join(file_name(1)), format!("{l1}\n{l2}\n")).unwrap();
+    let cfg = AuditConfig {
+        sink: SinkKind::File,
+        dir: Some(dir.path().into()),
+        ..Default::default()
+    };
+    let links = std::sync::Arc::new(std::sync::RwLock::new(Vec::<Link>::new()));
+    let seen = links.clone();
+    let obs: ChainObserver = Arc::new(move |_r: &Record, l: &Link| {
+        seen.write().unwrap().push(l.clone());
+    });
+    let q = AuditQueue::new(64);
+    let h = spawn_writer(q.clone(), cfg, Some(obs), Clock::new()).unwrap();
+    let mut r = rec(3, "t");
+    r.scopes = vec!["mcp:tools".into()];
+    r.upstream_ms = Some(0.25);
+    q.reserve().unwrap().commit(r);
+    q.reserve().unwrap().commit(rec(4, "t"));
+    wait_drained(&q);
+    drop(q);
+    h.join().unwrap();
+    assert_eq!(
+        verify(dir.path()).unwrap(),
+        Verified::Ok {
+            records: 4,
+            files: 2
+        },
+        "a restarted writer opens a new file; the chain runs on"
+    );
+    let text = std::fs::read_to_string(dir.path().join(file_name(3))).unwrap();
+    let third: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(third["scopes"], serde_json::json!(["mcp:tools"]));
+    assert_eq!(third["upstream_ms"], 0.25);
+    let links = links.read().unwrap().clone();
+    assert_eq!(links.len(), 2);
+    assert_eq!(
+        (links[0].seq, links[0].prev.as_str()),
+        (3, sha_hex(l2.as_bytes()).as_str())
+    );
+    assert_eq!(links[1].prev, links[0].hash, "consecutive links chain");
+    for l in &links {
+        check_link(l).unwrap();
+    }
+    // Altering the third line on disk: its link no longer checks, the fourth's still does.
+    std::fs::write(
+        dir.path().join(file_name(3)),
+        text.replacen("mcp:tools", "mcp:admin", 1),
+    )
+    .unwrap();
+    let e = check_link(&links[0]).unwrap_err();
+    assert!(e.contains("altered"), "{e}");
+    check_link(&links[1]).unwrap();
+    // Stdout records have no line to re-check.
+    let mut l = links[0].clone();
+    l.at = None;
+    assert!(check_link(&l).unwrap_err().contains("standard output"));
 }

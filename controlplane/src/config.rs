@@ -282,12 +282,16 @@ pub struct TlsConfig {
 pub struct AdminConfig {
     #[serde(default = "default_admin")]
     pub listen: SocketAddr,
+    /// Who may read the operator console (open on loopback, authenticated elsewhere).
+    #[serde(default)]
+    pub console: crate::console::access::ConsoleConfig,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: default_admin(),
+            console: Default::default(),
         }
     }
 }

@@ -624,20 +624,25 @@ async fn start_inner(
     }
 
     let audit = dataplane::audit::AuditQueue::new(cfg.audit.queue_capacity);
-    let live = crate::live::Live::new(cfg.upstreams.iter().map(|u| u.name.clone()).collect());
-    let live_obs = live.clone();
+    let console =
+        crate::console::Console::new(cfg.upstreams.iter().map(|u| u.name.clone()).collect());
+    let access = crate::console::access::Access::new(cfg.admin.listen, &cfg.admin.console)
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    let console_obs = console.clone();
     let otlp = crate::otlp::start(&cfg.telemetry, reqwest::Client::new());
-    let observer: crate::audit::Observer = Arc::new(move |r: &dataplane::audit::Record| {
-        live_obs.observe(r);
-        if let Some(tx) = &otlp
-            && tx.try_send(r.clone()).is_err()
-        {
-            metrics::counter!("warden_otlp_spans_dropped_total").increment(1);
-        }
-        if let Some(o) = &observer {
-            o(r);
-        }
-    });
+    let observer: crate::audit::ChainObserver = Arc::new(
+        move |r: &dataplane::audit::Record, link: &crate::audit::Link| {
+            console_obs.observe(r, link);
+            if let Some(tx) = &otlp
+                && tx.try_send(r.clone()).is_err()
+            {
+                metrics::counter!("warden_otlp_spans_dropped_total").increment(1);
+            }
+            if let Some(o) = &observer {
+                o(r);
+            }
+        },
+    );
     let audit_writer = crate::audit::spawn_writer(
         audit.clone(),
         cfg.audit.clone(),
@@ -728,7 +733,18 @@ async fn start_inner(
             shared: shared.clone(),
             shards: expected_shards,
             sts: sts.clone(),
-            live,
+            console,
+            access,
+            token_service: cfg.delegation.as_ref().map(|d| match d.mode {
+                crate::config::DelegationMode::Embedded => "embedded STS".to_owned(),
+                crate::config::DelegationMode::External => format!(
+                    "token service {}",
+                    d.token_endpoint
+                        .as_ref()
+                        .map(|u| u.as_str())
+                        .unwrap_or("(external)")
+                ),
+            }),
             reload: reload_tx.clone(),
             status: status_view.clone(),
             clock,

@@ -210,6 +210,11 @@ const HELP: &[(&str, &str, &str)] = &[
     ),
     (
         "counter",
+        "warden_console_auth_failures_total",
+        "Console requests refused for want of the admin credential (401/403).",
+    ),
+    (
+        "counter",
         "warden_sessions_ended_total",
         "MCP sessions ended by DELETE on this replica.",
     ),

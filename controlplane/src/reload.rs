@@ -155,6 +155,12 @@ pub fn restart_needed(
     if old.admin.listen != new.admin.listen {
         v.push("admin.listen");
     }
+    // The console's access rule (and its credential file) is read once, at start.
+    let console =
+        |raw: &serde_yaml_ng::Value| raw.get("admin").and_then(|a| a.get("console")).cloned();
+    if console(old_raw) != console(new_raw) {
+        v.push("admin.console");
+    }
     // Blocks owned by long-lived tasks started once: the audit writer, the span exporter,
     // the authorization server's listener and store, the delegation engine.
     for (key, label) in [
@@ -257,6 +263,9 @@ mod tests {
         let with_audit = format!("{BASE}audit:\n  sink: stdout\n  queue_capacity: 10\n");
         let (c, cr) = parse(&with_audit);
         assert_eq!(restart_needed(&a, &c, &ar, &cr), vec!["audit"]);
+        let with_console = format!("{BASE}admin:\n  console:\n    require_auth: true\n");
+        let (e, er) = parse(&with_console);
+        assert_eq!(restart_needed(&a, &e, &ar, &er), vec!["admin.console"]);
         // Policy and upstream changes are not restart-only.
         let with_policy = format!("{BASE}policy:\n  default: allow\n");
         let (d, dr) = parse(&with_policy);

@@ -125,7 +125,12 @@ pub struct Record {
     pub delegation: Option<DelegationRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
+    /// Time from the gateway's whole handling of the request (reservation to commit).
     pub latency_ms: f64,
+    /// Of which the upstream's own time (record format 2): `latency_ms − upstream_ms` is what
+    /// the gateway added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ms: Option<f64>,
 }
 
 /// A queued record and the share its slot came from.
@@ -370,6 +375,7 @@ mod tests {
             delegation: None,
             upstream_status: None,
             latency_ms: 0.0,
+            upstream_ms: None,
         }
     }
 

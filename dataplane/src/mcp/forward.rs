@@ -204,13 +204,15 @@ async fn exchange(
     }
 }
 
-fn record_latency(shard: &Shard, up: &Upstream, started: quanta::Instant) {
+/// Observe the upstream's time (and return it in milliseconds, for the audit record).
+fn record_latency(shard: &Shard, up: &Upstream, started: quanta::Instant) -> f64 {
     let secs = shard
         .clock
         .now()
         .saturating_duration_since(started)
         .as_secs_f64();
     shard.meters.upstream_latency(&up.name, secs);
+    secs * 1000.0
 }
 
 /// A `tools/call` on a bridged REST API: validate the arguments, build exactly one request
@@ -258,7 +260,7 @@ pub(super) async fn bridge_call(
         replay: Replay::Never,
     };
     let sent = upstream::send_to(&shard.pool, up, &out).await;
-    record_latency(shard, up, started);
+    let upstream_ms = Some(record_latency(shard, up, started));
     match sent {
         Ok(resp) => {
             let status = resp.status;
@@ -269,7 +271,13 @@ pub(super) async fn bridge_call(
                     let e = UpError::BadResponse;
                     return Ok((
                         upstream_error(client_id, up, &e),
-                        Report::failed(Some(status), "unexpected event stream from a REST API"),
+                        Report {
+                            upstream_ms,
+                            ..Report::failed(
+                                Some(status),
+                                "unexpected event stream from a REST API",
+                            )
+                        },
                     ));
                 }
             };
@@ -283,6 +291,7 @@ pub(super) async fn bridge_call(
                 Report {
                     upstream_status: Some(status),
                     failure,
+                    upstream_ms,
                 },
             ))
         }
@@ -322,8 +331,16 @@ pub(super) async fn mcp<S: AsyncWriteRent>(
         (Ok((r, gid)), None) => Ok(collect(shard, up, r, gid, client_id).await),
     };
     session.inflight.remove(client_id.get());
-    record_latency(shard, up, started);
-    result
+    let upstream_ms = Some(record_latency(shard, up, started));
+    result.map(|(body, report)| {
+        (
+            body,
+            Report {
+                upstream_ms,
+                ..report
+            },
+        )
+    })
 }
 
 /// The final answer of a forwarded request (for batches), with the client's id.
@@ -347,6 +364,7 @@ async fn collect(
                 Report {
                     upstream_status: status,
                     failure: None,
+                    upstream_ms: None,
                 },
             ),
             _ => (
@@ -388,6 +406,7 @@ async fn relay<S: AsyncWriteRent>(
     let ok = Report {
         upstream_status: status,
         failure: None,
+        upstream_ms: None,
     };
     match r.body {
         UpBody::Full(b) => {

@@ -19,6 +19,8 @@ pub struct Report {
     pub upstream_status: Option<u16>,
     /// Why the agent got an error instead of the upstream's answer.
     pub failure: Option<String>,
+    /// The upstream's own time (send to last byte), when it was asked.
+    pub upstream_ms: Option<f64>,
 }
 
 impl Report {
@@ -26,6 +28,7 @@ impl Report {
         Report {
             upstream_status: status,
             failure: Some(why.into()),
+            upstream_ms: None,
         }
     }
 }
@@ -75,6 +78,7 @@ fn base(
         delegation: None,
         upstream_status: None,
         latency_ms: 0.0,
+        upstream_ms: None,
     }
 }
 
@@ -158,6 +162,7 @@ impl Audit {
         }
         let reason = report.failure.clone();
         let status = report.upstream_status;
+        self.rec.upstream_ms = report.upstream_ms;
         self.finish(shard, outcome, reason, status);
     }
 
