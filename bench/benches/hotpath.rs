@@ -140,6 +140,7 @@ fn issuers(keys: &Keys) -> Vec<Arc<IssuerState>> {
             max_lifetime_secs: 86_400,
             token_types: vec!["at+jwt".to_owned()],
         },
+        dpop: Default::default(),
         keys: Arc::new(set),
         keys_generation: 1,
         usable: true,

@@ -408,6 +408,32 @@ pub struct IssuerConfig {
     /// Extra CA certificate (PEM) for this issuer's HTTPS endpoints.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// DPoP (RFC 9449): `required` (only DPoP-bound tokens), `optional` (bearer tokens too;
+    /// a bound token still needs its proof) or `off` (bound tokens refused).
+    #[serde(default)]
+    pub dpop: DpopSetting,
+    /// Algorithms accepted for DPoP proofs (asymmetric only).
+    #[serde(default = "default_dpop_algs")]
+    pub dpop_algorithms: Vec<String>,
+    /// How far a proof's `iat` may be from now, either way (SEP-1932: 5 minutes).
+    #[serde(default = "default_dpop_window", with = "humantime_serde")]
+    pub dpop_iat_window: Duration,
+    /// Require a nonce issued by the gateway in every proof (RFC 9449 §9).
+    #[serde(default)]
+    pub dpop_nonce: bool,
+    /// How long a gateway nonce is accepted.
+    #[serde(default = "default_dpop_window", with = "humantime_serde")]
+    pub dpop_nonce_lifetime: Duration,
+}
+
+/// `issuers[].dpop`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DpopSetting {
+    Required,
+    #[default]
+    Optional,
+    Off,
 }
 
 /// An upstream: an MCP server (proxied) or a REST API with an OpenAPI spec (bridged).
@@ -482,6 +508,12 @@ fn default_algs() -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .collect()
+}
+fn default_dpop_algs() -> Vec<String> {
+    vec!["ES256".into(), "EdDSA".into()]
+}
+fn default_dpop_window() -> Duration {
+    Duration::from_secs(300)
 }
 fn default_types() -> Vec<String> {
     vec!["at+jwt".into()]
@@ -625,6 +657,30 @@ impl Config {
                         format!("{p}.algorithms"),
                         format!("unsupported algorithm {a:?} (HMAC and none are never accepted)"),
                     ));
+                }
+            }
+            if iss.dpop_algorithms.is_empty() {
+                return Err(err(
+                    file,
+                    format!("{p}.dpop_algorithms"),
+                    "must not be empty",
+                ));
+            }
+            for a in &iss.dpop_algorithms {
+                if dataplane::auth::jwks::parse_alg(a).is_none() {
+                    return Err(err(
+                        file,
+                        format!("{p}.dpop_algorithms"),
+                        format!("unsupported algorithm {a:?} (only asymmetric algorithms sign DPoP proofs)"),
+                    ));
+                }
+            }
+            for (key, d) in [
+                ("dpop_iat_window", iss.dpop_iat_window),
+                ("dpop_nonce_lifetime", iss.dpop_nonce_lifetime),
+            ] {
+                if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+                    return Err(err(file, format!("{p}.{key}"), "between 1s and 1h"));
                 }
             }
             let u = url::Url::parse(&iss.issuer)

@@ -10,13 +10,16 @@ use dataplane::clock::{Clock, Instant};
 use futures_channel::oneshot;
 use jsonwebtoken::Algorithm;
 
-use crate::config::IssuerConfig;
+use crate::config::{DpopSetting, IssuerConfig};
+use dataplane::auth::dpop::{DpopMode, DpopPolicy};
 
 /// The control plane's view of one issuer.
 #[derive(Debug)]
 pub struct IssuerRuntime {
     pub cfg: IssuerConfig,
     pub policy: ValidationPolicy,
+    /// The issuer's DPoP rules, as the shards apply them.
+    pub dpop: DpopPolicy,
     allowed: Vec<Algorithm>,
     jwks_uri: Option<String>,
     keys: Option<Arc<KeySet>>,
@@ -78,9 +81,25 @@ impl IssuerRuntime {
             .filter_map(|a| jwks::parse_alg(a))
             .collect();
         let jwks_uri = cfg.jwks_uri.as_ref().map(|u| u.to_string());
+        let dpop = DpopPolicy {
+            mode: match cfg.dpop {
+                DpopSetting::Required => DpopMode::Required,
+                DpopSetting::Optional => DpopMode::Optional,
+                DpopSetting::Off => DpopMode::Off,
+            },
+            algorithms: cfg
+                .dpop_algorithms
+                .iter()
+                .filter_map(|a| jwks::parse_alg(a))
+                .collect(),
+            iat_window_secs: cfg.dpop_iat_window.as_secs() as i64,
+            require_nonce: cfg.dpop_nonce,
+            nonce_lifetime_secs: cfg.dpop_nonce_lifetime.as_secs() as i64,
+        };
         IssuerRuntime {
             cfg,
             policy,
+            dpop,
             allowed,
             jwks_uri,
             keys: None,
@@ -106,6 +125,7 @@ impl IssuerRuntime {
         let usable = self.usable();
         Arc::new(IssuerState {
             policy: self.policy.clone(),
+            dpop: self.dpop.clone(),
             keys: self.keys.clone().unwrap_or_default(),
             keys_generation: self.generation,
             usable,

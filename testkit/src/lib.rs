@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod dropping;
+pub mod dpop;
 pub mod issuer;
 mod keys;
 #[cfg(feature = "mem")]
@@ -16,6 +17,7 @@ pub mod postgres;
 pub mod upstream;
 mod util;
 
+pub use dpop::DpopKey;
 pub use dropping::{DROPPING_TOOL, DroppingUpstream};
 pub use issuer::{JwksMode, KeyAlg, TestIssuer};
 #[cfg(feature = "mem")]

@@ -33,6 +33,7 @@ fn issuer() -> (Ed25519KeyPair, Arc<IssuerState>) {
             max_lifetime_secs: 86_400,
             token_types: vec!["at+jwt".into()],
         },
+        dpop: Default::default(),
         keys: Arc::new(keys),
         keys_generation: 1,
         usable: true,

@@ -44,6 +44,8 @@ pub struct Claims {
     pub groups: Vec<String>,
     /// The token's own `act` claim, kept verbatim for delegation chains.
     pub act: Option<Value>,
+    /// `cnf.jkt` (RFC 9449 §6): the token is DPoP-bound to the key with this thumbprint.
+    pub cnf_jkt: Option<String>,
 }
 
 impl fmt::Debug for Claims {
@@ -57,6 +59,7 @@ impl fmt::Debug for Claims {
             .field("scopes", &self.scopes)
             .field("client_id", &self.client_id)
             .field("jti", &self.jti.as_ref().map(|_| "..."))
+            .field("cnf_jkt", &self.cnf_jkt)
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +152,7 @@ struct RawClaims {
     email: Option<Value>,
     groups: Option<Value>,
     act: Option<Value>,
+    cnf: Option<Value>,
 }
 
 /// The parts of a token split and decoded, before signature checking.
@@ -360,6 +364,16 @@ pub fn check_claims(
         Some(v @ Value::Object(_)) => Some(v),
         Some(_) => return Err(TokenError::BadClaims),
     };
+    // A confirmation Warden cannot check (mTLS `x5t#S256`, a raw `jwk`) is refused, not ignored:
+    // a sender-constrained token must never pass as a bearer one.
+    let cnf_jkt = match raw.cnf {
+        None => None,
+        Some(Value::Object(mut m)) if m.len() == 1 => match m.remove("jkt") {
+            Some(Value::String(j)) if !j.is_empty() => Some(j),
+            _ => return Err(TokenError::BadClaims),
+        },
+        Some(_) => return Err(TokenError::BadClaims),
+    };
     let jti = opt_str(raw.jti)?;
     let jti_hash = jti.as_deref().map(crate::audit::short_hash);
     Ok(Claims {
@@ -375,6 +389,7 @@ pub fn check_claims(
         email: opt_str(raw.email)?,
         groups: str_list(raw.groups, false)?,
         act,
+        cnf_jkt,
     })
 }
 

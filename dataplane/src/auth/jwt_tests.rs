@@ -204,3 +204,26 @@ fn header_rules() {
         TokenError::TooLong
     );
 }
+
+#[test]
+fn cnf_jkt_is_read_and_other_confirmations_are_refused() {
+    let mut v = good();
+    v["cnf"] = serde_json::json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"});
+    assert_eq!(
+        claims(v).unwrap().cnf_jkt.as_deref(),
+        Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I")
+    );
+    assert_eq!(claims(good()).unwrap().cnf_jkt, None);
+    for cnf in [
+        serde_json::json!({"x5t#S256": "abc"}),
+        serde_json::json!({"jkt": "a", "x5t#S256": "abc"}),
+        serde_json::json!({"jkt": 1}),
+        serde_json::json!({"jkt": ""}),
+        serde_json::json!("jkt"),
+        serde_json::json!({}),
+    ] {
+        let mut v = good();
+        v["cnf"] = cnf.clone();
+        assert_eq!(claims(v).unwrap_err(), TokenError::BadClaims, "{cnf}");
+    }
+}

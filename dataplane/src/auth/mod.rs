@@ -1,7 +1,9 @@
-//! Bearer authentication: the per-shard verified-token cache in front of strict JWT validation.
+//! Token authentication: the per-shard verified-token cache in front of strict JWT validation.
 
+pub mod dpop;
 pub mod jwks;
 pub mod jwt;
+pub mod replay;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -13,6 +15,8 @@ use jwt::{Claims, TokenError, ValidationPolicy};
 #[derive(Debug)]
 pub struct IssuerState {
     pub policy: ValidationPolicy,
+    /// How this issuer's tokens relate to DPoP proofs.
+    pub dpop: dpop::DpopPolicy,
     pub keys: Arc<jwks::KeySet>,
     /// Bumped on every key change; cached verifications from older keys are re-checked.
     pub keys_generation: u64,

@@ -14,6 +14,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 const LABEL: &[u8] = b"warden-session-v1\0";
+/// The associated-data label of DPoP nonces: a nonce never opens as a session id, nor back.
+const NONCE_LABEL: &[u8] = b"warden-dpop-nonce-v1\0";
 const TAG_LEN: usize = 16;
 /// Ids longer than this are refused before any decoding work (a bound for hostile input).
 pub const MAX_ID_LEN: usize = 8192;
@@ -198,10 +200,61 @@ impl SessionKeys {
             client_init: (!init.is_empty()).then(|| init.to_owned()),
         })
     }
+
+    /// A DPoP nonce (RFC 9449 §9) issued at `now`: the time sealed under the current key with
+    /// its own label, so any replica with the ring opens it and it never opens as a session id.
+    pub fn seal_nonce(&self, now: i64) -> Result<String, KeyRingError> {
+        let (kid, key) = &self.keys[0];
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| KeyRingError::Rng)?;
+        let mut body = now.to_le_bytes().to_vec();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(nonce_aad(kid).as_slice()),
+            &mut body,
+        )
+        .map_err(|_| KeyRingError::Rng)?;
+        let mut out = Vec::with_capacity(1 + kid.len() + NONCE_LEN + body.len());
+        out.push(kid.len() as u8);
+        out.extend_from_slice(kid.as_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&body);
+        Ok(URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// When a DPoP nonce sealed by any key of the ring was issued; `None` for anything else.
+    pub fn open_nonce(&self, text: &str) -> Option<i64> {
+        if text.len() > 256 {
+            return None;
+        }
+        let raw = URL_SAFE_NO_PAD.decode(text).ok()?;
+        let kid_len = usize::from(*raw.first()?);
+        let kid = std::str::from_utf8(raw.get(1..1 + kid_len)?).ok()?;
+        let nonce: [u8; NONCE_LEN] = raw
+            .get(1 + kid_len..1 + kid_len + NONCE_LEN)?
+            .try_into()
+            .ok()?;
+        let mut body = raw.get(1 + kid_len + NONCE_LEN..)?.to_vec();
+        let (_, key) = self.keys.iter().find(|(k, _)| k == kid)?;
+        let plain = key
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(nonce_aad(kid).as_slice()),
+                &mut body,
+            )
+            .ok()?;
+        Some(i64::from_le_bytes(plain.try_into().ok()?))
+    }
 }
 
 fn aad(kid: &str) -> Vec<u8> {
     let mut a = LABEL.to_vec();
+    a.extend_from_slice(kid.as_bytes());
+    a
+}
+
+fn nonce_aad(kid: &str) -> Vec<u8> {
+    let mut a = NONCE_LABEL.to_vec();
     a.extend_from_slice(kid.as_bytes());
     a
 }

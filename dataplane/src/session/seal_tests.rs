@@ -130,3 +130,22 @@ fn values_open_cannot_give_back_are_refused_by_seal() {
     let id = keys.seal(&longest).unwrap();
     assert_eq!(keys.open(&id), Some(longest));
 }
+
+#[test]
+fn dpop_nonces_open_on_any_ring_with_the_key_and_never_as_session_ids() {
+    let keys = ring(K1);
+    let n = keys.seal_nonce(1_700_000_000).unwrap();
+    assert_eq!(keys.open_nonce(&n), Some(1_700_000_000));
+    // Another replica with the same ring opens it; a ring without the key does not.
+    assert_eq!(ring(K1).open_nonce(&n), Some(1_700_000_000));
+    assert_eq!(ring(K2).open_nonce(&n), None);
+    // Domain separation: a nonce is not a session id, and a session id is not a nonce.
+    assert_eq!(keys.open(&n), None);
+    assert_eq!(keys.open_nonce(&keys.seal(&sample()).unwrap()), None);
+    // Altered or foreign text.
+    let mut bad = n.clone().into_bytes();
+    let last = bad.len() - 2;
+    bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+    assert_eq!(keys.open_nonce(std::str::from_utf8(&bad).unwrap()), None);
+    assert_eq!(keys.open_nonce("conformance-rs-dpop-nonce"), None);
+}
