@@ -15,6 +15,8 @@ fn rec(i: u64, tool: &str) -> Record {
         sub: Some("alice".into()),
         client_id: None,
         jti_hash: None,
+        sender_constrained: false,
+        jkt: None,
         actors: vec![],
         scopes: vec![],
         groups: vec![],

@@ -583,6 +583,26 @@ impl Control {
                             let _ = done.send(());
                         }
                     }
+                    Some(Command::DpopProof { key, until, reply }) => {
+                        // One statement at the shared store decides, for every replica at once.
+                        let st = self.state.clone();
+                        tokio::spawn(async move {
+                            use dataplane::control::ProofUse;
+                            let verdict = match st {
+                                None => ProofUse::Unavailable,
+                                Some(st) => match st.first_use(crate::state::Kind::DpopProof, &dataplane::audit::hex(&key), until).await {
+                                    Ok(true) => ProofUse::First,
+                                    Ok(false) => ProofUse::Replayed,
+                                    Err(e) => {
+                                        metrics::counter!("warden_dpop_store_failures_total").increment(1);
+                                        tracing::error!(error = %e, "DPoP proof not recorded in the state store; the request is refused");
+                                        ProofUse::Unavailable
+                                    }
+                                },
+                            };
+                            let _ = reply.send(verdict);
+                        });
+                    }
                     Some(Command::SessionEnded { id_hash, until }) => {
                         // This process's shards already refuse the id; the store tells the
                         // other replicas (and this one after a restart).

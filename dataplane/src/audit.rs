@@ -93,6 +93,12 @@ pub struct Record {
     /// SHA-256 (first 16 bytes, hex) of the inbound token's `jti`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti_hash: Option<String>,
+    /// Whether the inbound token was sender-constrained: DPoP-bound (`cnf.jkt`) and presented
+    /// with a valid proof of that key.
+    pub sender_constrained: bool,
+    /// The RFC 7638 thumbprint of the proof's key (the token's `cnf.jkt`), when constrained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
     /// Actors, outermost first: the gateway, then the inbound token's `act` chain.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actors: Vec<String>,
@@ -360,6 +366,8 @@ mod tests {
             sub: None,
             client_id: None,
             jti_hash: None,
+            sender_constrained: false,
+            jkt: None,
             actors: vec![],
             scopes: vec![],
             groups: vec![],

@@ -26,6 +26,24 @@ pub enum Command {
     /// A session ended by DELETE on this replica: record it in the shared store so other
     /// replicas refuse the id too (`until`: when the id would have expired anyway).
     SessionEnded { id_hash: [u8; 32], until: i64 },
+    /// A DPoP proof passed this process's replay set: record its first use in the state
+    /// store shared by the replicas (`key`: SHA-256 of thumbprint and `jti`; kept until `until`).
+    DpopProof {
+        key: [u8; 32],
+        until: i64,
+        reply: oneshot::Sender<ProofUse>,
+    },
+}
+
+/// What the shared store says of a DPoP proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProofUse {
+    /// Recorded now: no replica saw it before.
+    First,
+    /// Already recorded by some replica: a replay.
+    Replayed,
+    /// The store did not answer: the request is refused (fail closed).
+    Unavailable,
 }
 
 /// Who the delegated token is for.
@@ -135,6 +153,23 @@ impl ControlHandle {
         let _ = self
             .tx
             .unbounded_send(Command::SessionEnded { id_hash, until });
+    }
+
+    /// Record a DPoP proof's first use in the replicas' shared store and wait (bounded) for
+    /// the verdict; no answer in time is `Unavailable`.
+    pub async fn dpop_proof(&self, key: [u8; 32], until: i64, wait: Duration) -> ProofUse {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .unbounded_send(Command::DpopProof { key, until, reply })
+            .is_err()
+        {
+            return ProofUse::Unavailable;
+        }
+        match monoio::time::timeout(wait, rx).await {
+            Ok(Ok(v)) => v,
+            _ => ProofUse::Unavailable,
+        }
     }
 
     /// Ask the control plane for a delegation token and wait (bounded) for it.

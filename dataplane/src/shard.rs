@@ -49,6 +49,10 @@ pub struct Shared {
     pub ratelimit: Arc<crate::ratelimit::RateLimiter>,
     /// The clock every shard reads (the control plane's, cloned: one time for the process).
     pub clock: Clock,
+    /// DPoP proofs already used, across the process's shards.
+    pub dpop_replay: Arc<crate::auth::replay::ReplaySet>,
+    /// Also record each proof in the state store the replicas share (PostgreSQL).
+    pub dpop_shared_replay: bool,
 }
 
 /// Per-shard state, `!Send`: lives in `Rc` on its thread.

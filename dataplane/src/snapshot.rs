@@ -68,6 +68,12 @@ pub struct Settings {
     pub capabilities_json: String,
     /// The gateway's client id in delegation chains (`act.sub`), when delegation is configured.
     pub delegation_client_id: Option<String>,
+    /// The `algs` of the `DPoP` challenge, when some issuer takes DPoP proofs.
+    pub dpop_algs: Option<String>,
+    /// The public URL as a proof's `htu` must name it (normalised, `dpop::normalize_htu`).
+    pub public_htu: String,
+    /// The public URL's scheme, for the `htu` of a request known by its Host header.
+    pub public_scheme: String,
 }
 
 /// How the gateway authenticates itself to an upstream for discovery and sessions.

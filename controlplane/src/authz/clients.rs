@@ -48,6 +48,8 @@ pub struct Client {
     /// Display name for the consent page (registered clients may send one).
     pub name: Option<String>,
     pub dynamic: bool,
+    /// RFC 9449 §5.2: every token request must carry a DPoP proof.
+    pub dpop_bound_access_tokens: bool,
 }
 
 impl Client {
@@ -195,6 +197,7 @@ pub fn from_config(cfg: &AuthServerConfig) -> Result<HashMap<String, Arc<Client>
                 exchange_ttl,
                 name: None,
                 dynamic: false,
+                dpop_bound_access_tokens: c.dpop_bound_access_tokens,
             }),
         );
     }

@@ -30,6 +30,8 @@ pub async fn metadata(State(inner): State<Arc<Inner>>) -> Response {
             ["EdDSA", "ES256", "ES384", "RS256", "PS256", "PS384"],
         "scopes_supported": inner.cfg.scopes.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
         "authorization_response_iss_parameter_supported": true,
+        // RFC 9449 §5.1: proofs at /token (asymmetric algorithms only).
+        "dpop_signing_alg_values_supported": inner.cfg.dpop_algorithms,
         // For OIDC-discovery clients only: no ID tokens are issued (see docs).
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [match inner.sts.jwks()["keys"][0]["alg"].as_str() {
@@ -160,6 +162,16 @@ pub async fn register(State(inner): State<Arc<Inner>>, body: Bytes) -> Response 
             );
         }
     };
+    let dpop_bound = match req.get("dpop_bound_access_tokens") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return reg_error(
+                "invalid_client_metadata",
+                "dpop_bound_access_tokens must be a boolean",
+            );
+        }
+    };
     let Ok(rand) = store::random_token() else {
         return reg_error("invalid_client_metadata", "random generator failed");
     };
@@ -167,7 +179,7 @@ pub async fn register(State(inner): State<Arc<Inner>>, body: Bytes) -> Response 
     let issued_at = inner.store.now();
     if let Err(d) = inner
         .store
-        .register(&id, &uris, &grants, name.clone())
+        .register(&id, &uris, &grants, name.clone(), dpop_bound)
         .await
     {
         return reg_error("invalid_client_metadata", d);
@@ -183,6 +195,9 @@ pub async fn register(State(inner): State<Arc<Inner>>, body: Bytes) -> Response 
     });
     if let Some(n) = name {
         out["client_name"] = Value::String(n);
+    }
+    if dpop_bound {
+        out["dpop_bound_access_tokens"] = Value::Bool(true);
     }
     if let Some(s) = req.get("scope").and_then(Value::as_str) {
         out["scope"] = Value::String(s.to_owned());
@@ -221,7 +236,7 @@ pub async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> 
         );
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("Authorization, Content-Type, MCP-Protocol-Version"),
+            HeaderValue::from_static("Authorization, Content-Type, MCP-Protocol-Version, DPoP"),
         );
         h.insert(
             header::ACCESS_CONTROL_MAX_AGE,

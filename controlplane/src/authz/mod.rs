@@ -8,6 +8,7 @@
 
 mod client_auth;
 mod clients;
+mod dpop;
 mod exchange;
 mod meta;
 mod pages;
@@ -54,6 +55,12 @@ pub struct AuthServerConfig {
     /// Allowed RFC 8707 resource / audience values for user tokens; the first is the default.
     #[serde(default)]
     pub resources: Vec<String>,
+    /// Algorithms accepted for DPoP proofs at `/token` (RFC 9449 §5.1; asymmetric only).
+    #[serde(default = "default_dpop_algs")]
+    pub dpop_algorithms: Vec<String>,
+    /// Require a nonce issued by `/token` in every DPoP proof (RFC 9449 §8).
+    #[serde(default)]
+    pub dpop_nonce: bool,
 }
 
 impl AuthServerConfig {
@@ -136,8 +143,14 @@ pub struct ClientConfig {
     /// Lifetime of tokens obtained by token exchange (default 5 s).
     #[serde(default, with = "humantime_serde::option")]
     pub exchange_token_ttl: Option<Duration>,
+    /// RFC 9449 §5.2: refuse this client's token requests without a DPoP proof.
+    #[serde(default)]
+    pub dpop_bound_access_tokens: bool,
 }
 
+fn default_dpop_algs() -> Vec<String> {
+    vec!["ES256".into(), "EdDSA".into()]
+}
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9000))
 }
@@ -270,6 +283,7 @@ impl Inner {
         client_id: &str,
         scopes: &[String],
         aud: &str,
+        jkt: Option<&str>,
     ) -> Result<(String, i64), AuthServerError> {
         let now = self.store.now();
         let ttl = self.cfg.access_token_ttl.as_secs() as i64;
@@ -288,6 +302,10 @@ impl Inner {
         });
         if let Some(e) = &user.email {
             c["email"] = Value::String(e.clone());
+        }
+        // RFC 9449 §6: bound to the DPoP key whose proof came with the request.
+        if let Some(j) = jkt {
+            c["cnf"] = json!({"jkt": j});
         }
         let t = (self.sts.sign(&c)).map_err(|e| AuthServerError::Crypto(e.to_string()))?;
         Ok((t, ttl))
@@ -336,7 +354,7 @@ impl AuthServer {
         let res = (!resource.is_empty()).then_some(resource);
         let aud = (self.inner.user_resource(res)).map_err(|e| unknown(e.to_owned()))?;
         self.inner
-            .user_token(user, "warden-mint", &scopes, &aud)
+            .user_token(user, "warden-mint", &scopes, &aud, None)
             .map(|(t, _)| t)
     }
 }

@@ -17,6 +17,10 @@ pub const MAX_SESSIONS: usize = 10_000;
 pub const MAX_CODES: usize = 10_000;
 pub const MAX_REGISTERED: usize = 1_000;
 pub const MAX_JTIS: usize = 100_000;
+/// Outstanding DPoP nonces of the token endpoint.
+pub const MAX_NONCES: usize = 100_000;
+/// Refresh families bound to a DPoP key.
+pub const MAX_BINDINGS: usize = 1_000_000;
 /// A pending authorization request lives this long (login + consent).
 pub const PENDING_TTL: i64 = 600;
 /// A browser login session lives this long.
@@ -104,6 +108,9 @@ struct Registered {
     redirect_uris: Vec<String>,
     grant_types: Vec<String>,
     name: Option<String>,
+    /// RFC 9449 §5.2 client metadata (absent in rows written before DPoP: false).
+    #[serde(default)]
+    dpop_bound_access_tokens: bool,
 }
 
 /// The authorization server's view of the state store.
@@ -124,6 +131,8 @@ fn refuse(e: StateError) -> &'static str {
             "pending authorization requests" => "too many pending authorization requests",
             "sessions" => "too many sessions",
             "outstanding codes" => "too many outstanding codes",
+            "DPoP nonces" => "too many outstanding DPoP nonces; try again later",
+            "DPoP-bound refresh families" => "too many DPoP-bound refresh tokens",
             _ => "registration limit reached; try again later",
         },
         e => {
@@ -146,6 +155,7 @@ fn client_of(r: Registered) -> Client {
         exchange_ttl: std::time::Duration::from_secs(5),
         name: r.name,
         dynamic: true,
+        dpop_bound_access_tokens: r.dpop_bound_access_tokens,
     }
 }
 
@@ -187,12 +197,14 @@ impl Store {
         redirect_uris: &[String],
         grant_types: &[String],
         name: Option<String>,
+        dpop_bound_access_tokens: bool,
     ) -> Result<(), &'static str> {
         let r = Registered {
             id: id.to_owned(),
             redirect_uris: redirect_uris.to_vec(),
             grant_types: grant_types.to_vec(),
             name,
+            dpop_bound_access_tokens,
         };
         let v = serde_json::to_string(&r).map_err(|_| "cannot encode the client")?;
         match self
@@ -428,6 +440,60 @@ impl Store {
             Err(e) => {
                 warn(&e);
                 false
+            }
+        }
+    }
+
+    // ---- DPoP (RFC 9449 §5, §8, §11.1) ----
+
+    /// Record a token-endpoint proof's first use (shared by every replica on the store);
+    /// false on a replay or a store failure (fail closed).
+    pub async fn first_proof(&self, replay_key: &[u8; 32], until: i64) -> bool {
+        let key = format!("as:{}", dataplane::audit::hex(replay_key));
+        match self.db.first_use(Kind::DpopProof, &key, until).await {
+            Ok(first) => first,
+            Err(e) => {
+                warn(&e);
+                false
+            }
+        }
+    }
+
+    /// A fresh DPoP nonce, live for `ttl` seconds on every replica.
+    pub async fn new_dpop_nonce(&self, ttl: i64) -> Result<String, &'static str> {
+        let n = random_token().map_err(|_| "the random number generator failed")?;
+        self.db
+            .insert_record(Kind::DpopNonce, &sha256_hex(&n), "", self.now() + ttl, MAX_NONCES)
+            .await
+            .map_err(refuse)?;
+        Ok(n)
+    }
+
+    /// Whether `nonce` is one this server issued and it is still live.
+    pub async fn dpop_nonce_live(&self, nonce: &str) -> bool {
+        matches!(
+            self.db.get_record(Kind::DpopNonce, &sha256_hex(nonce)).await,
+            Ok(Some(_))
+        )
+    }
+
+    /// Bind a public client's refresh family to a DPoP key (kept while the family may live).
+    pub async fn bind_family(&self, family: &str, jkt: &str, expires: i64) -> Result<(), &'static str> {
+        self.db
+            .insert_record(Kind::DpopBinding, &sha256_hex(family), jkt, expires, MAX_BINDINGS)
+            .await
+            .map(|_| ())
+            .map_err(refuse)
+    }
+
+    /// The DPoP key a refresh family is bound to. A store error is "bound to no key anyone
+    /// has" (fail closed), never "unbound".
+    pub async fn family_key(&self, family: &str) -> Result<Option<String>, ()> {
+        match self.db.get_record(Kind::DpopBinding, &sha256_hex(family)).await {
+            Ok(r) => Ok(r.map(|(jkt, _)| jkt)),
+            Err(e) => {
+                warn(&e);
+                Err(())
             }
         }
     }

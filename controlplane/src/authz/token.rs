@@ -1,4 +1,6 @@
 //! `POST /token`: authorization_code (PKCE), refresh_token (rotation), client_credentials, password; RFC 6749 §5.2 errors.
+//! A DPoP proof (RFC 9449 §5) makes the access token DPoP-bound (`cnf.jkt`, `token_type: DPoP`)
+//! and binds a public client's refresh tokens to the key.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +30,8 @@ pub struct OAuthError {
     pub description: String,
     /// `WWW-Authenticate: Basic` when the client tried Basic (RFC 6749 §5.2).
     pub basic_challenge: bool,
+    /// `DPoP-Nonce` to retry with (RFC 9449 §8, `use_dpop_nonce`).
+    pub dpop_nonce: Option<String>,
 }
 
 impl OAuthError {
@@ -42,7 +46,11 @@ impl OAuthError {
             error,
             description: d.into(),
             basic_challenge: false,
+            dpop_nonce: None,
         }
+    }
+    pub fn invalid_dpop_proof(d: impl Into<String>) -> Self {
+        Self::new("invalid_dpop_proof", d)
     }
     pub fn invalid_request(d: impl Into<String>) -> Self {
         Self::new("invalid_request", d)
@@ -86,6 +94,9 @@ impl IntoResponse for OAuthError {
         )
             .into_response();
         no_store(&mut r);
+        if let Some(n) = self.dpop_nonce.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+            r.headers_mut().insert("dpop-nonce", n);
+        }
         if self.basic_challenge {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -150,11 +161,19 @@ async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Respo
             "this client may not use {grant}"
         )));
     }
+    // RFC 9449 §5: the proof is checked before the grant, so a bad proof spends no code.
+    let jkt = super::dpop::token_proof(inner, headers).await?;
+    if jkt.is_none() && authed.client.dpop_bound_access_tokens {
+        return Err(OAuthError::invalid_dpop_proof(
+            "this client's tokens must be DPoP-bound: send a DPoP proof",
+        ));
+    }
+    let jkt = jkt.as_deref();
     match grant.as_str() {
-        GRANT_CODE => authorization_code(inner, &authed, &f).await,
-        GRANT_REFRESH => refresh(inner, &authed, &f).await,
-        GRANT_CLIENT_CREDENTIALS => client_credentials(inner, &authed, &f),
-        GRANT_PASSWORD => password(inner, &authed, &f).await,
+        GRANT_CODE => authorization_code(inner, &authed, &f, jkt).await,
+        GRANT_REFRESH => refresh(inner, &authed, &f, jkt).await,
+        GRANT_CLIENT_CREDENTIALS => client_credentials(inner, &authed, &f, jkt),
+        GRANT_PASSWORD => password(inner, &authed, &f, jkt).await,
         _ => super::exchange::exchange(inner, &authed, &f),
     }
 }
@@ -167,7 +186,13 @@ fn pkce_ok(verifier: &str, challenge: &str) -> bool {
         .is_ok()
 }
 
-/// Issue access + refresh tokens for a user; `family` continues a rotation chain.
+/// `token_type` of a token response: `DPoP` for a bound token (RFC 9449 §5).
+fn token_type(jkt: Option<&str>) -> &'static str {
+    if jkt.is_some() { "DPoP" } else { "Bearer" }
+}
+
+/// Issue access + refresh tokens for a user; `family` continues a rotation chain; `jkt`
+/// binds the access token (and a public client's refresh family) to a DPoP key.
 async fn user_tokens(
     inner: &Inner,
     client: &super::clients::Client,
@@ -175,24 +200,38 @@ async fn user_tokens(
     scopes: &[String],
     resource: &str,
     family: Option<&str>,
+    jkt: Option<&str>,
 ) -> Result<Response, OAuthError> {
     let user = inner
         .users
         .get(username)
         .ok_or_else(|| OAuthError::invalid_grant("the user no longer exists"))?;
     let (at, ttl) = inner
-        .user_token(user, &client.id, scopes, resource)
+        .user_token(user, &client.id, scopes, resource, jkt)
         .map_err(|e| OAuthError::server(e.to_string()))?;
     let mut out = json!({
         "access_token": at,
-        "token_type": "Bearer",
+        "token_type": token_type(jkt),
         "expires_in": ttl,
         "scope": scopes.join(" "),
     });
     if client.allows(GRANT_REFRESH) {
         let family = match family {
             Some(f) => f.to_owned(),
-            None => store::random_token().map_err(|e| OAuthError::server(e.to_string()))?,
+            None => {
+                let f = store::random_token().map_err(|e| OAuthError::server(e.to_string()))?;
+                // RFC 9449 §5: a public client's refresh tokens are bound to the key too (a
+                // confidential client's are bound by its own authentication).
+                if let (Some(j), true) = (jkt, client.public) {
+                    let until = inner.store.now() + inner.cfg.refresh_token_ttl.as_secs() as i64;
+                    inner
+                        .store
+                        .bind_family(&f, j, until)
+                        .await
+                        .map_err(OAuthError::server)?;
+                }
+                f
+            }
         };
         let rt = inner
             .store
@@ -215,6 +254,7 @@ async fn authorization_code(
     inner: &Inner,
     a: &Authed,
     f: &HashMap<String, String>,
+    jkt: Option<&str>,
 ) -> Result<Response, OAuthError> {
     let code = param(f, "code").ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
     let verifier = param(f, "code_verifier")
@@ -243,7 +283,7 @@ async fn authorization_code(
             "resource differs from the authorized one",
         ));
     }
-    user_tokens(inner, &a.client, &c.username, &c.scopes, &c.resource, None).await
+    user_tokens(inner, &a.client, &c.username, &c.scopes, &c.resource, None, jkt).await
 }
 
 /// Requested scope narrowed from `have`: every requested one must be in `have`.
@@ -271,6 +311,7 @@ async fn refresh(
     inner: &Inner,
     a: &Authed,
     f: &HashMap<String, String>,
+    jkt: Option<&str>,
 ) -> Result<Response, OAuthError> {
     let t = param(f, "refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
@@ -283,6 +324,20 @@ async fn refresh(
         inner.store.revoke_family(&r.family, r.expires).await;
         return Err(OAuthError::invalid_grant(
             "the refresh token was issued to another client",
+        ));
+    }
+    // A bound family is refreshed only with a proof of its key (RFC 9449 §5); checked before
+    // the token is spent, so a thief without the key cannot burn the family either.
+    let bound = inner
+        .store
+        .family_key(&r.family)
+        .await
+        .map_err(|()| OAuthError::server("state store unavailable"))?;
+    if let Some(key) = &bound
+        && jkt != Some(key.as_str())
+    {
+        return Err(OAuthError::invalid_dpop_proof(
+            "this refresh token is bound to a DPoP key: send a proof of that key",
         ));
     }
     let scopes = narrow(&r.scopes, param(f, "scope"))?;
@@ -316,6 +371,7 @@ async fn refresh(
         &scopes,
         &r.resource,
         Some(&r.family),
+        jkt,
     )
     .await
 }
@@ -324,6 +380,7 @@ async fn password(
     inner: &Inner,
     a: &Authed,
     f: &HashMap<String, String>,
+    jkt: Option<&str>,
 ) -> Result<Response, OAuthError> {
     let username = param(f, "username")
         .ok_or_else(|| OAuthError::invalid_request("username is missing"))?
@@ -346,7 +403,7 @@ async fn password(
         .user_resource(param(f, "resource"))
         .map_err(OAuthError::invalid_target)?;
     let scopes = inner.grant_user_scopes(&user, param(f, "scope"));
-    user_tokens(inner, &a.client, &user.username, &scopes, &resource, None).await
+    user_tokens(inner, &a.client, &user.username, &scopes, &resource, None, jkt).await
 }
 
 /// The audience a client asks for (`resource` or `audience`, at most one value); default the first allowed.
@@ -398,6 +455,7 @@ fn client_credentials(
     inner: &Inner,
     a: &Authed,
     f: &HashMap<String, String>,
+    jkt: Option<&str>,
 ) -> Result<Response, OAuthError> {
     if a.client.public || a.method == Method::None {
         return Err(OAuthError::unauthorized_client(
@@ -409,7 +467,7 @@ fn client_credentials(
     let now = inner.store.now();
     let ttl = inner.cfg.access_token_ttl.as_secs() as i64;
     let jti = Sts::new_jti().map_err(|e| OAuthError::server(e.to_string()))?;
-    let claims = json!({
+    let mut claims = json!({
         "iss": inner.cfg.issuer,
         "sub": a.client.id,
         "aud": aud,
@@ -420,13 +478,16 @@ fn client_credentials(
         "exp": now + ttl,
         "jti": jti,
     });
+    if let Some(j) = jkt {
+        claims["cnf"] = json!({"jkt": j});
+    }
     let at = inner
         .sts
         .sign(&claims)
         .map_err(|e| OAuthError::server(e.to_string()))?;
     Ok(ok_json(json!({
         "access_token": at,
-        "token_type": "Bearer",
+        "token_type": token_type(jkt),
         "expires_in": ttl,
         "scope": scopes.join(" "),
     })))

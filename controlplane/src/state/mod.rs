@@ -38,6 +38,13 @@ pub enum Kind {
     Jti,
     /// The session key ring used when the config names none (sealed like signing keys).
     SessionKey,
+    /// A DPoP proof already used at the gateway or the token endpoint (keyed by SHA-256 of
+    /// thumbprint and `jti`).
+    DpopProof,
+    /// A DPoP nonce issued by the token endpoint (keyed by its hash).
+    DpopNonce,
+    /// The DPoP key (value: thumbprint) a public client's refresh family is bound to.
+    DpopBinding,
 }
 
 impl Kind {
@@ -49,6 +56,9 @@ impl Kind {
             Kind::Client => "client",
             Kind::Jti => "jti",
             Kind::SessionKey => "session_key",
+            Kind::DpopProof => "dpop_proof",
+            Kind::DpopNonce => "dpop_nonce",
+            Kind::DpopBinding => "dpop_binding",
         }
     }
 
@@ -61,6 +71,9 @@ impl Kind {
             Kind::Client => "registered clients",
             Kind::Jti => "assertion ids",
             Kind::SessionKey => "session keys",
+            Kind::DpopProof => "DPoP proofs",
+            Kind::DpopNonce => "DPoP nonces",
+            Kind::DpopBinding => "DPoP-bound refresh families",
         })
     }
 }
@@ -469,6 +482,12 @@ impl StateStore {
         cap: usize,
     ) -> Result<bool, StateError> {
         on_backend!(self, b => b.insert_record(kind, key.to_owned(), value.to_owned(), expires_at, cap as i64, self.now()).await)
+    }
+
+    /// Record `key`'s first use until `expires_at`: true the first time (on any replica sharing
+    /// the store), false while a live row exists. One statement; no cap.
+    pub async fn first_use(&self, kind: Kind, key: &str, expires_at: i64) -> Result<bool, StateError> {
+        on_backend!(self, b => b.first_use(kind, key.to_owned(), expires_at, self.now()).await)
     }
 
     /// The record's value and counter, unless missing or expired.

@@ -168,6 +168,27 @@ impl Pg {
         Ok(inserted == 1)
     }
 
+    /// Insert a marker row unless a live one exists, in one statement: of several replicas
+    /// inserting the same key at once, exactly one gets `true`. No cap (the purge task bounds it).
+    pub async fn first_use(
+        &self,
+        kind: Kind,
+        key: String,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StateError> {
+        let c = self.conn().await?;
+        let inserted = c
+            .execute(
+                "INSERT INTO records (kind, key, value, counter, expires_at) VALUES ($1, $2, '', 0, $3)
+                 ON CONFLICT (kind, key) DO UPDATE SET counter = 0, expires_at = excluded.expires_at
+                 WHERE records.expires_at <= $4",
+                &[&kind.as_str(), &key, &expires_at, &now],
+            )
+            .await?;
+        Ok(inserted == 1)
+    }
+
     pub async fn get_record(
         &self,
         kind: Kind,

@@ -132,6 +132,26 @@ impl Sqlite {
         .await
     }
 
+    /// Insert a marker row unless a live one exists; no cap (the purge task bounds it).
+    pub async fn first_use(
+        &self,
+        kind: Kind,
+        key: String,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StateError> {
+        self.call(move |c| {
+            let inserted = c.execute(
+                "INSERT INTO records (kind, key, value, counter, expires_at) VALUES (?1, ?2, '', 0, ?3)
+                 ON CONFLICT (kind, key) DO UPDATE SET counter = 0, expires_at = excluded.expires_at
+                 WHERE records.expires_at <= ?4",
+                params![kind.as_str(), key, expires_at, now],
+            )?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
     pub async fn get_record(
         &self,
         kind: Kind,

@@ -215,6 +215,9 @@ impl HarnessBuilder {
             // No sweeper thread: the cap still bounds the map.
             ratelimit: Arc::new(dataplane::ratelimit::RateLimiter::new(clock.now())),
             clock: clock.clone(),
+            dpop_replay: Arc::new(dataplane::auth::replay::ReplaySet::new(100_000)),
+            // One process, no state store: the process-wide set is the whole replay defence.
+            dpop_shared_replay: false,
         };
         let shard = dataplane::testing::shard(shared, clock, net.clone());
         let ctl = Rc::new(std::cell::RefCell::new(ctl));
@@ -343,6 +346,10 @@ async fn serve_commands(ctl: Rc<std::cell::RefCell<Ctl>>, mut rx: UnboundedRecei
                 let _ = done.send(());
             }
             Command::SessionEnded { .. } => ctl.borrow_mut().sessions_ended += 1,
+            // Never sent (`dpop_shared_replay` is off); a store that is not there fails closed.
+            Command::DpopProof { reply, .. } => {
+                let _ = reply.send(dataplane::control::ProofUse::Unavailable);
+            }
         }
     }
 }

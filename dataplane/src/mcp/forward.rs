@@ -614,6 +614,7 @@ mod tests {
             claims: None,
             owner: [0; 32],
             token: Some(token().into()),
+            next_nonce: None,
         };
         let outbound = Outbound {
             auth: Some(Secret::new(format!("Bearer {TOKEN}"))),

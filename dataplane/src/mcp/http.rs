@@ -40,6 +40,37 @@ pub fn challenge(st: &Settings, error: Option<&str>) -> Response {
     };
     let mut r = error_json(401, error.unwrap_or("unauthorized"), desc);
     r.headers.push(("www-authenticate", v));
+    // RFC 9449 §7.1: a resource server that takes DPoP says so, with the algorithms.
+    if let Some(algs) = &st.dpop_algs {
+        r.headers.push((
+            "www-authenticate",
+            format!(
+                "DPoP algs=\"{algs}\", resource_metadata=\"{}\"",
+                st.resource_metadata_url
+            ),
+        ));
+    }
+    r
+}
+
+/// A 401 for a DPoP request (RFC 9449 §7.1): the `DPoP` challenge with `error`
+/// (`invalid_dpop_proof`, `use_dpop_nonce`), its description and `algs`, then the Bearer
+/// challenge with `resource_metadata` for clients that need discovery.
+pub fn dpop_challenge(st: &Settings, error: &str, description: &str) -> Response {
+    let algs = st.dpop_algs.as_deref().unwrap_or("ES256");
+    let mut r = error_json(401, error, description);
+    r.headers.push((
+        "www-authenticate",
+        format!(
+            "DPoP error=\"{error}\", error_description=\"{description}\", algs=\"{algs}\", resource_metadata=\"{}\"",
+            st.resource_metadata_url
+        ),
+    ));
+    let mut bearer = format!("Bearer resource_metadata=\"{}\"", st.resource_metadata_url);
+    if !st.challenge_scope.is_empty() {
+        bearer.push_str(&format!(", scope=\"{}\"", st.challenge_scope));
+    }
+    r.headers.push(("www-authenticate", bearer));
     r
 }
 
@@ -60,14 +91,27 @@ pub fn step_up(st: &Settings, scopes: &[String]) -> Response {
     r
 }
 
-/// The token from an `Authorization: Bearer <token>` value (scheme case-insensitive).
-pub fn bearer(v: &str) -> Option<&str> {
+/// How an `Authorization` header presents its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// RFC 6750.
+    Bearer,
+    /// RFC 9449 §7.1: a DPoP-bound token, with a proof in the `DPoP` header.
+    Dpop,
+}
+
+/// The scheme and token of an `Authorization: Bearer|DPoP <token>` value (scheme case-insensitive).
+pub fn credentials(v: &str) -> Option<(Scheme, &str)> {
     let (scheme, rest) = v.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
         return None;
-    }
+    };
     let t = rest.trim_matches(' ');
-    (!t.is_empty() && !t.contains(' ')).then_some(t)
+    (!t.is_empty() && !t.contains(' ')).then_some((scheme, t))
 }
 
 /// The paths of the protected resource metadata: the root form and the path-suffixed one.
@@ -104,7 +148,7 @@ pub fn host_allowed(st: &Settings, host: Option<&str>) -> bool {
 pub fn preflight() -> Response {
     Response::new(204)
         .header("access-control-allow-methods", "GET, POST, DELETE, OPTIONS")
-        .header("access-control-allow-headers", "Authorization, Content-Type, Accept, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID")
+        .header("access-control-allow-headers", "Authorization, DPoP, Content-Type, Accept, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID")
         .header("access-control-max-age", "600")
 }
 
@@ -114,7 +158,7 @@ pub fn add_cors(headers: &mut Vec<(&'static str, String)>, origin: Option<&str>)
         headers.push(("access-control-allow-origin", o.to_owned()));
         headers.push((
             "access-control-expose-headers",
-            "Mcp-Session-Id, WWW-Authenticate".into(),
+            "Mcp-Session-Id, WWW-Authenticate, DPoP-Nonce".into(),
         ));
         headers.push(("vary", "Origin".into()));
     }

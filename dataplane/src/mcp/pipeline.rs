@@ -119,6 +119,9 @@ impl Gateway {
     ) -> Result<u16, Refusal> {
         // 3. Authenticate, before anything else is revealed (even the 405 for GET).
         let caller = &*caller.insert(authn::authenticate(&self.shard, snap, req).await?);
+        if let Some(n) = &caller.next_nonce {
+            out.add_header("dpop-nonce", n.clone());
+        }
         let cx = Cx {
             shard: &self.shard,
             snap,

@@ -63,6 +63,10 @@ fn base(
         sub: claims.map(|c| c.sub.clone()),
         client_id: claims.and_then(|c| c.client_id.clone()),
         jti_hash: claims.and_then(|c| c.jti_hash.clone()),
+        // Claims reach a record only after authentication, where a bound token passed only
+        // with a proof of exactly this key.
+        sender_constrained: claims.is_some_and(|c| c.cnf_jkt.is_some()),
+        jkt: claims.and_then(|c| c.cnf_jkt.clone()),
         actors: audit::actors(gateway, claims.and_then(|c| c.act.as_ref())),
         scopes: claims.map(|c| c.scopes.clone()).unwrap_or_default(),
         groups: claims.map(|c| c.groups.clone()).unwrap_or_default(),

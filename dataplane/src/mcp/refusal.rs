@@ -50,6 +50,8 @@ enum Form {
     OAuth(&'static str),
     /// 401 with the RFC 6750 / RFC 9728 challenge (`error=` when the token was bad).
     Challenge(Option<&'static str>),
+    /// 401 with the RFC 9449 §7.1 `DPoP` challenge (`invalid_dpop_proof`, `use_dpop_nonce`).
+    Dpop(&'static str),
     /// 403 `insufficient_scope` with the scopes to re-consent for (MCP step-up).
     StepUp(Vec<String>),
     /// A JSON-RPC error with the request's id.
@@ -219,6 +221,50 @@ impl Refusal {
         )
         .says("the access token is invalid")
         .audited_as(format!("bearer token invalid ({label})"))
+    }
+
+    /// A DPoP proof that fails a check of RFC 9449 §4.3 (`label` from `ProofError::label`;
+    /// `message` its description, free of quotes).
+    pub fn dpop_invalid(label: &'static str, message: String) -> Self {
+        Self::new(
+            "dpop_invalid",
+            Blame::Agent,
+            Outcome::Unauthenticated,
+            401,
+            Form::Dpop("invalid_dpop_proof"),
+        )
+        .says(message)
+        .audited_as(format!("DPoP proof invalid ({label})"))
+    }
+
+    /// The proof lacks a nonce this gateway issued, or its nonce expired (RFC 9449 §9): the
+    /// client retries with `nonce`.
+    pub fn dpop_nonce(nonce: String) -> Self {
+        Self::new(
+            "dpop_nonce",
+            Blame::Agent,
+            Outcome::Unauthenticated,
+            401,
+            Form::Dpop("use_dpop_nonce"),
+        )
+        .says("Resource server requires nonce in DPoP proof")
+        .audited_as("DPoP proof without a current server nonce (dpop_nonce)")
+        .header("dpop-nonce", nonce)
+    }
+
+    /// The proofs already used could not be checked (the shared store did not answer, or the
+    /// set is full): refused rather than risk a replay.
+    pub fn dpop_unavailable(why: &'static str) -> Self {
+        Self::new(
+            "dpop_unavailable",
+            Blame::Gateway,
+            Outcome::Rejected,
+            503,
+            Form::OAuth("temporarily_unavailable"),
+        )
+        .says("DPoP replay protection is unavailable; retry shortly")
+        .audited_as(why)
+        .header("retry-after", "1")
     }
 
     fn unauthenticated(mut self) -> Self {
@@ -487,7 +533,7 @@ impl Refusal {
             }
             // No HTTP challenge inside a batch: the reason as a JSON-RPC error.
             Form::StepUp(_) => jsonrpc::error(id, code::INVALID_PARAMS, message),
-            Form::OAuth(_) | Form::Challenge(_) | Form::Empty => {
+            Form::OAuth(_) | Form::Challenge(_) | Form::Dpop(_) | Form::Empty => {
                 jsonrpc::error(id, code::INVALID_REQUEST, message)
             }
         }
@@ -498,6 +544,7 @@ impl Refusal {
         let mut r = match &self.d.form {
             Form::OAuth(error) => http::error_json(self.status, error, &self.d.message),
             Form::Challenge(error) => http::challenge(st, *error),
+            Form::Dpop(error) => http::dpop_challenge(st, error, &self.d.message),
             Form::StepUp(scopes) => http::step_up(st, scopes),
             Form::Empty => Response::new(self.status),
             Form::JsonRpc(..) | Form::ToolError => Response::json(self.status, self.body(id)),

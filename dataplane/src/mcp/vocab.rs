@@ -18,6 +18,9 @@ pub(crate) struct Caller {
     pub owner: [u8; 32],
     /// The inbound token, kept only for external RFC 8693 exchange; never forwarded or logged.
     pub token: Option<Secret<Arc<str>>>,
+    /// A fresh DPoP nonce to hand the client with the answer (RFC 9449 §8.2), when its own
+    /// is past half its lifetime.
+    pub next_nonce: Option<String>,
 }
 
 /// Per-request identifiers, made when the request arrives.
