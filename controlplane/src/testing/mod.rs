@@ -51,6 +51,8 @@ pub struct Harness {
     mcp_path: String,
     /// Audit records written so far (drained from the shard's queue after each exchange).
     audit: RefCell<Vec<Record>>,
+    /// Sibling shards made by [`Harness::send_on`], by id (1..).
+    siblings: RefCell<Vec<Rc<Shard>>>,
 }
 
 impl std::fmt::Debug for Harness {
@@ -100,16 +102,43 @@ impl Harness {
             host,
             mcp_path,
             audit: RefCell::default(),
+            siblings: RefCell::default(),
         }
     }
 
     /// One connection: write `raw`, half-close, and return every byte the gateway wrote
     /// before closing. Several requests in `raw` are served in order (pipelining).
     pub fn request(&self, raw: &[u8]) -> Vec<u8> {
+        self.request_on(0, raw)
+    }
+
+    /// Shard `id` of this process: 0 is the harness's own; others are made on first use, on
+    /// the same runtime, sharing everything the process's shards share (snapshot, sessions,
+    /// rate limits, the DPoP replay set, the audit queue) with their own per-shard caches.
+    pub fn shard_on(&self, id: u16) -> Rc<Shard> {
+        if id == 0 {
+            return self.shard.clone();
+        }
+        let mut sib = self.siblings.borrow_mut();
+        while sib.len() < usize::from(id) {
+            let n = sib.len() as u16 + 1;
+            sib.push(dataplane::testing::shard_n(
+                n,
+                self.shard.shared.clone(),
+                self.shard.clock.clone(),
+                self.net.clone(),
+            ));
+        }
+        sib[usize::from(id) - 1].clone()
+    }
+
+    /// [`Harness::request`] on shard `id`.
+    pub fn request_on(&self, id: u16, raw: &[u8]) -> Vec<u8> {
+        let shard = self.shard_on(id);
         let out = self
             .rt
             .borrow_mut()
-            .block_on(dataplane::testing::exchange(&self.shard, raw));
+            .block_on(dataplane::testing::exchange(&shard, raw));
         self.collect_audit();
         out
     }
@@ -117,6 +146,11 @@ impl Harness {
     /// One request on its own connection, its response read back. `Host` is added when
     /// absent. Panics unless exactly one response came back (a test failure).
     pub fn send(&self, req: HttpRequest) -> HttpResponse {
+        self.send_on(0, req)
+    }
+
+    /// [`Harness::send`] on shard `id` (see [`Harness::shard_on`]).
+    pub fn send_on(&self, id: u16, req: HttpRequest) -> HttpResponse {
         let req = if req
             .headers
             .iter()
@@ -127,7 +161,7 @@ impl Harness {
             let host = self.host.clone();
             req.header("host", host)
         };
-        let raw = self.request(&req.to_bytes());
+        let raw = self.request_on(id, &req.to_bytes());
         let mut all = HttpResponse::parse_all(&raw).unwrap_or_else(|e| {
             panic!("{e}: {}", String::from_utf8_lossy(&raw));
         });

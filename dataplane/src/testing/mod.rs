@@ -45,7 +45,13 @@ pub type FakeClock = crate::clock::MockClock;
 
 /// Shard 0 on `shared`, with `clock`, whose upstream connections go to `net`.
 pub fn shard(shared: Shared, clock: Clock, net: MemNet) -> Rc<Shard> {
-    Rc::new(Shard::new(0, shared, clock, Pool::with_net(net)))
+    shard_n(0, shared, clock, net)
+}
+
+/// Shard `id` on `shared`: with another id, a sibling of the same process — the same
+/// snapshot, sessions, rate limits and DPoP replay set; its own token cache and pool.
+pub fn shard_n(id: u16, shared: Shared, clock: Clock, net: MemNet) -> Rc<Shard> {
+    Rc::new(Shard::new(id, shared, clock, Pool::with_net(net)))
 }
 
 /// Serve one connection whose client writes `request` and then half-closes: every
