@@ -671,7 +671,9 @@ impl Config {
                     return Err(err(
                         file,
                         format!("{p}.dpop_algorithms"),
-                        format!("unsupported algorithm {a:?} (only asymmetric algorithms sign DPoP proofs)"),
+                        format!(
+                            "unsupported algorithm {a:?} (only asymmetric algorithms sign DPoP proofs)"
+                        ),
                     ));
                 }
             }

@@ -213,8 +213,8 @@ async fn bind_admin(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartEr
         .map_err(|source| StartError::Listen { addr, source })
 }
 
-/// DPoP proofs remembered at once by one process (about 100 bytes each): at the default
-/// ±5 minute window, a sustained 3,000 proofs a second.
+/// DPoP proofs remembered at once by one process (about 100 bytes each): each is kept until
+/// its `iat` + the window, so at the default 5 minutes about 6,600 proofs a second sustained.
 const DPOP_REPLAY_CAPACITY: usize = 2_000_000;
 
 /// The shards' settings for one configuration (built again for every snapshot).
@@ -249,9 +249,8 @@ pub(crate) fn settings(
     }
     if !dpop_algs.is_empty() {
         prm["dpop_signing_alg_values_supported"] = serde_json::json!(dpop_algs);
-        prm["dpop_bound_access_tokens_required"] = serde_json::json!(
-            cfg.issuers.iter().all(|i| i.dpop == DpopSetting::Required)
-        );
+        prm["dpop_bound_access_tokens_required"] =
+            serde_json::json!(cfg.issuers.iter().all(|i| i.dpop == DpopSetting::Required));
     }
     let mut hosts: Vec<String> = g
         .allowed_hosts
@@ -697,7 +696,9 @@ async fn start_inner(
         tls,
         ratelimit: dataplane::ratelimit::RateLimiter::start(clock.clone()),
         clock: clock.clone(),
-        dpop_replay: Arc::new(dataplane::auth::replay::ReplaySet::new(DPOP_REPLAY_CAPACITY)),
+        dpop_replay: Arc::new(dataplane::auth::replay::ReplaySet::new(
+            DPOP_REPLAY_CAPACITY,
+        )),
         // Replicas share one PostgreSQL database: a proof used at one must be refused at all.
         // SQLite is one process's (its shards share the set above).
         dpop_shared_replay: matches!(state.location(), crate::state::Location::Postgres(_)),

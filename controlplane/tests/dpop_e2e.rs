@@ -52,7 +52,9 @@ fn hidden_inputs(html: &str) -> Vec<(String, String)> {
         let attr = |n: &str| {
             let start = tag.find(&format!("{n}=\"")).unwrap() + n.len() + 2;
             let end = start + tag[start..].find('"').unwrap();
-            tag[start..end].replace("&quot;", "\"").replace("&amp;", "&")
+            tag[start..end]
+                .replace("&quot;", "\"")
+                .replace("&amp;", "&")
         };
         out.push((attr("name"), attr("value")));
     }
@@ -75,7 +77,14 @@ async fn authorization_code(http: &reqwest::Client, issuer: &str, resource: &str
         ("state", "st"),
         ("resource", resource),
     ]);
-    let html = http.get(u.as_str()).send().await.unwrap().text().await.unwrap();
+    let html = http
+        .get(u.as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let mut form = hidden_inputs(&html);
     form.push(("username".into(), "john.mcclane@orchestrator.lab".into()));
     form.push(("password".into(), "yippiekayay".into()));
@@ -156,14 +165,20 @@ impl Mcp<'_> {
         assert_eq!(r.status(), 200);
         self.sid = Some(r.headers()["mcp-session-id"].to_str().unwrap().to_owned());
         let r = self
-            .post("DPoP", &json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+            .post(
+                "DPoP",
+                &json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+            )
             .await;
         assert_eq!(r.status(), 202);
     }
 
     async fn rpc(&self, id: i64, method: &str, params: Value) -> Value {
         let r = self
-            .post("DPoP", &json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}))
+            .post(
+                "DPoP",
+                &json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}),
+            )
             .await;
         assert_eq!(r.status(), 200);
         let text = r.text().await.unwrap();
@@ -205,10 +220,25 @@ async fn code_pkce_dpop_token_then_tools_through_warden_then_refresh_with_the_ke
         .json()
         .await
         .unwrap();
-    assert_eq!(asm["dpop_signing_alg_values_supported"], json!(["ES256", "EdDSA"]));
-    let prm_url = d.mcp_url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp");
-    let prm: Value = http.get(prm_url).send().await.unwrap().json().await.unwrap();
-    assert_eq!(prm["dpop_signing_alg_values_supported"], json!(["ES256", "EdDSA"]));
+    assert_eq!(
+        asm["dpop_signing_alg_values_supported"],
+        json!(["ES256", "EdDSA"])
+    );
+    let prm_url = d
+        .mcp_url
+        .replace("/mcp", "/.well-known/oauth-protected-resource/mcp");
+    let prm: Value = http
+        .get(prm_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        prm["dpop_signing_alg_values_supported"],
+        json!(["ES256", "EdDSA"])
+    );
     assert_eq!(prm["dpop_bound_access_tokens_required"], false);
 
     let key = DpopKey::es256();
@@ -223,8 +253,18 @@ async fn code_pkce_dpop_token_then_tools_through_warden_then_refresh_with_the_ke
     // A proof for another URI is refused before the grant: the code is not spent.
     let bad = key.proof("POST", &format!("{iss}/authorize"), now(), None);
     let (s, e, _) = token(&http, &iss, Some(&bad), &code_form).await;
-    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_dpop_proof")), "{e}");
-    let (s, t, _) = token(&http, &iss, Some(&key.proof("POST", &token_url, now(), None)), &code_form).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "{e}"
+    );
+    let (s, t, _) = token(
+        &http,
+        &iss,
+        Some(&key.proof("POST", &token_url, now(), None)),
+        &code_form,
+    )
+    .await;
     assert_eq!(s, 200, "{t}");
     assert_eq!(t["token_type"], "DPoP");
     let at = t["access_token"].as_str().unwrap().to_owned();
@@ -241,11 +281,29 @@ async fn code_pkce_dpop_token_then_tools_through_warden_then_refresh_with_the_ke
     };
     mcp.connect().await;
     let tools = mcp.rpc(1, "tools/list", json!({})).await;
-    assert!(tools["result"]["tools"].as_array().unwrap().iter().any(|t| t["name"] == "enterprise_ledger_listAccounts"), "{tools}");
+    assert!(
+        tools["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "enterprise_ledger_listAccounts"),
+        "{tools}"
+    );
     let v = mcp
-        .rpc(2, "tools/call", json!({"name":"enterprise_ledger_listAccounts","arguments":{}}))
+        .rpc(
+            2,
+            "tools/call",
+            json!({"name":"enterprise_ledger_listAccounts","arguments":{}}),
+        )
         .await;
-    assert_eq!(v["result"]["structuredContent"]["accounts"].as_array().unwrap().len(), 8, "{v}");
+    assert_eq!(
+        v["result"]["structuredContent"]["accounts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8,
+        "{v}"
+    );
     // The ledger got its delegation token, never the user's, nor the proof.
     let got = d.ledger.received();
     assert_eq!(got.len(), 1);
@@ -268,8 +326,17 @@ async fn code_pkce_dpop_token_then_tools_through_warden_then_refresh_with_the_ke
         .post("DPoP", &json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"enterprise_ledger_listAccounts","arguments":{}}}))
         .await;
     assert_eq!(r.status(), 401);
-    let ch: Vec<&str> = r.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap()).collect();
-    assert!(ch.iter().any(|c| c.starts_with("DPoP error=\"invalid_dpop_proof\"")), "{ch:?}");
+    let ch: Vec<&str> = r
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(
+        ch.iter()
+            .any(|c| c.starts_with("DPoP error=\"invalid_dpop_proof\"")),
+        "{ch:?}"
+    );
     assert_eq!(d.ledger.received().len(), 1);
 
     // The refresh token is bound to the key (a public client): no proof, or another key's,
@@ -280,19 +347,56 @@ async fn code_pkce_dpop_token_then_tools_through_warden_then_refresh_with_the_ke
         ("client_id", "mcp-client-cli"),
     ];
     let (s, e, _) = token(&http, &iss, None, &refresh_form).await;
-    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_dpop_proof")), "{e}");
-    let (s, e, _) = token(&http, &iss, Some(&thief.proof("POST", &token_url, now(), None)), &refresh_form).await;
-    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_dpop_proof")), "{e}");
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "{e}"
+    );
+    let (s, e, _) = token(
+        &http,
+        &iss,
+        Some(&thief.proof("POST", &token_url, now(), None)),
+        &refresh_form,
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "{e}"
+    );
     let proof = key.proof("POST", &token_url, now(), None);
     let (s, t2, _) = token(&http, &iss, Some(&proof), &refresh_form).await;
     assert_eq!(s, 200, "{t2}");
     assert_eq!(t2["token_type"], "DPoP");
-    assert_eq!(claims(t2["access_token"].as_str().unwrap())["cnf"]["jkt"], key.thumbprint());
+    assert_eq!(
+        claims(t2["access_token"].as_str().unwrap())["cnf"]["jkt"],
+        key.thumbprint()
+    );
     // The same proof again at /token is a replay.
     let rt2 = t2["refresh_token"].as_str().unwrap().to_owned();
-    let (s, e, _) = token(&http, &iss, Some(&proof), &[("grant_type", "refresh_token"), ("refresh_token", &rt2), ("client_id", "mcp-client-cli")]).await;
-    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_dpop_proof")), "{e}");
-    assert!(e["error_description"].as_str().unwrap().contains("already used"), "{e}");
+    let (s, e, _) = token(
+        &http,
+        &iss,
+        Some(&proof),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt2),
+            ("client_id", "mcp-client-cli"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "{e}"
+    );
+    assert!(
+        e["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{e}"
+    );
     // The audit trail (on disk, hash-chained) says which calls were sender-constrained, and
     // by which key: the allowed call and the two refusals after authentication.
     d.gateway.shutdown().await;
@@ -349,18 +453,61 @@ async fn token_endpoint_nonces_and_dpop_bound_clients() {
     let key = DpopKey::ed25519();
     // dpop_bound_access_tokens: no proof, no token.
     let (s, e, _) = token(&http, &base, None, &form("must-dpop")).await;
-    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_dpop_proof")), "{e}");
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "{e}"
+    );
     // Nonce required: the first proof gets use_dpop_nonce and a nonce; a made-up one too.
-    let (s, e, nonce) = token(&http, &base, Some(&key.proof("POST", &url, now(), None)), &form("must-dpop")).await;
-    assert_eq!((s, e["error"].as_str()), (400, Some("use_dpop_nonce")), "{e}");
+    let (s, e, nonce) = token(
+        &http,
+        &base,
+        Some(&key.proof("POST", &url, now(), None)),
+        &form("must-dpop"),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("use_dpop_nonce")),
+        "{e}"
+    );
     let nonce = nonce.expect("a DPoP-Nonce header");
-    let (s, e, _) = token(&http, &base, Some(&key.proof_with_nonce("POST", &url, now(), None, "made-up")), &form("must-dpop")).await;
-    assert_eq!((s, e["error"].as_str()), (400, Some("use_dpop_nonce")), "{e}");
+    // Browser clients may read it (CORS).
+    let r = http
+        .post(&url)
+        .header("dpop", key.proof("POST", &url, now(), None))
+        .form(&form("must-dpop"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-expose-headers"], "DPoP-Nonce");
+    assert!(r.headers().contains_key("dpop-nonce"));
+    let (s, e, _) = token(
+        &http,
+        &base,
+        Some(&key.proof_with_nonce("POST", &url, now(), None, "made-up")),
+        &form("must-dpop"),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("use_dpop_nonce")),
+        "{e}"
+    );
     // With the nonce: a bound token.
-    let (s, t, _) = token(&http, &base, Some(&key.proof_with_nonce("POST", &url, now(), None, &nonce)), &form("must-dpop")).await;
+    let (s, t, _) = token(
+        &http,
+        &base,
+        Some(&key.proof_with_nonce("POST", &url, now(), None, &nonce)),
+        &form("must-dpop"),
+    )
+    .await;
     assert_eq!(s, 200, "{t}");
     assert_eq!(t["token_type"], "DPoP");
-    assert_eq!(claims(t["access_token"].as_str().unwrap())["cnf"]["jkt"], key.thumbprint());
+    assert_eq!(
+        claims(t["access_token"].as_str().unwrap())["cnf"]["jkt"],
+        key.thumbprint()
+    );
     // A client free to choose gets a bearer token without a proof.
     let (s, t, _) = token(&http, &base, None, &form("may-dpop")).await;
     assert_eq!(s, 200, "{t}");
@@ -369,14 +516,21 @@ async fn token_endpoint_nonces_and_dpop_bound_clients() {
     // Broken proofs at /token: alg none, a private key, a stale iat.
     let mut h = key.header();
     h["alg"] = json!("none");
-    let none = format!("{}AAAA", testkit::dpop::unsigned(&h, &key.claims("POST", &url, now(), None, Some(&nonce))));
+    let none = format!(
+        "{}AAAA",
+        testkit::dpop::unsigned(&h, &key.claims("POST", &url, now(), None, Some(&nonce)))
+    );
     let mut h = key.header();
     h["jwk"]["d"] = json!("AQAB");
     let private = key.sign(&h, &key.claims("POST", &url, now(), None, Some(&nonce)));
     let stale = key.proof_with_nonce("POST", &url, now() - 600, None, &nonce);
     for (what, p) in [("none", none), ("private", private), ("stale", stale)] {
         let (s, e, _) = token(&http, &base, Some(&p), &form("may-dpop")).await;
-        assert_eq!((s, e["error"].as_str()), (400, Some("invalid_dpop_proof")), "{what}: {e}");
+        assert_eq!(
+            (s, e["error"].as_str()),
+            (400, Some("invalid_dpop_proof")),
+            "{what}: {e}"
+        );
     }
     // Registration takes dpop_bound_access_tokens (RFC 9449 §5.2).
     let r: Value = http
@@ -389,4 +543,21 @@ async fn token_endpoint_nonces_and_dpop_bound_clients() {
         .await
         .unwrap();
     assert_eq!(r["dpop_bound_access_tokens"], true, "{r}");
+}
+
+#[tokio::test]
+async fn token_endpoint_dpop_algorithms_must_be_asymmetric() {
+    let sts = Arc::new(Sts::new("http://127.0.0.1:1", SigningAlg::EdDSA, Clock::new()).unwrap());
+    for algs in [json!(["HS256"]), json!(["none"]), json!([])] {
+        let cfg: AuthServerConfig = serde_json::from_value(json!({
+            "listen": "127.0.0.1:0", "issuer": "http://127.0.0.1:1", "dpop_algorithms": algs,
+        }))
+        .unwrap();
+        let e = authz::start(cfg, sts.clone())
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(e, authz::AuthServerError::Config(_)), "{e:?}");
+        assert!(e.to_string().contains("authz.dpop_algorithms"), "{e}");
+    }
 }

@@ -62,7 +62,9 @@ async fn post(
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
         .collect();
-    let sid = h.get("mcp-session-id").map(|v| v.to_str().unwrap().to_owned());
+    let sid = h
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_owned());
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
     (status, sid.unwrap_or(text), nonce, ch)
@@ -107,15 +109,29 @@ async fn a_proof_used_at_one_replica_is_refused_at_the_other_and_nonces_travel()
     let htu = common::AUD;
 
     // Replica A asks for a nonce; replica B accepts it (one key ring, from the store).
-    let (s, _, nonce, ch) = post(&a, &tok, &key.proof("POST", htu, now(), Some(&tok)), None, &init()).await;
+    let (s, _, nonce, ch) = post(
+        &a,
+        &tok,
+        &key.proof("POST", htu, now(), Some(&tok)),
+        None,
+        &init(),
+    )
+    .await;
     assert_eq!(s, 401);
-    assert!(ch.iter().any(|c| c.starts_with("DPoP error=\"use_dpop_nonce\"")), "{ch:?}");
+    assert!(
+        ch.iter()
+            .any(|c| c.starts_with("DPoP error=\"use_dpop_nonce\"")),
+        "{ch:?}"
+    );
     let nonce = nonce.expect("a DPoP-Nonce from replica A");
     let proof = |n: &str| key.proof_with_nonce("POST", htu, now(), Some(&tok), n);
     let (s, sid, _, _) = post(&b, &tok, &proof(&nonce), None, &init()).await;
     assert_eq!(s, 200, "{sid}");
     let note = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
-    assert_eq!(post(&a, &tok, &proof(&nonce), Some(&sid), &note).await.0, 202);
+    assert_eq!(
+        post(&a, &tok, &proof(&nonce), Some(&sid), &note).await.0,
+        202
+    );
 
     // A proof used at A, replayed at B (whose own process never saw it): refused there.
     let p = proof(&nonce);
@@ -123,7 +139,11 @@ async fn a_proof_used_at_one_replica_is_refused_at_the_other_and_nonces_travel()
     assert_eq!(s, 200, "{body}");
     let (s, body, _, ch) = post(&b, &tok, &p, Some(&sid), &echo(2)).await;
     assert_eq!(s, 401, "{body}");
-    assert!(ch.iter().any(|c| c.starts_with("DPoP error=\"invalid_dpop_proof\"")), "{ch:?}");
+    assert!(
+        ch.iter()
+            .any(|c| c.starts_with("DPoP error=\"invalid_dpop_proof\"")),
+        "{ch:?}"
+    );
     // And the other way round.
     let p = proof(&nonce);
     assert_eq!(post(&b, &tok, &p, Some(&sid), &echo(3)).await.0, 200);

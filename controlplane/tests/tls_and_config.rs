@@ -118,6 +118,36 @@ fn config_errors_name_the_file_and_key() {
     assert!(e.contains("gateway.public_url"), "{e}");
 }
 
+#[test]
+fn dpop_settings_parse_and_bad_ones_name_their_key() {
+    use controlplane::config::DpopSetting;
+    let base = "gateway:\n  listen: 127.0.0.1:8080\n  public_url: http://127.0.0.1:8080/mcp\nissuers:\n  - issuer: http://127.0.0.1:9000\n";
+    let cfg = Config::parse(base, "ok.yaml").unwrap();
+    assert_eq!(cfg.issuers[0].dpop, DpopSetting::Optional);
+    assert_eq!(cfg.issuers[0].dpop_algorithms, ["ES256", "EdDSA"]);
+    assert_eq!(cfg.issuers[0].dpop_iat_window.as_secs(), 300);
+    for (text, want) in [
+        ("required", DpopSetting::Required),
+        ("optional", DpopSetting::Optional),
+        ("\"off\"", DpopSetting::Off),
+        ("off", DpopSetting::Off),
+    ] {
+        let cfg = Config::parse(&format!("{base}    dpop: {text}\n"), "ok.yaml")
+            .unwrap_or_else(|e| panic!("dpop: {text}: {e}"));
+        assert_eq!(cfg.issuers[0].dpop, want, "{text}");
+    }
+    let e = parse_err(&format!("{base}    dpop: sometimes\n"));
+    assert!(e.contains("issuers[0].dpop"), "{e}");
+    for algs in ["[HS256]", "[none]", "[]"] {
+        let e = parse_err(&format!("{base}    dpop_algorithms: {algs}\n"));
+        assert!(e.contains("issuers[0].dpop_algorithms"), "{algs}: {e}");
+    }
+    for (key, v) in [("dpop_iat_window", "0s"), ("dpop_nonce_lifetime", "2h")] {
+        let e = parse_err(&format!("{base}    {key}: {v}\n"));
+        assert!(e.contains(&format!("issuers[0].{key}")), "{e}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_a_port_in_use() {
     // Someone holds the port with SO_REUSEPORT: Warden must refuse rather than share it.

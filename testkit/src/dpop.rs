@@ -4,6 +4,9 @@
 //! Self-contained (aws-lc-rs, base64, serde_json only): the data plane's unit tests include
 //! this file by path, since they cannot depend on testkit.
 
+// A test peer: a key the system RNG cannot make is the test's failure, with the reason.
+#![allow(clippy::expect_used)]
+
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,

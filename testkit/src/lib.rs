@@ -7,8 +7,8 @@
 #![allow(clippy::disallowed_methods)]
 #![forbid(unsafe_code)]
 
-mod dropping;
 pub mod dpop;
+mod dropping;
 pub mod issuer;
 mod keys;
 #[cfg(feature = "mem")]

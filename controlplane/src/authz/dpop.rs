@@ -24,9 +24,7 @@ pub(super) async fn token_proof(
     if values.next().is_some() {
         return Err(refused(ProofError::Repeated));
     }
-    let proof = value
-        .to_str()
-        .map_err(|_| refused(ProofError::Malformed))?;
+    let proof = value.to_str().map_err(|_| refused(ProofError::Malformed))?;
     let policy = DpopPolicy {
         mode: DpopMode::Optional,
         algorithms: inner

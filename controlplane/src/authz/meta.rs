@@ -229,6 +229,11 @@ pub async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> 
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
     );
+    // A browser client must read the nonce of a `use_dpop_nonce` answer (RFC 9449 §8).
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("DPoP-Nonce"),
+    );
     if preflight {
         h.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,

@@ -416,6 +416,17 @@ fn validate(cfg: &AuthServerConfig, sts: &Sts) -> Result<(), AuthServerError> {
             AuthServerError::Config(format!("authz.resources: {r:?} is not absolute ({e})"))
         })?;
     }
+    if cfg.dpop_algorithms.is_empty()
+        || cfg
+            .dpop_algorithms
+            .iter()
+            .any(|a| dataplane::auth::jwks::parse_alg(a).is_none())
+    {
+        return Err(AuthServerError::Config(format!(
+            "authz.dpop_algorithms: {:?}: a non-empty list of asymmetric algorithms (ES256, EdDSA, RS256, ...)",
+            cfg.dpop_algorithms
+        )));
+    }
     Ok(())
 }
 

@@ -463,7 +463,13 @@ impl Store {
     pub async fn new_dpop_nonce(&self, ttl: i64) -> Result<String, &'static str> {
         let n = random_token().map_err(|_| "the random number generator failed")?;
         self.db
-            .insert_record(Kind::DpopNonce, &sha256_hex(&n), "", self.now() + ttl, MAX_NONCES)
+            .insert_record(
+                Kind::DpopNonce,
+                &sha256_hex(&n),
+                "",
+                self.now() + ttl,
+                MAX_NONCES,
+            )
             .await
             .map_err(refuse)?;
         Ok(n)
@@ -472,15 +478,28 @@ impl Store {
     /// Whether `nonce` is one this server issued and it is still live.
     pub async fn dpop_nonce_live(&self, nonce: &str) -> bool {
         matches!(
-            self.db.get_record(Kind::DpopNonce, &sha256_hex(nonce)).await,
+            self.db
+                .get_record(Kind::DpopNonce, &sha256_hex(nonce))
+                .await,
             Ok(Some(_))
         )
     }
 
     /// Bind a public client's refresh family to a DPoP key (kept while the family may live).
-    pub async fn bind_family(&self, family: &str, jkt: &str, expires: i64) -> Result<(), &'static str> {
+    pub async fn bind_family(
+        &self,
+        family: &str,
+        jkt: &str,
+        expires: i64,
+    ) -> Result<(), &'static str> {
         self.db
-            .insert_record(Kind::DpopBinding, &sha256_hex(family), jkt, expires, MAX_BINDINGS)
+            .insert_record(
+                Kind::DpopBinding,
+                &sha256_hex(family),
+                jkt,
+                expires,
+                MAX_BINDINGS,
+            )
             .await
             .map(|_| ())
             .map_err(refuse)
@@ -489,7 +508,11 @@ impl Store {
     /// The DPoP key a refresh family is bound to. A store error is "bound to no key anyone
     /// has" (fail closed), never "unbound".
     pub async fn family_key(&self, family: &str) -> Result<Option<String>, ()> {
-        match self.db.get_record(Kind::DpopBinding, &sha256_hex(family)).await {
+        match self
+            .db
+            .get_record(Kind::DpopBinding, &sha256_hex(family))
+            .await
+        {
             Ok(r) => Ok(r.map(|(jkt, _)| jkt)),
             Err(e) => {
                 warn(&e);

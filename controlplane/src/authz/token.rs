@@ -94,7 +94,11 @@ impl IntoResponse for OAuthError {
         )
             .into_response();
         no_store(&mut r);
-        if let Some(n) = self.dpop_nonce.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+        if let Some(n) = self
+            .dpop_nonce
+            .as_deref()
+            .and_then(|n| HeaderValue::from_str(n).ok())
+        {
             r.headers_mut().insert("dpop-nonce", n);
         }
         if self.basic_challenge {
@@ -283,7 +287,16 @@ async fn authorization_code(
             "resource differs from the authorized one",
         ));
     }
-    user_tokens(inner, &a.client, &c.username, &c.scopes, &c.resource, None, jkt).await
+    user_tokens(
+        inner,
+        &a.client,
+        &c.username,
+        &c.scopes,
+        &c.resource,
+        None,
+        jkt,
+    )
+    .await
 }
 
 /// Requested scope narrowed from `have`: every requested one must be in `have`.
@@ -403,7 +416,16 @@ async fn password(
         .user_resource(param(f, "resource"))
         .map_err(OAuthError::invalid_target)?;
     let scopes = inner.grant_user_scopes(&user, param(f, "scope"));
-    user_tokens(inner, &a.client, &user.username, &scopes, &resource, None, jkt).await
+    user_tokens(
+        inner,
+        &a.client,
+        &user.username,
+        &scopes,
+        &resource,
+        None,
+        jkt,
+    )
+    .await
 }
 
 /// The audience a client asks for (`resource` or `audience`, at most one value); default the first allowed.

@@ -486,7 +486,12 @@ impl StateStore {
 
     /// Record `key`'s first use until `expires_at`: true the first time (on any replica sharing
     /// the store), false while a live row exists. One statement; no cap.
-    pub async fn first_use(&self, kind: Kind, key: &str, expires_at: i64) -> Result<bool, StateError> {
+    pub async fn first_use(
+        &self,
+        kind: Kind,
+        key: &str,
+        expires_at: i64,
+    ) -> Result<bool, StateError> {
         on_backend!(self, b => b.first_use(kind, key.to_owned(), expires_at, self.now()).await)
     }
 

@@ -12,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::jwks::parse_alg;
 
@@ -189,11 +190,13 @@ impl ProofError {
     }
 }
 
+/// The header as sent; kept raw, `jwk` is parsed by its own derive, so duplicate members
+/// are refused there too.
 #[derive(Deserialize)]
 struct Header {
     typ: Option<String>,
     alg: String,
-    jwk: Option<Value>,
+    jwk: Option<Box<RawValue>>,
     crit: Option<Value>,
 }
 
@@ -237,8 +240,8 @@ fn b64(s: &str) -> Result<Vec<u8>, ProofError> {
 }
 
 /// The proof's key: the verification key and its RFC 7638 thumbprint input.
-fn public_key(jwk: &Value, alg: Algorithm) -> Result<(DecodingKey, String), ProofError> {
-    let raw: RawJwk = serde_json::from_value(jwk.clone()).map_err(|_| ProofError::BadKey)?;
+fn public_key(jwk: &str, alg: Algorithm) -> Result<(DecodingKey, String), ProofError> {
+    let raw: RawJwk = serde_json::from_str(jwk).map_err(|_| ProofError::BadKey)?;
     if raw.d.is_some()
         || raw.p.is_some()
         || raw.q.is_some()
@@ -283,7 +286,10 @@ fn public_key(jwk: &Value, alg: Algorithm) -> Result<(DecodingKey, String), Proo
                 return Err(ProofError::BadKey);
             }
             let key = DecodingKey::from_ed_components(x).map_err(|_| ProofError::BadKey)?;
-            Ok((key, format!("{{\"crv\":\"Ed25519\",\"kty\":\"OKP\",\"x\":{}}}", j(x))))
+            Ok((
+                key,
+                format!("{{\"crv\":\"Ed25519\",\"kty\":\"OKP\",\"x\":{}}}", j(x)),
+            ))
         }
         (
             "RSA",
@@ -303,7 +309,10 @@ fn public_key(jwk: &Value, alg: Algorithm) -> Result<(DecodingKey, String), Proo
                 return Err(ProofError::BadKey);
             }
             let key = DecodingKey::from_rsa_components(n, e).map_err(|_| ProofError::BadKey)?;
-            Ok((key, format!("{{\"e\":{},\"kty\":\"RSA\",\"n\":{}}}", j(e), j(n))))
+            Ok((
+                key,
+                format!("{{\"e\":{},\"kty\":\"RSA\",\"n\":{}}}", j(e), j(n)),
+            ))
         }
         _ => Err(ProofError::BadKey),
     }
@@ -322,7 +331,9 @@ pub fn thumbprint_of(jwk: &Value) -> Option<String> {
         (Some("RSA"), _) => Algorithm::RS256,
         _ => return None,
     };
-    public_key(jwk, alg).ok().map(|(_, tp)| sha256_b64(&tp))
+    public_key(&jwk.to_string(), alg)
+        .ok()
+        .map(|(_, tp)| sha256_b64(&tp))
 }
 
 fn sha256_b64(s: &str) -> String {
@@ -405,10 +416,7 @@ pub fn verify(proof: &str, policy: &DpopPolicy, req: &Request<'_>) -> Result<Pro
         .ok_or(ProofError::BadAlgorithm)?;
     // 7. A public key in `jwk`, of the algorithm's type.
     let jwk = header.jwk.as_ref().ok_or(ProofError::BadKey)?;
-    if !jwk.is_object() {
-        return Err(ProofError::BadKey);
-    }
-    let (key, tp_input) = public_key(jwk, alg)?;
+    let (key, tp_input) = public_key(jwk.get(), alg)?;
     // 6. The signature, with that key.
     let ok = jsonwebtoken::crypto::verify(s, &proof.as_bytes()[..h.len() + 1 + p.len()], &key, alg)
         .map_err(|_| ProofError::BadSignature)?;

@@ -47,7 +47,10 @@ fn valid_proofs_pass_with_the_keys_thumbprint() {
         assert_eq!(p.jkt, k.thumbprint(), "{}", k.alg());
         assert!(check_binding(&p, &k.thumbprint()).is_ok());
         assert_eq!(p.replay_until, NOW + 300);
-        assert_eq!(thumbprint_of(&k.jwk).as_deref(), Some(k.thumbprint().as_str()));
+        assert_eq!(
+            thumbprint_of(&k.jwk).as_deref(),
+            Some(k.thumbprint().as_str())
+        );
     }
 }
 
@@ -219,7 +222,10 @@ fn htu_is_compared_after_normalisation_ignoring_query_and_fragment() {
         "https://gw.example/mcp#frag",
         "https://gw.example/a/../mcp",
     ] {
-        assert!(check(&k.proof("POST", same, NOW, Some(TOKEN))).is_ok(), "{same}");
+        assert!(
+            check(&k.proof("POST", same, NOW, Some(TOKEN))).is_ok(),
+            "{same}"
+        );
     }
     for other in [
         "http://gw.example/mcp",
@@ -304,6 +310,19 @@ fn claims_of_the_wrong_shape_are_refused() {
     let mut h = k.header();
     h["crit"] = json!(["exp"]);
     assert_eq!(check(&k.sign(&h, &base)), Err(ProofError::CritHeader));
+}
+
+#[test]
+fn duplicate_jwk_members_are_refused() {
+    let k = DpopKey::es256();
+    let other = DpopKey::es256();
+    let header = format!(
+        r#"{{"typ":"dpop+jwt","alg":"ES256","jwk":{{"kty":"EC","crv":"P-256","x":{},"x":{},"y":{}}}}}"#,
+        other.jwk["x"], k.jwk["x"], k.jwk["y"]
+    );
+    let claims = k.claims("POST", URI, NOW, Some(TOKEN), None).to_string();
+    let p = k.sign_bytes(header.as_bytes(), claims.as_bytes());
+    assert_eq!(check(&p), Err(ProofError::BadKey));
 }
 
 #[test]

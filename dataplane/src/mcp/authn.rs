@@ -49,7 +49,10 @@ pub(super) async fn authenticate(
     }
     let credentials = match req.head.count("authorization") {
         0 => return failed("missing", Refusal::token_missing()),
-        1 => req.head.get_str("authorization").and_then(http::credentials),
+        1 => req
+            .head
+            .get_str("authorization")
+            .and_then(http::credentials),
         _ => return failed("duplicate_header", Refusal::repeated_authorization()),
     };
     let Some((scheme, token)) = credentials else {
@@ -166,9 +169,11 @@ async fn sender_constraint(
     };
     // The request's URI: the public URL, or the one its (already admitted) Host names.
     let mut uris = vec![st.public_htu.clone()];
-    if let Some(u) = req.head.get_str("host").and_then(|h| {
-        dpop::normalize_htu(&format!("{}://{h}{}", st.public_scheme, st.mcp_path))
-    }) && u != uris[0]
+    if let Some(u) = req
+        .head
+        .get_str("host")
+        .and_then(|h| dpop::normalize_htu(&format!("{}://{h}{}", st.public_scheme, st.mcp_path)))
+        && u != uris[0]
     {
         uris.push(u);
     }
@@ -236,7 +241,9 @@ async fn sender_constraint(
             ProofUse::Unavailable => {
                 return Err((
                     "dpop_unavailable",
-                    Refusal::dpop_unavailable("DPoP proofs could not be checked at the state store"),
+                    Refusal::dpop_unavailable(
+                        "DPoP proofs could not be checked at the state store",
+                    ),
                 ));
             }
         }
