@@ -1,5 +1,8 @@
 //! The YAML configuration: strict (`deny_unknown_fields`), validated, with errors that name the key.
 
+mod dpop;
+pub use dpop::{DpopSetting, advertise as dpop_advertise};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -413,27 +416,17 @@ pub struct IssuerConfig {
     #[serde(default)]
     pub dpop: DpopSetting,
     /// Algorithms accepted for DPoP proofs (asymmetric only).
-    #[serde(default = "default_dpop_algs")]
+    #[serde(default = "dpop::default_algs")]
     pub dpop_algorithms: Vec<String>,
     /// How far a proof's `iat` may be from now, either way (SEP-1932: 5 minutes).
-    #[serde(default = "default_dpop_window", with = "humantime_serde")]
+    #[serde(default = "dpop::default_window", with = "humantime_serde")]
     pub dpop_iat_window: Duration,
     /// Require a nonce issued by the gateway in every proof (RFC 9449 §9).
     #[serde(default)]
     pub dpop_nonce: bool,
     /// How long a gateway nonce is accepted.
-    #[serde(default = "default_dpop_window", with = "humantime_serde")]
+    #[serde(default = "dpop::default_window", with = "humantime_serde")]
     pub dpop_nonce_lifetime: Duration,
-}
-
-/// `issuers[].dpop`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DpopSetting {
-    Required,
-    #[default]
-    Optional,
-    Off,
 }
 
 /// An upstream: an MCP server (proxied) or a REST API with an OpenAPI spec (bridged).
@@ -508,12 +501,6 @@ fn default_algs() -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .collect()
-}
-fn default_dpop_algs() -> Vec<String> {
-    vec!["ES256".into(), "EdDSA".into()]
-}
-fn default_dpop_window() -> Duration {
-    Duration::from_secs(300)
 }
 fn default_types() -> Vec<String> {
     vec!["at+jwt".into()]
@@ -659,32 +646,7 @@ impl Config {
                     ));
                 }
             }
-            if iss.dpop_algorithms.is_empty() {
-                return Err(err(
-                    file,
-                    format!("{p}.dpop_algorithms"),
-                    "must not be empty",
-                ));
-            }
-            for a in &iss.dpop_algorithms {
-                if dataplane::auth::jwks::parse_alg(a).is_none() {
-                    return Err(err(
-                        file,
-                        format!("{p}.dpop_algorithms"),
-                        format!(
-                            "unsupported algorithm {a:?} (only asymmetric algorithms sign DPoP proofs)"
-                        ),
-                    ));
-                }
-            }
-            for (key, d) in [
-                ("dpop_iat_window", iss.dpop_iat_window),
-                ("dpop_nonce_lifetime", iss.dpop_nonce_lifetime),
-            ] {
-                if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
-                    return Err(err(file, format!("{p}.{key}"), "between 1s and 1h"));
-                }
-            }
+            dpop::validate(iss, &p).map_err(|(key, m)| err(file, key, m))?;
             let u = url::Url::parse(&iss.issuer)
                 .map_err(|e| err(file, format!("{p}.issuer"), e.to_string()))?;
             if u.scheme() != "https" && !u.host_str().is_some_and(is_loopback_host) {

@@ -18,11 +18,12 @@ use dataplane::snapshot::{Settings, Snapshot, Upstream};
 use futures_util::StreamExt;
 
 use crate::catalog::{self, Discovered};
-use crate::config::{Config, DelegationMode, DpopSetting, IoDriver};
+use crate::config::{Config, DelegationMode, IoDriver};
 use crate::control::Control;
 use crate::issuers::IssuerRuntime;
 use crate::reload::{ReloadError, ReloadStatus, StatusCell, Trigger};
 use crate::sts::Sts;
+use dataplane::auth::replay::{self, ReplaySet};
 
 /// Why Warden could not start.
 #[derive(Debug, thiserror::Error)]
@@ -213,10 +214,6 @@ async fn bind_admin(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartEr
         .map_err(|source| StartError::Listen { addr, source })
 }
 
-/// DPoP proofs remembered at once by one process (about 100 bytes each): each is kept until
-/// its `iat` + the window, so at the default 5 minutes about 6,600 proofs a second sustained.
-const DPOP_REPLAY_CAPACITY: usize = 2_000_000;
-
 /// The shards' settings for one configuration (built again for every snapshot).
 pub(crate) fn settings(
     cfg: &Config,
@@ -237,21 +234,7 @@ pub(crate) fn settings(
         "bearer_methods_supported": ["header"],
         "resource_name": "Warden MCP gateway",
     });
-    // RFC 9728 §2 / RFC 9449 §5.1: the proof algorithms of the issuers that take DPoP, and
-    // whether every one of them requires it.
-    let mut dpop_algs: Vec<String> = Vec::new();
-    for i in cfg.issuers.iter().filter(|i| i.dpop != DpopSetting::Off) {
-        for a in &i.dpop_algorithms {
-            if !dpop_algs.contains(a) {
-                dpop_algs.push(a.clone());
-            }
-        }
-    }
-    if !dpop_algs.is_empty() {
-        prm["dpop_signing_alg_values_supported"] = serde_json::json!(dpop_algs);
-        prm["dpop_bound_access_tokens_required"] =
-            serde_json::json!(cfg.issuers.iter().all(|i| i.dpop == DpopSetting::Required));
-    }
+    let dpop_algs = crate::config::dpop_advertise(&cfg.issuers, &mut prm);
     let mut hosts: Vec<String> = g
         .allowed_hosts
         .iter()
@@ -331,7 +314,7 @@ pub(crate) fn settings(
         passthrough_upstream: passthrough,
         capabilities_json: caps.to_string(),
         delegation_client_id: cfg.delegation.as_ref().map(|d| d.client_id.clone()),
-        dpop_algs: (!dpop_algs.is_empty()).then(|| dpop_algs.join(" ")),
+        dpop_algs,
         public_htu: dataplane::auth::dpop::normalize_htu(g.public_url.as_str()).unwrap_or_default(),
         public_scheme: g.public_url.scheme().to_owned(),
     }
@@ -696,9 +679,7 @@ async fn start_inner(
         tls,
         ratelimit: dataplane::ratelimit::RateLimiter::start(clock.clone()),
         clock: clock.clone(),
-        dpop_replay: Arc::new(dataplane::auth::replay::ReplaySet::new(
-            DPOP_REPLAY_CAPACITY,
-        )),
+        dpop_replay: Arc::new(ReplaySet::new(replay::PROCESS_CAPACITY)),
         // Replicas share one PostgreSQL database: a proof used at one must be refused at all.
         // SQLite is one process's (its shards share the set above).
         dpop_shared_replay: matches!(state.location(), crate::state::Location::Postgres(_)),

@@ -16,6 +16,8 @@ fn rec(t: i64, client: &str, tool: &str, d: Outcome) -> Record {
         sub: Some("alice".into()),
         client_id: Some(client.into()),
         jti_hash: None,
+        sender_constrained: false,
+        jkt: None,
         scopes: vec!["mcp:tools".into()],
         groups: vec![],
         shadow: None,
