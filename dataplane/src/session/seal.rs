@@ -140,9 +140,6 @@ impl SessionKeys {
         if version.len() > 255 || s.client_init.as_deref() == Some("") {
             return Err(KeyRingError::Unsealable);
         }
-        let (kid, key) = &self.keys[0];
-        let mut nonce = [0u8; NONCE_LEN];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| KeyRingError::Rng)?;
         let init = s.client_init.as_deref().unwrap_or("").as_bytes();
         let mut body = Vec::with_capacity(41 + version.len() + init.len() + TAG_LEN);
         body.extend_from_slice(&s.owner);
@@ -150,18 +147,7 @@ impl SessionKeys {
         body.push(version.len() as u8);
         body.extend_from_slice(version);
         body.extend_from_slice(init);
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad(kid).as_slice()),
-            &mut body,
-        )
-        .map_err(|_| KeyRingError::Rng)?;
-        let mut out = Vec::with_capacity(1 + kid.len() + NONCE_LEN + body.len());
-        out.push(kid.len() as u8);
-        out.extend_from_slice(kid.as_bytes());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&body);
-        Ok(URL_SAFE_NO_PAD.encode(out))
+        self.seal_envelope(LABEL, body)
     }
 
     /// Open an id sealed by any key of the ring; `None` for anything else (forged, altered,
@@ -170,22 +156,8 @@ impl SessionKeys {
         if id.len() > MAX_ID_LEN {
             return None;
         }
-        let raw = URL_SAFE_NO_PAD.decode(id).ok()?;
-        let kid_len = usize::from(*raw.first()?);
-        let kid = std::str::from_utf8(raw.get(1..1 + kid_len)?).ok()?;
-        let nonce: [u8; NONCE_LEN] = raw
-            .get(1 + kid_len..1 + kid_len + NONCE_LEN)?
-            .try_into()
-            .ok()?;
-        let mut body = raw.get(1 + kid_len + NONCE_LEN..)?.to_vec();
-        let (_, key) = self.keys.iter().find(|(k, _)| k == kid)?;
-        let plain = key
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(kid).as_slice()),
-                &mut body,
-            )
-            .ok()?;
+        let plain = self.open_envelope(LABEL, id)?;
+        let plain = plain.as_slice();
         let owner: [u8; 32] = plain.get(..32)?.try_into().ok()?;
         let issued_at = i64::from_le_bytes(plain.get(32..40)?.try_into().ok()?);
         let vlen = usize::from(*plain.get(40)?);
@@ -204,13 +176,27 @@ impl SessionKeys {
     /// A DPoP nonce (RFC 9449 §9) issued at `now`: the time sealed under the current key with
     /// its own label, so any replica with the ring opens it and it never opens as a session id.
     pub fn seal_nonce(&self, now: i64) -> Result<String, KeyRingError> {
+        self.seal_envelope(NONCE_LABEL, now.to_le_bytes().to_vec())
+    }
+
+    /// When a DPoP nonce sealed by any key of the ring was issued; `None` for anything else.
+    pub fn open_nonce(&self, text: &str) -> Option<i64> {
+        if text.len() > 256 {
+            return None;
+        }
+        let plain = self.open_envelope(NONCE_LABEL, text)?;
+        Some(i64::from_le_bytes(plain.as_slice().try_into().ok()?))
+    }
+
+    /// `body` sealed under the current key with associated data `label ‖ kid`:
+    /// base64url(kid length ‖ kid ‖ nonce ‖ ciphertext ‖ tag).
+    fn seal_envelope(&self, label: &[u8], mut body: Vec<u8>) -> Result<String, KeyRingError> {
         let (kid, key) = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce).map_err(|_| KeyRingError::Rng)?;
-        let mut body = now.to_le_bytes().to_vec();
         key.seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(nonce_aad(kid).as_slice()),
+            Aad::from(aad(label, kid).as_slice()),
             &mut body,
         )
         .map_err(|_| KeyRingError::Rng)?;
@@ -222,11 +208,8 @@ impl SessionKeys {
         Ok(URL_SAFE_NO_PAD.encode(out))
     }
 
-    /// When a DPoP nonce sealed by any key of the ring was issued; `None` for anything else.
-    pub fn open_nonce(&self, text: &str) -> Option<i64> {
-        if text.len() > 256 {
-            return None;
-        }
+    /// The plaintext of an envelope sealed with `label` by any key of the ring.
+    fn open_envelope(&self, label: &[u8], text: &str) -> Option<Vec<u8>> {
         let raw = URL_SAFE_NO_PAD.decode(text).ok()?;
         let kid_len = usize::from(*raw.first()?);
         let kid = std::str::from_utf8(raw.get(1..1 + kid_len)?).ok()?;
@@ -236,25 +219,21 @@ impl SessionKeys {
             .ok()?;
         let mut body = raw.get(1 + kid_len + NONCE_LEN..)?.to_vec();
         let (_, key) = self.keys.iter().find(|(k, _)| k == kid)?;
-        let plain = key
+        let len = key
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(nonce_aad(kid).as_slice()),
+                Aad::from(aad(label, kid).as_slice()),
                 &mut body,
             )
-            .ok()?;
-        Some(i64::from_le_bytes(plain.try_into().ok()?))
+            .ok()?
+            .len();
+        body.truncate(len);
+        Some(body)
     }
 }
 
-fn aad(kid: &str) -> Vec<u8> {
-    let mut a = LABEL.to_vec();
-    a.extend_from_slice(kid.as_bytes());
-    a
-}
-
-fn nonce_aad(kid: &str) -> Vec<u8> {
-    let mut a = NONCE_LABEL.to_vec();
+fn aad(label: &[u8], kid: &str) -> Vec<u8> {
+    let mut a = label.to_vec();
     a.extend_from_slice(kid.as_bytes());
     a
 }
