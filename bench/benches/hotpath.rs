@@ -295,6 +295,7 @@ fn tool_table(n: usize, target: &str) -> ToolTable {
                 upstream: 0,
                 upstream_name,
                 definition,
+                param_headers: Vec::new(),
             },
         );
         order.push(name);

@@ -33,6 +33,8 @@ fn rec(i: u64, tool: &str) -> Record {
         upstream_status: Some(200),
         latency_ms: 1.0,
         upstream_ms: None,
+        protocol: None,
+        upstream_protocol: None,
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dataplane::mcp::era;
 use dataplane::snapshot::{
     ToolDelegation, ToolRoute, ToolTable, Upstream, UpstreamCredential, UpstreamDelegation,
 };
@@ -19,6 +20,9 @@ pub struct Discovered {
     pub tools: Vec<Value>,
     pub instructions: Option<String>,
     pub capabilities: Value,
+    /// The revision it speaks: a 2025-xx one negotiated by `initialize`, or 2026-07-28
+    /// when it answered `server/discover` with it (then it is spoken to statelessly).
+    pub protocol_version: String,
 }
 
 const PROTOCOL_VERSION: &str = "2025-06-18";
@@ -97,6 +101,7 @@ pub fn discovered_from_bridge(b: &warden_bridge::Bridge) -> Discovered {
         tools: b.tools().iter().map(|t| t.to_mcp()).collect(),
         instructions: None,
         capabilities: serde_json::json!({"tools": {}}),
+        protocol_version: PROTOCOL_VERSION.into(),
     }
 }
 
@@ -289,11 +294,13 @@ pub(crate) struct Answer {
 /// socket-free harness). The exchange itself is [`discover_with`]'s, whichever it is.
 pub(crate) trait Transport {
     /// POST one JSON-RPC message with the session and protocol version headers.
+    /// `method` is the message's, mirrored in `Mcp-Method` when `version` is modern.
     async fn post(
         &mut self,
         body: String,
         session: Option<&str>,
         version: &str,
+        method: Option<&str>,
     ) -> Result<Answer, DiscoveryError>;
     /// End the discovery session (best effort).
     async fn delete(&mut self, session: &str, version: &str);
@@ -313,6 +320,7 @@ impl Transport for Http<'_> {
         body: String,
         session: Option<&str>,
         version: &str,
+        method: Option<&str>,
     ) -> Result<Answer, DiscoveryError> {
         let mut rb = self
             .http
@@ -321,6 +329,9 @@ impl Transport for Http<'_> {
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .header("mcp-protocol-version", version);
+        if let Some(m) = method.filter(|_| era::is_modern(version)) {
+            rb = rb.header("mcp-method", m);
+        }
         if let Some(a) = &self.auth {
             rb = rb.header("authorization", a);
         }
@@ -376,9 +387,18 @@ impl<T: Transport> Client<T> {
         body: Value,
         id: Option<i64>,
     ) -> Result<Option<Value>, DiscoveryError> {
+        let method = body
+            .get("method")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let a = self
             .transport
-            .post(body.to_string(), self.session.as_deref(), &self.version)
+            .post(
+                body.to_string(),
+                self.session.as_deref(),
+                &self.version,
+                method.as_deref(),
+            )
             .await?;
         if let Some(s) = a.session {
             self.session = Some(s);
@@ -444,8 +464,23 @@ pub(crate) async fn discover_with<T: Transport>(
     let mut c = Client {
         transport,
         session: None,
-        version: PROTOCOL_VERSION.into(),
+        version: era::MODERN_VERSIONS[0].into(),
     };
+    // 2026-07-28 first: `server/discover`. A transport failure is the upstream's; any other
+    // answer than a modern discovery result means a 2025-era server: `initialize` then.
+    match c
+        .post(
+            serde_json::json!({"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta": modern_meta()}}),
+            Some(1),
+        )
+        .await
+    {
+        Ok(Some(r)) if speaks_modern(&r) => return discover_modern(c, r).await,
+        Err(e @ DiscoveryError::Transport(_)) => return Err(e),
+        _ => {}
+    }
+    c.version = PROTOCOL_VERSION.into();
+    c.session = None;
     let init = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
         "protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": {"name":"warden","version":env!("CARGO_PKG_VERSION")}}});
     let r = c.post(init, Some(1)).await?.unwrap_or_default();
@@ -459,6 +494,7 @@ pub(crate) async fn discover_with<T: Transport>(
             .map(str::to_owned),
         capabilities: r.get("capabilities").cloned().unwrap_or_default(),
         tools: Vec::new(),
+        protocol_version: c.version.clone(),
     };
     c.post(
         serde_json::json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
@@ -492,6 +528,72 @@ pub(crate) async fn discover_with<T: Transport>(
     Ok(out)
 }
 
+/// The `_meta` of every modern discovery request: Warden as the client, with no capabilities.
+fn modern_meta() -> Value {
+    serde_json::json!({
+        era::META_VERSION: era::MODERN_VERSIONS[0],
+        era::META_CAPABILITIES: {},
+        era::META_CLIENT: {"name": "warden", "version": env!("CARGO_PKG_VERSION")},
+    })
+}
+
+/// Whether a `server/discover` result names a modern revision Warden speaks.
+fn speaks_modern(r: &Value) -> bool {
+    r.get("supportedVersions")
+        .and_then(Value::as_array)
+        .is_some_and(|v| v.iter().filter_map(Value::as_str).any(era::is_modern))
+}
+
+/// A modern upstream's catalog: its discovery result, then every `tools/list` page, each
+/// request stateless (`_meta` and the mirrored headers; no session).
+async fn discover_modern<T: Transport>(
+    mut c: Client<T>,
+    r: Value,
+) -> Result<Discovered, DiscoveryError> {
+    let version = r
+        .get("supportedVersions")
+        .and_then(Value::as_array)
+        .and_then(|v| {
+            v.iter()
+                .filter_map(Value::as_str)
+                .find(|v| era::is_modern(v))
+        })
+        .unwrap_or(era::MODERN_VERSIONS[0])
+        .to_owned();
+    c.version = version.clone();
+    let mut out = Discovered {
+        instructions: r
+            .get("instructions")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        capabilities: r.get("capabilities").cloned().unwrap_or_default(),
+        tools: Vec::new(),
+        protocol_version: version,
+    };
+    if out.capabilities.get("tools").is_some() {
+        let mut cursor: Option<String> = None;
+        for page in 0..MAX_PAGES {
+            let id = 2 + page as i64;
+            let mut params = serde_json::json!({"_meta": modern_meta()});
+            if let Some(cur) = &cursor {
+                params["cursor"] = Value::String(cur.clone());
+            }
+            let r = c.post(serde_json::json!({"jsonrpc":"2.0","id":id,"method":"tools/list","params":params}), Some(id)).await?.unwrap_or_default();
+            if let Some(tools) = r.get("tools").and_then(Value::as_array) {
+                out.tools.extend(tools.iter().cloned());
+            }
+            cursor = r
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if cursor.is_none() {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Whether a namespaced tool name is acceptable to every major client.
 pub fn valid_tool_name(n: &str) -> bool {
     (1..=64).contains(&n.len())
@@ -520,6 +622,13 @@ pub fn build_table(upstreams: &[Arc<Upstream>], found: &HashMap<u32, Discovered>
                 tracing::error!(upstream = %up.name, tool = ?exposed, "Tool name collision refused; the first upstream keeps it");
                 continue;
             }
+            let param_headers = match crate::catalog_headers::param_headers(tool) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(upstream = %up.name, tool = ?exposed, error = %e, "Tool refused: invalid x-mcp-header annotation");
+                    continue;
+                }
+            };
             let mut def = tool.clone();
             def["name"] = Value::String(exposed.clone());
             let Ok(definition) = serde_json::value::to_raw_value(&def) else {
@@ -532,6 +641,7 @@ pub fn build_table(upstreams: &[Arc<Upstream>], found: &HashMap<u32, Discovered>
                     upstream: idx,
                     upstream_name: name.to_owned(),
                     definition,
+                    param_headers,
                 },
             );
         }

@@ -313,6 +313,10 @@ pub(crate) fn settings(
         instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
         passthrough_upstream: passthrough,
         capabilities_json: caps.to_string(),
+        upstream_protocols: found
+            .iter()
+            .map(|(id, d)| (*id, d.protocol_version.clone()))
+            .collect(),
         delegation_client_id: cfg.delegation.as_ref().map(|d| d.client_id.clone()),
         dpop_algs,
         public_htu: dataplane::auth::dpop::normalize_htu(g.public_url.as_str()).unwrap_or_default(),

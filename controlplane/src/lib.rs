@@ -5,6 +5,7 @@ pub mod admin;
 pub mod audit;
 pub mod authz;
 pub mod catalog;
+mod catalog_headers;
 pub mod config;
 pub mod console;
 mod control;

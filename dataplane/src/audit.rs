@@ -137,6 +137,12 @@ pub struct Record {
     /// the gateway added.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_ms: Option<f64>,
+    /// The MCP revision the client spoke (`2026-07-28`, or its session's 2025-xx revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// The revision the upstream was spoken to in, when the request went to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_protocol: Option<String>,
 }
 
 /// A queued record and the share its slot came from.
@@ -384,6 +390,8 @@ mod tests {
             upstream_status: None,
             latency_ms: 0.0,
             upstream_ms: None,
+            protocol: None,
+            upstream_protocol: None,
         }
     }
 

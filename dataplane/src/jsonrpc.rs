@@ -23,6 +23,39 @@ pub mod code {
     pub const UNAVAILABLE: i64 = -32003;
     /// No delegation token could be obtained; the call was not forwarded.
     pub const DELEGATION_FAILED: i64 = -32004;
+    /// 2026-07-28 `HeaderMismatch`: mirrored headers missing, malformed or unlike the body.
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// 2026-07-28 `MissingRequiredClientCapability`.
+    pub const MISSING_CAPABILITY: i64 = -32021;
+    /// 2026-07-28 `UnsupportedProtocolVersion`.
+    pub const UNSUPPORTED_VERSION: i64 = -32022;
+}
+
+/// The code a modern (2026-07-28) client receives for `c`. That revision reserves
+/// -32020..-32099 for its own codes and retires -32002 and -32042, so Warden's own
+/// conditions move outside the JSON-RPC reserved range (same last digits, -31xxx), a
+/// relayed "resource not found" (-32002) becomes -32602 as the revision defines it, and any
+/// other code of the reserved sub-range the revision does not define becomes -32603.
+pub fn modern_code(c: i64) -> i64 {
+    match c {
+        code::UPSTREAM_ERROR => -31002,
+        code::UNAVAILABLE => -31003,
+        code::DELEGATION_FAILED => -31004,
+        crate::ratelimit::JSONRPC_CODE => -31029,
+        code::HEADER_MISMATCH | code::MISSING_CAPABILITY | code::UNSUPPORTED_VERSION => c,
+        -32099..=-32020 => code::INTERNAL_ERROR,
+        _ => c,
+    }
+}
+
+/// [`modern_code`] for an error a legacy upstream sent (its -32002 is "resource not found").
+pub fn modern_upstream_code(c: i64) -> i64 {
+    match c {
+        code::UPSTREAM_ERROR => code::INVALID_PARAMS,
+        code::HEADER_MISMATCH | code::MISSING_CAPABILITY | code::UNSUPPORTED_VERSION => c,
+        -32099..=-32020 => code::INTERNAL_ERROR,
+        _ => c,
+    }
 }
 
 /// One JSON-RPC message as received (request, notification or response).

@@ -70,6 +70,10 @@ pub struct Shard {
     next_req: Cell<u64>,
     rng: Cell<u64>,
     pub connections: Cell<usize>,
+    /// Sessions held for stateless (2026-07-28) callers, by user and capabilities (see
+    /// `mcp::sessions::owned`); shard-local, bounded.
+    pub owned_sessions:
+        RefCell<std::collections::HashMap<[u8; 32], std::sync::Arc<crate::session::Session>>>,
     /// Requests admitted on this shard and not yet answered (streams included).
     active: Cell<usize>,
 }
@@ -102,6 +106,7 @@ impl Shard {
             next_req: Cell::new(0),
             rng: Cell::new(seed()),
             connections: Cell::new(0),
+            owned_sessions: RefCell::new(std::collections::HashMap::new()),
             active: Cell::new(0),
         }
     }

@@ -66,6 +66,8 @@ pub struct Settings {
     pub passthrough_upstream: Option<usize>,
     /// Capabilities advertised by `initialize`, pre-serialized.
     pub capabilities_json: String,
+    /// Upstream id → the revision discovery found it speaking (2026-07-28 = stateless).
+    pub upstream_protocols: std::collections::HashMap<u32, String>,
     /// The gateway's client id in delegation chains (`act.sub`), when delegation is configured.
     pub delegation_client_id: Option<String>,
     /// The `algs` of the `DPoP` challenge, when some issuer takes DPoP proofs.
@@ -74,6 +76,16 @@ pub struct Settings {
     pub public_htu: String,
     /// The public URL's scheme, for the `htu` of a request known by its Host header.
     pub public_scheme: String,
+}
+
+impl Settings {
+    /// The modern revision an upstream speaks, when it speaks one (else it is sessioned).
+    pub fn modern_upstream(&self, id: u32) -> Option<&str> {
+        self.upstream_protocols
+            .get(&id)
+            .map(String::as_str)
+            .filter(|v| crate::mcp::era::is_modern(v))
+    }
 }
 
 /// How the gateway authenticates itself to an upstream for discovery and sessions.
@@ -129,6 +141,20 @@ pub struct ToolRoute {
     pub upstream_name: String,
     /// The tool's definition with the namespaced name, as served in `tools/list`.
     pub definition: Box<RawValue>,
+    /// Parameters its `inputSchema` mirrors into `Mcp-Param-*` headers (`x-mcp-header`).
+    pub param_headers: Vec<ParamHeader>,
+}
+
+/// A tool parameter mirrored into an `Mcp-Param-{name}` header (2026-07-28 `x-mcp-header`),
+/// validated when the catalog was built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamHeader {
+    /// The `x-mcp-header` value as declared.
+    pub name: String,
+    /// Lower-cased, as the header name is matched.
+    pub lower: String,
+    /// The chain of `properties` keys from the schema root to the parameter.
+    pub path: Vec<String>,
 }
 
 /// Exact-match routing table for tools, and the merged list.

@@ -29,6 +29,7 @@ fn table() -> &'static ToolTable {
                     upstream: i,
                     upstream_name: up.to_owned(),
                     definition: RawValue::from_string("{}".to_owned()).expect("valid JSON"),
+                    param_headers: Vec::new(),
                 },
             );
             t.order.push(ns.to_owned());

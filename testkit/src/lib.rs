@@ -13,6 +13,8 @@ pub mod issuer;
 mod keys;
 #[cfg(feature = "mem")]
 pub mod mem;
+#[cfg(feature = "mem")]
+mod mem_modern;
 pub mod postgres;
 pub mod upstream;
 mod util;

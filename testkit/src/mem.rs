@@ -117,7 +117,7 @@ impl MemIssuer {
 }
 
 #[derive(Debug, Default)]
-struct UpstreamInner {
+pub(crate) struct UpstreamInner {
     mode: UpstreamMode,
     sessions: HashSet<String>,
     requests: Vec<Recorded>,
@@ -135,9 +135,11 @@ struct UpstreamInner {
 /// `resources/list` answers one resource (`mem://one`) as [`crate::DroppingUpstream`] does.
 #[derive(Debug, Default)]
 pub struct MemUpstream {
-    tools: usize,
+    pub(crate) tools: usize,
     page_size: usize,
-    inner: Mutex<UpstreamInner>,
+    /// 2026-07-28 only: see `mem_modern.rs`.
+    pub(crate) modern: bool,
+    pub(crate) inner: Mutex<UpstreamInner>,
 }
 
 impl MemUpstream {
@@ -145,6 +147,7 @@ impl MemUpstream {
         MemUpstream {
             tools: opts.tools,
             page_size: opts.page_size,
+            modern: opts.modern,
             inner: Mutex::new(UpstreamInner {
                 mode: opts.mode,
                 ..Default::default()
@@ -240,6 +243,9 @@ impl MemUpstream {
             return PeerReply::status(202);
         };
         let params = msg.get("params").cloned().unwrap_or(Value::Null);
+        if self.modern {
+            return self.post_modern(req, id, method, &params);
+        }
         if method == "initialize" {
             return self.initialize(id.unwrap_or(Value::Null), &params);
         }
@@ -286,7 +292,7 @@ impl MemUpstream {
         rpc_result(&id, &result).with_header("mcp-session-id", session)
     }
 
-    fn count_call(&self, params: &Value) {
+    pub(crate) fn count_call(&self, params: &Value) {
         let call_id = params
             .get("arguments")
             .and_then(|a| a.get("call_id"))
@@ -302,7 +308,7 @@ impl MemUpstream {
         }
     }
 
-    fn call(&self, req: &PeerRequest, id: Value, params: &Value) -> PeerReply {
+    pub(crate) fn call(&self, req: &PeerRequest, id: Value, params: &Value) -> PeerReply {
         let name = params.get("name").and_then(Value::as_str).unwrap_or("");
         let args = match params.get("arguments") {
             Some(v @ Value::Object(_)) => v.clone(),
@@ -382,11 +388,11 @@ impl FakeUpstream for MemUpstream {
     }
 }
 
-fn rpc_result(id: &Value, result: &Value) -> PeerReply {
+pub(crate) fn rpc_result(id: &Value, result: &Value) -> PeerReply {
     PeerReply::json(200, &json!({"jsonrpc":"2.0","id":id,"result":result}))
 }
 
-fn rpc_error(id: &Value, code: i64, message: &str) -> PeerReply {
+pub(crate) fn rpc_error(id: &Value, code: i64, message: &str) -> PeerReply {
     PeerReply::json(
         200,
         &json!({"jsonrpc":"2.0","id":id,"error":{"code":code,"message":message}}),

@@ -45,6 +45,9 @@ pub struct UpstreamOptions {
     pub page_size: usize,
     /// Initial mode.
     pub mode: UpstreamMode,
+    /// Speak MCP 2026-07-28 only (stateless; `initialize` refused). In memory only
+    /// ([`crate::MemUpstream`]); the socket upstream speaks 2025-xx.
+    pub modern: bool,
 }
 
 /// What the upstream executed, counted whether recording is on or off (see [`TestUpstream::stats`]).

@@ -250,6 +250,7 @@ async fn upstream_mcp_flow() {
         tools: 7,
         page_size: 4,
         mode: UpstreamMode::Normal,
+        modern: false,
     })
     .await;
     assert_eq!(up.url(), format!("http://{}/mcp", up.addr()));

@@ -40,6 +40,8 @@ fn rec(t: i64, client: &str, tool: &str, d: Outcome) -> Record {
         upstream_status: (d == Outcome::Allow).then_some(200),
         latency_ms: 2.0,
         upstream_ms: (d == Outcome::Allow).then_some(1.5),
+        protocol: None,
+        upstream_protocol: None,
     }
 }
 

@@ -461,8 +461,12 @@ impl Transport for PeerTransport<'_> {
         body: String,
         session: Option<&str>,
         version: &str,
+        method: Option<&str>,
     ) -> Result<Answer, DiscoveryError> {
-        let req = self.request("POST", session, version, body);
+        let mut req = self.request("POST", session, version, body);
+        if let Some(m) = method.filter(|_| dataplane::mcp::era::is_modern(version)) {
+            req.headers.push(("mcp-method".to_owned(), m.to_owned()));
+        }
         answer_of(self.peer.handle(&req))
     }
 

@@ -6,6 +6,7 @@
 mod delegation;
 mod dpop;
 mod env;
+mod eras;
 mod policy;
 mod routing;
 mod sessions;

@@ -77,13 +77,13 @@ pub(super) fn post_headers(req: &Request) -> Result<(), Refusal> {
             "repeated MCP-Protocol-Version",
         ));
     }
+    // An unknown version gets the 2026-07-28 `-32022` with what is served, which modern
+    // clients recognise (and retry with) and legacy ones read as a 400.
     if let Some(v) = req.head.get_str("mcp-protocol-version")
         && !http::SUPPORTED_VERSIONS.contains(&v.trim())
+        && !super::era::is_modern(v.trim())
     {
-        return Err(Refusal::unsupported_media(
-            400,
-            "unsupported MCP-Protocol-Version",
-        ));
+        return Err(Refusal::unsupported_version(v.trim()));
     }
     Ok(())
 }

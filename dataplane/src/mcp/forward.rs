@@ -8,6 +8,7 @@ use monoio::io::AsyncWriteRent;
 use serde_json::value::RawValue;
 
 use super::delegate::session_auth;
+use super::modern::{self, Shape};
 use super::pipeline::send;
 use super::record::Report;
 use super::refusal::Refusal;
@@ -165,6 +166,59 @@ fn error_kind(e: &UpError) -> &'static str {
     }
 }
 
+/// Send one request to a 2026-07-28 upstream: stateless, `_meta` in the params, the
+/// mirrored headers (`Mcp-Method`, `Mcp-Name`, `Mcp-Param-*`) beside it; no session.
+async fn exchange_stateless(
+    shard: &Shard,
+    session: &Arc<Session>,
+    up: &Upstream,
+    version: &str,
+    wire: &Wire<'_>,
+    call: &Outbound,
+    client_id: &RawValue,
+) -> Result<(UpResponse, u64), UpError> {
+    let gid = shard.next_upstream_id();
+    let body = rewrite::upstream_request(gid, wire.method, wire.params);
+    let auth = match &call.auth {
+        Some(a) => Some(a.clone()),
+        None => session_auth(shard, up).await?,
+    };
+    let mut h: Vec<(&str, &str)> = vec![
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", version),
+        ("mcp-method", wire.method),
+    ];
+    if let Some(n) = &wire.name {
+        h.push(("mcp-name", n.as_str()));
+    }
+    for (k, v) in &wire.param_headers {
+        h.push((k.as_str(), v.as_str()));
+    }
+    if let Some(a) = exposed(&auth) {
+        h.push(("authorization", a));
+    }
+    if let Some(tp) = &call.traceparent {
+        h.push(("traceparent", tp.as_str()));
+    }
+    session
+        .inflight
+        .insert(client_id.get().to_owned(), (up.id, gid));
+    let replay = Replay::of_method(wire.method);
+    let r = upstream::send(&shard.pool, up, "POST", &h, &body, up.timeout, replay).await?;
+    Ok((r, gid))
+}
+
+/// What goes to a modern upstream besides the session-free body: the method and params in
+/// its revision, and the headers mirroring them.
+struct Wire<'a> {
+    method: &'a str,
+    params: &'a str,
+    /// `Mcp-Name`, encoded.
+    name: Option<String>,
+    param_headers: Vec<(String, String)>,
+}
+
 /// Send one request to `up` in this client's upstream session, with a gateway id.
 /// Records the id mapping for cancellation; the caller removes it.
 async fn exchange(
@@ -312,23 +366,35 @@ pub(super) async fn mcp<S: AsyncWriteRent>(
 ) -> Result<(Option<Vec<u8>>, Report), Refusal> {
     let (shard, up) = (cx.shard, &cx.snap.upstreams[fwd.upstream]);
     let started = shard.clock.now();
-    let exchanged = exchange(
-        shard,
-        session,
-        up,
-        &fwd.method,
-        &fwd.params,
-        &call,
-        client_id,
-    )
-    .await;
+    // Each upstream is spoken to in its own revision, whatever the client's.
+    let upstream_version = cx.snap.settings.modern_upstream(up.id);
+    let shape = Shape::of(cx, &fwd.method, upstream_version.is_some());
+    let exchanged = match upstream_version {
+        Some(version) => {
+            let caps = match cx.modern {
+                Some(c) => c.m.capabilities.clone(),
+                None => session_capabilities(session),
+            };
+            let params = modern::upstream_params(&fwd.params, version, &caps)
+                .unwrap_or_else(|_| fwd.params.clone());
+            let wire = wire(cx, fwd, &params);
+            exchange_stateless(shard, session, up, version, &wire, &call, client_id).await
+        }
+        None => {
+            let params = match cx.modern {
+                Some(_) => modern::legacy_params(&fwd.params),
+                None => fwd.params.clone(),
+            };
+            exchange(shard, session, up, &fwd.method, &params, &call, client_id).await
+        }
+    };
     let result = match (exchanged, out) {
         (Err(e), _) => Err(upstream_refusal(up, &e)),
         (Ok((r, gid)), Some(out)) => Ok((
             None,
-            relay(shard, up, r, gid, client_id, out, cx.cors).await,
+            relay(shard, session, up, r, gid, client_id, out, cx.cors, &shape).await,
         )),
-        (Ok((r, gid)), None) => Ok(collect(shard, up, r, gid, client_id).await),
+        (Ok((r, gid)), None) => Ok(collect(shard, up, r, gid, client_id, &shape).await),
     };
     session.inflight.remove(client_id.get());
     let upstream_ms = Some(record_latency(shard, up, started));
@@ -343,6 +409,59 @@ pub(super) async fn mcp<S: AsyncWriteRent>(
     })
 }
 
+/// The capabilities a 2025-era client declared in its `initialize`.
+fn session_capabilities(session: &Session) -> serde_json::Value {
+    session
+        .client_init
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+        .and_then(|p| p.get("capabilities").cloned())
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}))
+}
+
+/// The mirrored headers of a request to a modern upstream, from its (checked) params.
+fn wire<'a>(cx: &Cx<'_>, fwd: &'a Forward, params: &'a str) -> Wire<'a> {
+    let p: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(params).unwrap_or_default();
+    let name = super::era::name_field(&fwd.method)
+        .and_then(|f| p.get(f))
+        .and_then(serde_json::Value::as_str)
+        .map(super::era::encode_value);
+    let param_headers = match (fwd.method.as_str(), &fwd.tool) {
+        ("tools/call", Some(_)) => {
+            let exposed = p
+                .get("name")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|n| route_of(cx, fwd.upstream, n));
+            let args = p.get("arguments").unwrap_or(&serde_json::Value::Null);
+            exposed
+                .map(|r| super::era::param_headers(&r.param_headers, args))
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    Wire {
+        method: &fwd.method,
+        params,
+        name,
+        param_headers,
+    }
+}
+
+/// The route of an upstream's own tool name (the table is keyed by the exposed name).
+fn route_of<'s>(
+    cx: &Cx<'s>,
+    upstream: usize,
+    upstream_name: &str,
+) -> Option<&'s crate::snapshot::ToolRoute> {
+    cx.snap
+        .tools
+        .routes
+        .values()
+        .find(|r| r.upstream == upstream && r.upstream_name == upstream_name)
+}
+
 /// The final answer of a forwarded request (for batches), with the client's id.
 async fn collect(
     shard: &Shard,
@@ -350,6 +469,7 @@ async fn collect(
     r: UpResponse,
     gid: u64,
     client_id: &RawValue,
+    shape: &Shape<'_>,
 ) -> (Option<Vec<u8>>, Report) {
     let status = Some(r.status);
     let result = if r.status != 200 {
@@ -360,7 +480,7 @@ async fn collect(
     let (body, report) = match result {
         Ok(b) => match Message::parse(&b) {
             Ok(m) if m.method.is_none() => (
-                rewrite::reframe(&m, Some(client_id), None),
+                shape.apply(rewrite::reframe(&m, Some(client_id), None)),
                 Report {
                     upstream_status: status,
                     failure: None,
@@ -380,14 +500,17 @@ async fn collect(
     (Some(body), report)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn relay<S: AsyncWriteRent>(
     shard: &Shard,
+    session: &Session,
     up: &Upstream,
     r: UpResponse,
     gid: u64,
     client_id: &RawValue,
     out: &mut Responder<'_, S>,
     cors: Option<&str>,
+    shape: &Shape<'_>,
 ) -> Report {
     let status = Some(r.status);
     if r.status != 200 {
@@ -397,7 +520,7 @@ async fn relay<S: AsyncWriteRent>(
         refused.count();
         send(
             out,
-            Response::json(200, refused.body(Some(client_id))),
+            Response::json(200, shape.refusal(refused, Some(client_id))),
             cors,
         )
         .await;
@@ -412,10 +535,10 @@ async fn relay<S: AsyncWriteRent>(
         UpBody::Full(b) => {
             let (body, report) = match Message::parse(&b) {
                 Ok(m) if m.method.is_none() && rewrite::gateway_id(m.id) == Some(gid) => {
-                    (rewrite::reframe(&m, Some(client_id), None), ok)
+                    (shape.apply(rewrite::reframe(&m, Some(client_id), None)), ok)
                 }
                 _ => (
-                    upstream_error(client_id, up, &UpError::BadResponse),
+                    shape.refusal(upstream_refusal(up, &UpError::BadResponse), Some(client_id)),
                     Report::failed(status, UpError::BadResponse.to_string()),
                 ),
             };
@@ -426,6 +549,8 @@ async fn relay<S: AsyncWriteRent>(
             let mut headers: Vec<(&'static str, String)> = vec![
                 ("content-type", "text/event-stream".into()),
                 ("cache-control", "no-cache".into()),
+                // Proxies in front must pass events on as they come.
+                ("x-accel-buffering", "no".into()),
             ];
             super::http::add_cors(&mut headers, cors);
             if out.start_stream(200, &headers).await.is_err() {
@@ -436,14 +561,15 @@ async fn relay<S: AsyncWriteRent>(
                 let ev = match stream.next_event().await {
                     Ok(Some(ev)) => ev,
                     Ok(None) => {
-                        let e = upstream_error(client_id, up, &UpError::Closed);
+                        let e =
+                            shape.refusal(upstream_refusal(up, &UpError::Closed), Some(client_id));
                         write_event(&mut ev_buf, None, &e);
                         let _ = out.send_chunk(&ev_buf).await;
                         let _ = out.end_stream().await;
                         return Report::failed(status, UpError::Closed.to_string());
                     }
                     Err(err) => {
-                        let e = upstream_error(client_id, up, &err);
+                        let e = shape.refusal(upstream_refusal(up, &err), Some(client_id));
                         write_event(&mut ev_buf, None, &e);
                         let _ = out.send_chunk(&ev_buf).await;
                         let _ = out.end_stream().await;
@@ -466,10 +592,17 @@ async fn relay<S: AsyncWriteRent>(
                     continue; // Garbage events are dropped, not relayed.
                 };
                 let (data, done) = match (m.method.is_some(), m.id) {
-                    (false, _) if rewrite::gateway_id(m.id) == Some(gid) => {
-                        (rewrite::reframe(&m, Some(client_id), None), true)
-                    }
+                    (false, _) if rewrite::gateway_id(m.id) == Some(gid) => (
+                        shape.apply(rewrite::reframe(&m, Some(client_id), None)),
+                        true,
+                    ),
                     (false, _) => continue, // A response to something else: not for this client.
+                    // A 2026-07-28 client takes no requests on a response stream: the upstream
+                    // is told this client cannot answer, and the call goes on without it.
+                    (true, Some(id)) if shape.is_modern_client() => {
+                        decline_server_request(shard, session, up, id).await;
+                        continue;
+                    }
                     (true, Some(id)) => {
                         let wrapped = rewrite::wrap_server_id(up.id, id);
                         (rewrite::reframe(&m, Some(&wrapped), None), false)
@@ -489,6 +622,20 @@ async fn relay<S: AsyncWriteRent>(
             }
         }
     }
+}
+
+/// Answer an upstream's request to the client that a 2026-07-28 client cannot receive on a
+/// response stream: an error to the upstream (in the session the gateway holds), so its call
+/// goes on — or fails — without waiting for an answer that will not come.
+async fn decline_server_request(shard: &Shard, session: &Session, up: &Upstream, id: &RawValue) {
+    let body = jsonrpc::error(
+        Some(id),
+        jsonrpc::code::METHOD_NOT_FOUND,
+        "The client speaks MCP 2026-07-28 and cannot answer requests during a call through the gateway",
+    );
+    metrics::counter!("warden_server_requests_declined_total", "upstream" => up.name.clone())
+        .increment(1);
+    send_note(shard, session, up, &body).await;
 }
 
 fn write_event(buf: &mut Vec<u8>, id: Option<&str>, data: &[u8]) {

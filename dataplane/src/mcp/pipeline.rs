@@ -25,7 +25,7 @@ use super::record::{self, Audit, Report};
 use super::refusal::Refusal;
 use super::route::{self, Plan};
 use super::vocab::{Caller, Cx, Meta};
-use super::{authn, batch, delegate, forward, http, limits, sessions};
+use super::{authn, batch, delegate, era, forward, http, limits, modern, sessions};
 use crate::http1::conn::{Handler, Request, Responder};
 use crate::http1::{Method, Response};
 use crate::jsonrpc::{self, Invalid, Kind, Message};
@@ -128,11 +128,20 @@ impl Gateway {
             meta,
             caller,
             cors,
+            modern: None,
         };
         // 4. The caller's rate limit (needs the user; before any session or upstream work).
         limits::per_user(&cx, req.head.method == Method::Post)?;
+        // 2026-07-28 has no GET stream and no sessions to DELETE.
+        let modern_header = req
+            .head
+            .get_str("mcp-protocol-version")
+            .is_some_and(|v| era::is_modern(v.trim()));
         match req.head.method {
             Method::Post => self.post(&cx, req, out).await,
+            Method::Get | Method::Delete if modern_header => {
+                Err(Refusal::method_not_allowed("POST, OPTIONS"))
+            }
             Method::Delete => Ok(send(out, sessions::end(&cx, req).await?, cors).await),
             Method::Get => {
                 // The session is checked first, so a stale id gets its 404.
@@ -172,6 +181,20 @@ impl Gateway {
                 return Ok(send(out, resp, cx.cors).await);
             }
         };
+        // A modern (2026-07-28) request is served statelessly, per request.
+        if let Some(m) = era::detect(msg.params).map_err(Refusal::modern)? {
+            return modern::serve(self, cx, req, &msg, m, out).await;
+        }
+        if let Some(v) = req.head.get_str("mcp-protocol-version")
+            && era::is_modern(v.trim())
+        {
+            return Err(Refusal::modern_meta_invalid(format!(
+                "MCP-Protocol-Version is {} but params._meta lacks \"{}\"",
+                v.trim(),
+                era::META_VERSION
+            ))
+            .modern());
+        }
         // 6. The session: initialize opens one; everything else needs one.
         if msg.method.as_deref() == Some("initialize") {
             if msg.kind() != Kind::Request {
@@ -221,6 +244,13 @@ impl Gateway {
             };
             limits::per_tool(cx, fwd.tool_limit)?;
             let up = &cx.snap.upstreams[fwd.upstream];
+            if let Some(a) = rec.as_mut() {
+                let client = cx
+                    .modern
+                    .map_or(session.protocol_version.as_str(), |c| c.m.version.as_str());
+                let upstream = cx.snap.settings.upstream_protocols.get(&up.id);
+                a.protocols(client, upstream.map(String::as_str));
+            }
             // 9. Delegate: a token for this one call, or the call fails here.
             let call = delegate::for_call(cx, up, fwd.tool.as_deref(), &mut rec).await?;
             // 10. Forward: one request to a bridged REST API, or to an MCP upstream.

@@ -83,6 +83,8 @@ fn base(
         upstream_status: None,
         latency_ms: 0.0,
         upstream_ms: None,
+        protocol: None,
+        upstream_protocol: None,
     }
 }
 
@@ -128,6 +130,12 @@ impl Audit {
             rec,
             started: shard.clock.now(),
         })
+    }
+
+    /// The revisions spoken: the client's, and the upstream's when it is asked.
+    pub fn protocols(&mut self, client: &str, upstream: Option<&str>) {
+        self.rec.protocol = Some(client.to_owned());
+        self.rec.upstream_protocol = upstream.map(str::to_owned);
     }
 
     /// Where the call goes (or would have gone).

@@ -341,6 +341,88 @@ impl Refusal {
         .audited_as("not a valid JSON-RPC message")
     }
 
+    // ---- The 2026-07-28 revision (HTTP 400, its own codes) ----
+
+    /// A mirrored header is missing, repeated, undecodable or unlike the body (`-32020`).
+    pub fn header_mismatch(message: impl Into<Text>) -> Self {
+        Self::new(
+            "header_mismatch",
+            Blame::Agent,
+            Outcome::Rejected,
+            400,
+            Form::JsonRpc(code::HEADER_MISMATCH, None),
+        )
+        .says(message)
+    }
+
+    /// A protocol version this gateway does not serve (`-32022`, with what it does serve).
+    pub fn unsupported_version(requested: &str) -> Self {
+        let requested: String = requested.chars().take(64).collect();
+        let data = serde_json::json!({
+            "supported": super::era::supported_versions(),
+            "requested": requested,
+        });
+        Self::new(
+            "unsupported_version",
+            Blame::Agent,
+            Outcome::Rejected,
+            400,
+            Form::JsonRpc(code::UNSUPPORTED_VERSION, Some(data)),
+        )
+        .says("Unsupported protocol version")
+        .audited_as(format!("unsupported protocol version {requested:?}"))
+    }
+
+    /// A modern request without its required `_meta` fields (`-32602`).
+    pub fn modern_meta_invalid(message: String) -> Self {
+        Self::new(
+            "invalid_meta",
+            Blame::Agent,
+            Outcome::Rejected,
+            400,
+            Form::JsonRpc(code::INVALID_PARAMS, None),
+        )
+        .says(message)
+    }
+
+    /// A `requestState` that is not one this gateway sealed for this user and this call:
+    /// tampered, foreign, expired or for another request (`-32602`).
+    pub fn request_state_invalid(why: &'static str) -> Self {
+        Self::new(
+            "request_state",
+            Blame::Agent,
+            Outcome::Rejected,
+            400,
+            Form::JsonRpc(code::INVALID_PARAMS, None),
+        )
+        .says("Invalid requestState: it was altered, has expired, or belongs to another user or request")
+        .audited_as(why)
+    }
+
+    /// A legacy method sent the modern way (`initialize` with modern `_meta`, a session DELETE).
+    pub fn not_in_modern(message: &'static str) -> Self {
+        Self::new(
+            "wrong_era",
+            Blame::Agent,
+            Outcome::Rejected,
+            400,
+            Form::JsonRpc(code::INVALID_REQUEST, None),
+        )
+        .says(message)
+    }
+
+    /// The same refusal as a modern client receives it: Warden's own codes outside the
+    /// reserved range (see [`jsonrpc::modern_code`]) and an unknown method as HTTP 404.
+    pub fn modern(mut self) -> Self {
+        if let Form::JsonRpc(c, _) = &mut self.d.form {
+            *c = jsonrpc::modern_code(*c);
+            if *c == code::METHOD_NOT_FOUND {
+                self.status = 404;
+            }
+        }
+        self
+    }
+
     // ---- Sessions ----
 
     pub fn session_required() -> Self {

@@ -171,6 +171,7 @@ mod tests {
                 upstream: 0,
                 upstream_name: "echo".into(),
                 definition: RawValue::from_string("{}".into()).unwrap(),
+                param_headers: Vec::new(),
             },
         );
         let p = RawValue::from_string(

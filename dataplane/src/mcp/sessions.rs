@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::era::Modern;
 use super::forward;
 use super::http::negotiate_version;
 use super::refusal::Refusal;
@@ -78,6 +79,45 @@ pub(super) fn initialize(cx: &Cx<'_>, msg: &Message<'_>) -> Result<Response, Ref
     }
     let body = jsonrpc::result_value(id, &result);
     Ok(Response::json(200, body).header("mcp-session-id", sid))
+}
+
+/// Sessions held per shard for stateless callers before the table is emptied (each one is
+/// re-made, and its upstream sessions re-opened, on the user's next call).
+const MAX_OWNED: usize = 10_000;
+
+/// The revision Warden speaks to a 2025-era upstream for a stateless caller.
+const OWNED_VERSION: &str = "2025-11-25";
+
+/// The session Warden holds for a stateless (2026-07-28) caller: one per user and declared
+/// capabilities on this shard. It holds the upstream sessions Warden opens with 2025-era
+/// upstreams on that user's behalf — never shared between users — and replays the caller's
+/// capabilities in their `initialize`.
+pub(super) fn owned(cx: &Cx<'_>, m: &Modern) -> Arc<Session> {
+    let caps = m.capabilities.to_string();
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(&cx.caller.owner);
+    ctx.update(caps.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(ctx.finish().as_ref());
+    let mut map = cx.shard.owned_sessions.borrow_mut();
+    if let Some(s) = map.get(&key) {
+        return s.clone();
+    }
+    if map.len() >= MAX_OWNED {
+        map.clear();
+    }
+    let mut init = serde_json::json!({ "capabilities": m.capabilities });
+    if let Some(ci) = &m.client_info {
+        init["clientInfo"] = ci.clone();
+    }
+    let s = Arc::new(Session::owned(
+        cx.caller.owner,
+        OWNED_VERSION,
+        init.to_string(),
+        cx.shard.clock.unix_secs(),
+    ));
+    map.insert(key, s.clone());
+    s
 }
 
 /// DELETE: end the caller's session here, on the other replicas (through the shared store)

@@ -92,8 +92,17 @@ pub struct Outbound {
     pub traceparent: Option<String>,
 }
 
+/// A modern (2026-07-28) request's own: what its `_meta` said, and what an MRTR state it
+/// receives is bound to (for `tools/call`, `prompts/get`, `resources/read`).
+#[derive(Debug)]
+pub(crate) struct ModernCall {
+    pub m: super::era::Modern,
+    pub binding: Option<super::mrtr::Binding>,
+}
+
 /// What every step after authentication receives: the shard, one snapshot for the whole
-/// request, the request's ids, the caller and the CORS origin to echo.
+/// request, the request's ids, the caller, the CORS origin to echo, and — for a stateless
+/// 2026-07-28 request — its per-request metadata (`None`: a 2025-era session's request).
 #[derive(Clone, Copy)]
 pub(crate) struct Cx<'a> {
     pub shard: &'a Shard,
@@ -101,4 +110,5 @@ pub(crate) struct Cx<'a> {
     pub meta: &'a Meta,
     pub caller: &'a Caller,
     pub cors: Option<&'a str>,
+    pub modern: Option<&'a ModernCall>,
 }

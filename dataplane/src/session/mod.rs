@@ -228,6 +228,26 @@ impl SessionStore {
 }
 
 impl Session {
+    /// A session the gateway holds itself, for a stateless (2026-07-28) caller: no id, so
+    /// nothing to revoke; it holds the upstream sessions opened on that user's behalf.
+    pub fn owned(
+        owner: [u8; 32],
+        protocol_version: &str,
+        client_init: String,
+        now: i64,
+    ) -> Session {
+        Session {
+            owner,
+            protocol_version: protocol_version.to_owned(),
+            client_init: Some(client_init),
+            issued_at: now,
+            id_hash: [0; 32],
+            upstream_sessions: DashMap::new(),
+            inflight: DashMap::new(),
+            last_seen: AtomicI64::new(now),
+        }
+    }
+
     fn adopt(id: &str, s: Sealed, now: i64) -> Session {
         Session {
             owner: s.owner,

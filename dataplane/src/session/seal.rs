@@ -16,6 +16,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 const LABEL: &[u8] = b"warden-session-v1\0";
 /// The associated-data label of DPoP nonces: a nonce never opens as a session id, nor back.
 const NONCE_LABEL: &[u8] = b"warden-dpop-nonce-v1\0";
+/// Associated data of a sealed MRTR `requestState` (2026-07-28): never opens as anything else.
+const STATE_LABEL: &[u8] = b"warden-mrtr-state-v1\0";
 const TAG_LEN: usize = 16;
 /// Ids longer than this are refused before any decoding work (a bound for hostile input).
 pub const MAX_ID_LEN: usize = 8192;
@@ -186,6 +188,17 @@ impl SessionKeys {
         }
         let plain = self.open_envelope(NONCE_LABEL, text)?;
         Some(i64::from_le_bytes(plain.as_slice().try_into().ok()?))
+    }
+
+    /// An MRTR `requestState` wrapper (see `mcp::mrtr`), sealed under the current key with its
+    /// own label, so any replica with the ring opens it and nothing else opens as one.
+    pub fn seal_state(&self, body: Vec<u8>) -> Result<String, KeyRingError> {
+        self.seal_envelope(STATE_LABEL, body)
+    }
+
+    /// The plaintext of a `requestState` wrapper sealed by any key of the ring.
+    pub fn open_state(&self, text: &str) -> Option<Vec<u8>> {
+        self.open_envelope(STATE_LABEL, text)
     }
 
     /// `body` sealed under the current key with associated data `label ‖ kid`:
