@@ -502,25 +502,7 @@ pub(crate) async fn discover_with<T: Transport>(
     )
     .await?;
     if out.capabilities.get("tools").is_some() {
-        let mut cursor: Option<String> = None;
-        for page in 0..MAX_PAGES {
-            let id = 2 + page as i64;
-            let params = match &cursor {
-                Some(cur) => serde_json::json!({"cursor": cur}),
-                None => serde_json::json!({}),
-            };
-            let r = c.post(serde_json::json!({"jsonrpc":"2.0","id":id,"method":"tools/list","params":params}), Some(id)).await?.unwrap_or_default();
-            if let Some(tools) = r.get("tools").and_then(Value::as_array) {
-                out.tools.extend(tools.iter().cloned());
-            }
-            cursor = r
-                .get("nextCursor")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            if cursor.is_none() {
-                break;
-            }
-        }
+        out.tools = list_tools(&mut c, None).await?;
     }
     if let Some(s) = c.session.clone() {
         c.transport.delete(&s, &c.version).await;
@@ -571,27 +553,47 @@ async fn discover_modern<T: Transport>(
         protocol_version: version,
     };
     if out.capabilities.get("tools").is_some() {
-        let mut cursor: Option<String> = None;
-        for page in 0..MAX_PAGES {
-            let id = 2 + page as i64;
-            let mut params = serde_json::json!({"_meta": modern_meta()});
-            if let Some(cur) = &cursor {
-                params["cursor"] = Value::String(cur.clone());
-            }
-            let r = c.post(serde_json::json!({"jsonrpc":"2.0","id":id,"method":"tools/list","params":params}), Some(id)).await?.unwrap_or_default();
-            if let Some(tools) = r.get("tools").and_then(Value::as_array) {
-                out.tools.extend(tools.iter().cloned());
-            }
-            cursor = r
-                .get("nextCursor")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            if cursor.is_none() {
-                break;
-            }
-        }
+        out.tools = list_tools(&mut c, Some(modern_meta())).await?;
     }
     Ok(out)
+}
+
+/// Every `tools/list` page (at most `MAX_PAGES`), following `nextCursor`; `meta` is the
+/// `_meta` a modern upstream needs on each request.
+async fn list_tools<T: Transport>(
+    c: &mut Client<T>,
+    meta: Option<Value>,
+) -> Result<Vec<Value>, DiscoveryError> {
+    let mut tools = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 0..MAX_PAGES {
+        let id = 2 + page as i64;
+        let mut params = serde_json::json!({});
+        if let Some(m) = &meta {
+            params["_meta"] = m.clone();
+        }
+        if let Some(cur) = &cursor {
+            params["cursor"] = Value::String(cur.clone());
+        }
+        let r = c
+            .post(
+                serde_json::json!({"jsonrpc":"2.0","id":id,"method":"tools/list","params":params}),
+                Some(id),
+            )
+            .await?
+            .unwrap_or_default();
+        if let Some(t) = r.get("tools").and_then(Value::as_array) {
+            tools.extend(t.iter().cloned());
+        }
+        cursor = r
+            .get("nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    Ok(tools)
 }
 
 /// Whether a namespaced tool name is acceptable to every major client.
