@@ -2,9 +2,10 @@
 //! a 2026-only server behind Warden would be. It validates what the revision makes a server
 //! validate (the `_meta` version, `MCP-Protocol-Version` and `Mcp-Method`/`Mcp-Name` against
 //! the body: `-32020` on a mismatch), refuses `initialize`, answers `server/discover`, and has
-//! two tools of its own beside the shared catalogue: `ask` (MRTR: an `input_required` result
-//! with an elicitation and a `requestState`, completed by the retry) and `locate` (its
-//! `region` argument mirrored in `Mcp-Param-Region`).
+//! three tools of its own beside the shared catalogue: `ask` (MRTR: an `input_required`
+//! result with an elicitation and a `requestState`, completed by the retry), `sample` (HTTP
+//! 400 `-32021` unless the client declared `sampling`) and `locate` (its `region` argument
+//! mirrored in `Mcp-Param-Region`).
 
 use dataplane::testing::{PeerReply, PeerRequest};
 use serde_json::{Value, json};
@@ -78,6 +79,7 @@ impl MemUpstream {
                 Ok(mut r) => {
                     if let Some(t) = r.get_mut("tools").and_then(Value::as_array_mut) {
                         t.push(json!({"name": "ask", "description": "Asks the user a question (MRTR).", "inputSchema": {"type": "object"}}));
+                        t.push(json!({"name": "sample", "description": "Needs the client's sampling capability.", "inputSchema": {"type": "object"}}));
                         t.push(json!({"name": "locate", "description": "Echoes its region.", "inputSchema": {"type": "object", "properties": {"region": {"type": "string", "x-mcp-header": "Region"}}}}));
                     }
                     r["ttlMs"] = json!(5000);
@@ -90,6 +92,22 @@ impl MemUpstream {
                 self.count_call(params);
                 match name.unwrap_or("") {
                     "ask" => ask(&id, params),
+                    "sample" => {
+                        let caps = params
+                            .pointer("/_meta/io.modelcontextprotocol~1clientCapabilities/sampling");
+                        match caps {
+                            Some(_) => complete(
+                                &id,
+                                json!({"content": [{"type": "text", "text": "sampled"}]}),
+                            ),
+                            None => PeerReply::json(
+                                400,
+                                &json!({"jsonrpc":"2.0","id":id,"error":{"code":-32021,
+                                    "message":"sampling capability required",
+                                    "data":{"requiredCapabilities":{"sampling":{}}}}}),
+                            ),
+                        }
+                    }
                     "locate" => {
                         let region = params.pointer("/arguments/region").and_then(Value::as_str);
                         if req.header("mcp-param-region") != region {

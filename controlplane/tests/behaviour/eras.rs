@@ -27,7 +27,7 @@ fn start() -> Env {
         modern: true,
         ..Default::default()
     }));
-    let tools = "      tools:\n        - name: echo\n          ttl: 5s\n          scopes: [up:echo]\n        - name: whoami\n          ttl: 5s\n          scopes: [up:whoami]\n        - name: ask\n          ttl: 5s\n          scopes: [up:ask]\n        - name: locate\n          ttl: 5s\n          scopes: [up:locate]\n";
+    let tools = "      tools:\n        - name: echo\n          ttl: 5s\n          scopes: [up:echo]\n        - name: whoami\n          ttl: 5s\n          scopes: [up:whoami]\n        - name: ask\n          ttl: 5s\n          scopes: [up:ask]\n        - name: locate\n          ttl: 5s\n          scopes: [up:locate]\n        - name: sample\n          ttl: 5s\n          scopes: [up:sample]\n";
     let mut ups = String::from("upstreams:\n");
     for n in ["up0", "up1"] {
         ups.push_str(&format!(
@@ -280,6 +280,55 @@ fn discover_and_the_errors_of_the_new_revision() {
         "{}",
         r.text()
     );
+    // Methods the revision removed: 404 and -32601, saying what replaced them; never
+    // forwarded, to either upstream.
+    let before: usize = env.upstreams.iter().map(|u| u.requests().len()).sum();
+    for removed in [
+        "initialize",
+        "ping",
+        "logging/setLevel",
+        "resources/subscribe",
+        "resources/unsubscribe",
+    ] {
+        let r = modern(
+            &env,
+            &alice,
+            removed,
+            json!({"uri": "mem://x", "level": "info"}),
+            &[],
+        );
+        let v = r.json();
+        assert_eq!(
+            (r.status, v["error"]["code"].as_i64()),
+            (404, Some(-32601)),
+            "{removed}: {v}"
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("2026-07-28"),
+            "{v}"
+        );
+    }
+    let after: usize = env.upstreams.iter().map(|u| u.requests().len()).sum();
+    assert_eq!(before, after, "a removed method reached an upstream");
+    // Header and body disagree on an unknown version: the mismatch (-32020) is told first.
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"v999.0.0","io.modelcontextprotocol/clientCapabilities":{}}}});
+    let r = env.send(
+        env.mcp("POST")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", MODERN)
+            .header("mcp-method", "tools/list")
+            .bearer(&alice)
+            .json(&body),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_i64()),
+        (400, Some(-32020)),
+        "{}",
+        r.text()
+    );
     // An unsupported version: 400, -32022 with what is served.
     let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"1900-01-01","io.modelcontextprotocol/clientCapabilities":{}}}});
     let r = env.send(
@@ -520,4 +569,35 @@ fn mrtr_state_is_wrapped_bound_to_the_user_and_unwrapped_only_intact() {
 
 fn testkit_state() -> &'static str {
     "mem-ask-state-1"
+}
+
+/// A modern upstream's own protocol error (HTTP 400, `-32021` with what it needs) is its
+/// answer, relayed as such: to a modern client with HTTP 400 and the upstream's data, to a
+/// 2025 client as a JSON-RPC error — never as "the upstream failed".
+#[test]
+fn an_upstreams_missing_capability_error_is_relayed_in_each_era() {
+    let env = start();
+    let alice = env.token("alice");
+    let r = modern(
+        &env,
+        &alice,
+        "tools/call",
+        json!({"name": "up1_sample", "arguments": {}}),
+        &[],
+    );
+    let v = r.json();
+    assert_eq!(
+        (r.status, v["error"]["code"].as_i64()),
+        (400, Some(-32021)),
+        "{v}"
+    );
+    assert_eq!(v["id"], 7, "{v}");
+    assert_eq!(
+        v["error"]["data"]["requiredCapabilities"]["sampling"],
+        json!({})
+    );
+    let sid = env.session(&alice);
+    let v = env.call(&alice, &sid, json!(5), "up1_sample", json!({}));
+    assert_eq!(v["error"]["code"], -32021, "{v}");
+    assert_eq!(v["id"], 5, "{v}");
 }

@@ -45,8 +45,13 @@ pub struct Modern {
 
 /// The modern metadata of a request: `Ok(None)` for a legacy request (no
 /// `_meta.io.modelcontextprotocol/protocolVersion`), a refusal for a malformed or
-/// unsupported modern one (`-32602`, `-32022`; HTTP 400).
-pub(crate) fn detect(params: Option<&RawValue>) -> Result<Option<Modern>, Refusal> {
+/// unsupported modern one (HTTP 400). `header` is the request's `MCP-Protocol-Version`:
+/// it must be present and equal the body's version (`-32020`) before the version itself is
+/// judged (`-32022`), so a client whose header and body disagree learns that first.
+pub(crate) fn detect(
+    params: Option<&RawValue>,
+    header: Option<&str>,
+) -> Result<Option<Modern>, Refusal> {
     #[derive(serde::Deserialize)]
     struct Params<'a> {
         #[serde(borrow, rename = "_meta")]
@@ -68,8 +73,20 @@ pub(crate) fn detect(params: Option<&RawValue>) -> Result<Option<Modern>, Refusa
             "_meta[\"{META_VERSION}\"] must be a string"
         )));
     };
-    if !is_modern(&version) {
-        return Err(Refusal::unsupported_version(&version));
+    match header.map(str::trim) {
+        None => {
+            return Err(Refusal::header_mismatch(
+                "MCP-Protocol-Version header is required",
+            ));
+        }
+        Some(h) if h != version => {
+            return Err(Refusal::header_mismatch(format!(
+                "MCP-Protocol-Version header value '{}' does not match body value '{}'",
+                clip(h),
+                clip(&version)
+            )));
+        }
+        Some(_) => {}
     }
     let capabilities = match meta.remove(META_CAPABILITIES) {
         Some(c @ Value::Object(_)) => c,
@@ -84,6 +101,9 @@ pub(crate) fn detect(params: Option<&RawValue>) -> Result<Option<Modern>, Refusa
             )));
         }
     };
+    if !is_modern(&version) {
+        return Err(Refusal::unsupported_version(&version));
+    }
     Ok(Some(Modern {
         version,
         capabilities,

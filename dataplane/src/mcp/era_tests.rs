@@ -55,7 +55,7 @@ fn tools() -> ToolTable {
 /// The `-32020` message of checking `headers` against `body`, or `None` when it passes.
 fn check(headers: &[(&str, &str)], body: &[u8]) -> Option<String> {
     let msg = Message::parse(body).unwrap();
-    let m = detect(msg.params).unwrap().unwrap();
+    let m = detect(msg.params, Some("2026-07-28")).unwrap().unwrap();
     match check_headers(&head(headers), &msg, &m, &tools()) {
         Ok(()) => None,
         Err(r) => {
@@ -77,7 +77,12 @@ fn legacy_requests_are_not_modern() {
         Some("[1]"),
     ] {
         let raw = params.map(|p| RawValue::from_string(p.into()).unwrap());
-        assert!(detect(raw.as_deref()).unwrap().is_none(), "{params:?}");
+        assert!(
+            detect(raw.as_deref(), Some("2026-07-28"))
+                .unwrap()
+                .is_none(),
+            "{params:?}"
+        );
     }
 }
 
@@ -88,7 +93,7 @@ fn modern_meta_is_read_and_checked() {
             .to_string(),
     )
     .unwrap();
-    let m = detect(Some(&p)).unwrap().unwrap();
+    let m = detect(Some(&p), Some("2026-07-28")).unwrap().unwrap();
     assert_eq!(m.version, "2026-07-28");
     assert_eq!(m.capabilities, json!({"elicitation": {}}));
     assert_eq!(m.client_info, Some(json!({"name": "c"})));
@@ -97,7 +102,7 @@ fn modern_meta_is_read_and_checked() {
         json!({"_meta": {META_VERSION: "1900-01-01", META_CAPABILITIES: {}}}).to_string(),
     )
     .unwrap();
-    let r = detect(Some(&p)).unwrap_err();
+    let r = detect(Some(&p), Some("1900-01-01")).unwrap_err();
     assert_eq!(r.status(), 400);
     let v: Value = serde_json::from_slice(&r.body(None)).unwrap();
     assert_eq!(v["error"]["code"], code::UNSUPPORTED_VERSION);
@@ -116,11 +121,31 @@ fn modern_meta_is_read_and_checked() {
         json!({META_VERSION: 2026}),
     ] {
         let p = RawValue::from_string(json!({"_meta": meta}).to_string()).unwrap();
-        let r = detect(Some(&p)).unwrap_err();
+        let r = detect(Some(&p), Some("2026-07-28")).unwrap_err();
         let v: Value = serde_json::from_slice(&r.body(None)).unwrap();
         assert_eq!(v["error"]["code"], code::INVALID_PARAMS, "{meta}");
         assert_eq!(r.status(), 400);
     }
+}
+
+/// The header is judged before the version: a body asking for an unknown revision under a
+/// header naming another (or none) is a header mismatch, not an unsupported version.
+#[test]
+fn header_mismatch_comes_before_the_version() {
+    let p = RawValue::from_string(
+        json!({"_meta": {META_VERSION: "v999.0.0", META_CAPABILITIES: {}}}).to_string(),
+    )
+    .unwrap();
+    for header in [Some("2026-07-28"), None] {
+        let r = detect(Some(&p), header).unwrap_err();
+        let v: Value = serde_json::from_slice(&r.body(None)).unwrap();
+        assert_eq!(v["error"]["code"], code::HEADER_MISMATCH, "{header:?}: {v}");
+        assert_eq!(r.status(), 400);
+    }
+    // Agreeing on an unknown revision: -32022.
+    let r = detect(Some(&p), Some(" v999.0.0 ")).unwrap_err();
+    let v: Value = serde_json::from_slice(&r.body(None)).unwrap();
+    assert_eq!(v["error"]["code"], code::UNSUPPORTED_VERSION, "{v}");
 }
 
 #[test]

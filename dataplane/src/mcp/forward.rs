@@ -513,7 +513,12 @@ async fn relay<S: AsyncWriteRent>(
     shape: &Shape<'_>,
 ) -> Report {
     let status = Some(r.status);
-    if r.status != 200 {
+    // A 2026-07-28 upstream answers its protocol errors (-32020..-32022, -32601) with HTTP
+    // 400/404 and a JSON-RPC error: that error is the answer, not an upstream failure.
+    let protocol_error = shape.upstream_is_modern()
+        && matches!(r.status, 400 | 404)
+        && matches!(r.body, UpBody::Full(_));
+    if r.status != 200 && !protocol_error {
         let e = format!("Upstream '{}' answered HTTP {}", up.name, r.status);
         metrics::counter!("warden_upstream_errors_total", "upstream" => up.name.clone(), "kind" => "status").increment(1);
         let refused = Refusal::upstream("upstream_status", e.clone(), e.clone());
@@ -542,7 +547,7 @@ async fn relay<S: AsyncWriteRent>(
                     Report::failed(status, UpError::BadResponse.to_string()),
                 ),
             };
-            send(out, Response::json(200, body), cors).await;
+            send(out, Response::json(shape.status(&body), body), cors).await;
             report
         }
         UpBody::Sse(mut stream) => {

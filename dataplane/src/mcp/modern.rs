@@ -53,13 +53,10 @@ pub(super) async fn serve<S: AsyncWriteRent>(
         "server/discover" => {
             return Ok(send(out, Response::json(200, discover(st, id)), cx.cors).await);
         }
-        "initialize" => {
-            return Err(Refusal::not_in_modern(
-                "initialize opens a 2025-era session; a request with 2026-07-28 _meta needs none",
-            )
-            .modern());
-        }
         _ => {}
+    }
+    if let Some(instead) = removed(method) {
+        return Err(Refusal::removed_in_modern(method, instead).modern());
     }
     let binding = era::name_field(method).map(|f| {
         let name = field_of(msg, f).unwrap_or_default();
@@ -88,11 +85,39 @@ pub(super) async fn serve<S: AsyncWriteRent>(
     Ok(match answer {
         Ok(None) => 200, // relayed, already shaped
         Ok(Some(body)) => {
-            let shaped = Shape::local(&mcx, method).apply(body);
-            send(out, Response::json(200, shaped), cx.cors).await
+            let shape = Shape::local(&mcx, method);
+            let shaped = shape.apply(body);
+            send(out, Response::json(shape.status(&shaped), shaped), cx.cors).await
         }
         Err(r) => send(out, r.modern().response(st, msg.id), cx.cors).await,
     })
+}
+
+/// The methods 2026-07-28 removed, with what replaced each (404 `-32601` to a modern
+/// client; never forwarded, whatever the upstream's revision).
+fn removed(method: &str) -> Option<&'static str> {
+    Some(match method {
+        "initialize" => {
+            "a request carrying 2026-07-28 _meta needs no session (use server/discover to learn the server)"
+        }
+        "ping" => "every request is independent; send server/discover to probe",
+        "logging/setLevel" => "set _meta[\"io.modelcontextprotocol/logLevel\"] per request",
+        "resources/subscribe" | "resources/unsubscribe" => {
+            "use subscriptions/listen with notifications.resourceSubscriptions"
+        }
+        _ => return None,
+    })
+}
+
+/// The HTTP status of a JSON-RPC error code for a modern client.
+fn modern_status(code: Option<i64>) -> u16 {
+    match code {
+        Some(jsonrpc::code::HEADER_MISMATCH)
+        | Some(jsonrpc::code::MISSING_CAPABILITY)
+        | Some(jsonrpc::code::UNSUPPORTED_VERSION) => 400,
+        Some(jsonrpc::code::METHOD_NOT_FOUND) => 404,
+        _ => 200,
+    }
 }
 
 /// A string field of the params (`name`, `uri`).
@@ -213,6 +238,24 @@ impl<'a> Shape<'a> {
     /// The client speaks 2026-07-28.
     pub fn is_modern_client(&self) -> bool {
         self.modern.is_some()
+    }
+
+    /// The upstream speaks 2026-07-28.
+    pub fn upstream_is_modern(&self) -> bool {
+        self.upstream_modern
+    }
+
+    /// The HTTP status of a whole JSON answer: for a modern client, the revision's protocol
+    /// errors are HTTP errors (`-32020`, `-32021`, `-32022`: 400; `-32601`: 404); anything
+    /// else, and every answer to a 2025-era client, is 200.
+    pub fn status(&self, body: &[u8]) -> u16 {
+        if self.modern.is_none() || memchr::memmem::find(body, b"\"error\"").is_none() {
+            return 200;
+        }
+        let code = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_i64());
+        modern_status(code)
     }
 
     /// Nothing to change: a 2025-era client of a 2025-era upstream (the common path).

@@ -182,7 +182,8 @@ impl Gateway {
             }
         };
         // A modern (2026-07-28) request is served statelessly, per request.
-        if let Some(m) = era::detect(msg.params).map_err(Refusal::modern)? {
+        let version_header = req.head.get_str("mcp-protocol-version");
+        if let Some(m) = era::detect(msg.params, version_header).map_err(Refusal::modern)? {
             return modern::serve(self, cx, req, &msg, m, out).await;
         }
         if let Some(v) = req.head.get_str("mcp-protocol-version")

@@ -411,6 +411,22 @@ impl Refusal {
         .says(message)
     }
 
+    /// A method 2026-07-28 removed (`initialize`, `ping`, `logging/setLevel`,
+    /// `resources/subscribe`…): method not found (HTTP 404 once [`Self::modern`]), saying what
+    /// replaced it.
+    pub fn removed_in_modern(method: &str, instead: &'static str) -> Self {
+        Self::new(
+            "removed_method",
+            Blame::Agent,
+            Outcome::Rejected,
+            200,
+            Form::JsonRpc(code::METHOD_NOT_FOUND, None),
+        )
+        .says(format!(
+            "Method not found: '{method}' is not part of MCP 2026-07-28; {instead}"
+        ))
+    }
+
     /// The same refusal as a modern client receives it: Warden's own codes outside the
     /// reserved range (see [`jsonrpc::modern_code`]) and an unknown method as HTTP 404.
     pub fn modern(mut self) -> Self {
