@@ -43,12 +43,22 @@ fn sessions_are_bound_and_end() {
         &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
     );
     assert_eq!(r.status, 404);
-    // GET: authenticated first, then 405.
+    // GET: authenticated first, then the session (its stream: see tests/streams.rs), then
+    // an Accept that allows the stream.
     let r = env.get(None, None);
     assert_eq!(r.status, 401);
+    let r = env.get(Some(&alice), None);
+    assert_eq!(r.status, 400);
+    let r = env.get(Some(&alice), Some(&sid));
+    assert_eq!(r.status, 404);
     let sid2 = env.session(&alice);
-    let r = env.get(Some(&alice), Some(&sid2));
-    assert_eq!(r.status, 405);
+    let r = env.send(
+        env.mcp("GET")
+            .header("accept", "application/json")
+            .bearer(&alice)
+            .header("mcp-session-id", &sid2),
+    );
+    assert_eq!(r.status, 406);
 }
 
 #[test]

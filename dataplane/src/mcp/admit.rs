@@ -50,6 +50,22 @@ pub(super) fn endpoint(
     }
 }
 
+/// The Accept of a GET (the session's stream): it must allow `text/event-stream`.
+pub(super) fn get_headers(req: &Request) -> Result<(), Refusal> {
+    let a = req
+        .head
+        .get_str("accept")
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if a.contains("text/event-stream") || a.contains("*/*") {
+        return Ok(());
+    }
+    Err(Refusal::unsupported_media(
+        406,
+        "Accept must allow text/event-stream (GET opens the session's event stream)",
+    ))
+}
+
 /// Content-Type, Accept and MCP-Protocol-Version of a POST.
 pub(super) fn post_headers(req: &Request) -> Result<(), Refusal> {
     let ct = req.head.get_str("content-type").unwrap_or("");

@@ -18,6 +18,7 @@ mod refusal;
 mod rewrite;
 mod route;
 mod sessions;
+mod stream;
 mod vocab;
 
 pub use http::{SUPPORTED_VERSIONS, negotiate_version};

@@ -13,6 +13,7 @@ use super::mrtr::{self, Binding};
 use super::pipeline::{Gateway, send};
 use super::refusal::Refusal;
 use super::sessions;
+use super::stream;
 use super::vocab::{Cx, ModernCall};
 use crate::http1::Response;
 use crate::http1::conn::{Request, Responder};
@@ -49,14 +50,16 @@ pub(super) async fn serve<S: AsyncWriteRent>(
     let method = msg.method.as_deref().unwrap_or("");
     let null = jsonrpc::null();
     let id = msg.id.unwrap_or(&null);
-    match method {
-        "server/discover" => {
-            return Ok(send(out, Response::json(200, discover(st, id)), cx.cors).await);
-        }
-        _ => {}
+    if method == "server/discover" {
+        return Ok(send(out, Response::json(200, discover(st, id)), cx.cors).await);
     }
     if let Some(instead) = removed(method) {
         return Err(Refusal::removed_in_modern(method, instead).modern());
+    }
+    if method == "subscriptions/listen" {
+        let wants_tools = listen_filter(msg)?;
+        let session = sessions::owned(cx, &m);
+        return Ok(stream::listen(cx, &session, id, wants_tools, out).await);
     }
     let binding = era::name_field(method).map(|f| {
         let name = field_of(msg, f).unwrap_or_default();
@@ -107,6 +110,22 @@ fn removed(method: &str) -> Option<&'static str> {
         }
         _ => return None,
     })
+}
+
+/// A `subscriptions/listen` filter: whether it asks for `toolsListChanged` (the one kind
+/// this gateway tells; the acknowledgment says so). A filter that is not an object is `-32602`.
+fn listen_filter(msg: &Message<'_>) -> Result<bool, Refusal> {
+    let p: Map<String, Value> = msg
+        .params
+        .and_then(|p| serde_json::from_str(p.get()).ok())
+        .unwrap_or_default();
+    match p.get("notifications") {
+        None => Ok(false),
+        Some(Value::Object(n)) => Ok(n.get("toolsListChanged") == Some(&Value::Bool(true))),
+        Some(_) => Err(Refusal::modern_meta_invalid(
+            "params.notifications must be an object".into(),
+        )),
+    }
 }
 
 /// The HTTP status of a JSON-RPC error code for a modern client.
@@ -171,14 +190,18 @@ fn discover(st: &Settings, id: &serde_json::value::RawValue) -> Vec<u8> {
     jsonrpc::result_value(id, &result)
 }
 
-/// The capabilities as a modern client reads them: `listChanged` needs
-/// `subscriptions/listen`, which this gateway does not serve to modern clients (yet).
+/// The capabilities as a modern client reads them: `listChanged` is delivered on
+/// `subscriptions/listen`, which tells tool-list changes only (see [`stream`]); other kinds'
+/// `listChanged` and `resources.subscribe` are not offered.
 fn modern_capabilities(st: &Settings) -> Value {
     let mut caps: Value = serde_json::from_str(&st.capabilities_json).unwrap_or_else(|_| json!({}));
     if let Some(m) = caps.as_object_mut() {
-        for v in m.values_mut() {
-            if let Some(o) = v.as_object_mut() {
+        for (k, v) in m.iter_mut() {
+            if let Some(o) = v.as_object_mut()
+                && k != "tools"
+            {
                 o.remove("listChanged");
+                o.remove("subscribe");
             }
         }
     }

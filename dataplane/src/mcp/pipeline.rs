@@ -5,7 +5,7 @@
 //! 3. authenticate — [`super::authn`]
 //! 4. the per-user rate limit — [`super::limits`]
 //! 5. parse (media headers, one JSON-RPC message or a batch) — [`super::admit`], [`crate::jsonrpc`], [`super::batch`]
-//! 6. session — [`super::sessions`]; the audit record is reserved — [`super::record`]
+//! 6. session — [`super::sessions`] (GET: the session's stream — [`super::stream`]); the audit record is reserved — [`super::record`]
 //! 7. route, 8. authorize — [`super::route`] with [`super::authz`]; the per-tool limit — [`super::limits`]
 //! 9. delegate — [`super::delegate`]
 //! 10. forward — [`super::forward`]
@@ -25,7 +25,7 @@ use super::record::{self, Audit, Report};
 use super::refusal::Refusal;
 use super::route::{self, Plan};
 use super::vocab::{Caller, Cx, Meta};
-use super::{authn, batch, delegate, era, forward, http, limits, modern, sessions};
+use super::{authn, batch, delegate, era, forward, http, limits, modern, sessions, stream};
 use crate::http1::conn::{Handler, Request, Responder};
 use crate::http1::{Method, Response};
 use crate::jsonrpc::{self, Invalid, Kind, Message};
@@ -145,8 +145,11 @@ impl Gateway {
             Method::Delete => Ok(send(out, sessions::end(&cx, req).await?, cors).await),
             Method::Get => {
                 // The session is checked first, so a stale id gets its 404.
-                sessions::required(&cx, req)?;
-                Err(Refusal::method_not_allowed("POST, DELETE, OPTIONS"))
+                let session = sessions::required(&cx, req)?;
+                admit::get_headers(req)?;
+                let id = req.head.get_str("mcp-session-id").unwrap_or_default();
+                let last = req.head.get_str("last-event-id");
+                Ok(stream::session_stream(&cx, &session, id, last, out).await)
             }
             _ => Err(Refusal::method_not_allowed("GET, POST, DELETE, OPTIONS")),
         }

@@ -1,0 +1,250 @@
+//! Server→client streams with the real `warden` binary over TCP: a 2025-11-25 session's GET
+//! stream and a 2026-07-28 `subscriptions/listen` stream hear `notifications/tools/list_changed`
+//! when a policy reload changes what the caller may see — and only then, and only if asked;
+//! a reconnect with `Last-Event-ID` learns of a change it missed; DELETE ends the stream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "waits for real streams with real deadlines"
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::client::session;
+use common::process::{WardenProc, free_port};
+use serde_json::{Value, json};
+use testkit::{TestIssuer, TestUpstream};
+
+const V1: &str = "@id(\"no-ticks\")\n@reason(\"ticks are off\")\nforbid (principal, action == Action::\"tools/call\", resource == Tool::\"up0_ticks\");\n";
+const V2: &str = "@id(\"no-echo\")\n@reason(\"echo is switched off\")\nforbid (principal, action == Action::\"tools/call\", resource == Tool::\"up0_echo\");\n";
+
+/// An open SSE response and what it has sent so far.
+struct Sse {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Sse {
+    /// The next event's `(id, data)`, skipping comments; `None` when the stream ended or
+    /// nothing came within `wait`.
+    async fn next(&mut self, wait: Duration) -> Option<(Option<String>, String)> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let raw: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut data, mut any) = (None, String::new(), false);
+                for line in raw.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_owned());
+                        any = true;
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                        any = true;
+                    }
+                }
+                if any {
+                    return Some((id, data));
+                }
+                continue; // a comment (keep-alive)
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk()).await;
+            match chunk {
+                Ok(Ok(Some(b))) => self.buf.push_str(&String::from_utf8_lossy(&b)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next event that is a JSON-RPC message, parsed.
+    async fn message(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            let (_, data) = self.next(wait).await?;
+            if !data.is_empty() {
+                return serde_json::from_str(&data).ok();
+            }
+        }
+    }
+}
+
+async fn get_stream(
+    c: &reqwest::Client,
+    url: &str,
+    tok: &str,
+    sid: &str,
+    last: Option<&str>,
+) -> Sse {
+    let mut rb = c
+        .get(url)
+        .bearer_auth(tok)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", sid)
+        .header("mcp-protocol-version", "2025-06-18");
+    if let Some(l) = last {
+        rb = rb.header("last-event-id", l);
+    }
+    let resp = rb.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    Sse {
+        resp,
+        buf: String::new(),
+    }
+}
+
+async fn listen(c: &reqwest::Client, url: &str, tok: &str, id: i64, filter: Value) -> Sse {
+    let body = json!({"jsonrpc":"2.0","id":id,"method":"subscriptions/listen","params":{
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {}},
+        "notifications": filter}});
+    let resp = c
+        .post(url)
+        .bearer_auth(tok)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    Sse {
+        resp,
+        buf: String::new(),
+    }
+}
+
+fn is_list_changed(v: &Value) -> bool {
+    v["method"] == "notifications/tools/list_changed"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_streams_and_subscriptions_hear_of_a_policy_reload() {
+    let issuer = TestIssuer::start().await;
+    let up = TestUpstream::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("tools.cedar");
+    std::fs::write(&policy, V1).unwrap();
+    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "").replace(
+        "policy:\n  default: allow\n",
+        &format!(
+            "policy:\n  default: allow\n  files: [{}]\n",
+            policy.display()
+        ),
+    );
+    let w = WardenProc::start(dir.path(), &yaml, free_port(), free_port()).await;
+    let c = reqwest::Client::new();
+    let tok = issuer.mint(&issuer.claims("alice", common::AUD, "mcp:tools"));
+    let url = w.url();
+    let sid = session(&c, &url, &tok).await;
+
+    // The session's stream opens with a priming event: an id to resume from, no message.
+    let mut s = get_stream(&c, &url, &tok, &sid, None).await;
+    let (primed, data) = s.next(Duration::from_secs(5)).await.expect("priming event");
+    let primed = primed.expect("an event id");
+    assert!(data.is_empty(), "{data}");
+    // A subscription asking for tool changes is acknowledged first, with its id.
+    let mut sub = listen(&c, &url, &tok, 9, json!({"toolsListChanged": true})).await;
+    let ack = sub.message(Duration::from_secs(5)).await.expect("ack");
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        9
+    );
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"toolsListChanged": true})
+    );
+    // One that asks only for prompt changes is told it gets none of what it asked.
+    let mut prompts_only = listen(&c, &url, &tok, 10, json!({"promptsListChanged": true})).await;
+    let ack = prompts_only
+        .message(Duration::from_secs(5))
+        .await
+        .expect("ack");
+    assert_eq!(ack["params"]["notifications"], json!({}), "{ack}");
+    // Nothing is said while nothing changes.
+    assert!(s.message(Duration::from_millis(800)).await.is_none());
+
+    // The policy changes what alice may see: both streams that asked hear of it.
+    std::fs::write(&policy, V2).unwrap();
+    let r = c.post(w.admin("/admin/reload")).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let (changed_id, data) = s.next(Duration::from_secs(10)).await.expect("an event");
+    let v: Value = serde_json::from_str(&data).unwrap();
+    assert!(is_list_changed(&v), "{v}");
+    let changed_id = changed_id.expect("an event id");
+    assert_ne!(changed_id, primed);
+    let v = sub
+        .message(Duration::from_secs(10))
+        .await
+        .expect("a change");
+    assert!(is_list_changed(&v), "{v}");
+    assert_eq!(
+        v["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        9
+    );
+    // The subscription that did not ask hears nothing.
+    let leaked = prompts_only.message(Duration::from_millis(1500)).await;
+    assert!(leaked.is_none(), "{leaked:?}");
+
+    // Resuming from before the change: told at once. From after it: only primed.
+    let mut again = get_stream(&c, &url, &tok, &sid, Some(&primed)).await;
+    let (_, data) = again.next(Duration::from_secs(5)).await.unwrap();
+    assert!(
+        is_list_changed(&serde_json::from_str(&data).unwrap()),
+        "{data}"
+    );
+    let mut again = get_stream(&c, &url, &tok, &sid, Some(&changed_id)).await;
+    let (id, data) = again.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        (id.as_deref(), data.as_str()),
+        (Some(changed_id.as_str()), "")
+    );
+    // Another session's event id says nothing about this session: ignored.
+    let other = session(&c, &url, &tok).await;
+    let mut foreign = get_stream(&c, &url, &tok, &other, Some(&primed)).await;
+    let (_, data) = foreign.next(Duration::from_secs(5)).await.unwrap();
+    assert!(data.is_empty(), "{data}");
+
+    // A reload that changes nothing alice sees is not told.
+    let r = c.post(w.admin("/admin/reload")).send().await.unwrap();
+    assert!(r.status().is_success());
+    assert!(s.message(Duration::from_millis(1000)).await.is_none());
+
+    // DELETE ends the session, and its stream with it.
+    let r = c
+        .delete(&url)
+        .bearer_auth(&tok)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let mut ended = false;
+    for _ in 0..40 {
+        match tokio::time::timeout(Duration::from_millis(250), s.resp.chunk()).await {
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                ended = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(ended, "the stream outlived its session");
+    // Someone else's session: the stream is refused as the session is.
+    let bob = issuer.mint(&issuer.claims("bob", common::AUD, "mcp:tools"));
+    let r = c
+        .get(&url)
+        .bearer_auth(&bob)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
