@@ -237,7 +237,7 @@ pub fn credential(u: &UpstreamConfig) -> Result<UpstreamCredential, UpstreamErro
     })
 }
 
-fn auth_header(c: &UpstreamCredential) -> Option<String> {
+pub(crate) fn auth_header(c: &UpstreamCredential) -> Option<String> {
     match c {
         UpstreamCredential::None => None,
         UpstreamCredential::Bearer(t) => Some(format!("Bearer {}", t.expose())),
@@ -422,32 +422,35 @@ fn status_text(status: u16) -> String {
         .unwrap_or_else(|_| status.to_string())
 }
 
+/// The control plane's HTTP client for `u`: the shared one, or one trusting the upstream's
+/// private CA (`ca_file`) too.
+pub(crate) fn http_for(
+    http: &reqwest::Client,
+    u: &UpstreamConfig,
+) -> Result<reqwest::Client, UpstreamError> {
+    let Some(f) = &u.ca_file else {
+        return Ok(http.clone());
+    };
+    let pem = std::fs::read(f).map_err(|e| UpstreamError::file(f, e))?;
+    let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| UpstreamError::file(f, e))?;
+    reqwest::Client::builder()
+        .tls_certs_only([cert])
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| UpstreamError::Config(e.to_string()))
+}
+
 /// Initialize, list every tool page, and end the discovery session.
 pub async fn discover(
     http: &reqwest::Client,
     u: &UpstreamConfig,
     auth: Option<String>,
 ) -> Result<Discovered, UpstreamError> {
-    // A private CA for this upstream: the discovery client trusts it too.
-    let custom;
-    let http = match &u.ca_file {
-        Some(f) => {
-            let pem = std::fs::read(f).map_err(|e| UpstreamError::file(f, e))?;
-            let cert =
-                reqwest::Certificate::from_pem(&pem).map_err(|e| UpstreamError::file(f, e))?;
-            custom = reqwest::Client::builder()
-                .tls_certs_only([cert])
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| UpstreamError::Config(e.to_string()))?;
-            &custom
-        }
-        None => http,
-    };
+    let http = http_for(http, u)?;
     let cred = credential(u)?;
     let url = u.url.to_string();
     discover_with(Http {
-        http,
+        http: &http,
         url: &url,
         auth: auth.or_else(|| auth_header(&cred)),
         timeout: u.timeout.min(Duration::from_secs(10)),

@@ -59,7 +59,25 @@ pub(crate) struct Control {
     /// The process's clock (status times, session expiry, and every issuer and engine built
     /// on reload).
     pub clock: Clock,
+    /// Change listeners on the upstreams that tell list changes, and the rediscoveries they
+    /// asked for.
+    pub watch: Rediscovery,
 }
+
+/// Upstream change listeners and the rediscoveries they (or the shards) ask for: at most
+/// one per upstream per [`REDISCOVER_EVERY`]; one asked for sooner waits for the next tick.
+#[derive(Default)]
+pub(crate) struct Rediscovery {
+    listeners: crate::upstream_watch::Watchers,
+    /// Where listeners report; set when the control loop runs.
+    tx: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
+    /// When each upstream was last rediscovered (the process clock's instant).
+    last: HashMap<u32, dataplane::clock::Instant>,
+    pending: std::collections::HashSet<u32>,
+}
+
+/// The shortest interval between two rediscoveries of one upstream.
+const REDISCOVER_EVERY: Duration = Duration::from_secs(1);
 
 /// A section of the config as YAML plus its files' fingerprints, as loaded: equal means
 /// "unchanged" (kept with its state across a reload).
@@ -195,6 +213,7 @@ impl Control {
     }
 
     pub fn publish(&mut self) {
+        self.sync_listeners();
         let s = self.build();
         self.warn_unknown_limited_tools(&s.tools);
         metrics::gauge!("warden_snapshot_generation").set(s.generation as f64);
@@ -254,6 +273,112 @@ impl Control {
             }
         }
         changed
+    }
+
+    /// An upstream's lists changed: rediscover it now, or at the next tick if it was
+    /// rediscovered less than [`REDISCOVER_EVERY`] ago.
+    async fn upstream_changed(&mut self, id: u32) {
+        let clock = &self.clock;
+        let recent = (self.watch.last.get(&id)).is_some_and(|t| clock.since(*t) < REDISCOVER_EVERY);
+        if recent {
+            self.watch.pending.insert(id);
+        } else {
+            self.rediscover(id).await;
+        }
+    }
+
+    /// Rediscover one upstream; publish if its catalog changed.
+    async fn rediscover(&mut self, id: u32) {
+        self.watch.pending.remove(&id);
+        self.watch.last.insert(id, self.clock.now());
+        let Some(i) = self.upstreams.iter().position(|u| u.id == id) else {
+            return;
+        };
+        let (Some(u), up) = (
+            self.cfg.upstreams.get(i).cloned(),
+            self.upstreams[i].clone(),
+        ) else {
+            return;
+        };
+        metrics::counter!("warden_upstream_rediscoveries_total", "upstream" => up.name.clone())
+            .increment(1);
+        let Some(d) = self.discover_one(&u, &up, self.engine()).await else {
+            return;
+        };
+        let same = self.found.get(&id).is_some_and(|old| {
+            old.tools == d.tools
+                && old.capabilities == d.capabilities
+                && old.instructions == d.instructions
+        });
+        if !same {
+            tracing::info!(upstream = %up.name, tools = d.tools.len(), "Upstream catalog changed; publishing");
+            self.found.insert(id, d);
+            self.publish();
+        }
+    }
+
+    /// Rediscoveries that waited for their interval.
+    async fn rediscover_pending(&mut self) {
+        let clock = &self.clock;
+        let due: Vec<u32> = (self.watch.pending.iter().copied())
+            .filter(|id| {
+                (self.watch.last.get(id)).is_none_or(|t| clock.since(*t) >= REDISCOVER_EVERY)
+            })
+            .collect();
+        for id in due {
+            self.rediscover(id).await;
+        }
+    }
+
+    /// One change listener for each discovered MCP upstream that tells list changes.
+    fn sync_listeners(&mut self) {
+        let Some(tx) = self.watch.tx.clone() else {
+            return;
+        };
+        let keep: Vec<u32> = (self.upstreams.iter())
+            .filter(|u| u.bridge.is_none())
+            .filter(|u| {
+                self.found
+                    .get(&u.id)
+                    .is_some_and(crate::upstream_watch::tells_changes)
+            })
+            .map(|u| u.id)
+            .collect();
+        let engine = self.engine.clone();
+        let (upstreams, cfgs, found, http) = (
+            &self.upstreams,
+            &self.cfg.upstreams,
+            &self.found,
+            &self.http,
+        );
+        self.watch.listeners.sync(
+            &keep,
+            |id| {
+                let i = upstreams.iter().position(|u| u.id == id)?;
+                let u = cfgs.get(i)?;
+                let auth = match (&u.token_exchange, &engine) {
+                    (Some(te), Some(engine)) => crate::upstream_watch::Auth::Service {
+                        engine: engine.clone(),
+                        audience: te.audience.clone(),
+                    },
+                    _ => crate::upstream_watch::Auth::Fixed(
+                        catalog::credential(u)
+                            .ok()
+                            .as_ref()
+                            .and_then(catalog::auth_header),
+                    ),
+                };
+                Some(crate::upstream_watch::Target {
+                    id,
+                    name: u.name.clone(),
+                    url: u.url.to_string(),
+                    http: catalog::http_for(http, u).ok()?,
+                    auth,
+                    version: found.get(&id)?.protocol_version.clone(),
+                })
+            },
+            &tx,
+        );
     }
 
     /// The delegation engine in use.
@@ -565,8 +690,12 @@ impl Control {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks: u64 = 0;
+        let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel();
+        self.watch.tx = Some(changed_tx);
+        self.sync_listeners();
         loop {
             tokio::select! {
+                Some(id) = changed.recv() => self.upstream_changed(id).await,
                 cmd = rx.next() => match cmd {
                     None => return,
                     Some(Command::RefreshJwks { issuer, done }) => {
@@ -603,6 +732,7 @@ impl Control {
                             let _ = reply.send(verdict);
                         });
                     }
+                    Some(Command::UpstreamChanged { upstream }) => self.upstream_changed(upstream).await,
                     Some(Command::SessionEnded { id_hash, until }) => {
                         // This process's shards already refuse the id; the store tells the
                         // other replicas (and this one after a restart).
@@ -640,6 +770,7 @@ impl Control {
                         self.revocation_cursor = 0;
                     }
                     self.pull_revocations().await;
+                    self.rediscover_pending().await;
                     for i in 0..self.issuers.len() {
                         if self.issuers[i].refresh_due() {
                             self.refresh_issuer(i).await;

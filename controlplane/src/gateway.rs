@@ -576,6 +576,7 @@ async fn start_inner(
         },
         policy_error: None,
         clock: clock.clone(),
+        watch: Default::default(),
     };
     control.fingerprint = control.current_fingerprint();
     // Delegation: the embedded STS (shared with the authorization server when there is one),

@@ -25,6 +25,7 @@ pub mod testing;
 #[cfg(test)]
 mod testlog;
 pub mod tls;
+mod upstream_watch;
 
 pub use config::Config;
 pub use dataplane::clock::{Clock, MockClock};

@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::client::session;
+use common::client::{rpc, session};
 use common::process::{WardenProc, free_port};
 use serde_json::{Value, json};
 use testkit::{TestIssuer, TestUpstream};
@@ -247,4 +247,100 @@ async fn session_streams_and_subscriptions_hear_of_a_policy_reload() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+/// The tool names alice sees through the gateway.
+async fn tool_names(c: &reqwest::Client, url: &str, tok: &str, sid: &str) -> Vec<String> {
+    let (_, v, _) = rpc(
+        c,
+        url,
+        tok,
+        Some(sid),
+        json!({"jsonrpc":"2.0","id":3,"method":"tools/list"}),
+    )
+    .await;
+    (v["result"]["tools"].as_array().unwrap().iter())
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn start_plain() -> (TestIssuer, TestUpstream, tempfile::TempDir, WardenProc) {
+    let issuer = TestIssuer::start().await;
+    let up = TestUpstream::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "");
+    let w = WardenProc::start(dir.path(), &yaml, free_port(), free_port()).await;
+    (issuer, up, dir, w)
+}
+
+/// The gateway listens to an upstream that declares `tools.listChanged` (its own session and
+/// GET stream): when the upstream says its list changed, the gateway rediscovers it and every
+/// client stream whose visible list changed is told; `tools/list` shows the new tools.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstreams_list_change_is_rediscovered_and_told_to_clients() {
+    let (issuer, up, _dir, w) = start_plain().await;
+    let c = reqwest::Client::new();
+    let tok = issuer.mint(&issuer.claims("alice", common::AUD, "mcp:tools"));
+    let url = w.url();
+    let sid = session(&c, &url, &tok).await;
+    assert!(
+        !tool_names(&c, &url, &tok, &sid)
+            .await
+            .contains(&"up0_tool_1".to_owned())
+    );
+    let mut s = get_stream(&c, &url, &tok, &sid, None).await;
+    s.next(Duration::from_secs(5)).await.expect("priming event");
+    // The gateway's listener is open on the upstream (one GET of its own session).
+    let mut listening = false;
+    for _ in 0..50 {
+        if up.requests().iter().any(|r| r.method == "GET") {
+            listening = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        listening,
+        "the gateway never opened the upstream's GET stream"
+    );
+    up.set_tools(2);
+    let v = s.message(Duration::from_secs(10)).await.expect("a change");
+    assert!(is_list_changed(&v), "{v}");
+    let names = tool_names(&c, &url, &tok, &sid).await;
+    assert!(names.contains(&"up0_tool_1".to_owned()), "{names:?}");
+}
+
+/// A list change an upstream announces on a call's own stream is not relayed to the caller
+/// (the upstream's names are not the gateway's), but the gateway rediscovers the upstream and
+/// tells the client on its stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_change_on_a_call_stream_is_rediscovered_not_relayed() {
+    let (issuer, _up, _dir, w) = start_plain().await;
+    let c = reqwest::Client::new();
+    let tok = issuer.mint(&issuer.claims("alice", common::AUD, "mcp:tools"));
+    let url = w.url();
+    let sid = session(&c, &url, &tok).await;
+    let mut s = get_stream(&c, &url, &tok, &sid, None).await;
+    s.next(Duration::from_secs(5)).await.expect("priming event");
+    let body = json!({"jsonrpc":"2.0","id":"g","method":"tools/call","params":{
+        "name":"up0_ticks","arguments":{"count":1,"interval_ms":10,"grow_to":3},
+        "_meta":{"progressToken":"p"}}});
+    let r = c
+        .post(&url)
+        .bearer_auth(&tok)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("\"done\""), "{text}");
+    assert!(!text.contains("list_changed"), "relayed: {text}");
+    let v = s.message(Duration::from_secs(10)).await.expect("a change");
+    assert!(is_list_changed(&v), "{v}");
+    let names = tool_names(&c, &url, &tok, &sid).await;
+    assert!(names.contains(&"up0_tool_2".to_owned()), "{names:?}");
 }

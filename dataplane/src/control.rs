@@ -26,6 +26,9 @@ pub enum Command {
     /// A session ended by DELETE on this replica: record it in the shared store so other
     /// replicas refuse the id too (`until`: when the id would have expired anyway).
     SessionEnded { id_hash: [u8; 32], until: i64 },
+    /// An upstream said (on a stream relayed to a client) that its tools, prompts or
+    /// resources changed: rediscover it (debounced by the control plane).
+    UpstreamChanged { upstream: u32 },
     /// A DPoP proof passed this process's replay set: record its first use in the state
     /// store shared by the replicas (`key`: SHA-256 of thumbprint and `jti`; kept until `until`).
     DpopProof {
@@ -153,6 +156,13 @@ impl ControlHandle {
         let _ = self
             .tx
             .unbounded_send(Command::SessionEnded { id_hash, until });
+    }
+
+    /// Tell the control plane an upstream's lists changed (fire and forget).
+    pub fn upstream_changed(&self, upstream: u32) {
+        let _ = self
+            .tx
+            .unbounded_send(Command::UpstreamChanged { upstream });
     }
 
     /// Record a DPoP proof's first use in the replicas' shared store and wait (bounded) for

@@ -1,4 +1,6 @@
 //! `TestUpstream`: a real MCP server (Streamable HTTP, 2025-06-18) on 127.0.0.1 that records every request.
+//! A session's GET stream tells `notifications/tools/list_changed` when [`TestUpstream::set_tools`]
+//! changes the list.
 //! It also counts the `tools/call` requests it executed (recording on or off) and answers them at
 //! `GET /stats`, so load tests can compare what ran upstream with what their clients saw.
 
@@ -103,13 +105,20 @@ struct Inner {
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    tools: usize,
+    /// Extra tools listed (see [`TestUpstream::set_tools`]).
+    tools: std::sync::atomic::AtomicUsize,
+    /// Bumped by every change of the tool list; each session's GET stream tells it.
+    changes: watch::Sender<u64>,
     page_size: usize,
     inner: Mutex<Inner>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Shared {
+    pub(crate) fn tools(&self) -> usize {
+        self.tools.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(crate) fn note_tick(&self) {
         lock(&self.inner).tick_times.push(Instant::now());
     }
@@ -133,7 +142,8 @@ impl TestUpstream {
         let listener = util::bind(port).await;
         let (tx, rx) = util::shutdown_pair();
         let shared = Arc::new(Shared {
-            tools: opts.tools,
+            tools: opts.tools.into(),
+            changes: watch::channel(0).0,
             page_size: opts.page_size,
             inner: Mutex::new(Inner {
                 mode: opts.mode,
@@ -176,6 +186,15 @@ impl TestUpstream {
             .filter(|r| r.rpc_method() == Some("tools/call"))
             .cloned()
             .collect()
+    }
+
+    /// Lists `n` extra tools from now on, and says so (`notifications/tools/list_changed`) on
+    /// every session's GET stream.
+    pub fn set_tools(&self, n: usize) {
+        self.shared
+            .tools
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+        self.shared.changes.send_modify(|c| *c += 1);
     }
 
     /// Changes how the upstream answers from now on.
@@ -252,6 +271,10 @@ async fn handle(
             ([(header::CONTENT_TYPE, "application/json")], "<<garbage>>").into_response()
         }
         Method::POST => post(&shared, &headers, parsed).await,
+        Method::GET => match check_session(&shared, &headers) {
+            Ok(_) => tools::change_stream(&shared),
+            Err(e) => http_error(e),
+        },
         Method::DELETE => match check_session(&shared, &headers) {
             Ok(id) => {
                 lock(&shared.inner).sessions.remove(&id);
@@ -261,7 +284,7 @@ async fn handle(
         },
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "POST, DELETE")],
+            [(header::ALLOW, "GET, POST, DELETE")],
         )
             .into_response(),
     }

@@ -418,9 +418,17 @@ async fn upstream_mcp_flow() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].1["params"]["progressToken"], 99);
 
-    // GET not allowed; DELETE ends the session.
+    // GET needs a session (then it is the session's change stream); DELETE ends the session.
     let resp = mcp.http.get(&mcp.url).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(resp.status().as_u16(), 400);
+    let resp = (mcp.http.get(&mcp.url))
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    drop(resp);
     let del = |s: &str| mcp.http.delete(&mcp.url).header("mcp-session-id", s).send();
     assert_eq!(del(&session).await.unwrap().status().as_u16(), 200);
     assert_eq!(del(&session).await.unwrap().status().as_u16(), 404);

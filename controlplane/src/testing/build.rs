@@ -193,6 +193,7 @@ impl HarnessBuilder {
             delegate,
             sts: sts.map(|(_, s)| s),
             sessions_ended: 0,
+            upstreams_changed: Vec::new(),
         };
         let (first, policy_error) = ctl.build();
         if let Some(e) = policy_error {
@@ -293,6 +294,8 @@ pub(super) struct Ctl {
     pub sts: Option<Arc<Sts>>,
     /// `SessionEnded` commands received (DELETEs the shard reported).
     pub sessions_ended: usize,
+    /// `UpstreamChanged` commands received (upstream ids), in order.
+    pub upstreams_changed: Vec<u32>,
 }
 
 impl Ctl {
@@ -346,6 +349,9 @@ async fn serve_commands(ctl: Rc<std::cell::RefCell<Ctl>>, mut rx: UnboundedRecei
                 let _ = done.send(());
             }
             Command::SessionEnded { .. } => ctl.borrow_mut().sessions_ended += 1,
+            Command::UpstreamChanged { upstream } => {
+                ctl.borrow_mut().upstreams_changed.push(upstream)
+            }
             // Never sent (`dpop_shared_replay` is off); a store that is not there fails closed.
             Command::DpopProof { reply, .. } => {
                 let _ = reply.send(dataplane::control::ProofUse::Unavailable);

@@ -276,6 +276,11 @@ impl Harness {
         self.ctl.borrow().sessions_ended
     }
 
+    /// The upstream ids the shards said changed their lists (`UpstreamChanged`), in order.
+    pub fn upstreams_changed(&self) -> Vec<u32> {
+        self.ctl.borrow().upstreams_changed.clone()
+    }
+
     /// The public keys of the in-memory STS (an embedded `delegation` block), as
     /// `/sts/jwks.json` serves them.
     pub fn sts_jwks(&self) -> Option<Value> {

@@ -612,6 +612,13 @@ async fn relay<S: AsyncWriteRent>(
                         let wrapped = rewrite::wrap_server_id(up.id, id);
                         (rewrite::reframe(&m, Some(&wrapped), None), false)
                     }
+                    // An upstream's list changed: the control plane rediscovers it, and each
+                    // client's own stream tells it if what it may see changed. The
+                    // upstream's own wording (its names, not the gateway's) is not relayed.
+                    (true, None) if announces_list_change(m.method.as_deref()) => {
+                        shard.shared.control.upstream_changed(up.id);
+                        continue;
+                    }
                     (true, None) => (ev.data.clone().into_bytes(), false),
                 };
                 write_event(&mut ev_buf, event_id.as_deref(), &data);
@@ -627,6 +634,18 @@ async fn relay<S: AsyncWriteRent>(
             }
         }
     }
+}
+
+/// `notifications/{tools,prompts,resources}/list_changed`.
+fn announces_list_change(method: Option<&str>) -> bool {
+    matches!(
+        method,
+        Some(
+            "notifications/tools/list_changed"
+                | "notifications/prompts/list_changed"
+                | "notifications/resources/list_changed"
+        )
+    )
 }
 
 /// Answer an upstream's request to the client that a 2026-07-28 client cannot receive on a

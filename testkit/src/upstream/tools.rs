@@ -35,7 +35,7 @@ fn builtins() -> [(&'static str, &'static str, Value); 5] {
         ),
         (
             "ticks",
-            "Streams `count` progress notifications `interval_ms` apart over SSE, then \"done\".",
+            "Streams `count` progress notifications `interval_ms` apart over SSE, then \"done\". With `grow_to`, first lists that many extra tools and says so on this stream only.",
             json!({ "count": { "type": "integer" }, "interval_ms": { "type": "integer" } }),
         ),
         (
@@ -69,7 +69,7 @@ fn decode_cursor(cursor: &str) -> Option<usize> {
 
 /// `tools/list`: built-ins then `tool_i`, paged by `page_size` with an opaque `nextCursor`.
 pub(super) fn list(shared: &Shared, id: &Value, params: &Value) -> Response {
-    match list_result(shared.tools, shared.page_size, params) {
+    match list_result(shared.tools(), shared.page_size, params) {
         Ok(result) => rpc_result(id, &result),
         Err(message) => rpc_error(id, -32602, message),
     }
@@ -159,14 +159,19 @@ pub(super) async fn call(
             let token = progress_token(params);
             let count = u64_arg(&args, "count", 3);
             let interval = Duration::from_millis(u64_arg(&args, "interval_ms", 300));
-            ticks(shared, id, token, count, interval)
+            // The list changes, told on this call's stream and nowhere else.
+            let grow = args.get("grow_to").and_then(Value::as_u64);
+            if let Some(n) = grow {
+                (shared.tools).store(n as usize, std::sync::atomic::Ordering::Relaxed);
+            }
+            ticks(shared, id, token, count, interval, grow.is_some())
         }
         "cut" => cut(shared, progress_token(params)),
         _ => match name
             .strip_prefix("tool_")
             .and_then(|n| n.parse::<usize>().ok())
         {
-            Some(n) if n < shared.tools && name == format!("tool_{n}") => {
+            Some(n) if n < shared.tools() && name == format!("tool_{n}") => {
                 rpc_result(&id, &text_result(format!("{name} called")))
             }
             _ => rpc_error(&id, -32602, &format!("unknown tool: {name}")),
@@ -200,6 +205,30 @@ pub(crate) fn sse_text(n: u64, data: &Value) -> String {
     format!("event: message\nid: {n}\ndata: {json}\n\n")
 }
 
+/// A session's GET stream: `notifications/tools/list_changed` after every change of the list,
+/// until the upstream stops.
+pub(super) fn change_stream(shared: &Arc<Shared>) -> Response {
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let mut changes = shared.changes.subscribe();
+    let mut stop = shared.shutdown.clone();
+    tokio::spawn(async move {
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
+        let mut n = 0;
+        loop {
+            tokio::select! {
+                c = changes.changed() => if c.is_err() { return },
+                _ = stop.changed() => return,
+                () = tx.closed() => return,
+            }
+            n += 1;
+            if tx.send(Bytes::from(sse_text(n, &note))).await.is_err() {
+                return;
+            }
+        }
+    });
+    sse_response(shared, rx, false)
+}
+
 /// A `text/event-stream` response whose events come from `rx`, each written as soon as it arrives.
 fn sse_response(shared: &Arc<Shared>, rx: mpsc::Receiver<Bytes>, note_ticks: bool) -> Response {
     let shared = Arc::clone(shared);
@@ -229,11 +258,19 @@ fn ticks(
     token: Option<Value>,
     count: u64,
     interval: Duration,
+    announce: bool,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(1);
     let stop = shared.shutdown.clone();
     tokio::spawn(async move {
         let mut n = 0;
+        if announce {
+            n += 1;
+            let note = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
+            if tx.send(sse_event(n, &note)).await.is_err() {
+                return;
+            }
+        }
         if let Some(token) = token {
             for i in 1..=count {
                 if i > 1 && !sleep_unless_stopped(interval, &stop).await {
