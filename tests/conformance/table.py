@@ -80,13 +80,14 @@ def read_gaps(path):
 
 
 def one(md, out_dir, gaps_dir, label):
-    suite, _, revision = label.partition("@")
+    suite, _, rest = label.partition("@")
+    revision, _, variant = rest.partition(":")
     direct, sets = read_run(os.path.join(out_dir, label + ".direct"))
     warden, _ = read_run(os.path.join(out_dir, label + ".warden"))
     if not direct:
         print(f"{label}: no direct results (see {out_dir}/{label}.direct.log)", file=sys.stderr)
         return None
-    gap_file = os.path.join(gaps_dir, f"warden-known-gaps-{suite}-{revision}.txt")
+    gap_file = os.path.join(gaps_dir, f"warden-known-gaps-{suite}-{revision}{'-' + variant if variant else ''}.txt")
     gaps = read_gaps(gap_file)
     if suite.startswith("0.1."):
         sets = {s: "pending" for s in PENDING_0_1}
@@ -94,7 +95,9 @@ def one(md, out_dir, gaps_dir, label):
     names = sorted(set(direct) | set(warden), key=lambda s: (sets.get(s, "") != "", sets.get(s, ""), s))
     npass = {"direct": 0, "warden": 0}
     nrequired = 0
-    md.append(f"\n### `@modelcontextprotocol/conformance` {suite}, revision {revision}\n")
+    bridge = {"to-modern": ", through Warden to the 2026-07-28 (modern) upstream",
+              "to-legacy": ", through Warden to the 2025-11-25 (legacy) upstream"}.get(variant, "")
+    md.append(f"\n### `@modelcontextprotocol/conformance` {suite}, revision {revision}{bridge}\n")
     md.append("| scenario | set | direct | through Warden | known gap |")
     md.append("|---|---|---|---|---|")
     for s in names:

@@ -5,9 +5,11 @@
 #   0.1.16         at 2025-11-25 (--suite all)                      fixture --era legacy
 #   0.2.0-alpha.12 at 2025-11-25 (--requirements 2025-11-25)        fixture --era legacy
 #   0.2.0-alpha.12 at 2026-07-28 (--requirements 2026-07-28)        fixture --era modern
+#   and bridged (label suffix :to-modern / :to-legacy): alpha.12 at 2025-11-25 through Warden to
+#   the modern fixture, and at 2026-07-28 through Warden to the legacy fixture.
 #
 # Warden (WARDEN_BIN) runs in front of each fixture with authentication off on its loopback
-# listener and namespacing off (`namespace: ""`: the scenarios call unprefixed names). All six
+# listener and namespacing off (`namespace: ""`: the scenarios call unprefixed names). All ten
 # runs go in parallel. table.py then compares the two columns per scenario and this script fails
 # when a scenario that passes directly fails through Warden, unless the scenario is listed in
 # warden-known-gaps-<suite>-<revision>.txt (one `scenario<TAB>reason` a line); a listed scenario
@@ -105,6 +107,10 @@ runs=(
   "$V_OLD@2025-11-25|$OLD|$legacy|$wlegacy|--suite all"
   "$V_NEXT@2025-11-25|$NEXT|$legacy|$wlegacy|--requirements 2025-11-25"
   "$V_NEXT@2026-07-28|$NEXT|$modern|$wmodern|--requirements 2026-07-28"
+  # Bridged: each revision's client through Warden to the other era's upstream (the direct
+  # column is the fixture in the client's own era).
+  "$V_NEXT@2025-11-25:to-modern|$NEXT|$legacy|$wmodern|--requirements 2025-11-25"
+  "$V_NEXT@2026-07-28:to-legacy|$NEXT|$modern|$wlegacy|--requirements 2026-07-28"
 )
 jobs_=()
 for r in "${runs[@]}"; do
