@@ -1,0 +1,248 @@
+/**
+ * Mixed eras behind one Warden (run by run.sh, which starts everything and passes it in env):
+ * a 2025-11-25 client (@modelcontextprotocol/sdk 1.x, session) and a 2026-07-28 client
+ * (@modelcontextprotocol/client 2.x pinned to 2026-07-28, stateless) each list the tools of
+ * a 2025-11-25 upstream (legacy_*) and a 2026-07-28 upstream (modern_*) and call them. Checks:
+ * the negotiated revisions, both catalogs visible to both clients, results intact, the policy
+ * denial text identical in both eras, MRTR relayed (modern client, modern upstream), every
+ * upstream call carrying a delegation token (signature checked against the authorization
+ * server's JWKS; sub = the user, act.sub = Warden, at most 5 s), and one audit record per
+ * call naming the client's and the upstream's revision.
+ *
+ * Env: GW_URL, TOKEN (the user's access token), USER_SUB, ACT_SUB, JWKS_URL, AUTH_LOG (the
+ * fixtures' FIXTURE_AUTH_LOG), AUDIT_DIR. Prints `PASS name` / `FAIL name: why` lines and
+ * `eras: N passed, M failed`; exit status 1 on any failure.
+ */
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js';
+import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport } from '@modelcontextprotocol/client';
+import { createRemoteJWKSet, jwtVerify } from 'jose';
+
+const env = (k) => {
+    const v = process.env[k];
+    if (!v) throw new Error(`eras.mjs: ${k} is not set`);
+    return v;
+};
+const GW = new URL(env('GW_URL'));
+const TOKEN = env('TOKEN');
+const USER_SUB = env('USER_SUB');
+const ACT_SUB = env('ACT_SUB');
+const DENIED = ['legacy_test_error_handling', 'modern_test_error_handling'];
+
+// Checks Warden does not pass yet: `check name<TAB>reason` a line in known-gaps.txt. A listed
+// check fails as KNOWN-GAP without failing the run; one that passes fails it as STALE-GAP.
+const knownGaps = new Map(readFileSync(new URL('./known-gaps.txt', import.meta.url), 'utf8').split('\n')
+    .filter((l) => l.trim() && !l.startsWith('#')).map((l) => l.split('\t')).map(([k, ...v]) => [k.trim(), v.join(' ')]));
+let passed = 0;
+let failed = 0;
+let gaps = 0;
+const checked = new Set();
+function check(name, ok, why = '') {
+    checked.add(name);
+    if (ok && knownGaps.has(name)) {
+        failed++;
+        console.log(`FAIL STALE-GAP ${name}: passes now; remove it from known-gaps.txt`);
+    } else if (ok) {
+        passed++;
+        console.log(`PASS ${name}`);
+    } else if (knownGaps.has(name)) {
+        gaps++;
+        console.log(`KNOWN-GAP ${name}: ${why}`);
+    } else {
+        failed++;
+        console.log(`FAIL ${name}: ${why}`);
+    }
+}
+async function attempt(name, fn) {
+    try {
+        return await fn();
+    } catch (e) {
+        check(name, false, `threw ${e?.code ?? ''} ${e?.message ?? e}`);
+        return undefined;
+    }
+}
+const auth = { headers: { Authorization: `Bearer ${TOKEN}` } };
+const text = (r) => (r?.content ?? []).filter((c) => c.type === 'text').map((c) => c.text).join('');
+
+/** Call a tool; the error's message for a JSON-RPC error, or the text of an isError result. */
+async function denial(client, name) {
+    try {
+        const r = await client.callTool({ name, arguments: {} });
+        return r?.isError ? { kind: 'isError', message: text(r) } : { kind: 'result', message: text(r) };
+    } catch (e) {
+        return { kind: 'error', code: e?.code, message: String(e?.message ?? e).replace(/^MCP error -?\d+: /, '') };
+    }
+}
+
+/** The common part of both clients' checks; returns the denial messages seen. */
+async function exercise(era, client) {
+    const calls = [];
+    const tools = await attempt(`${era}: tools/list`, () => client.listTools());
+    const names = new Set((tools?.tools ?? []).map((t) => t.name));
+    for (const t of ['legacy_test_simple_text', 'modern_test_simple_text', 'legacy_test_image_content', 'modern_test_image_content']) {
+        check(`${era}: tools/list shows ${t}`, names.has(t), `got ${[...names].slice(0, 8).join(', ')}…`);
+    }
+    for (const up of ['legacy', 'modern']) {
+        const r = await attempt(`${era} -> ${up}: test_simple_text`, () => client.callTool({ name: `${up}_test_simple_text`, arguments: {} }));
+        if (r) {
+            calls.push(`${up}_test_simple_text`);
+            check(`${era} -> ${up}: test_simple_text result`, text(r) === 'This is a simple text response for testing.', JSON.stringify(r).slice(0, 200));
+        }
+        const img = await attempt(`${era} -> ${up}: test_image_content`, () => client.callTool({ name: `${up}_test_image_content`, arguments: {} }));
+        if (img) {
+            calls.push(`${up}_test_image_content`);
+            const c = img.content?.[0];
+            check(`${era} -> ${up}: image content intact`, c?.type === 'image' && c?.mimeType === 'image/png' && c?.data?.startsWith('iVBORw0KGgo'), JSON.stringify(c).slice(0, 200));
+        }
+    }
+    const denials = [];
+    for (const t of DENIED) {
+        const d = await denial(client, t);
+        check(`${era}: ${t} denied by policy`, d.kind !== 'result' && /eras test policy/.test(d.message), JSON.stringify(d));
+        denials.push(d.message);
+        calls.push(t);
+    }
+    return { denials, calls };
+}
+
+// --- the 2025-11-25 client ---------------------------------------------------------------------
+const legacy = new LegacyClient({ name: 'eras-legacy-client', version: '1.0.0' }, { capabilities: { elicitation: {} } });
+let legacyElicited = 0;
+legacy.setRequestHandler(ElicitRequestSchema, async () => {
+    legacyElicited++;
+    return { action: 'accept', content: { name: 'Alice', response: 'Alice' } };
+});
+const legacyTransport = new LegacyTransport(GW, { requestInit: auth });
+await legacy.connect(legacyTransport);
+check('legacy client negotiated 2025-11-25', legacyTransport.protocolVersion === '2025-11-25', `got ${legacyTransport.protocolVersion}`);
+const L = await exercise('legacy client', legacy);
+// Bridged elicitation: the session client's own upstream asks during the call (elicitation/create
+// on the call's stream), and the modern upstream answers input_required, which Warden must turn
+// into an elicitation/create for this client and retry with its answer.
+const le = await attempt('legacy client -> legacy: elicitation during the call', () => legacy.callTool({ name: 'legacy_test_elicitation', arguments: { message: 'Name?' } }));
+if (le) {
+    L.calls.push('legacy_test_elicitation');
+    check('legacy client -> legacy: elicitation relayed', legacyElicited === 1 && /action=accept/.test(text(le)), `elicited ${legacyElicited}: ${text(le).slice(0, 200)}`);
+}
+const lm = await attempt('legacy client -> modern: call of the input_required tool', () => legacy.callTool({ name: 'modern_test_input_required_result_elicitation', arguments: {} }));
+L.calls.push('modern_test_input_required_result_elicitation'); // a call was made (and audited) whatever its outcome
+check('legacy client -> modern: input_required bridged into elicitation/create', lm !== undefined && legacyElicited === 2 && text(lm) === 'Hello, Alice!', `elicited ${legacyElicited - 1} time(s): ${JSON.stringify(lm ?? null).slice(0, 200)}`);
+await legacy.close();
+
+// --- the 2026-07-28 client ---------------------------------------------------------------------
+const modern = new ModernClient(
+    { name: 'eras-modern-client', version: '1.0.0' },
+    { capabilities: { elicitation: { form: {} } }, versionNegotiation: { mode: { pin: '2026-07-28' } } }
+);
+let elicited = 0;
+modern.setRequestHandler('elicitation/create', async () => {
+    elicited++;
+    return { action: 'accept', content: { name: 'Alice' } };
+});
+await modern.connect(new ModernTransport(GW, { requestInit: auth }));
+check('modern client negotiated 2026-07-28', modern.getNegotiatedProtocolVersion() === '2026-07-28', `got ${modern.getNegotiatedProtocolVersion()} (${modern.getProtocolEra()})`);
+const M = await exercise('modern client', modern);
+// MRTR: the modern upstream answers input_required (elicitation); the SDK fulfils it and retries.
+const mrtr = await attempt('modern client -> modern: MRTR elicitation', () => modern.callTool({ name: 'modern_test_input_required_result_elicitation', arguments: {} }));
+if (mrtr) {
+    M.calls.push('modern_test_input_required_result_elicitation', 'modern_test_input_required_result_elicitation');
+    check('modern client -> modern: MRTR relayed (input_required, then the retry with inputResponses)', elicited === 1 && text(mrtr) === 'Hello, Alice!', `elicited ${elicited}, result ${JSON.stringify(mrtr).slice(0, 200)}`);
+}
+// Bridged the other way: the legacy upstream sends elicitation/create during the call; Warden must
+// give the modern client an input_required result and finish the call on its retry.
+const ml = await attempt('modern client -> legacy: call of the eliciting tool', () => modern.callTool({ name: 'legacy_test_elicitation', arguments: { message: 'Name?' } }));
+M.calls.push('legacy_test_elicitation');
+check('modern client -> legacy: elicitation bridged into input_required', ml !== undefined && elicited === 2 && /action=accept/.test(text(ml)), `elicited ${elicited - 1} time(s): ${JSON.stringify(ml ?? null).slice(0, 200)}`);
+await modern.close();
+// The same denials, raw: what Warden sends a 2026-07-28 client (its text, even where the SDK
+// refuses the result).
+const rawDenials = [];
+for (const tool of DENIED) {
+    const raw = await attempt(`modern client: raw denied tools/call ${tool}`, async () => {
+        const r = await fetch(GW, { method: 'POST', headers: { ...auth.headers, 'content-type': 'application/json', accept: 'application/json, text/event-stream',
+            'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': tool },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: tool, arguments: {},
+            _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} } } }) });
+        return { status: r.status, body: await r.text() };
+    });
+    M.calls.push(tool);
+    const m = raw?.body.match(/\{.*\}/s);
+    const body = m ? JSON.parse(m[0]) : {};
+    rawDenials.push(body.error?.message ?? text(body.result));
+    check(`modern client: the denial of ${tool} is a 2026-07-28 result (resultType) or error`, body.error !== undefined || body.result?.resultType !== undefined, `HTTP ${raw?.status}: ${raw?.body.slice(0, 300)}`);
+}
+
+// --- the same policy denial in both eras --------------------------------------------------------
+for (let i = 0; i < DENIED.length; i++) {
+    check(`denial text of ${DENIED[i]} identical in both eras`, L.denials[i] === rawDenials[i], `legacy '${L.denials[i]}' vs modern '${rawDenials[i]}'`);
+}
+
+// --- delegation tokens at the upstreams ---------------------------------------------------------
+const jwks = createRemoteJWKSet(new URL(env('JWKS_URL')));
+const seen = readFileSync(env('AUTH_LOG'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+const toolCalls = seen.filter((s) => s.method === 'tools/call');
+const allowed = { legacy: 0, modern: 0 };
+for (const c of [...L.calls, ...M.calls]) if (!DENIED.includes(c)) allowed[c.split('_')[0]]++;
+for (const era of ['legacy', 'modern']) {
+    const mine = toolCalls.filter((s) => s.era === era);
+    check(`${era} upstream: no denied call reached it`, !mine.some((s) => s.name === 'test_error_handling'), mine.map((s) => s.name).join(', '));
+    check(`${era} upstream: at least one tools/call per allowed call (${allowed[era]})`, mine.length >= allowed[era], `got ${mine.length}`);
+    let good = 0;
+    const bad = [];
+    for (const s of mine) {
+        const tok = s.authorization?.replace(/^Bearer /, '');
+        if (!tok || tok === TOKEN) {
+            bad.push(tok ? "the user's own token" : 'no token');
+            continue;
+        }
+        try {
+            const { payload } = await jwtVerify(tok, jwks, { typ: 'at+jwt' });
+            const life = payload.exp - payload.iat;
+            if (payload.sub === USER_SUB && payload.act?.sub === ACT_SUB && life > 0 && life <= 5) good++;
+            else bad.push(`sub ${payload.sub}, act ${JSON.stringify(payload.act)}, life ${life} s`);
+        } catch (e) {
+            bad.push(`does not verify: ${e.message}`);
+        }
+    }
+    check(`${era} upstream: every tools/call carried a delegation token (sub user, act Warden, <= 5 s)`, mine.length > 0 && good === mine.length, bad.slice(0, 3).join('; '));
+}
+
+// --- audit: one record per call, in call order, naming both revisions -------------------------
+const dir = env('AUDIT_DIR');
+const records = readdirSync(dir).filter((f) => f.endsWith('.jsonl')).sort()
+    .flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)))
+    .filter((r) => r.method === 'tools/call');
+// Records are written per call but not necessarily in call order (shards): match them as multisets.
+const calls = [...L.calls.map((t) => ['legacy client', '2025-11-25', t]), ...M.calls.map((t) => ['modern client', '2026-07-28', t])];
+const perTool = (list, f) => list.reduce((m, x) => m.set(f(x), (m.get(f(x)) ?? 0) + 1), new Map());
+const wantTools = perTool(calls, (c) => c[2]);
+const gotTools = perTool(records, (r) => r.tool);
+const diff = [...new Set([...wantTools.keys(), ...gotTools.keys()])].filter((t) => wantTools.get(t) !== gotTools.get(t));
+check(`audit: one tools/call record per call (${calls.length})`, diff.length === 0, diff.map((t) => `${t}: ${gotTools.get(t) ?? 0} records for ${wantTools.get(t) ?? 0} calls`).join('; '));
+const upstreamRevision = { legacy: /^2025-/, modern: /^2026-07-28$/ };
+for (const [who, rev] of [['legacy client', '2025-11-25'], ['modern client', '2026-07-28']]) {
+    for (const up of ['legacy', 'modern']) {
+        for (const denied of [false, true]) {
+            const mine = calls.filter((c) => c[0] === who && c[2].startsWith(`${up}_`) && DENIED.includes(c[2]) === denied);
+            if (mine.length === 0) continue;
+            const named = records.filter((r) => mine.some((c) => c[2] === r.tool) && r.protocol === rev && upstreamRevision[up].test(r.upstream_protocol ?? ''));
+            const sample = records.find((r) => mine.some((c) => c[2] === r.tool) && r.protocol !== '2025-11-25' && r.protocol !== '2026-07-28');
+            check(`audit: ${who} -> ${up}${denied ? ' (denied)' : ''}: records name protocol ${rev} and the upstream's revision`, named.length === mine.length,
+                `${named.length} of ${mine.length} records do${sample ? `; e.g. ${sample.tool}: protocol ${sample.protocol}, upstream_protocol ${sample.upstream_protocol}` : ''}`);
+        }
+    }
+}
+const legacyRevs = [...new Set(records.filter((r) => r.upstream === 'legacy' && r.upstream_protocol).map((r) => r.upstream_protocol))];
+console.log(`note: Warden speaks ${legacyRevs.join(', ')} to the 2025-11-25 fixture (audit upstream_protocol)`);
+
+for (const k of knownGaps.keys()) {
+    if (!checked.has(k)) {
+        failed++;
+        console.log(`FAIL STALE-GAP ${k}: no such check any more; remove it from known-gaps.txt`);
+    }
+}
+console.log(`eras: ${passed} passed, ${failed} failed, ${gaps} known gaps`);
+process.exit(failed ? 1 : 0);
