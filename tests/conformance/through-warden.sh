@@ -45,18 +45,20 @@ trap 'exit 130' INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
-start_fixture() { # era -> prints the fixture's URL
+# The starters set $URL rather than print it: in a $(...) subshell `pids+=` would be lost
+# and the processes would outlive the script.
+start_fixture() { # era -> URL
   local era="$1" log="$OUT/fixture-$1.log" i
   node "$HERE/fixture/server.mjs" --era "$era" >"$log" 2>&1 &
   pids+=($!)
   for i in $(seq 1 150); do
-    if grep -q "listening on" "$log"; then sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$log" | head -n1; return 0; fi
+    if grep -q "listening on" "$log"; then URL="$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$log" | head -n1)"; return 0; fi
     sleep 0.1
   done
   cat "$log" >&2; echo "fixture --era $era not ready" >&2; exit 2
 }
 
-start_warden() { # name upstream-url -> prints Warden's gateway URL
+start_warden() { # name upstream-url -> URL (Warden's gateway)
   local name="$1" upstream="$2" gw admin i
   gw="$(free_port)"; admin="$(free_port)"
   mkdir -p "$work/$name"
@@ -78,16 +80,16 @@ YAML
   "$WARDEN_BIN" serve -c "$work/$name/warden.yaml" --data-dir "$work/$name/data" >"$OUT/warden-$name.log" 2>&1 &
   pids+=($!)
   for i in $(seq 1 300); do
-    if curl -sf -o /dev/null "http://127.0.0.1:$admin/readyz"; then echo "http://127.0.0.1:$gw/mcp"; return 0; fi
+    if curl -sf -o /dev/null "http://127.0.0.1:$admin/readyz"; then URL="http://127.0.0.1:$gw/mcp"; return 0; fi
     sleep 0.1
   done
   cat "$OUT/warden-$name.log" >&2; echo "warden ($name) not ready" >&2; exit 2
 }
 
-legacy="$(start_fixture legacy)"
-modern="$(start_fixture modern)"
-wlegacy="$(start_warden legacy "$legacy")"
-wmodern="$(start_warden modern "$modern")"
+start_fixture legacy; legacy="$URL"
+start_fixture modern; modern="$URL"
+start_warden legacy "$legacy"; wlegacy="$URL"
+start_warden modern "$modern"; wmodern="$URL"
 echo "fixtures: legacy $legacy, modern $modern; warden: $wlegacy -> legacy, $wmodern -> modern" >&2
 
 OLD="$HERE/node_modules/@modelcontextprotocol/conformance/dist/index.js"

@@ -33,17 +33,17 @@ trap 'exit 130' INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 export FIXTURE_AUTH_LOG="$work/upstream-auth.jsonl"
-start_fixture() { # era -> URL
+start_fixture() { # era -> URL (set, not printed: a $(...) subshell would lose pids+=)
   node "$CONF/fixture/server.mjs" --era "$1" >"$work/fixture-$1.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 150); do
-    grep -q "listening on" "$work/fixture-$1.log" && { sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$work/fixture-$1.log"; return; }
+    grep -q "listening on" "$work/fixture-$1.log" && { URL="$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$work/fixture-$1.log")"; return; }
     sleep 0.1
   done
   cat "$work/fixture-$1.log" >&2; exit 1
 }
-legacy="$(start_fixture legacy)"
-modern="$(start_fixture modern)"
+start_fixture legacy; legacy="$URL"
+start_fixture modern; modern="$URL"
 
 gw="$(free_port)"; as="$(free_port)"; admin="$(free_port)"
 GW_URL="http://127.0.0.1:$gw/mcp"
