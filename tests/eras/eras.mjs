@@ -9,14 +9,17 @@
  * server's JWKS; sub = the user, act.sub = Warden, at most 5 s), and one audit record per
  * call naming the client's and the upstream's revision.
  *
+ * Then, with a client of each era connected, a policy reload hides a tool: each must get
+ * notifications/tools/list_changed (GET stream / subscriptions/listen).
+ *
  * Env: GW_URL, TOKEN (the user's access token), USER_SUB, ACT_SUB, JWKS_URL, AUTH_LOG (the
- * fixtures' FIXTURE_AUTH_LOG), AUDIT_DIR. Prints `PASS name` / `FAIL name: why` lines and
+ * fixtures' FIXTURE_AUTH_LOG), AUDIT_DIR, CONFIG (Warden's config file), ADMIN_URL. Prints `PASS name` / `FAIL name: why` lines and
  * `eras: N passed, M failed`; exit status 1 on any failure.
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js';
-import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport } from '@modelcontextprotocol/client';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
@@ -237,6 +240,57 @@ for (const [who, rev] of [['legacy client', '2025-11-25'], ['modern client', '20
 }
 const legacyRevs = [...new Set(records.filter((r) => r.upstream === 'legacy' && r.upstream_protocol).map((r) => r.upstream_protocol))];
 console.log(`note: Warden speaks ${legacyRevs.join(', ')} to the 2025-11-25 fixture (audit upstream_protocol)`);
+
+// --- list_changed after a policy reload (last: it waits, and the tokens above are short-lived) ----------------------------------------------------------
+// Both clients stay connected (the session client's GET stream, the stateless client's
+// subscriptions/listen); the policy then hides legacy_test_audio_content; each must be told.
+{
+    const hidden = 'legacy_test_audio_content';
+    let legacyNotified = 0;
+    let modernNotified = 0;
+    const lc = new LegacyClient({ name: 'eras-legacy-listener', version: '1.0.0' }, { capabilities: {} });
+    lc.setNotificationHandler(ToolListChangedNotificationSchema, async () => void legacyNotified++);
+    const lcTransport = new LegacyTransport(GW, { requestInit: auth });
+    await lc.connect(lcTransport);
+    const mc = new ModernClient({ name: 'eras-modern-listener', version: '1.0.0' }, {
+        capabilities: {}, versionNegotiation: { mode: { pin: '2026-07-28' } },
+        listChanged: { tools: { autoRefresh: false, debounceMs: 0, onChanged: () => void modernNotified++ } }
+    });
+    await mc.connect(new ModernTransport(GW, { requestInit: auth }));
+    const before = new Set(((await attempt('list_changed: tools/list before the reload', () => lc.listTools()))?.tools ?? []).map((t) => t.name));
+    check(`list_changed: ${hidden} listed before the reload`, before.has(hidden), [...before].join(', '));
+    await new Promise((r) => setTimeout(r, 1000)); // let the GET stream and the subscription open
+    const cfg = env('CONFIG');
+    const text0 = readFileSync(cfg, 'utf8');
+    writeFileSync(cfg, text0.replace('[legacy_test_error_handling, modern_test_error_handling]', `[legacy_test_error_handling, modern_test_error_handling, ${hidden}]`));
+    const reload = await fetch(new URL('/admin/reload', env('ADMIN_URL')), { method: 'POST' });
+    check('list_changed: POST /admin/reload accepted', reload.ok, `HTTP ${reload.status}: ${(await reload.text()).slice(0, 200)}`);
+    for (let i = 0; i < 50 && (legacyNotified === 0 || modernNotified === 0); i++) await new Promise((r) => setTimeout(r, 100));
+    const after = new Set(((await attempt('list_changed: tools/list after the reload', () => lc.listTools()))?.tools ?? []).map((t) => t.name));
+    check(`list_changed: ${hidden} hidden after the reload`, !after.has(hidden), 'still listed');
+    // What the two streams look like on the wire, for the failure messages.
+    const peek = async (init) => {
+        const ctl = new AbortController();
+        setTimeout(() => ctl.abort(), 1000);
+        try {
+            const r = await fetch(GW, { ...init, signal: ctl.signal });
+            let body = '';
+            try {
+                for await (const chunk of r.body) body += Buffer.from(chunk).toString();
+            } catch { /* aborted: a stream that stays open */ }
+            return `HTTP ${r.status} ${r.headers.get('content-type') ?? ''} ${body.slice(0, 160).replace(/\s+/g, ' ')}`;
+        } catch (e) {
+            return `fetch failed: ${e.message}`;
+        }
+    };
+    const getStream = await peek({ method: 'GET', headers: { ...auth.headers, accept: 'text/event-stream', 'mcp-session-id': lcTransport.sessionId ?? '', 'mcp-protocol-version': '2025-11-25' } });
+    const listen = await peek({ method: 'POST', headers: { ...auth.headers, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'subscriptions/listen' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'subscriptions/listen', params: { notifications: { toolsListChanged: true }, _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} } } }) });
+    check('list_changed: the 2025-11-25 client got notifications/tools/list_changed on its GET stream', legacyNotified > 0, `none within 5 s; GET /mcp on the session: ${getStream}`);
+    check('list_changed: the 2026-07-28 client got notifications/tools/list_changed on subscriptions/listen', modernNotified > 0, `none within 5 s; subscriptions/listen: ${listen}`);
+    await lc.close();
+    await mc.close();
+}
 
 for (const k of knownGaps.keys()) {
     if (!checked.has(k)) {

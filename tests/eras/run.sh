@@ -123,7 +123,8 @@ JWKS_URL="$(curl -sf "$ISSUER/.well-known/oauth-authorization-server" | python3 
 
 rc=0
 (cd "$HERE" && GW_URL="$GW_URL" TOKEN="$TOKEN" USER_SUB="$USER_SUB" ACT_SUB=warden-eras JWKS_URL="$JWKS_URL" \
-  AUTH_LOG="$FIXTURE_AUTH_LOG" AUDIT_DIR="$work/audit" timeout 120 node eras.mjs) || rc=$?
+  AUTH_LOG="$FIXTURE_AUTH_LOG" AUDIT_DIR="$work/audit" CONFIG="$work/warden.yaml" ADMIN_URL="http://127.0.0.1:$admin" \
+  timeout 120 node eras.mjs) || rc=$?
 if grep -qF "$TOKEN" "$work/warden.log"; then echo "FAIL the user's access token appears in Warden's log"; rc=1; fi
 echo "eras step took $((SECONDS - start)) s" >&2
 exit $rc
