@@ -178,6 +178,39 @@ for (const tool of DENIED) {
     check(`modern client: the denial of ${tool} is a 2026-07-28 result (resultType) or error`, body.error !== undefined || body.result?.resultType !== undefined, `HTTP ${raw?.status}: ${raw?.body.slice(0, 300)}`);
 }
 
+// --- bad input: every -32020 case gets HTTP 400 and nothing is forwarded ------------------------
+// test_header_param is called only by these requests, all malformed, so neither upstream may
+// ever see it (checked with the upstreams' logs below).
+{
+    const meta = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} };
+    const send = async (tool, headers, args = { region: 'eu-west' }) => {
+        const r = await fetch(GW, { method: 'POST', headers: { ...auth.headers, 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+            body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: tool, arguments: args, _meta: meta } }) });
+        const body = await r.text();
+        let code;
+        try { code = JSON.parse(body.match(/\{.*\}/s)?.[0] ?? '{}').error?.code; } catch { code = undefined; }
+        return { status: r.status, code, body: body.slice(0, 200) };
+    };
+    for (const up of ['legacy', 'modern']) {
+        const tool = `${up}_test_header_param`;
+        const ok = { 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': tool, 'mcp-param-region': 'eu-west' };
+        const cases = [
+            ['missing MCP-Protocol-Version', { ...ok, 'mcp-protocol-version': undefined }],
+            ['MCP-Protocol-Version of a legacy revision (2025-11-25) with 2026-07-28 _meta', { ...ok, 'mcp-protocol-version': '2025-11-25' }],
+            ['missing Mcp-Method', { ...ok, 'mcp-method': undefined }],
+            ['mismatched Mcp-Name', { ...ok, 'mcp-name': `${up}_test_simple_text` }],
+            ['missing Mcp-Param-Region', { ...ok, 'mcp-param-region': undefined }],
+            ['mismatched Mcp-Param-Region', { ...ok, 'mcp-param-region': 'us-east' }],
+            ['bad Base64 in Mcp-Param-Region', { ...ok, 'mcp-param-region': '=?base64?ZXUtd2VzdA?=' }],
+        ];
+        for (const [what, h] of cases) {
+            const headers = Object.fromEntries(Object.entries(h).filter(([, v]) => v !== undefined));
+            const r = await send(tool, headers);
+            check(`bad input -> ${up}: ${what}: HTTP 400 with -32020`, r.status === 400 && r.code === -32020, `HTTP ${r.status}, code ${r.code}: ${r.body}`);
+        }
+    }
+}
+
 // --- the same policy denial in both eras --------------------------------------------------------
 for (let i = 0; i < DENIED.length; i++) {
     check(`denial text of ${DENIED[i]} identical in both eras`, L.denials[i] === rawDenials[i], `legacy '${L.denials[i]}' vs modern '${rawDenials[i]}'`);
@@ -192,6 +225,7 @@ for (const c of [...L.calls, ...M.calls]) if (!DENIED.includes(c)) allowed[c.spl
 for (const era of ['legacy', 'modern']) {
     const mine = toolCalls.filter((s) => s.era === era);
     check(`${era} upstream: no denied call reached it`, !mine.some((s) => s.name === 'test_error_handling'), mine.map((s) => s.name).join(', '));
+    check(`${era} upstream: no call with bad headers reached it`, !mine.some((s) => s.name === 'test_header_param'), mine.map((s) => s.name).join(', '));
     check(`${era} upstream: at least one tools/call per allowed call (${allowed[era]})`, mine.length >= allowed[era], `got ${mine.length}`);
     let good = 0;
     const bad = [];
@@ -218,6 +252,10 @@ const dir = env('AUDIT_DIR');
 const records = readdirSync(dir).filter((f) => f.endsWith('.jsonl')).sort()
     .flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)))
     .filter((r) => r.method === 'tools/call');
+// The requests refused for bad headers are audited too (rejected input); they are not calls.
+const rejected = records.filter((r) => String(r.tool ?? '').endsWith('_test_header_param'));
+check('audit: the 14 requests refused for bad headers are recorded', rejected.length === 14, `got ${rejected.length}`);
+records.splice(0, records.length, ...records.filter((r) => !rejected.includes(r)));
 // Records are written per call but not necessarily in call order (shards): match them as multisets.
 const calls = [...L.calls.map((t) => ['legacy client', '2025-11-25', t]), ...M.calls.map((t) => ['modern client', '2026-07-28', t])];
 const perTool = (list, f) => list.reduce((m, x) => m.set(f(x), (m.get(f(x)) ?? 0) + 1), new Map());

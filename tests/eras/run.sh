@@ -54,7 +54,7 @@ tools() { # the delegation entries of one upstream
   local t
   for t in "$@"; do printf '        - {name: %s, ttl: 5s, scopes: [fixture:call]}\n' "$t"; done
 }
-common="test_simple_text test_image_content test_error_handling test_elicitation"
+common="test_simple_text test_image_content test_error_handling test_elicitation test_header_param"
 cat >"$work/warden.yaml" <<YAML
 authorization_server:
   listen: 127.0.0.1:$as
