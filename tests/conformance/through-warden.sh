@@ -16,13 +16,13 @@
 # that now passes through Warden fails the run too (STALE-GAP), so the lists only shrink.
 #
 #   WARDEN_BIN=path/to/warden bash through-warden.sh
-# Env: OUT (results dir, default $PWD/conformance-results), UPDATE_DOCS=1 (write the table into
+# Env: OUT (results dir, default tests/conformance/conformance-results), UPDATE_DOCS=1 (write the table into
 # docs/conformance.md), RUN_TIMEOUT (seconds per suite run, default 600).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 WARDEN_BIN="${WARDEN_BIN:?set WARDEN_BIN to the warden binary}"
-OUT="${OUT:-$PWD/conformance-results}"
+OUT="${OUT:-$HERE/conformance-results}"
 RUN_TIMEOUT="${RUN_TIMEOUT:-600}"
 start=$SECONDS
 
