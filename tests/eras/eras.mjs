@@ -249,13 +249,20 @@ for (const era of ['legacy', 'modern']) {
 
 // --- audit: one record per call, in call order, naming both revisions -------------------------
 const dir = env('AUDIT_DIR');
-const records = readdirSync(dir).filter((f) => f.endsWith('.jsonl')).sort()
+const readAudit = () => readdirSync(dir).filter((f) => f.endsWith('.jsonl')).sort()
     .flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)))
     .filter((r) => r.method === 'tools/call');
+// The writer flushes per batch: give the last calls' records up to 3 s to land.
+const expected = L.calls.length + M.calls.length + 14;
+let records = readAudit();
+for (let i = 0; i < 30 && records.length < expected; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    records = readAudit();
+}
 // The requests refused for bad headers are audited too (rejected input); they are not calls.
 const rejected = records.filter((r) => String(r.tool ?? '').endsWith('_test_header_param'));
 check('audit: the 14 requests refused for bad headers are recorded', rejected.length === 14, `got ${rejected.length}`);
-records.splice(0, records.length, ...records.filter((r) => !rejected.includes(r)));
+records = records.filter((r) => !rejected.includes(r));
 // Records are written per call but not necessarily in call order (shards): match them as multisets.
 const calls = [...L.calls.map((t) => ['legacy client', '2025-11-25', t]), ...M.calls.map((t) => ['modern client', '2026-07-28', t])];
 const perTool = (list, f) => list.reduce((m, x) => m.set(f(x), (m.get(f(x)) ?? 0) + 1), new Map());
