@@ -4,7 +4,8 @@
 # --era modern, namespaces legacy_ / modern_, a 5 s delegation token per call), a policy that
 # denies test_error_handling on both, and a file audit trail. eras.mjs then drives a 2025-11-25
 # client (@modelcontextprotocol/sdk) and a 2026-07-28 client (@modelcontextprotocol/client)
-# through it and checks revisions, results, denial text, MRTR, delegation tokens and audit.
+# through it and checks revisions, results, denial text, MRTR, delegation tokens and audit;
+# then py-modern.py, the Python SDK (`mcp`) as a second 2026-07-28 client.
 #
 #   WARDEN_BIN=path/to/warden bash tests/eras/run.sh
 # Exit 0 only if every check passed; the last line is `eras: N passed, M failed`.
@@ -16,6 +17,9 @@ start=$SECONDS
 
 [ -d "$CONF/node_modules/express" ] || (cd "$CONF" && npm ci --no-audit --no-fund --loglevel=error >&2)
 (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error >&2)
+# The Python SDK (a second 2026-07-28 client), pinned in requirements.txt, in tests/eras/.venv.
+[ -x "$HERE/.venv/bin/python" ] || python3 -m venv "$HERE/.venv" >&2
+"$HERE/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$HERE/requirements.txt" >&2
 export PATH="$CONF/node_modules/.bin:$PATH" # the pinned Node 22
 
 work="$(mktemp -d)"
@@ -125,6 +129,32 @@ rc=0
 (cd "$HERE" && GW_URL="$GW_URL" TOKEN="$TOKEN" USER_SUB="$USER_SUB" ACT_SUB=warden-eras JWKS_URL="$JWKS_URL" \
   AUTH_LOG="$FIXTURE_AUTH_LOG" AUDIT_DIR="$work/audit" CONFIG="$work/warden.yaml" ADMIN_URL="http://127.0.0.1:$admin" \
   timeout 120 node eras.mjs) || rc=$?
+# The Python client last (its calls are not in eras.mjs's per-call accounting); its checks go
+# through the same known-gaps.txt.
+(cd "$HERE" && GW_URL="$GW_URL" TOKEN="$TOKEN" timeout 60 .venv/bin/python py-modern.py) >"$work/py.jsonl" 2>"$work/py.err" || true
+python3 - "$work/py.jsonl" "$HERE/known-gaps.txt" "$work/py.err" <<'PY' || rc=1
+import json, sys
+gaps = {l.split("\t")[0].strip() for l in open(sys.argv[2]) if l.strip() and not l.startswith("#")}
+gaps = {g for g in gaps if g.startswith("python client:")}
+seen, bad, known = set(), 0, 0
+for line in open(sys.argv[1]):
+    c = json.loads(line)
+    seen.add(c["name"])
+    if c["ok"] and c["name"] in gaps:
+        print(f"FAIL STALE-GAP {c['name']}: passes now; remove it from known-gaps.txt"); bad += 1
+    elif c["ok"]:
+        print(f"PASS {c['name']}")
+    elif c["name"] in gaps:
+        print(f"KNOWN-GAP {c['name']}: {c['why']}"); known += 1
+    else:
+        print(f"FAIL {c['name']}: {c['why']}"); bad += 1
+if not seen:
+    print("FAIL python client: no checks ran: " + open(sys.argv[3]).read()[-600:]); bad += 1
+for g in gaps - seen:
+    print(f"FAIL STALE-GAP {g}: no such check any more"); bad += 1
+print(f"eras (python client): {len(seen) - bad - known} passed, {bad} failed, {known} known gaps")
+sys.exit(1 if bad else 0)
+PY
 if grep -qF "$TOKEN" "$work/warden.log"; then echo "FAIL the user's access token appears in Warden's log"; rc=1; fi
 echo "eras step took $((SECONDS - start)) s" >&2
 exit $rc
