@@ -59,7 +59,7 @@ step "MCP conformance suites (0.1.16 and 0.2.0-alpha.12; revisions 2025-11-25 an
 cargo build -p controlplane --bin warden
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" OUT="$CARGO_TARGET_DIR/conformance-results" bash tests/conformance/through-warden.sh
 
-step "mixed eras: a 2025-11-25 client (@modelcontextprotocol/sdk) and 2026-07-28 clients (@modelcontextprotocol/client; Python mcp) through one authenticated Warden to a 2025-11-25 and a 2026-07-28 upstream: both catalogs, results, identical denial text, MRTR, bridged elicitation, -32020 bad input, delegation tokens (sub, act, 5 s), audit revisions, list_changed after a policy reload; known gaps in tests/eras/known-gaps.txt (15-45 s)"
+step "mixed eras: a 2025-11-25 client (@modelcontextprotocol/sdk) and 2026-07-28 clients (@modelcontextprotocol/client; Python mcp) through one authenticated Warden to a 2025-11-25 and a 2026-07-28 upstream: both catalogs, results, identical denial text, MRTR, bridged elicitation, -32020 bad input, delegation tokens (sub, act, 5 s), audit revisions, list_changed after a policy reload; known gaps in tests/eras/known-gaps.txt (20-60 s)"
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/eras/run.sh
 
 step "end-to-end: TypeScript and Python MCP SDK clients (OAuth: DCR and pre-registered) against warden demo"
