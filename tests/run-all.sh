@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone on a fresh machine: installs what it needs,
 # then format check, clippy (-D warnings), unused dependencies (cargo-machete), every Rust
-# test, the MCP conformance suite through Warden, the end-to-end, Kubernetes,
+# test, the MCP conformance suites through Warden, the mixed-era clients, the end-to-end, Kubernetes,
 # fuzzing, audit-under-load and failover checks. The README's second command; .ci/run calls this.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -55,9 +55,12 @@ fi
 step "cargo test"
 cargo test --workspace --no-fail-fast
 
-step "MCP conformance suite through Warden"
+step "MCP conformance suites (0.1.16 and 0.2.0-alpha.12; revisions 2025-11-25 and 2026-07-28, and bridged across eras) against the upstream fixture directly and through Warden; fails when a scenario passing directly fails through Warden unless listed in tests/conformance/warden-known-gaps-*.txt, and when a listed one passes (20-90 s)"
 cargo build -p controlplane --bin warden
-WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/conformance/through-warden.sh
+WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" OUT="$CARGO_TARGET_DIR/conformance-results" bash tests/conformance/through-warden.sh
+
+step "mixed eras: a 2025-11-25 client (@modelcontextprotocol/sdk) and 2026-07-28 clients (@modelcontextprotocol/client; Python mcp) through one authenticated Warden to a 2025-11-25 and a 2026-07-28 upstream: both catalogs, results, identical denial text, MRTR, bridged elicitation, -32020 bad input, delegation tokens (sub, act, 5 s), audit revisions, list_changed after a policy reload; known gaps in tests/eras/known-gaps.txt (20-60 s)"
+WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/eras/run.sh
 
 step "end-to-end: TypeScript and Python MCP SDK clients (OAuth: DCR and pre-registered) against warden demo"
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/e2e/run.sh
