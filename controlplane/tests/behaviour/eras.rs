@@ -222,6 +222,9 @@ fn both_clients_list_and_call_both_upstreams_with_the_same_policy_delegation_and
     .json();
     let l = env.call(&alice, &sid, json!(2), "up1_whoami", json!({}));
     assert_eq!(m["result"]["isError"], true, "{m}");
+    // A result of the client's revision: 2026-07-28 SDKs refuse one without resultType.
+    assert_eq!(m["result"]["resultType"], "complete", "{m}");
+    assert!(l["result"].get("resultType").is_none(), "{l}");
     assert_eq!(m["result"]["content"], l["result"]["content"]);
     assert_eq!(
         m["result"]["content"][0]["text"],
@@ -245,6 +248,9 @@ fn both_clients_list_and_call_both_upstreams_with_the_same_policy_delegation_and
         ("2025-06-18".into(), Some("2025-06-18".into()))
     );
     assert_eq!(proto(&calls[3]), ("2025-06-18".into(), Some(MODERN.into())));
+    // A denial names both revisions too.
+    assert_eq!(proto(&calls[4]), (MODERN.into(), Some(MODERN.into())));
+    assert_eq!(proto(&calls[5]), ("2025-06-18".into(), Some(MODERN.into())));
     assert_eq!(calls[4].decision, Outcome::Deny);
     assert_eq!(calls[4].decision, calls[5].decision);
     assert_eq!(calls[4].reason, calls[5].reason);

@@ -240,6 +240,12 @@ impl Gateway {
                 return Err(r);
             }
         };
+        if let Some(a) = rec.as_mut() {
+            let client = cx
+                .modern
+                .map_or(session.protocol_version.as_str(), |c| c.m.version.as_str());
+            a.protocol(client);
+        }
         let result = async {
             // 7–8. Route and authorize: a local answer, or one upstream exchange.
             let fwd = match route::plan(cx, session, msg, id, &mut rec)? {
@@ -248,13 +254,6 @@ impl Gateway {
             };
             limits::per_tool(cx, fwd.tool_limit)?;
             let up = &cx.snap.upstreams[fwd.upstream];
-            if let Some(a) = rec.as_mut() {
-                let client = cx
-                    .modern
-                    .map_or(session.protocol_version.as_str(), |c| c.m.version.as_str());
-                let upstream = cx.snap.settings.upstream_protocols.get(&up.id);
-                a.protocols(client, upstream.map(String::as_str));
-            }
             // 9. Delegate: a token for this one call, or the call fails here.
             let call = delegate::for_call(cx, up, fwd.tool.as_deref(), &mut rec).await?;
             // 10. Forward: one request to a bridged REST API, or to an MCP upstream.

@@ -133,8 +133,12 @@ impl Audit {
     }
 
     /// The revisions spoken: the client's, and the upstream's when it is asked.
-    pub fn protocols(&mut self, client: &str, upstream: Option<&str>) {
+    pub fn protocol(&mut self, client: &str) {
         self.rec.protocol = Some(client.to_owned());
+    }
+
+    /// The revision the upstream the call was routed to speaks.
+    pub fn upstream_protocol(&mut self, upstream: Option<&str>) {
         self.rec.upstream_protocol = upstream.map(str::to_owned);
     }
 

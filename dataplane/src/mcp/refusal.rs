@@ -56,8 +56,9 @@ enum Form {
     StepUp(Vec<String>),
     /// A JSON-RPC error with the request's id.
     JsonRpc(i64, Option<serde_json::Value>),
-    /// A tool result with `isError`: the model reads the message.
-    ToolError,
+    /// A tool result with `isError`: the model reads the message. `modern`: for a 2026-07-28
+    /// client, which needs its `resultType`.
+    ToolError { modern: bool },
     /// No body (a 405 with `Allow`).
     Empty,
 }
@@ -430,11 +431,15 @@ impl Refusal {
     /// The same refusal as a modern client receives it: Warden's own codes outside the
     /// reserved range (see [`jsonrpc::modern_code`]) and an unknown method as HTTP 404.
     pub fn modern(mut self) -> Self {
-        if let Form::JsonRpc(c, _) = &mut self.d.form {
-            *c = jsonrpc::modern_code(*c);
-            if *c == code::METHOD_NOT_FOUND {
-                self.status = 404;
+        match &mut self.d.form {
+            Form::JsonRpc(c, _) => {
+                *c = jsonrpc::modern_code(*c);
+                if *c == code::METHOD_NOT_FOUND {
+                    self.status = 404;
+                }
             }
+            Form::ToolError { modern } => *modern = true,
+            _ => {}
         }
         self
     }
@@ -508,7 +513,7 @@ impl Refusal {
             Blame::Agent,
             Outcome::Deny,
             200,
-            Form::ToolError,
+            Form::ToolError { modern: false },
         )
         .says(reason)
     }
@@ -625,8 +630,11 @@ impl Refusal {
         let message = &self.d.message;
         match &self.d.form {
             Form::JsonRpc(c, data) => jsonrpc::error_with_data(id, *c, message, data.as_ref()),
-            Form::ToolError => {
-                let result = serde_json::json!({"content": [{"type": "text", "text": message}], "isError": true});
+            Form::ToolError { modern } => {
+                let mut result = serde_json::json!({"content": [{"type": "text", "text": message}], "isError": true});
+                if *modern {
+                    result["resultType"] = serde_json::json!("complete");
+                }
                 jsonrpc::result_value(id.unwrap_or(&jsonrpc::null()), &result)
             }
             // No HTTP challenge inside a batch: the reason as a JSON-RPC error.
@@ -645,7 +653,9 @@ impl Refusal {
             Form::Dpop(error) => http::dpop_challenge(st, error, &self.d.message),
             Form::StepUp(scopes) => http::step_up(st, scopes),
             Form::Empty => Response::new(self.status),
-            Form::JsonRpc(..) | Form::ToolError => Response::json(self.status, self.body(id)),
+            Form::JsonRpc(..) | Form::ToolError { .. } => {
+                Response::json(self.status, self.body(id))
+            }
         };
         r.headers.extend(self.d.headers.iter().cloned());
         r

@@ -59,7 +59,14 @@ pub(super) fn plan(
     };
     let routed = |rec: &mut Option<Audit>, up: usize, tool: Option<&str>, ids: Vec<String>| {
         if let Some(a) = rec.as_mut() {
-            a.route(&snap.upstreams[up].name, tool);
+            let u = &snap.upstreams[up];
+            a.route(&u.name, tool);
+            a.upstream_protocol(
+                snap.settings
+                    .upstream_protocols
+                    .get(&u.id)
+                    .map(String::as_str),
+            );
             a.policies(ids);
         }
     };
