@@ -263,6 +263,10 @@ pub struct GatewayConfig {
     /// Idle time after which a session ends.
     #[serde(default = "default_session_idle", with = "humantime_serde")]
     pub session_idle_timeout: Duration,
+    /// Also serve the 2024-11-05 HTTP+SSE transport (`GET /sse`, `POST /messages`) for old
+    /// clients, with the same authentication, policy, delegation and audit. Off by default.
+    #[serde(default)]
+    pub legacy_sse_transport: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

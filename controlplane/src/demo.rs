@@ -199,6 +199,7 @@ policy:
   public_url: {mcp_url}
   scopes_supported: [mcp:tools, pii:read, audit:read]
   allowed_origins: [http://localhost:6274, http://127.0.0.1:6274]
+  legacy_sse_transport: true
 admin:
   listen: {admin}
 issuers:

@@ -313,6 +313,7 @@ pub(crate) fn settings(
         instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
         passthrough_upstream: passthrough,
         capabilities_json: caps.to_string(),
+        legacy_sse: g.legacy_sse_transport,
         upstream_protocols: found
             .iter()
             .map(|(id, d)| (*id, d.protocol_version.clone()))

@@ -66,6 +66,8 @@ pub struct Settings {
     pub passthrough_upstream: Option<usize>,
     /// Capabilities advertised by `initialize`, pre-serialized.
     pub capabilities_json: String,
+    /// Serve the 2024-11-05 HTTP+SSE transport (`GET /sse`, `POST /messages`) too.
+    pub legacy_sse: bool,
     /// Upstream id → the revision discovery found it speaking (2026-07-28 = stateless).
     pub upstream_protocols: std::collections::HashMap<u32, String>,
     /// The gateway's client id in delegation chains (`act.sub`), when delegation is configured.

@@ -14,6 +14,8 @@ pub(super) enum Endpoint {
     Public(Response),
     /// The MCP endpoint: authenticate next.
     Mcp,
+    /// The 2024-11-05 HTTP+SSE transport's stream or messages (when enabled): authenticate next.
+    Legacy(super::sse_legacy::LegacyPath),
 }
 
 /// Admit a request to the endpoint it names, or refuse it before authentication.
@@ -42,6 +44,14 @@ pub(super) fn endpoint(
         };
     }
     if path != st.mcp_path {
+        if st.legacy_sse
+            && let Some(p) = super::sse_legacy::route(path)
+        {
+            return match req.head.method {
+                Method::Options => Ok(Endpoint::Public(http::preflight())),
+                _ => Ok(Endpoint::Legacy(p)),
+            };
+        }
         return Err(Refusal::no_such_endpoint());
     }
     match req.head.method {

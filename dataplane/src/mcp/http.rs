@@ -5,7 +5,7 @@ use crate::http1::{Method, Response};
 use crate::snapshot::Settings;
 
 /// Protocol revisions served (stateful Streamable HTTP), newest first.
-pub const SUPPORTED_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
+pub const SUPPORTED_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 
 /// The version to answer `initialize` with: the client's if supported, else the newest.
 pub fn negotiate_version(requested: Option<&str>) -> &'static str {

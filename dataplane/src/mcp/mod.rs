@@ -18,6 +18,7 @@ mod refusal;
 mod rewrite;
 mod route;
 mod sessions;
+mod sse_legacy;
 mod stream;
 mod vocab;
 

@@ -25,7 +25,9 @@ use super::record::{self, Audit, Report};
 use super::refusal::Refusal;
 use super::route::{self, Plan};
 use super::vocab::{Caller, Cx, Meta};
-use super::{authn, batch, delegate, era, forward, http, limits, modern, sessions, stream};
+use super::{
+    authn, batch, delegate, era, forward, http, limits, modern, sessions, sse_legacy, stream,
+};
 use crate::http1::conn::{Handler, Request, Responder};
 use crate::http1::{Method, Response};
 use crate::jsonrpc::{self, Invalid, Kind, Message};
@@ -91,6 +93,11 @@ impl Gateway {
                 true,
                 self.mcp(snap, meta, req, cors, &mut caller, out).await,
             ),
+            Ok(Endpoint::Legacy(p)) => (
+                true,
+                self.legacy(snap, meta, req, cors, &mut caller, p, out)
+                    .await,
+            ),
             Err(r) => (false, Err(r)),
         };
         let r = match result {
@@ -152,6 +159,44 @@ impl Gateway {
                 Ok(stream::session_stream(&cx, &session, id, last, out).await)
             }
             _ => Err(Refusal::method_not_allowed("GET, POST, DELETE, OPTIONS")),
+        }
+    }
+
+    /// Steps 3–11 on the 2024-11-05 HTTP+SSE transport: the same authentication and
+    /// per-user limit, then its stream (GET) or one posted message (POST) — [`super::sse_legacy`].
+    #[allow(clippy::too_many_arguments)]
+    async fn legacy<S: AsyncWriteRent>(
+        &self,
+        snap: &Arc<Snapshot>,
+        meta: &Meta,
+        req: &Request,
+        cors: Option<&str>,
+        caller: &mut Option<Caller>,
+        path: sse_legacy::LegacyPath,
+        out: &mut Responder<'_, S>,
+    ) -> Result<u16, Refusal> {
+        let caller = &*caller.insert(authn::authenticate(&self.shard, snap, req).await?);
+        let cx = Cx {
+            shard: &self.shard,
+            snap,
+            meta,
+            caller,
+            cors,
+            modern: None,
+        };
+        limits::per_user(&cx, req.head.method == Method::Post)?;
+        match (path, req.head.method) {
+            (sse_legacy::LegacyPath::Stream, Method::Get) => {
+                admit::get_headers(req)?;
+                Ok(sse_legacy::open(&cx, out).await)
+            }
+            (sse_legacy::LegacyPath::Messages, Method::Post) => {
+                sse_legacy::message(self, &cx, req, out).await
+            }
+            (sse_legacy::LegacyPath::Stream, _) => Err(Refusal::method_not_allowed("GET, OPTIONS")),
+            (sse_legacy::LegacyPath::Messages, _) => {
+                Err(Refusal::method_not_allowed("POST, OPTIONS"))
+            }
         }
     }
 

@@ -89,6 +89,24 @@ pub struct SessionStore {
     map: DashMap<String, Arc<Session>>,
     /// SHA-256 of an ended id → the Unix second after which it could not be used anyway.
     revoked: DashMap<[u8; 32], i64>,
+    /// Open 2024-11-05 HTTP+SSE streams by channel id (see `mcp::sse_legacy`).
+    pub legacy: DashMap<String, LegacyChannel>,
+}
+
+/// One open HTTP+SSE stream: whose it is, where its answers go, and the session its
+/// `initialize` opened.
+pub struct LegacyChannel {
+    pub owner: [u8; 32],
+    pub tx: futures_channel::mpsc::UnboundedSender<Vec<u8>>,
+    pub session_id: Option<String>,
+}
+
+impl fmt::Debug for LegacyChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LegacyChannel")
+            .field("session", &self.session_id.as_ref().map(|_| "..."))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a session id was not accepted.
