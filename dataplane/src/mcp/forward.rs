@@ -377,6 +377,25 @@ pub(super) async fn mcp<S: AsyncWriteRent>(
             };
             let params = modern::upstream_params(&fwd.params, version, &caps)
                 .unwrap_or_else(|_| fwd.params.clone());
+            // A 2025 client answers a modern upstream's input requests on the call's stream.
+            let bridge = cx.modern.is_none() && super::era::name_field(&fwd.method).is_some();
+            if bridge && let Some(out) = out {
+                let r = bridged(
+                    cx, session, fwd, call, client_id, out, version, &caps, &params, &shape,
+                )
+                .await;
+                session.inflight.remove(client_id.get());
+                let upstream_ms = Some(record_latency(shard, up, started));
+                return r.map(|(body, report)| {
+                    (
+                        body,
+                        Report {
+                            upstream_ms,
+                            ..report
+                        },
+                    )
+                });
+            }
             let wire = wire(cx, fwd, &params);
             exchange_stateless(shard, session, up, version, &wire, &call, client_id).await
         }
@@ -407,6 +426,90 @@ pub(super) async fn mcp<S: AsyncWriteRent>(
             },
         )
     })
+}
+
+/// A 2025 client's call to a modern upstream, with its rounds of input bridged (see
+/// [`super::input_bridge`]): the answer is relayed, or sent on the stream the rounds opened.
+#[allow(clippy::too_many_arguments)]
+async fn bridged<S: AsyncWriteRent>(
+    cx: &Cx<'_>,
+    session: &Arc<Session>,
+    fwd: &Forward,
+    mut call: Outbound,
+    client_id: &RawValue,
+    out: &mut Responder<'_, S>,
+    version: &str,
+    caps: &serde_json::Value,
+    params: &str,
+    shape: &Shape<'_>,
+) -> Result<(Option<Vec<u8>>, Report), Refusal> {
+    use super::input_bridge as ib;
+    let (shard, up) = (cx.shard, &cx.snap.upstreams[fwd.upstream]);
+    let mut params = params.to_owned();
+    let mut streaming = false;
+    for round in 0..=ib::MAX_ROUNDS {
+        let wire = wire(cx, fwd, &params);
+        let (r, gid) = exchange_stateless(shard, session, up, version, &wire, &call, client_id)
+            .await
+            .map_err(|e| upstream_refusal(up, &e))?;
+        // Not a JSON answer of ours to inspect: relayed as it is (errors, streams).
+        if !streaming && (r.status != 200 || !matches!(r.body, UpBody::Full(_))) {
+            return Ok((
+                None,
+                relay(shard, session, up, r, gid, client_id, out, cx.cors, shape).await,
+            ));
+        }
+        let status = Some(r.status);
+        let body = collect_response(r, gid, shard, up)
+            .await
+            .map_err(|e| upstream_refusal(up, &e))?;
+        let ok = Report {
+            upstream_status: status,
+            failure: None,
+            upstream_ms: None,
+        };
+        let asked = ib::asked(&body).filter(|_| round < ib::MAX_ROUNDS);
+        let Some(asked) = asked.filter(|a| ib::unanswerable(a, caps).is_none()) else {
+            // Complete (or not bridgeable: the shape says why, in the client's revision).
+            if streaming {
+                ib::finish(&body, client_id, shape, out).await;
+            } else {
+                let framed = match Message::parse(&body) {
+                    Ok(m) => shape.apply(rewrite::reframe(&m, Some(client_id), None)),
+                    Err(_) => {
+                        shape.refusal(upstream_refusal(up, &UpError::BadResponse), Some(client_id))
+                    }
+                };
+                send(out, Response::json(200, framed), cx.cors).await;
+            }
+            return Ok((None, ok));
+        };
+        if !streaming {
+            let mut headers: Vec<(&'static str, String)> = vec![
+                ("content-type", "text/event-stream".into()),
+                ("cache-control", "no-cache".into()),
+                ("x-accel-buffering", "no".into()),
+            ];
+            super::http::add_cors(&mut headers, cx.cors);
+            if out.start_stream(200, &headers).await.is_err() {
+                return Ok((None, Report::failed(status, "client went away")));
+            }
+            streaming = true;
+        }
+        metrics::counter!("warden_input_rounds_bridged_total", "upstream" => up.name.clone())
+            .increment(1);
+        let answers = match ib::ask_client(session, &asked, gid, out).await {
+            Ok(a) => a,
+            Err(r) => {
+                let e = shape.refusal(r, Some(client_id));
+                ib::finish(&e, client_id, shape, out).await;
+                return Ok((None, Report::failed(status, "input not answered")));
+            }
+        };
+        params = ib::retry_params(&params, answers, asked.state);
+        call = ib::fresh_credential(cx, fwd).await?;
+    }
+    Ok((None, Report::failed(None, "too many rounds of input")))
 }
 
 /// The capabilities a 2025-era client declared in its `initialize`.
@@ -734,6 +837,9 @@ pub async fn client_response(
     session: &Arc<Session>,
     msg: &Message<'_>,
 ) {
+    if super::input_bridge::deliver_answer(session, msg) {
+        return;
+    }
     let Some((uid, orig)) = msg.id.and_then(rewrite::unwrap_server_id) else {
         return;
     };

@@ -9,6 +9,7 @@ mod delegate;
 pub mod era;
 mod forward;
 mod http;
+mod input_bridge;
 mod limits;
 mod modern;
 mod mrtr;

@@ -364,7 +364,8 @@ impl<'a> Shape<'a> {
             == Some("input_required");
         if asks {
             let msg = "The upstream needs more input from the user (a 2026-07-28 input_required \
-                       result), which a 2025-era session cannot carry; use a 2026-07-28 client";
+                       result) that this client cannot give: it did not declare the capability \
+                       the request needs (elicitation, sampling or roots) in initialize";
             v.remove("result");
             v.insert(
                 "error".into(),

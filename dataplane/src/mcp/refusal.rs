@@ -412,6 +412,19 @@ impl Refusal {
         .says(message)
     }
 
+    /// A 2026-07-28 upstream's request for input that the 2025-xx client could not or did
+    /// not answer (the call ends here; nothing more is sent upstream).
+    pub fn input_unanswered(why: &'static str) -> Self {
+        Self::new(
+            "input_unanswered",
+            Blame::Agent,
+            Outcome::Rejected,
+            200,
+            Form::JsonRpc(code::INTERNAL_ERROR, None),
+        )
+        .says(why)
+    }
+
     /// A method 2026-07-28 removed (`initialize`, `ping`, `logging/setLevel`,
     /// `resources/subscribe`…): method not found (HTTP 404 once [`Self::modern`]), saying what
     /// replaced it.

@@ -28,6 +28,9 @@ pub struct Session {
     pub upstream_sessions: DashMap<u32, UpstreamSession>,
     /// Client request id (raw JSON) → (upstream id, upstream request id), for cancellation.
     pub inflight: DashMap<String, (u32, u64)>,
+    /// The gateway's own requests for input to this client (raw JSON id) → the call waiting
+    /// for the answer (a 2026-07-28 upstream's `input_required`, see `mcp::input_bridge`).
+    pub pending_inputs: DashMap<String, futures_channel::oneshot::Sender<String>>,
     /// Unix seconds of the sealed issue time (absolute lifetime).
     pub issued_at: i64,
     /// SHA-256 of the id (the revocation key).
@@ -262,6 +265,7 @@ impl Session {
             id_hash: [0; 32],
             upstream_sessions: DashMap::new(),
             inflight: DashMap::new(),
+            pending_inputs: DashMap::new(),
             last_seen: AtomicI64::new(now),
         }
     }
@@ -275,6 +279,7 @@ impl Session {
             id_hash: id_hash(id),
             upstream_sessions: DashMap::new(),
             inflight: DashMap::new(),
+            pending_inputs: DashMap::new(),
             last_seen: AtomicI64::new(now),
         }
     }
