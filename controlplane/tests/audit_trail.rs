@@ -439,3 +439,35 @@ async fn duplicate_members_are_refused_and_recorded() {
         controlplane::audit::Verified::Ok { records: 1, .. }
     ));
 }
+
+/// A soak found it: request ids were the shard and a per-shard counter only, so every replica
+/// (and every restart) answered the same ids — `x-request-id` could not name one audit record
+/// among replicas. Two gateways of one shard each now never share an id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_differ_between_gateways() {
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let env = Env::start_edited(1, Default::default(), "", |y| {
+            y.replace("  shards: 2\n", "  shards: 1\n")
+        })
+        .await;
+        let tok = env.token("alice");
+        let mut mine = std::collections::HashSet::new();
+        for _ in 0..3 {
+            let r = env
+                .client
+                .post(env.url())
+                .bearer_auth(&tok)
+                .header("content-type", "application/json")
+                .body("{not json")
+                .send()
+                .await
+                .unwrap();
+            mine.insert(r.headers()["x-request-id"].to_str().unwrap().to_owned());
+        }
+        assert_eq!(mine.len(), 3, "{mine:?}");
+        ids.push(mine);
+        env.gw.shutdown().await;
+    }
+    assert!(ids[0].is_disjoint(&ids[1]), "{ids:?}");
+}
