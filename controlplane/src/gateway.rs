@@ -711,6 +711,19 @@ async fn start_inner(
             }
         }
     });
+    // A file-size limit (RLIMIT_FSIZE: `ulimit -f`, systemd's LimitFSIZE) must fail the write
+    // (EFBIG: the audit sink's "disk full" path, calls refused until it recovers), not kill the
+    // process: SIGXFSZ's default action terminates it. A handler that does nothing turns the
+    // signal into the write's error.
+    #[cfg(target_os = "linux")]
+    tokio::spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        const SIGXFSZ: i32 = 25;
+        let Ok(mut xfsz) = signal(SignalKind::from_raw(SIGXFSZ)) else {
+            return;
+        };
+        while xfsz.recv().await.is_some() {}
+    });
     let status_view = control.status.clone();
     let expected_shards = n;
     let admin_listener = bind_admin(cfg.admin.listen).await?;
