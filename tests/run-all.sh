@@ -28,6 +28,9 @@ command -v nginx >/dev/null || need+=(nginx)
 # PostgreSQL server binaries for the state store's tests (testkit::postgres runs initdb itself;
 # Debian keeps them in /usr/lib/postgresql/<version>/bin, off PATH).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+# openssl (the soak's CA and certificate renewals) and prlimit (util-linux; the soak's file-size limit).
+command -v openssl >/dev/null || need+=(openssl)
+command -v prlimit >/dev/null || need+=(util-linux)
 if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
@@ -87,3 +90,6 @@ WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/console/run.sh
 step "failover under load: k6 tools/call through nginx round-robin over three warden replicas (one key ring), one replica SIGTERMed and restarted mid-load; no failed call, upstream executions == successes, audit records over all replicas == successes, every chain verifies, exit 0"
 cargo build -p testkit --bins
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/failover/run.sh
+
+step "chaos soak: k6 mixed load (allowed/denied/unauthenticated/malformed/oversize, both MCP eras) through nginx over three TLS replicas sharing PostgreSQL, while 12 faults run (upstream kill/slow/garbage/drop, JWKS rotate/unavailable/garbage, issuer stopped, policy+config reloads, TLS renewal, audit file-size limit, replica SIGKILL); invariants from the verifying upstream, the audit files and /proc; fails on any violation; report in target/soak-report.md"
+WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" REPORT="$PWD/target/soak-report.md" bash tests/soak/run.sh

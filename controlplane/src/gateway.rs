@@ -623,17 +623,6 @@ async fn start_inner(
             .map_err(StartError::Other)?;
         control.engine = Some(Arc::new(arc_swap::ArcSwap::from_pointee(engine)));
     }
-    // Initial keys and catalog before serving; failures leave the gateway not ready (503 /readyz).
-    for i in 0..control.issuers.len() {
-        control.refresh_issuer(i).await;
-    }
-    control.discover_missing().await;
-    control.pull_revocations().await;
-    control.publish();
-    if let Some(e) = control.policy_error.take() {
-        return Err(StartError::Other(format!("policy: {e}")));
-    }
-
     let audit = dataplane::audit::AuditQueue::new(cfg.audit.queue_capacity);
     let console =
         crate::console::Console::new(cfg.upstreams.iter().map(|u| u.name.clone()).collect());
@@ -695,13 +684,6 @@ async fn start_inner(
     } else {
         DriverChoice::Auto
     };
-    let mut threads = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
-        let gateway = |shard| dataplane::mcp::Gateway { shard };
-        let t = shard::spawn(i as u16, l, shared.clone(), driver, None, gateway)
-            .map_err(|e| StartError::Other(e.to_string()))?;
-        threads.push(t);
-    }
     // Reload triggers: SIGHUP, file changes (watching directories), POST /admin/reload.
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
     let watcher = match &control.source {
@@ -730,13 +712,20 @@ async fn start_inner(
             }
         }
     });
+    // A file-size limit (RLIMIT_FSIZE: `ulimit -f`, systemd's LimitFSIZE) must fail the write
+    // (EFBIG: the audit sink's "disk full" path, calls refused until it recovers), not kill the
+    // process: SIGXFSZ's default action terminates it. A handler that does nothing turns the
+    // signal into the write's error.
+    #[cfg(target_os = "linux")]
+    tokio::spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        const SIGXFSZ: i32 = 25;
+        let Ok(mut xfsz) = signal(SignalKind::from_raw(SIGXFSZ)) else {
+            return;
+        };
+        while xfsz.recv().await.is_some() {}
+    });
     let status_view = control.status.clone();
-    {
-        let mut st = (**status_view.load()).clone();
-        st.snapshot_generation = control.generation;
-        st.watched_files = control.watched();
-        status_view.store(Arc::new(st));
-    }
     let expected_shards = n;
     let admin_listener = bind_admin(cfg.admin.listen).await?;
     let admin_addr = admin_listener
@@ -765,6 +754,36 @@ async fn start_inner(
             clock,
         },
     ));
+    // Initial keys and catalog before the shards serve; failures leave the gateway not ready
+    // (503 /readyz). The admin port (`/sts/jwks.json`) already serves: discovery sends the
+    // upstreams the gateway's service token, and an upstream that verifies it fetches the
+    // STS JWKS from there.
+    for i in 0..control.issuers.len() {
+        control.refresh_issuer(i).await;
+    }
+    control.discover_missing().await;
+    control.pull_revocations().await;
+    control.publish();
+    if let Some(e) = control.policy_error.take() {
+        admin.abort();
+        hup.abort();
+        engine_task.abort();
+        return Err(StartError::Other(format!("policy: {e}")));
+    }
+
+    {
+        let mut st = (**status_view.load()).clone();
+        st.snapshot_generation = control.generation;
+        st.watched_files = control.watched();
+        status_view.store(Arc::new(st));
+    }
+    let mut threads = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let gateway = |shard| dataplane::mcp::Gateway { shard };
+        let t = shard::spawn(i as u16, l, shared.clone(), driver, None, gateway)
+            .map_err(|e| StartError::Other(e.to_string()))?;
+        threads.push(t);
+    }
     let grace = cfg.limits.shutdown_grace;
     let control_task = tokio::spawn(control.run(rx, reload_rx));
     // Wait (bounded) until every shard runs, so callers can connect right away.

@@ -439,3 +439,114 @@ async fn duplicate_members_are_refused_and_recorded() {
         controlplane::audit::Verified::Ok { records: 1, .. }
     ));
 }
+
+/// A soak found it: request ids were the shard and a per-shard counter only, so every replica
+/// (and every restart) answered the same ids — `x-request-id` could not name one audit record
+/// among replicas. Two gateways of one shard each now never share an id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_differ_between_gateways() {
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let env = Env::start_edited(1, Default::default(), "", |y| {
+            y.replace("  shards: 2\n", "  shards: 1\n")
+        })
+        .await;
+        let tok = env.token("alice");
+        let mut mine = std::collections::HashSet::new();
+        for _ in 0..3 {
+            let r = env
+                .client
+                .post(env.url())
+                .bearer_auth(&tok)
+                .header("content-type", "application/json")
+                .body("{not json")
+                .send()
+                .await
+                .unwrap();
+            mine.insert(r.headers()["x-request-id"].to_str().unwrap().to_owned());
+        }
+        assert_eq!(mine.len(), 3, "{mine:?}");
+        ids.push(mine);
+        env.gw.shutdown().await;
+    }
+    assert!(ids[0].is_disjoint(&ids[1]), "{ids:?}");
+}
+
+/// One stateless (2026-07-28) `tools/call` of `up0_echo`; the JSON-RPC answer, or `None` when
+/// nothing answered.
+async fn modern_call(url: &str, tok: &str) -> Option<Value> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "up0_echo", "arguments": {"k": 1},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let r = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(tok)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "up0_echo")
+        .timeout(Duration::from_secs(5))
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()?;
+    let text = r.text().await.ok()?;
+    if text.trim_start().starts_with('{') {
+        serde_json::from_str(&text).ok()
+    } else {
+        Some(common::last_sse_message(&text))
+    }
+}
+
+/// A soak found it: a file-size limit (RLIMIT_FSIZE, `ulimit -f`) below the audit file's size
+/// killed the gateway (SIGXFSZ's default action: exit by signal 25) instead of failing the
+/// write. The process must live on and keep answering, and serve calls once it is lifted.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_size_limit_does_not_kill_the_gateway() {
+    use common::process::{WardenProc, free_port};
+    let issuer = testkit::TestIssuer::start().await;
+    let up = testkit::TestUpstream::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "");
+    let mut w = WardenProc::start(dir.path(), &yaml, free_port(), free_port()).await;
+    let tok = issuer.mint(&issuer.claims("alice", common::AUD, "mcp:tools"));
+    let ok = |v: &Option<Value>| {
+        v.as_ref()
+            .is_some_and(|v| v["result"].is_object() && v["result"]["isError"] != true)
+    };
+    let first = modern_call(&w.url(), &tok).await;
+    assert!(ok(&first), "served before the limit: {first:?}");
+    let pid = w.child.id().to_string();
+    let prlimit = |limit: &str| {
+        let st = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--fsize={limit}")])
+            .status()
+            .expect("prlimit (util-linux)");
+        assert!(st.success(), "prlimit --fsize={limit}");
+    };
+    prlimit("1:");
+    for _ in 0..20 {
+        let v = modern_call(&w.url(), &tok).await;
+        assert!(
+            w.child.try_wait().unwrap().is_none(),
+            "the gateway died under a file-size limit: {:?}",
+            w.child.try_wait()
+        );
+        assert!(v.is_some(), "the gateway answers while writes fail");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    prlimit("unlimited:");
+    let mut served = false;
+    for _ in 0..50 {
+        if ok(&modern_call(&w.url(), &tok).await) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "served once the limit is lifted");
+    w.kill();
+}

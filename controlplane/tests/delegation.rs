@@ -143,3 +143,266 @@ async fn each_call_carries_a_token_minted_for_it() {
     }
     env.gw.shutdown().await;
 }
+
+/// What the verifying upstream saw: one entry per request, whether its bearer token verified
+/// against the STS JWKS fetched from the gateway's admin port at that moment.
+type Verdicts = std::sync::Arc<tokio::sync::Mutex<Vec<(String, Result<(), String>)>>>;
+
+/// An MCP upstream that, like a real resource server, fetches the STS JWKS from the gateway's
+/// admin port for every request and verifies the bearer token before answering.
+async fn verifying_upstream(admin: u16, seen: Verdicts) -> String {
+    use axum::extract::State;
+    use axum::http::HeaderMap;
+    async fn mcp(
+        State((admin, seen)): State<(u16, Verdicts)>,
+        headers: HeaderMap,
+        body: String,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let req: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let method = req["method"].as_str().unwrap_or("").to_owned();
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("")
+            .to_owned();
+        let verdict = async {
+            let jwks = reqwest::Client::new()
+                .get(format!("http://127.0.0.1:{admin}/sts/jwks.json"))
+                .timeout(std::time::Duration::from_secs(2))
+                .send()
+                .await
+                .map_err(|e| format!("JWKS fetch: {e}"))?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            let keys = dataplane::auth::jwks::parse_jwks(
+                jwks.as_bytes(),
+                &[jsonwebtoken::Algorithm::EdDSA],
+            )
+            .map_err(|e| format!("JWKS: {e:?}"))?;
+            let policy = dataplane::auth::jwt::ValidationPolicy {
+                issuer: "http://sts.warden.test".into(),
+                audiences: vec![UP_AUD.into()],
+                leeway_secs: 5,
+                max_lifetime_secs: 3600,
+                token_types: vec!["at+jwt".into()],
+            };
+            let d = dataplane::auth::jwt::decode(&token, 16384, &policy.token_types)
+                .map_err(|e| format!("decode: {e:?}"))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            dataplane::auth::jwt::verify(&d, &keys, &policy, now)
+                .map(|_| ())
+                .map_err(|e| format!("verify: {e:?}"))
+        }
+        .await;
+        seen.lock().await.push((method.clone(), verdict));
+        let id = req["id"].clone();
+        let result = match method.as_str() {
+            "initialize" => json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                                   "serverInfo": {"name": "verifying", "version": "1"}}),
+            "tools/list" => json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}),
+            m if m.starts_with("notifications/") => {
+                return axum::http::StatusCode::ACCEPTED.into_response();
+            }
+            _ => json!({}),
+        };
+        (
+            [
+                ("mcp-session-id", "s-1"),
+                ("content-type", "application/json"),
+            ],
+            json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string(),
+        )
+            .into_response()
+    }
+    let app = axum::Router::new()
+        .route("/mcp", axum::routing::post(mcp))
+        .with_state((admin, seen));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    url
+}
+
+/// Startup order (a soak found it): catalog discovery sends the upstream the gateway's
+/// service token, so `/sts/jwks.json` must already be served when it runs — else the first
+/// tokens an upstream sees cannot be verified and a verifying upstream refuses discovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sts_jwks_is_served_before_discovery_sends_the_first_token() {
+    let issuer = testkit::TestIssuer::start().await;
+    let admin = testkit::stable_port();
+    let seen = Verdicts::default();
+    let up = verifying_upstream(admin, seen.clone()).await;
+    let yaml = format!(
+        "{}{}",
+        common::config_yaml(&issuer.issuer(), &[], ""),
+        delegation_block()
+    )
+    .replace("admin:\n  listen: 127.0.0.1:0\n", &format!("admin:\n  listen: 127.0.0.1:{admin}\n"))
+    .replace(
+        "upstreams:\n  []\n",
+        &format!(
+            "upstreams:\n  - name: up0\n    url: {up}\n    timeout: 5s\n    token_exchange:\n      type: delegation\n      idp: warden\n      audience: {UP_AUD}\n      tools:\n        - name: echo\n          ttl: 5s\n          scopes: [up:echo]\n"
+        ),
+    );
+    let cfg = controlplane::Config::parse(&yaml, "deleg.yaml").expect("config");
+    let gw = controlplane::start(cfg, None).await.expect("start");
+    let seen = seen.lock().await.clone();
+    assert!(
+        seen.iter().any(|(m, _)| m == "tools/list"),
+        "discovery reached the upstream during start: {seen:?}"
+    );
+    for (method, verdict) in &seen {
+        assert_eq!(
+            verdict,
+            &Ok(()),
+            "{method}: the upstream could not verify the token"
+        );
+    }
+    gw.shutdown().await;
+}
+
+/// Each `tools/call` the forgetful upstream received: the token's `exp`, and the time then.
+type Seen = std::sync::Arc<tokio::sync::Mutex<Vec<(i64, f64)>>>;
+
+/// An MCP upstream that forgets the session of the first `tools/call` (404) and from then on
+/// is slow (`reopen`) to open a session.
+async fn forgetful_upstream(reopen: std::time::Duration, seen: Seen) -> String {
+    use axum::extract::State;
+    use axum::http::HeaderMap;
+    use axum::response::IntoResponse;
+    #[derive(Clone)]
+    struct St {
+        seen: Seen,
+        inits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        forgot: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        reopen: std::time::Duration,
+    }
+    async fn mcp(
+        State(st): State<St>,
+        headers: HeaderMap,
+        body: String,
+    ) -> axum::response::Response {
+        let req: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let sid = headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let ok = |result: Value, sid: &str| {
+            (
+                [
+                    ("mcp-session-id", sid.to_owned()),
+                    ("content-type", "application/json".to_owned()),
+                ],
+                json!({"jsonrpc": "2.0", "id": req["id"], "result": result}).to_string(),
+            )
+                .into_response()
+        };
+        match req["method"].as_str().unwrap_or("") {
+            "initialize" => {
+                let n = st.inits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if st.forgot.load(std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(st.reopen).await;
+                }
+                ok(
+                    json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                           "serverInfo": {"name": "forgetful", "version": "1"}}),
+                    &format!("s-{n}"),
+                )
+            }
+            "tools/list" => ok(
+                json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}),
+                &sid,
+            ),
+            "tools/call" => {
+                let tok = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .unwrap_or("");
+                let exp = part(tok, 1)["exp"].as_i64().unwrap_or(0);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs_f64();
+                st.seen.lock().await.push((exp, now));
+                // The first call's session is forgotten: a restarted upstream.
+                if !st.forgot.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    return axum::http::StatusCode::NOT_FOUND.into_response();
+                }
+                ok(json!({"content": [{"type": "text", "text": "ran"}]}), &sid)
+            }
+            m if m.starts_with("notifications/") => {
+                axum::http::StatusCode::ACCEPTED.into_response()
+            }
+            _ => ok(json!({}), &sid),
+        }
+    }
+    let app = axum::Router::new()
+        .route("/mcp", axum::routing::post(mcp))
+        .with_state(St {
+            seen,
+            inits: Default::default(),
+            forgot: Default::default(),
+            reopen,
+        });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    url
+}
+
+/// A soak found it: when the upstream forgot the session, the call was resent in a new one
+/// with the delegation token minted before — expired by then if reopening took longer than
+/// the token had left. An expired token is never sent; the call fails as such, typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_delegation_token_is_never_resent() {
+    let issuer = testkit::TestIssuer::start().await;
+    let seen = Seen::default();
+    let up = forgetful_upstream(std::time::Duration::from_millis(3200), seen.clone()).await;
+    let yaml = format!(
+        "{}{}",
+        common::config_yaml(&issuer.issuer(), &[], ""),
+        delegation_block()
+    )
+    .replace(
+        "upstreams:\n  []\n",
+        &format!(
+            "upstreams:\n  - name: up0\n    url: {up}\n    timeout: 8s\n    token_exchange:\n      type: delegation\n      idp: warden\n      audience: {UP_AUD}\n      tools:\n        - name: echo\n          ttl: 2s\n          scopes: [up:echo]\n"
+        ),
+    );
+    let cfg = controlplane::Config::parse(&yaml, "deleg.yaml").expect("config");
+    let gw = controlplane::start(cfg, None).await.expect("start");
+    let env = Env {
+        issuer,
+        upstreams: Vec::new(),
+        gw,
+        client: reqwest::Client::new(),
+    };
+    let alice = env.token("alice");
+    let sid = env.session(&alice).await;
+    let v = env
+        .call(&alice, &sid, json!(1), "up0_echo", json!({}))
+        .await;
+    let seen = seen.lock().await.clone();
+    for (exp, at) in &seen {
+        assert!(
+            (*exp as f64) > *at,
+            "the upstream received a token with exp {exp} at {at:.3}: {seen:?}"
+        );
+    }
+    assert_eq!(seen.len(), 1, "sent once, not resent expired: {seen:?}");
+    let text = v.to_string();
+    assert!(
+        v["result"]["isError"] == true || v.get("error").is_some(),
+        "the client is told: {text}"
+    );
+    assert!(text.contains("expired"), "{text}");
+    env.gw.shutdown().await;
+}

@@ -485,3 +485,76 @@ async fn client_identity_headers_are_not_forwarded() {
     }
     env.gw.shutdown().await;
 }
+
+/// The audit records in a test gateway's audit directory.
+fn audit_records(dir: &std::path::Path) -> Vec<Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<Value>>()
+        })
+        .collect()
+}
+
+/// A soak found both: the gateway answered 413 to a client still sending its body and closed
+/// the socket with the body unread (the kernel's reset can destroy the answer before the client
+/// reads it), and the refused request had no audit record. Every request has exactly one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_body_still_being_sent_gets_its_413_and_one_audit_record() {
+    let mut dir = std::path::PathBuf::new();
+    let env = Env::start_edited(1, Default::default(), "", |y| {
+        dir = common::audit_dir_of(&y);
+        y
+    })
+    .await;
+    let addr = env.gw.addr;
+    let (out, err) = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n"
+        );
+        // A client that sends (part of) its body before reading: the gateway reads the head,
+        // answers, and the rest of what was sent sits unread in its socket.
+        let mut req = head.into_bytes();
+        req.extend_from_slice(&vec![b' '; 256 * 1024]);
+        let _ = s.write_all(&req);
+        std::thread::sleep(Duration::from_millis(200));
+        let mut out = Vec::new();
+        let r = s.read_to_end(&mut out);
+        (String::from_utf8_lossy(&out).into_owned(), r.err())
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 413"),
+        "answer {out:?}, error {err:?}"
+    );
+    assert!(
+        err.is_none(),
+        "the client saw {err:?} instead of a clean close"
+    );
+    env.gw.shutdown().await;
+    let recs = audit_records(&dir);
+    let refused: Vec<_> = recs
+        .iter()
+        .filter(|r| r["reason"] == "request body refused unread")
+        .collect();
+    assert_eq!(refused.len(), 1, "records: {recs:?}");
+    assert_eq!(refused[0]["decision"], "rejected", "{:?}", refused[0]);
+    assert_eq!(recs.len(), 1, "nothing else was recorded: {recs:?}");
+}

@@ -12,17 +12,26 @@ use std::time::Duration;
 /// The monotonic instant [`Clock::now`] returns.
 pub use quanta::Instant;
 
-/// Monotonic instants and wall time from one source. Cheap to clone; clones read the same
-/// time (a mock's clones all follow its [`MockClock`]).
+/// Monotonic instants and wall time. Cheap to clone; clones read the same time (a mock's
+/// clones all follow its [`MockClock`]).
 ///
-/// Wall time is the wall clock read once at construction plus the monotonic time since, so
-/// the two readings move together, and a step of the system clock (NTP, an operator) does not
-/// move a running gateway's notion of "now" backwards.
+/// The real clock reads the system's wall clock at every [`Clock::unix_ms`]: token `exp`/`nbf`
+/// checks and record times must be real time, and a wall time derived from the monotonic
+/// clock drifts from it (suspend, NTP slewing, TSC calibration). A mock derives its wall time
+/// from its own monotonic reading, so advancing it moves both together.
 #[derive(Debug, Clone)]
 pub struct Clock {
     q: quanta::Clock,
-    base: Instant,
-    base_unix_ms: i64,
+    wall: Wall,
+}
+
+/// Where a [`Clock`]'s wall time comes from.
+#[derive(Debug, Clone)]
+enum Wall {
+    /// The system's wall clock, read at each call.
+    System,
+    /// `base_unix_ms` at `base`, moving with the (mock) monotonic clock.
+    Derived { base: Instant, base_unix_ms: i64 },
 }
 
 /// Moves a mock [`Clock`] (and every clone of it) forward.
@@ -41,11 +50,9 @@ impl Clock {
             reason = "the one real monotonic clock of the process (clippy.toml)"
         )]
         let q = quanta::Clock::new();
-        let base = q.now();
         Clock {
             q,
-            base,
-            base_unix_ms: system_unix_ms(),
+            wall: Wall::System,
         }
     }
 
@@ -62,8 +69,10 @@ impl Clock {
         (
             Clock {
                 q,
-                base,
-                base_unix_ms: unix_ms,
+                wall: Wall::Derived {
+                    base,
+                    base_unix_ms: unix_ms,
+                },
             },
             MockClock(mock),
         )
@@ -81,7 +90,12 @@ impl Clock {
 
     /// Wall time, milliseconds since the Unix epoch.
     pub fn unix_ms(&self) -> i64 {
-        self.base_unix_ms + self.since(self.base).as_millis() as i64
+        match &self.wall {
+            Wall::System => system_unix_ms(),
+            Wall::Derived { base, base_unix_ms } => {
+                base_unix_ms + self.since(*base).as_millis() as i64
+            }
+        }
     }
 
     /// Wall time, seconds since the Unix epoch (JWT `iat`/`exp`, record expiry).
@@ -97,7 +111,7 @@ impl MockClock {
     }
 }
 
-/// The system's wall clock: read here only, once per [`Clock`].
+/// The system's wall clock: read here only.
 #[expect(
     clippy::disallowed_methods,
     reason = "the one place Warden reads the system wall clock (clippy.toml)"
@@ -168,6 +182,22 @@ mod tests {
         let t = c.now();
         assert!((c.unix_ms() - system_unix_ms()).abs() < 5_000);
         assert!(c.now() >= t);
+    }
+
+    /// A soak found it: wall time derived from the monotonic clock drifted from real time, and
+    /// token expiry was judged by the drifted value. Real wall time must not follow the
+    /// monotonic clock: here it runs an hour ahead, and `unix_ms` stays the system's.
+    #[test]
+    fn real_wall_time_does_not_follow_the_monotonic_clock() {
+        let (q, mock) = quanta::Clock::mock();
+        let c = Clock {
+            q,
+            wall: Wall::System,
+        };
+        let t = c.now();
+        mock.increment(Duration::from_secs(3600));
+        assert_eq!(c.since(t), Duration::from_secs(3600));
+        assert!((c.unix_ms() - system_unix_ms()).abs() < 1_000);
     }
 
     #[test]

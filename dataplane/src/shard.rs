@@ -68,6 +68,8 @@ pub struct Shard {
     pub clock: Clock,
     next_id: Cell<u64>,
     next_req: Cell<u64>,
+    /// Random per shard instance: request ids differ across replicas and restarts.
+    req_prefix: u32,
     rng: Cell<u64>,
     pub connections: Cell<usize>,
     /// Sessions held for stateless (2026-07-28) callers, by user and capabilities (see
@@ -104,6 +106,7 @@ impl Shard {
             clock,
             next_id: Cell::new(0),
             next_req: Cell::new(0),
+            req_prefix: (seed() >> 32) as u32,
             rng: Cell::new(seed()),
             connections: Cell::new(0),
             owned_sessions: RefCell::new(std::collections::HashMap::new()),
@@ -139,11 +142,13 @@ impl Shard {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    /// A request id for logs and audit records: shard and a per-shard counter, in hex.
+    /// A request id for logs and audit records, in hex: a random prefix drawn when the shard
+    /// starts, the shard and a per-shard counter. The prefix keeps ids apart between replicas
+    /// and across restarts (shard and counter alone repeat in every process).
     pub fn next_request_id(&self) -> String {
         let n = self.next_req.get() + 1;
         self.next_req.set(n);
-        format!("{:04x}{:012x}", self.id, n)
+        format!("{:08x}{:04x}{:012x}", self.req_prefix, self.id, n)
     }
 
     /// A gateway-assigned JSON-RPC id, unique across shards and over the process's life.

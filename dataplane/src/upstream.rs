@@ -38,6 +38,10 @@ pub enum UpError {
     TooLarge,
     #[error("no gateway credential could be obtained for the upstream")]
     Credential,
+    /// The call's own delegation token expired before (re)sending it, e.g. while a forgotten
+    /// upstream session was reopened; an expired token is never sent.
+    #[error("the call's delegation token expired before it could be sent; nothing was sent")]
+    CredentialExpired,
     #[error("TLS handshake with the upstream failed")]
     Tls,
 }

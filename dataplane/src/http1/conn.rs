@@ -39,6 +39,11 @@ pub trait Handler {
         req: Request,
         out: &mut Responder<'_, S>,
     ) -> impl Future<Output = ()>;
+
+    /// A request whose head was read but whose body was refused unread (`error`: 413, 408);
+    /// the connection answers it. Called once, before the answer, so the handler can put the
+    /// request on record (every request has one).
+    fn refused(&self, _head: &Head, _error: &HttpError) {}
 }
 
 /// Writes one response, either whole or as a chunked stream.
@@ -187,6 +192,32 @@ async fn read_more<S: AsyncReadRent>(
             Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
             None,
         ),
+    }
+}
+
+/// How long, and how many bytes, a connection refused mid-request is drained after its answer.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Close a connection whose request body was left unread without losing the answer just
+/// written: closing a socket with unread input makes the kernel send a reset, and a reset can
+/// destroy the answer in the client's receive buffer before the client reads it (the client
+/// is typically still sending the body). So: half-close (the client sees the answer end),
+/// then read and discard what the client still sends, up to [`LINGER`] / [`LINGER_BYTES`].
+async fn linger<S: AsyncReadRent + AsyncWriteRent>(stream: &mut S, buf: Vec<u8>) {
+    let _ = stream.shutdown().await;
+    let mut deadline = Deadline::after(LINGER);
+    let mut drained = 0usize;
+    let mut buf = buf;
+    while drained < LINGER_BYTES {
+        buf.clear();
+        match read_more(stream, buf, &mut deadline).await {
+            (Ok(n), Some(b)) if n > 0 => {
+                drained += n;
+                buf = b;
+            }
+            _ => return,
+        }
     }
 }
 
@@ -356,6 +387,7 @@ where
             }
         };
         if let Err(e) = body_result {
+            handler.refused(&head, &e);
             let mut r = Responder {
                 stream: &mut stream,
                 buf: Vec::new(),
@@ -364,7 +396,9 @@ where
                 head_only: false,
                 extra: Vec::new(),
             };
-            let _ = r.send(error_response(&e)).await;
+            if r.send(error_response(&e)).await.is_ok() {
+                linger(&mut stream, buf).await;
+            }
             return;
         }
 

@@ -31,12 +31,17 @@ pub(super) async fn for_call(
         a.acting(g);
     }
     match call_auth(cx.shard, up, tool, cx.caller).await {
-        Ok(auth) => Ok(cx.meta.outbound(auth.map(|(h, d)| {
-            if let Some(a) = rec.as_mut() {
-                a.delegation(d);
-            }
-            h
-        }))),
+        Ok(auth) => {
+            let exp = auth.as_ref().map(|(_, d)| d.exp);
+            let mut out = cx.meta.outbound(auth.map(|(h, d)| {
+                if let Some(a) = rec.as_mut() {
+                    a.delegation(d);
+                }
+                h
+            }));
+            out.auth_exp = exp;
+            Ok(out)
+        }
         Err(e) => {
             metrics::counter!("warden_delegation_failures_total", "upstream" => up.name.clone())
                 .increment(1);

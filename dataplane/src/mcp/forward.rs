@@ -162,6 +162,7 @@ fn error_kind(e: &UpError) -> &'static str {
         UpError::BadResponse => "bad_response",
         UpError::TooLarge => "too_large",
         UpError::Credential => "credential",
+        UpError::CredentialExpired => "credential_expired",
         UpError::Tls => "tls",
     }
 }
@@ -179,10 +180,7 @@ async fn exchange_stateless(
 ) -> Result<(UpResponse, u64), UpError> {
     let gid = shard.next_upstream_id();
     let body = rewrite::upstream_request(gid, wire.method, wire.params);
-    let auth = match &call.auth {
-        Some(a) => Some(a.clone()),
-        None => session_auth(shard, up).await?,
-    };
+    let auth = outbound_auth(shard, up, call).await?;
     let mut h: Vec<(&str, &str)> = vec![
         ("content-type", "application/json"),
         ("accept", "application/json, text/event-stream"),
@@ -207,6 +205,26 @@ async fn exchange_stateless(
     let replay = Replay::of_method(wire.method);
     let r = upstream::send(&shard.pool, up, "POST", &h, &body, up.timeout, replay).await?;
     Ok((r, gid))
+}
+
+/// The `Authorization` of one send of `call`: its own delegation token while unexpired (an
+/// expired one is never sent: [`UpError::CredentialExpired`]), else the session credential.
+async fn outbound_auth(
+    shard: &Shard,
+    up: &Upstream,
+    call: &Outbound,
+) -> Result<Option<Secret<String>>, UpError> {
+    match &call.auth {
+        Some(_)
+            if call
+                .auth_exp
+                .is_some_and(|exp| shard.clock.unix_secs() >= exp) =>
+        {
+            Err(UpError::CredentialExpired)
+        }
+        Some(a) => Ok(Some(a.clone())),
+        None => session_auth(shard, up).await,
+    }
 }
 
 /// What goes to a modern upstream besides the session-free body: the method and params in
@@ -235,10 +253,7 @@ async fn exchange(
         let us = ensure_upstream_session(shard, session, up).await?;
         let gid = shard.next_upstream_id();
         let body = rewrite::upstream_request(gid, method, params);
-        let auth = match &call.auth {
-            Some(a) => Some(a.clone()),
-            None => session_auth(shard, up).await?,
-        };
+        let auth = outbound_auth(shard, up, call).await?;
         let mut h = headers(Some(&us), exposed(&auth), &us.protocol_version);
         if let Some(tp) = &call.traceparent {
             h.push(("traceparent", tp.as_str()));
@@ -895,6 +910,7 @@ mod tests {
         };
         let outbound = Outbound {
             auth: Some(Secret::new(format!("Bearer {TOKEN}"))),
+            auth_exp: None,
             traceparent: None,
         };
         let delegated = crate::control::Delegated {

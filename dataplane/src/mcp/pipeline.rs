@@ -68,6 +68,19 @@ impl Handler for Gateway {
             tracing::Instrument::instrument(self.serve(&snap, &meta, &req, out), span).await;
         metrics::counter!("warden_http_requests_total", "method" => http::method_label(method), "status" => http::status_label(status)).increment(1);
     }
+
+    /// A POST to the MCP endpoint whose body the connection refused unread (413, 408) is
+    /// still a request, with its one audit record (no identity: nothing was authenticated).
+    fn refused(&self, head: &crate::http1::parse::Head, error: &crate::http1::HttpError) {
+        let shard = &*self.shard;
+        let snap = shard.shared.snapshot.load();
+        if head.method != Method::Post || head.path != snap.settings.mcp_path {
+            return;
+        }
+        let r = Refusal::body_refused(error.status, error.reason);
+        r.count();
+        record::unreserved(shard, None, &[], &Meta::of(shard, head), &r);
+    }
 }
 
 impl Gateway {

@@ -322,6 +322,13 @@ impl Refusal {
             .audited_as("request headers not acceptable")
     }
 
+    /// The body was refused unread by the connection (413 too large, 408 too slow); the
+    /// connection already answered, this is the audit record's and the metric's refusal.
+    pub fn body_refused(status: u16, message: &'static str) -> Self {
+        Self::agent_oauth("body", status, "invalid_request", message)
+            .audited_as("request body refused unread")
+    }
+
     pub fn parse_error() -> Self {
         Self::jsonrpc_400("parse_error", code::PARSE_ERROR, "Parse error")
     }

@@ -58,6 +58,7 @@ impl Meta {
     pub fn outbound(&self, auth: Option<Secret<String>>) -> Outbound {
         Outbound {
             auth,
+            auth_exp: None,
             traceparent: Some(format!(
                 "00-{}-{}-01",
                 self.trace_id
@@ -89,6 +90,9 @@ fn trace_context_of(tp: &str) -> Option<(&str, &str)> {
 #[derive(Debug, Default)]
 pub struct Outbound {
     pub auth: Option<Secret<String>>,
+    /// When `auth` is a delegation token: its `exp` (Unix seconds), from which on it is
+    /// not sent (not once, not on a resend).
+    pub auth_exp: Option<i64>,
     pub traceparent: Option<String>,
 }
 
