@@ -147,7 +147,7 @@ fn upstream_error(id: &RawValue, up: &Upstream, e: &UpError) -> Vec<u8> {
 }
 
 /// An upstream failure before any answer reached the client (counted by kind).
-fn upstream_refusal(up: &Upstream, e: &UpError) -> Refusal {
+pub(super) fn upstream_refusal(up: &Upstream, e: &UpError) -> Refusal {
     metrics::counter!("warden_upstream_errors_total", "upstream" => up.name.clone(), "kind" => error_kind(e)).increment(1);
     let msg = format!("Upstream '{}' failed: {e}", up.name);
     Refusal::upstream("upstream_error", msg, e.to_string())
@@ -169,7 +169,7 @@ fn error_kind(e: &UpError) -> &'static str {
 
 /// Send one request to a 2026-07-28 upstream: stateless, `_meta` in the params, the
 /// mirrored headers (`Mcp-Method`, `Mcp-Name`, `Mcp-Param-*`) beside it; no session.
-async fn exchange_stateless(
+pub(super) async fn exchange_stateless(
     shard: &Shard,
     session: &Arc<Session>,
     up: &Upstream,
@@ -229,7 +229,7 @@ async fn outbound_auth(
 
 /// What goes to a modern upstream besides the session-free body: the method and params in
 /// its revision, and the headers mirroring them.
-struct Wire<'a> {
+pub(super) struct Wire<'a> {
     method: &'a str,
     params: &'a str,
     /// `Mcp-Name`, encoded.
@@ -274,7 +274,7 @@ async fn exchange(
 }
 
 /// Observe the upstream's time (and return it in milliseconds, for the audit record).
-fn record_latency(shard: &Shard, up: &Upstream, started: quanta::Instant) -> f64 {
+pub(super) fn record_latency(shard: &Shard, up: &Upstream, started: quanta::Instant) -> f64 {
     let secs = shard
         .clock
         .now()
@@ -395,7 +395,7 @@ pub(super) async fn mcp<S: AsyncWriteRent>(
             // A 2025 client answers a modern upstream's input requests on the call's stream.
             let bridge = cx.modern.is_none() && super::era::name_field(&fwd.method).is_some();
             if bridge && let Some(out) = out {
-                let r = bridged(
+                let r = super::input_bridge::bridged(
                     cx, session, fwd, call, client_id, out, version, &caps, &params, &shape,
                 )
                 .await;
@@ -443,90 +443,6 @@ pub(super) async fn mcp<S: AsyncWriteRent>(
     })
 }
 
-/// A 2025 client's call to a modern upstream, with its rounds of input bridged (see
-/// [`super::input_bridge`]): the answer is relayed, or sent on the stream the rounds opened.
-#[allow(clippy::too_many_arguments)]
-async fn bridged<S: AsyncWriteRent>(
-    cx: &Cx<'_>,
-    session: &Arc<Session>,
-    fwd: &Forward,
-    mut call: Outbound,
-    client_id: &RawValue,
-    out: &mut Responder<'_, S>,
-    version: &str,
-    caps: &serde_json::Value,
-    params: &str,
-    shape: &Shape<'_>,
-) -> Result<(Option<Vec<u8>>, Report), Refusal> {
-    use super::input_bridge as ib;
-    let (shard, up) = (cx.shard, &cx.snap.upstreams[fwd.upstream]);
-    let mut params = params.to_owned();
-    let mut streaming = false;
-    for round in 0..=ib::MAX_ROUNDS {
-        let wire = wire(cx, fwd, &params);
-        let (r, gid) = exchange_stateless(shard, session, up, version, &wire, &call, client_id)
-            .await
-            .map_err(|e| upstream_refusal(up, &e))?;
-        // Not a JSON answer of ours to inspect: relayed as it is (errors, streams).
-        if !streaming && (r.status != 200 || !matches!(r.body, UpBody::Full(_))) {
-            return Ok((
-                None,
-                relay(shard, session, up, r, gid, client_id, out, cx.cors, shape).await,
-            ));
-        }
-        let status = Some(r.status);
-        let body = collect_response(r, gid, shard, up)
-            .await
-            .map_err(|e| upstream_refusal(up, &e))?;
-        let ok = Report {
-            upstream_status: status,
-            failure: None,
-            upstream_ms: None,
-        };
-        let asked = ib::asked(&body).filter(|_| round < ib::MAX_ROUNDS);
-        let Some(asked) = asked.filter(|a| ib::unanswerable(a, caps).is_none()) else {
-            // Complete (or not bridgeable: the shape says why, in the client's revision).
-            if streaming {
-                ib::finish(&body, client_id, shape, out).await;
-            } else {
-                let framed = match Message::parse(&body) {
-                    Ok(m) => shape.apply(rewrite::reframe(&m, Some(client_id), None)),
-                    Err(_) => {
-                        shape.refusal(upstream_refusal(up, &UpError::BadResponse), Some(client_id))
-                    }
-                };
-                send(out, Response::json(200, framed), cx.cors).await;
-            }
-            return Ok((None, ok));
-        };
-        if !streaming {
-            let mut headers: Vec<(&'static str, String)> = vec![
-                ("content-type", "text/event-stream".into()),
-                ("cache-control", "no-cache".into()),
-                ("x-accel-buffering", "no".into()),
-            ];
-            super::http::add_cors(&mut headers, cx.cors);
-            if out.start_stream(200, &headers).await.is_err() {
-                return Ok((None, Report::failed(status, "client went away")));
-            }
-            streaming = true;
-        }
-        metrics::counter!("warden_input_rounds_bridged_total", "upstream" => up.name.clone())
-            .increment(1);
-        let answers = match ib::ask_client(session, &asked, gid, out).await {
-            Ok(a) => a,
-            Err(r) => {
-                let e = shape.refusal(r, Some(client_id));
-                ib::finish(&e, client_id, shape, out).await;
-                return Ok((None, Report::failed(status, "input not answered")));
-            }
-        };
-        params = ib::retry_params(&params, answers, asked.state);
-        call = ib::fresh_credential(cx, fwd).await?;
-    }
-    Ok((None, Report::failed(None, "too many rounds of input")))
-}
-
 /// The capabilities a 2025-era client declared in its `initialize`.
 fn session_capabilities(session: &Session) -> serde_json::Value {
     session
@@ -539,7 +455,7 @@ fn session_capabilities(session: &Session) -> serde_json::Value {
 }
 
 /// The mirrored headers of a request to a modern upstream, from its (checked) params.
-fn wire<'a>(cx: &Cx<'_>, fwd: &'a Forward, params: &'a str) -> Wire<'a> {
+pub(super) fn wire<'a>(cx: &Cx<'_>, fwd: &'a Forward, params: &'a str) -> Wire<'a> {
     let p: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(params).unwrap_or_default();
     let name = super::era::name_field(&fwd.method)
@@ -619,7 +535,7 @@ async fn collect(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn relay<S: AsyncWriteRent>(
+pub(super) async fn relay<S: AsyncWriteRent>(
     shard: &Shard,
     session: &Session,
     up: &Upstream,
@@ -755,7 +671,7 @@ async fn relay<S: AsyncWriteRent>(
 }
 
 /// `notifications/{tools,prompts,resources}/list_changed`.
-fn announces_list_change(method: Option<&str>) -> bool {
+pub(super) fn announces_list_change(method: Option<&str>) -> bool {
     matches!(
         method,
         Some(
@@ -780,7 +696,7 @@ async fn decline_server_request(shard: &Shard, session: &Session, up: &Upstream,
     send_note(shard, session, up, &body).await;
 }
 
-fn write_event(buf: &mut Vec<u8>, id: Option<&str>, data: &[u8]) {
+pub(super) fn write_event(buf: &mut Vec<u8>, id: Option<&str>, data: &[u8]) {
     buf.clear();
     buf.extend_from_slice(b"event: message\n");
     if let Some(i) = id {
@@ -888,81 +804,5 @@ pub async fn close_upstream_sessions(shard: &Shard, snap: &Arc<Snapshot>, sessio
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::control::Subject;
-    use crate::http1::conn::Request;
-    use crate::mcp::vocab::Caller;
-    use crate::snapshot::UpstreamCredential;
-
-    #[test]
-    fn debug_output_holds_no_secret() {
-        // A token, a client secret, a cookie: none may appear in any `Debug` output, as text
-        // or as the byte list a derived `Debug` of `Vec<u8>` prints.
-        const TOKEN: &str = "eyJhbGciOiJFZERTQSJ9.c2VjcmV0LXBheWxvYWQ.c2ln";
-        const COOKIE: &str = "sid=c2Vzc2lvbi1jb29raWU";
-        let token = || Arc::<str>::from(TOKEN);
-        let caller = Caller {
-            claims: None,
-            owner: [0; 32],
-            token: Some(token().into()),
-            next_nonce: None,
-        };
-        let outbound = Outbound {
-            auth: Some(Secret::new(format!("Bearer {TOKEN}"))),
-            auth_exp: None,
-            traceparent: None,
-        };
-        let delegated = crate::control::Delegated {
-            token: token().into(),
-            jti: None,
-            exp: 0,
-            scope: String::new(),
-        };
-        let subject = Subject::User {
-            sub: "alice".into(),
-            email: None,
-            act: None,
-            subject_token: Some(token().into()),
-        };
-        let credential = UpstreamCredential::Bearer(TOKEN.to_owned().into());
-        let raw = format!(
-            "POST /mcp?access_token={TOKEN} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nCookie: {COOKIE}\r\nContent-Length: 0\r\n\r\n"
-        );
-        let (head, _) = crate::http1::parse::parse_head(raw.as_bytes(), 16384)
-            .unwrap()
-            .unwrap();
-        let request = Request {
-            head: head.clone(),
-            body: Vec::new(),
-        };
-        let printed = [
-            ("Caller", format!("{caller:?} {caller:#?}")),
-            ("Outbound", format!("{outbound:?} {outbound:#?}")),
-            ("Delegated", format!("{delegated:?} {delegated:#?}")),
-            ("Subject", format!("{subject:?} {subject:#?}")),
-            ("UpstreamCredential", format!("{credential:?}")),
-            ("Head", format!("{head:?} {head:#?}")),
-            ("Request", format!("{request:?} {request:#?}")),
-        ];
-        let bytes = |s: &str| {
-            let b = format!("{:?}", &s.as_bytes()[..12]);
-            b.trim_matches(['[', ']']).to_owned()
-        };
-        for (what, out) in &printed {
-            for secret in ["c2VjcmV0LXBheWxvYWQ", "c2Vzc2lvbi1jb29raWU"] {
-                assert!(!out.contains(secret), "{what} prints a secret: {out}");
-                assert!(
-                    !out.contains(&bytes(secret)),
-                    "{what} prints its bytes: {out}"
-                );
-            }
-        }
-        // What is not secret still shows.
-        assert!(
-            printed[5].1.contains(r#"("host", "a")"#),
-            "{}",
-            printed[5].1
-        );
-    }
-}
+#[path = "forward_tests.rs"]
+mod tests;

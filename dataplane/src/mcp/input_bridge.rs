@@ -19,15 +19,21 @@ use monoio::io::AsyncWriteRent;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::delegate;
+use super::forward::{
+    announces_list_change, exchange_stateless, relay, upstream_refusal, wire, write_event,
+};
 use super::modern::Shape;
+use super::pipeline::send;
+use super::record::Report;
 use super::refusal::Refusal;
-use super::rewrite;
 use super::route::Forward;
 use super::vocab::{Cx, Outbound};
+use super::{delegate, rewrite};
+use crate::http1::Response;
 use crate::http1::conn::Responder;
 use crate::jsonrpc::{self, Message};
 use crate::session::Session;
+use crate::upstream::{UpBody, UpError};
 
 /// Rounds of input one call may ask for.
 pub const MAX_ROUNDS: usize = 8;
@@ -192,4 +198,128 @@ pub(super) async fn finish<S: AsyncWriteRent>(
     ev.extend_from_slice(b"\n\n");
     let _ = out.send_chunk(&ev).await;
     let _ = out.end_stream().await;
+}
+
+/// A 2025 client's call to a modern upstream, with its rounds of input bridged (see
+/// [`super::input_bridge`]): the answer is relayed, or sent on the stream the rounds opened.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn bridged<S: AsyncWriteRent>(
+    cx: &Cx<'_>,
+    session: &Arc<Session>,
+    fwd: &Forward,
+    mut call: Outbound,
+    client_id: &RawValue,
+    out: &mut Responder<'_, S>,
+    version: &str,
+    caps: &serde_json::Value,
+    params: &str,
+    shape: &Shape<'_>,
+) -> Result<(Option<Vec<u8>>, Report), Refusal> {
+    let (shard, up) = (cx.shard, &cx.snap.upstreams[fwd.upstream]);
+    let mut params = params.to_owned();
+    let mut streaming = false;
+    for round in 0..=MAX_ROUNDS {
+        let wire = wire(cx, fwd, &params);
+        let (r, gid) = exchange_stateless(shard, session, up, version, &wire, &call, client_id)
+            .await
+            .map_err(|e| upstream_refusal(up, &e))?;
+        // Not an answer to inspect (an HTTP error): relayed as it is.
+        if !streaming && r.status != 200 {
+            return Ok((
+                None,
+                relay(shard, session, up, r, gid, client_id, out, cx.cors, shape).await,
+            ));
+        }
+        let status = Some(r.status);
+        let body = match r.body {
+            UpBody::Full(b) => b,
+            // A stream: its notifications are relayed as they come, its answer inspected.
+            UpBody::Sse(mut st) => {
+                if !streaming {
+                    if out.start_stream(200, &sse_headers(cx.cors)).await.is_err() {
+                        return Ok((None, Report::failed(status, "client went away")));
+                    }
+                    streaming = true;
+                }
+                let mut ev_buf = Vec::with_capacity(512);
+                loop {
+                    let ev = st
+                        .next_event()
+                        .await
+                        .ok()
+                        .flatten()
+                        .ok_or_else(|| upstream_refusal(up, &UpError::Closed))?;
+                    let Ok(m) = Message::parse(ev.data.as_bytes()) else {
+                        continue;
+                    };
+                    if m.method.is_none() && rewrite::gateway_id(m.id) == Some(gid) {
+                        let data = ev.data.into_bytes();
+                        st.finish(&shard.pool, up.id);
+                        break data;
+                    }
+                    if m.id.is_none() && m.method.is_some() {
+                        if announces_list_change(m.method.as_deref()) {
+                            shard.shared.control.upstream_changed(up.id);
+                            continue;
+                        }
+                        write_event(&mut ev_buf, None, ev.data.as_bytes());
+                        if out.send_chunk(&ev_buf).await.is_err() {
+                            return Ok((None, Report::failed(status, "client went away")));
+                        }
+                    }
+                }
+            }
+        };
+        let ok = Report {
+            upstream_status: status,
+            failure: None,
+            upstream_ms: None,
+        };
+        let asked = asked(&body).filter(|_| round < MAX_ROUNDS);
+        let Some(asked) = asked.filter(|a| unanswerable(a, caps).is_none()) else {
+            // Complete (or not bridgeable: the shape says why, in the client's revision).
+            if streaming {
+                finish(&body, client_id, shape, out).await;
+            } else {
+                let framed = match Message::parse(&body) {
+                    Ok(m) => shape.apply(rewrite::reframe(&m, Some(client_id), None)),
+                    Err(_) => {
+                        shape.refusal(upstream_refusal(up, &UpError::BadResponse), Some(client_id))
+                    }
+                };
+                send(out, Response::json(200, framed), cx.cors).await;
+            }
+            return Ok((None, ok));
+        };
+        if !streaming {
+            if out.start_stream(200, &sse_headers(cx.cors)).await.is_err() {
+                return Ok((None, Report::failed(status, "client went away")));
+            }
+            streaming = true;
+        }
+        metrics::counter!("warden_input_rounds_bridged_total", "upstream" => up.name.clone())
+            .increment(1);
+        let answers = match ask_client(session, &asked, gid, out).await {
+            Ok(a) => a,
+            Err(r) => {
+                let e = shape.refusal(r, Some(client_id));
+                finish(&e, client_id, shape, out).await;
+                return Ok((None, Report::failed(status, "input not answered")));
+            }
+        };
+        params = retry_params(&params, answers, asked.state);
+        call = fresh_credential(cx, fwd).await?;
+    }
+    Ok((None, Report::failed(None, "too many rounds of input")))
+}
+
+/// The headers of a response stream to the client.
+fn sse_headers(cors: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut headers: Vec<(&'static str, String)> = vec![
+        ("content-type", "text/event-stream".into()),
+        ("cache-control", "no-cache".into()),
+        ("x-accel-buffering", "no".into()),
+    ];
+    super::http::add_cors(&mut headers, cors);
+    headers
 }
