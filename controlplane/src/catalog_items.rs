@@ -135,8 +135,9 @@ pub fn build_items(upstreams: &[Arc<Upstream>], found: &HashMap<u32, Discovered>
 }
 
 /// The `resources`, `prompts` and `completions` capabilities: present when any upstream
-/// serves them. Subscriptions and list changes are not announced (the lists are the
-/// catalog's, refreshed on reload).
+/// serves them; `resources.subscribe` when one of those announces it (subscriptions are
+/// routed like reads). List changes are not announced: the lists are the catalog's,
+/// refreshed on reload.
 pub fn capabilities(
     caps: &mut Value,
     upstreams: &[Arc<Upstream>],
@@ -148,8 +149,16 @@ pub fn capabilities(
             .filter(|u| u.bridge.is_none())
             .filter_map(|u| found.get(&u.id))
     };
-    if all().any(|d| !d.items.resources.is_empty() || !d.items.templates.is_empty()) {
+    let serving =
+        || all().filter(|d| !d.items.resources.is_empty() || !d.items.templates.is_empty());
+    if serving().next().is_some() {
         caps["resources"] = serde_json::json!({});
+        let subscribe = |d: &Discovered| {
+            d.capabilities.pointer("/resources/subscribe") == Some(&Value::Bool(true))
+        };
+        if serving().any(subscribe) {
+            caps["resources"]["subscribe"] = Value::Bool(true);
+        }
     }
     if all().any(|d| !d.items.prompts.is_empty()) {
         caps["prompts"] = serde_json::json!({});

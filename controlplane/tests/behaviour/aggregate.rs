@@ -150,6 +150,19 @@ fn two_upstreams_items_are_merged_namespaced_routed_and_decided_by_policy() {
     for k in ["tools", "resources", "prompts", "completions"] {
         assert!(caps.get(k).is_some(), "{k} in {caps}");
     }
+    assert_eq!(caps["resources"]["subscribe"], true, "{caps}");
+    let v = rpc(
+        env,
+        &tok,
+        &sid,
+        "resources/subscribe",
+        json!({"uri": "warden://up0/mem://doc/readme"}),
+    );
+    assert_eq!(v["result"], json!({}), "{v}");
+    assert_eq!(
+        received(&env.upstreams[0], "resources/subscribe"),
+        [json!({"uri": "mem://doc/readme"})]
+    );
 
     // Lists: merged, namespaced, filtered by the decision a read or get would get.
     let v = rpc(env, &tok, &sid, "prompts/list", json!({}));
