@@ -36,7 +36,7 @@ pub(crate) async fn discover<T: Transport>(
     {
         Ok(v) => v,
         Err(e) => {
-            tracing::warn!(method, error = %e, "Upstream list failed during discovery; served empty");
+            tracing::warn!(method, error = ?e.to_string(), "Upstream list failed during discovery; served empty");
             Vec::new()
         }
     };
@@ -165,5 +165,83 @@ pub fn capabilities(
     }
     if all().any(|d| d.capabilities.get("completions").is_some()) {
         caps["completions"] = serde_json::json!({});
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use dataplane::snapshot::UpstreamCredential;
+    use serde_json::json;
+
+    use super::*;
+
+    fn upstream(id: u32, name: &str, namespace: &str) -> Arc<Upstream> {
+        Arc::new(Upstream {
+            id,
+            name: name.into(),
+            namespace: namespace.into(),
+            authority: "127.0.0.1:1".into(),
+            path: "/mcp".into(),
+            addrs: Vec::new(),
+            tls: None,
+            credential: UpstreamCredential::None,
+            timeout: Duration::from_secs(1),
+            max_response_bytes: 1024,
+            delegation: None,
+            bridge: None,
+        })
+    }
+
+    fn serving(prompts: &[&str], uris: &[&str]) -> Discovered {
+        Discovered {
+            items: Items {
+                resources: uris.iter().map(|u| json!({"uri": u, "name": u})).collect(),
+                templates: Vec::new(),
+                prompts: prompts.iter().map(|p| json!({"name": p})).collect(),
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn contested_prompts_go_to_the_first_upstream_and_uris_are_prefixed_or_refused() {
+        // Both without a namespace: the same prompt name twice. `bad name` cannot prefix a URI.
+        let ups = [
+            upstream(0, "a", ""),
+            upstream(1, "b", ""),
+            upstream(2, "bad name", "c_"),
+        ];
+        let found = HashMap::from([
+            (0, serving(&["greet"], &["mem://x"])),
+            (1, serving(&["greet", "other"], &["mem://x"])),
+            (2, serving(&[], &["mem://y"])),
+        ]);
+        let t = build_items(&ups, &found);
+        assert_eq!(t.prompt_order, ["greet", "other"]);
+        assert_eq!(t.prompts["greet"].upstream, 0);
+        assert_eq!(t.prompts["other"].upstream_name, "other");
+        let uris: Vec<&str> = t.resources.iter().map(|r| r.uri.as_str()).collect();
+        assert_eq!(uris, ["warden://a/mem://x", "warden://b/mem://x"]);
+        assert_eq!(
+            t.route_uri("warden://b/mem://x"),
+            Some((1, "mem://x".into()))
+        );
+        assert_eq!(t.route_uri("warden://bad name/mem://y"), None);
+
+        // One resource upstream: verbatim, and the listed definition keeps its URI.
+        let t = build_items(&ups[..1], &found);
+        assert_eq!(t.resources[0].uri, "mem://x");
+        assert!(
+            t.resources[0]
+                .definition
+                .get()
+                .contains(r#""uri":"mem://x""#)
+        );
+        assert_eq!(
+            t.route_uri("anything:/at/all"),
+            Some((0, "anything:/at/all".into()))
+        );
     }
 }
