@@ -137,7 +137,7 @@ pub fn build_items(upstreams: &[Arc<Upstream>], found: &HashMap<u32, Discovered>
 /// The `resources`, `prompts` and `completions` capabilities: present when any upstream
 /// serves them; `resources.subscribe` when one of those announces it (subscriptions are
 /// routed like reads). List changes are not announced: the lists are the catalog's,
-/// refreshed on reload.
+/// refreshed on reload and on an upstream's own list change (rediscovery).
 pub fn capabilities(
     caps: &mut Value,
     upstreams: &[Arc<Upstream>],
