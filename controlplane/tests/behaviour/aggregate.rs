@@ -366,6 +366,9 @@ fn two_upstreams_items_are_merged_namespaced_routed_and_decided_by_policy() {
     assert_eq!(d.upstream.as_deref(), Some("up1"));
     assert_eq!(d.upstream_tool.as_deref(), Some("secret"));
     assert_eq!(d.policy_ids, ["agg:no-secret-prompt"]);
+    // A denial names both revisions too.
+    assert_eq!(d.protocol.as_deref(), Some("2025-06-18"));
+    assert_eq!(d.upstream_protocol.as_deref(), Some(MODERN));
     let completes = of("completion/complete");
     assert_eq!(completes[0].upstream.as_deref(), Some("up0"));
     assert_eq!(completes[0].upstream_tool.as_deref(), Some("greet"));

@@ -204,6 +204,8 @@ fn decide(
     let mut routed = |ids: Vec<String>| {
         if let Some(a) = rec.as_mut() {
             a.route(&up.name, Some(&t.upstream_item));
+            let spoken = snap.settings.upstream_protocols.get(&up.id);
+            a.upstream_protocol(spoken.map(String::as_str));
             a.policies(ids);
         }
     };
