@@ -467,6 +467,7 @@ async fn bridged<S: AsyncWriteRent>(
     let (shard, up) = (cx.shard, &cx.snap.upstreams[fwd.upstream]);
     let mut params = params.to_owned();
     let mut streaming = false;
+    let uris = fwd.uri_prefix.as_deref();
     for round in 0..=ib::MAX_ROUNDS {
         let wire = wire(cx, fwd, &params);
         let (r, gid) = exchange_stateless(shard, session, up, version, &wire, &call, client_id)
@@ -476,7 +477,10 @@ async fn bridged<S: AsyncWriteRent>(
         if !streaming && (r.status != 200 || !matches!(r.body, UpBody::Full(_))) {
             return Ok((
                 None,
-                relay(shard, session, up, r, gid, client_id, out, cx.cors, shape).await,
+                relay(
+                    shard, session, up, r, gid, client_id, out, cx.cors, shape, uris,
+                )
+                .await,
             ));
         }
         let status = Some(r.status);
@@ -492,10 +496,13 @@ async fn bridged<S: AsyncWriteRent>(
         let Some(asked) = asked.filter(|a| ib::unanswerable(a, caps).is_none()) else {
             // Complete (or not bridgeable: the shape says why, in the client's revision).
             if streaming {
-                ib::finish(&body, client_id, shape, out).await;
+                ib::finish(&items::outbound(uris, body), client_id, shape, out).await;
             } else {
                 let framed = match Message::parse(&body) {
-                    Ok(m) => shape.apply(rewrite::reframe(&m, Some(client_id), None)),
+                    Ok(m) => shape.apply(items::outbound(
+                        uris,
+                        rewrite::reframe(&m, Some(client_id), None),
+                    )),
                     Err(_) => {
                         shape.refusal(upstream_refusal(up, &UpError::BadResponse), Some(client_id))
                     }
