@@ -23,6 +23,8 @@ pub struct Discovered {
     /// The revision it speaks: a 2025-xx one negotiated by `initialize`, or 2026-07-28
     /// when it answered `server/discover` with it (then it is spoken to statelessly).
     pub protocol_version: String,
+    /// Its resources, resource templates and prompts (`catalog_items`).
+    pub items: crate::catalog_items::Items,
 }
 
 const PROTOCOL_VERSION: &str = "2025-06-18";
@@ -102,6 +104,7 @@ pub fn discovered_from_bridge(b: &warden_bridge::Bridge) -> Discovered {
         instructions: None,
         capabilities: serde_json::json!({"tools": {}}),
         protocol_version: PROTOCOL_VERSION.into(),
+        items: Default::default(),
     }
 }
 
@@ -375,14 +378,14 @@ impl Transport for Http<'_> {
 }
 
 /// A discovery session over some transport: the session id and negotiated version.
-struct Client<T> {
+pub(crate) struct Client<T> {
     transport: T,
     session: Option<String>,
     version: String,
 }
 
 impl<T: Transport> Client<T> {
-    async fn post(
+    pub(crate) async fn post(
         &mut self,
         body: Value,
         id: Option<i64>,
@@ -498,6 +501,7 @@ pub(crate) async fn discover_with<T: Transport>(
         capabilities: r.get("capabilities").cloned().unwrap_or_default(),
         tools: Vec::new(),
         protocol_version: c.version.clone(),
+        items: Default::default(),
     };
     c.post(
         serde_json::json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
@@ -507,6 +511,7 @@ pub(crate) async fn discover_with<T: Transport>(
     if out.capabilities.get("tools").is_some() {
         out.tools = list_tools(&mut c, None).await?;
     }
+    out.items = crate::catalog_items::discover(&mut c, None, &out.capabilities).await;
     if let Some(s) = c.session.clone() {
         c.transport.delete(&s, &c.version).await;
     }
@@ -554,10 +559,13 @@ async fn discover_modern<T: Transport>(
         capabilities: r.get("capabilities").cloned().unwrap_or_default(),
         tools: Vec::new(),
         protocol_version: version,
+        items: Default::default(),
     };
     if out.capabilities.get("tools").is_some() {
         out.tools = list_tools(&mut c, Some(modern_meta())).await?;
     }
+    let meta = Some(modern_meta());
+    out.items = crate::catalog_items::discover(&mut c, meta, &out.capabilities).await;
     Ok(out)
 }
 
@@ -567,25 +575,37 @@ async fn list_tools<T: Transport>(
     c: &mut Client<T>,
     meta: Option<Value>,
 ) -> Result<Vec<Value>, DiscoveryError> {
+    list_pages(c, meta.as_ref(), "tools/list", "tools", 2).await
+}
+
+/// Every page of one list method (at most `MAX_PAGES`), following `nextCursor`: the entries
+/// under `key`. Request ids count up from `first_id`.
+pub(crate) async fn list_pages<T: Transport>(
+    c: &mut Client<T>,
+    meta: Option<&Value>,
+    method: &str,
+    key: &str,
+    first_id: i64,
+) -> Result<Vec<Value>, DiscoveryError> {
     let mut tools = Vec::new();
     let mut cursor: Option<String> = None;
     for page in 0..MAX_PAGES {
-        let id = 2 + page as i64;
+        let id = first_id + page as i64;
         let mut params = serde_json::json!({});
         if let Some(m) = &meta {
-            params["_meta"] = m.clone();
+            params["_meta"] = (*m).clone();
         }
         if let Some(cur) = &cursor {
             params["cursor"] = Value::String(cur.clone());
         }
         let r = c
             .post(
-                serde_json::json!({"jsonrpc":"2.0","id":id,"method":"tools/list","params":params}),
+                serde_json::json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}),
                 Some(id),
             )
             .await?
             .unwrap_or_default();
-        if let Some(t) = r.get("tools").and_then(Value::as_array) {
+        if let Some(t) = r.get(key).and_then(Value::as_array) {
             tools.extend(t.iter().cloned());
         }
         cursor = r

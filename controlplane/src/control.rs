@@ -187,6 +187,7 @@ pub(crate) fn assemble(
         issuers: p.issuers.iter().map(IssuerRuntime::state).collect(),
         upstreams: p.upstreams.to_vec(),
         tools: Arc::new(tools),
+        items: Arc::new(crate::catalog_items::build_items(p.upstreams, p.found)),
     };
     (snapshot, error)
 }

@@ -264,16 +264,17 @@ pub(crate) fn settings(
         origins.push(format!("http://127.0.0.1:{}", listen.port()));
         origins.push(format!("http://localhost:{}", listen.port()));
     }
-    // resources/prompts/completion/logging go to the one upstream when it is an MCP server.
+    // logging goes to the one upstream when it is an MCP server; resources, prompts and
+    // completions are aggregated over every upstream (`catalog_items`).
     let passthrough = (upstreams.len() == 1 && upstreams[0].bridge.is_none()).then_some(0);
     let mut caps = serde_json::json!({"tools": {"listChanged": true}});
-    if let Some(d) = passthrough.and_then(|i| found.get(&upstreams[i].id)) {
-        for k in ["resources", "prompts", "completions", "logging"] {
-            if let Some(v) = d.capabilities.get(k) {
-                caps[k] = v.clone();
-            }
-        }
+    if let Some(v) = passthrough
+        .and_then(|i| found.get(&upstreams[i].id))
+        .and_then(|d| d.capabilities.get("logging"))
+    {
+        caps["logging"] = v.clone();
     }
+    crate::catalog_items::capabilities(&mut caps, upstreams, found);
     let instructions: Vec<String> = upstreams
         .iter()
         .filter_map(|u| {
@@ -528,6 +529,7 @@ async fn start_inner(
         issuers: Vec::new(),
         upstreams: upstreams.clone(),
         tools: Arc::default(),
+        items: Arc::default(),
         policy: None,
         shadow: None,
     };

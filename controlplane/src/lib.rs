@@ -6,6 +6,7 @@ pub mod audit;
 pub mod authz;
 pub mod catalog;
 mod catalog_headers;
+mod catalog_items;
 pub mod config;
 pub mod console;
 mod control;

@@ -412,8 +412,7 @@ async fn a_tool_call_is_sent_at_most_once() {
     // answer (it ran, then crashed). Each request below goes out on a connection reused from
     // the shard's pool (the upstream session was opened on it), which is exactly where a
     // resend used to happen.
-    let up = testkit::DroppingUpstream::start(&[("tools/call", usize::MAX), ("resources/list", 1)])
-        .await;
+    let up = testkit::DroppingUpstream::start(&[("tools/call", usize::MAX)]).await;
     let url = up.url();
     let env = Env::start_edited(0, Default::default(), "", |y| {
         y.replace(
@@ -424,18 +423,18 @@ async fn a_tool_call_is_sent_at_most_once() {
     .await;
     let tok = env.token("alice");
     let sid = env.session(&tok).await;
-    // A read-only method on a reused connection that closed unanswered is resent, once.
+    // A forwarded request opens the upstream session and leaves its connection in the pool.
+    // (The resend of a safe request, once, is shown in memory: the MCP lists this test used
+    // are answered from the catalog now and never reach an upstream.)
     let r = env
         .post(
             Some(&tok),
             Some(&sid),
-            &json!({"jsonrpc":"2.0","id":2,"method":"resources/list"}),
+            &json!({"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":"info"}}),
         )
         .await;
-    let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["result"]["resources"][0]["uri"], "mem://one", "{v}");
-    assert_eq!(up.count("resources/list"), 2);
-    // A tool call never is.
+    assert_eq!(r.status(), 200);
+    // A tool call on that reused connection is never resent.
     let tool = format!("up0_{}", testkit::DROPPING_TOOL);
     let v = env
         .call(

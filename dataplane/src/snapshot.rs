@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub issuers: Vec<Arc<IssuerState>>,
     pub upstreams: Vec<Arc<Upstream>>,
     pub tools: Arc<ToolTable>,
+    /// Resources, templates and prompts of every upstream, namespaced (`crate::mcp::items`).
+    pub items: Arc<crate::mcp::items::ItemTable>,
     /// The compiled policy set for this generation; `None` until one compiled (fail closed).
     pub policy: Option<Arc<warden_policy::Engine>>,
     /// `policy.shadow` compiled for the same catalog: decided beside `policy` on every call,
@@ -62,7 +64,8 @@ pub struct Settings {
     pub server_version: String,
     /// Combined, labelled upstream `instructions` for `initialize`.
     pub instructions: Option<String>,
-    /// Forward resources/prompts/completion/logging to this upstream (set when there is exactly one).
+    /// Forward `logging/setLevel` and client notifications to this upstream (set when there is
+    /// exactly one; resources, prompts and completions are aggregated over all).
     pub passthrough_upstream: Option<usize>,
     /// Capabilities advertised by `initialize`, pre-serialized.
     pub capabilities_json: String,

@@ -92,6 +92,7 @@ fn bench(c: &mut Criterion) {
         now_unix: 1_760_000_000,
         protocol_version: "2025-06-18",
         arguments: None,
+        item: None,
     };
 
     let demo = demo_engine();

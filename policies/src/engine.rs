@@ -101,6 +101,9 @@ pub struct RequestContext<'a> {
     pub protocol_version: &'a str,
     /// The call's `arguments`; `None` for the `tools/list` filter.
     pub arguments: Option<&'a RawValue>,
+    /// The item a resource, prompt or completion decision is about, as the client names it
+    /// (a namespaced prompt name, a gateway-facing resource URI or URI template); `None` for tools.
+    pub item: Option<&'a str>,
 }
 
 /// The outcome, with the policies that made it (for the audit trail).
@@ -468,6 +471,12 @@ impl Engine {
             pairs.push((
                 "session".to_owned(),
                 RestrictedExpression::new_string(session.to_owned()),
+            ));
+        }
+        if let Some(item) = ctx.item {
+            pairs.push((
+                "item".to_owned(),
+                RestrictedExpression::new_string(item.to_owned()),
             ));
         }
         if let Some(raw) = ctx.arguments {

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use warden_policy::{
     Action, DEFAULT_DENY_REASON, DecisionCache, DefaultDecision, EVALUATION_ERROR_REASON,
-    PolicyConfig, PolicyFile, ToolRule, UNKNOWN_METHOD_REASON, compile, translate,
+    PolicyConfig, PolicyFile, RequestContext, ToolRule, UNKNOWN_METHOD_REASON, compile, translate,
 };
 
 fn file(name: &str, text: &str) -> PolicyFile {
@@ -401,4 +401,54 @@ when { principal.actors.contains("agent-untrusted") };
         decide(&mut cache, &[]).allow,
         "the direct caller's entry is untouched"
     );
+}
+
+/// `context.item` names the resource or prompt a decision is about: one upstream's items
+/// are decided apart, and the per-shard cache never answers one item with another's decision.
+#[test]
+fn items_are_decided_by_name_and_never_share_a_cached_decision() {
+    let text = r#"
+@id("items")
+permit (principal, action in [Action::"prompts/get", Action::"resources/read"], resource == Upstream::"enterprise_ledger");
+@id("no-secret")
+@reason("Not this one.")
+forbid (principal, action == Action::"prompts/get", resource)
+when { context has item && context.item == "enterprise_ledger_secret" };
+"#;
+    let engine = compile(
+        &PolicyConfig::default(),
+        &[file("items.cedar", text)],
+        &ledger_tools(),
+        1,
+    )
+    .unwrap();
+    let p = engine.principal(&input(&john()));
+    let with = |item| RequestContext {
+        item: Some(item),
+        ..ctx(None)
+    };
+    let mut cache = DecisionCache::new(16);
+    for _ in 0..2 {
+        let mut get = |item| {
+            cache.decide(
+                &engine,
+                &p,
+                Action::GetPrompt,
+                Some("enterprise_ledger"),
+                &with(item),
+            )
+        };
+        assert!(get("enterprise_ledger_greet").allow);
+        let d = get("enterprise_ledger_secret");
+        assert!(!d.allow);
+        assert_eq!(d.reason.as_deref(), Some("Not this one."));
+        assert_eq!(d.policy_ids, ["no-secret"]);
+    }
+    let read = engine.decide(
+        &p,
+        Action::ReadResource,
+        Some("enterprise_ledger"),
+        &with("enterprise_ledger_secret"),
+    );
+    assert!(read.allow, "the forbid names prompts/get only");
 }

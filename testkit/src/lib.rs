@@ -14,6 +14,8 @@ mod keys;
 #[cfg(feature = "mem")]
 pub mod mem;
 #[cfg(feature = "mem")]
+pub mod mem_items;
+#[cfg(feature = "mem")]
 mod mem_modern;
 pub mod postgres;
 pub mod upstream;

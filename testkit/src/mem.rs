@@ -139,6 +139,8 @@ pub struct MemUpstream {
     page_size: usize,
     /// 2026-07-28 only: see `mem_modern.rs`.
     pub(crate) modern: bool,
+    /// Resources, prompts and completions: see `mem_items.rs`.
+    pub(crate) items: bool,
     pub(crate) inner: Mutex<UpstreamInner>,
 }
 
@@ -148,6 +150,7 @@ impl MemUpstream {
             tools: opts.tools,
             page_size: opts.page_size,
             modern: opts.modern,
+            items: opts.items,
             inner: Mutex::new(UpstreamInner {
                 mode: opts.mode,
                 ..Default::default()
@@ -258,10 +261,21 @@ impl MemUpstream {
         if method.starts_with("notifications/") {
             return PeerReply::status(202);
         }
+        if self.items
+            && let Some(r) = crate::mem_items::answer(method, &params)
+        {
+            return match r {
+                Ok(r) => rpc_result(&id, &r),
+                Err((code, m)) => rpc_error(&id, code, &m),
+            };
+        }
         match method {
             "ping" => rpc_result(&id, &json!({})),
             "tools/list" => match list_result(self.tools, self.page_size, &params) {
-                Ok(r) => rpc_result(&id, &r),
+                Ok(mut r) => {
+                    self.add_link_tool(&mut r);
+                    rpc_result(&id, &r)
+                }
                 Err(m) => rpc_error(&id, -32602, m),
             },
             "resources/list" => rpc_result(
@@ -283,13 +297,27 @@ impl MemUpstream {
             .unwrap_or(DEFAULT_PROTOCOL_VERSION);
         let session = random_hex(16);
         lock(&self.inner).sessions.insert(session.clone());
+        let mut caps = json!({ "tools": { "listChanged": true } });
+        if self.items {
+            crate::mem_items::capabilities(&mut caps);
+        }
         let result = json!({
             "protocolVersion": version,
-            "capabilities": { "tools": { "listChanged": true } },
+            "capabilities": caps,
             "serverInfo": { "name": "test-upstream", "version": "1" },
             "instructions": "Test upstream.",
         });
         rpc_result(&id, &result).with_header("mcp-session-id", session)
+    }
+
+    /// With items, the last `tools/list` page ends with the `link` tool.
+    pub(crate) fn add_link_tool(&self, r: &mut Value) {
+        if self.items
+            && r.get("nextCursor").is_none()
+            && let Some(t) = r.get_mut("tools").and_then(Value::as_array_mut)
+        {
+            t.push(crate::mem_items::link_tool());
+        }
     }
 
     pub(crate) fn count_call(&self, params: &Value) {
@@ -316,6 +344,7 @@ impl MemUpstream {
         };
         match name {
             "echo" => rpc_result(&id, &echo_result(&args)),
+            "link" if self.items => rpc_result(&id, &crate::mem_items::link_result()),
             "whoami" => {
                 let auth = req.header("authorization").unwrap_or("none").to_owned();
                 rpc_result(&id, &text_result(auth))

@@ -70,13 +70,29 @@ impl MemUpstream {
         {
             return modern_error(400, &id, -32020, "Mcp-Name mismatch");
         }
+        if self.items
+            && let Some(r) = crate::mem_items::answer(method, params)
+        {
+            return match r {
+                Ok(r) => complete(&id, r),
+                // This revision has no -32002: an unknown resource is invalid params.
+                Err((_, m)) => modern_error(200, &id, -32602, &m),
+            };
+        }
         match method {
-            "server/discover" => complete(
-                &id,
-                json!({"supportedVersions": [VERSION], "capabilities": {"tools": {}}, "instructions": "Modern test upstream."}),
-            ),
+            "server/discover" => {
+                let mut caps = json!({"tools": {}});
+                if self.items {
+                    crate::mem_items::capabilities(&mut caps);
+                }
+                complete(
+                    &id,
+                    json!({"supportedVersions": [VERSION], "capabilities": caps, "instructions": "Modern test upstream."}),
+                )
+            }
             "tools/list" => match list_result(self.tools, 0, params) {
                 Ok(mut r) => {
+                    self.add_link_tool(&mut r);
                     if let Some(t) = r.get_mut("tools").and_then(Value::as_array_mut) {
                         t.push(json!({"name": "ask", "description": "Asks the user a question (MRTR).", "inputSchema": {"type": "object"}}));
                         t.push(json!({"name": "sample", "description": "Needs the client's sampling capability.", "inputSchema": {"type": "object"}}));
@@ -108,6 +124,7 @@ impl MemUpstream {
                             ),
                         }
                     }
+                    "link" if self.items => complete(&id, crate::mem_items::link_result()),
                     "locate" => {
                         let region = params.pointer("/arguments/region").and_then(Value::as_str);
                         if req.header("mcp-param-region") != region {

@@ -50,6 +50,9 @@ pub struct UpstreamOptions {
     /// Speak MCP 2026-07-28 only (stateless; `initialize` refused). In memory only
     /// ([`crate::MemUpstream`]); the socket upstream speaks 2025-xx.
     pub modern: bool,
+    /// Serve resources, templates, prompts and completions (and the `link` tool): see
+    /// `mem_items.rs`. In memory only ([`crate::MemUpstream`]).
+    pub items: bool,
 }
 
 /// What the upstream executed, counted whether recording is on or off (see [`TestUpstream::stats`]).

@@ -251,6 +251,7 @@ async fn upstream_mcp_flow() {
         page_size: 4,
         mode: UpstreamMode::Normal,
         modern: false,
+        items: false,
     })
     .await;
     assert_eq!(up.url(), format!("http://{}/mcp", up.addr()));

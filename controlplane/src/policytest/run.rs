@@ -254,6 +254,7 @@ impl Ask {
             now_unix: self.now,
             protocol_version: &self.protocol,
             arguments: raw.as_deref(),
+            item: None,
         };
         f(
             engine,

@@ -3,6 +3,7 @@
 //! The socket tests beside this directory keep one happy path per concern end to end.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod aggregate;
 mod delegation;
 mod dpop;
 mod env;

@@ -124,6 +124,20 @@ pub(crate) fn decide(
     target: &str,
     arguments: Option<&RawValue>,
 ) -> Verdict {
+    decide_item(shard, snap, who, action, target, arguments, None)
+}
+
+/// [`decide`] about one resource, prompt or completion of the upstream `target`, named in
+/// `context.item` as the client names it.
+pub(crate) fn decide_item(
+    shard: &Shard,
+    snap: &Snapshot,
+    who: &Who<'_>,
+    action: Action,
+    target: &str,
+    arguments: Option<&RawValue>,
+    item: Option<&str>,
+) -> Verdict {
     let (caller, session, session_hash) = (who.caller, who.session, who.session_hash);
     let Some(engine) = snap.policy.as_deref() else {
         // No compiled policy (not loaded yet): fail closed.
@@ -136,6 +150,7 @@ pub(crate) fn decide(
         now_unix: shard.clock.unix_secs(),
         protocol_version: &session.protocol_version,
         arguments,
+        item,
     };
     let d = caches
         .decisions
@@ -174,6 +189,19 @@ pub(crate) fn shadow(
     target: &str,
     arguments: Option<&RawValue>,
 ) -> Option<ShadowRecord> {
+    shadow_item(shard, snap, who, live, (action, target, None), arguments)
+}
+
+/// [`shadow`] of a [`decide_item`] decision: `of` is (action, upstream, item).
+pub(crate) fn shadow_item(
+    shard: &Shard,
+    snap: &Snapshot,
+    who: &Who<'_>,
+    live: &Verdict,
+    of: (Action, &str, Option<&str>),
+    arguments: Option<&RawValue>,
+) -> Option<ShadowRecord> {
+    let (action, target, item) = of;
     let engine = snap.shadow.as_deref()?;
     let mut caches = shard.policy.borrow_mut();
     let p = principal(&mut caches.shadow_principals, engine, who.caller);
@@ -182,6 +210,7 @@ pub(crate) fn shadow(
         now_unix: shard.clock.unix_secs(),
         protocol_version: &who.session.protocol_version,
         arguments,
+        item,
     };
     let d = caches
         .shadow_decisions

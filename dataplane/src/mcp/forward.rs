@@ -8,6 +8,7 @@ use monoio::io::AsyncWriteRent;
 use serde_json::value::RawValue;
 
 use super::delegate::session_auth;
+use super::items;
 use super::modern::{self, Shape};
 use super::pipeline::send;
 use super::record::Report;
@@ -384,6 +385,7 @@ pub(super) async fn mcp<S: AsyncWriteRent>(
     // Each upstream is spoken to in its own revision, whatever the client's.
     let upstream_version = cx.snap.settings.modern_upstream(up.id);
     let shape = Shape::of(cx, &fwd.method, upstream_version.is_some());
+    let uris = fwd.uri_prefix.as_deref();
     let exchanged = match upstream_version {
         Some(version) => {
             let caps = match cx.modern {
@@ -426,9 +428,12 @@ pub(super) async fn mcp<S: AsyncWriteRent>(
         (Err(e), _) => Err(upstream_refusal(up, &e)),
         (Ok((r, gid)), Some(out)) => Ok((
             None,
-            relay(shard, session, up, r, gid, client_id, out, cx.cors, &shape).await,
+            relay(
+                shard, session, up, r, gid, client_id, out, cx.cors, &shape, uris,
+            )
+            .await,
         )),
-        (Ok((r, gid)), None) => Ok(collect(shard, up, r, gid, client_id, &shape).await),
+        (Ok((r, gid)), None) => Ok(collect(shard, up, r, gid, client_id, &shape, uris).await),
     };
     session.inflight.remove(client_id.get());
     let upstream_ms = Some(record_latency(shard, up, started));
@@ -504,6 +509,7 @@ async fn collect(
     gid: u64,
     client_id: &RawValue,
     shape: &Shape<'_>,
+    uris: Option<&str>,
 ) -> (Option<Vec<u8>>, Report) {
     let status = Some(r.status);
     let result = if r.status != 200 {
@@ -514,7 +520,10 @@ async fn collect(
     let (body, report) = match result {
         Ok(b) => match Message::parse(&b) {
             Ok(m) if m.method.is_none() => (
-                shape.apply(rewrite::reframe(&m, Some(client_id), None)),
+                shape.apply(items::outbound(
+                    uris,
+                    rewrite::reframe(&m, Some(client_id), None),
+                )),
                 Report {
                     upstream_status: status,
                     failure: None,
@@ -545,6 +554,7 @@ pub(super) async fn relay<S: AsyncWriteRent>(
     out: &mut Responder<'_, S>,
     cors: Option<&str>,
     shape: &Shape<'_>,
+    uris: Option<&str>,
 ) -> Report {
     let status = Some(r.status);
     // A 2026-07-28 upstream answers its protocol errors (-32020..-32022, -32601) with HTTP
@@ -573,9 +583,13 @@ pub(super) async fn relay<S: AsyncWriteRent>(
     match r.body {
         UpBody::Full(b) => {
             let (body, report) = match Message::parse(&b) {
-                Ok(m) if m.method.is_none() && rewrite::gateway_id(m.id) == Some(gid) => {
-                    (shape.apply(rewrite::reframe(&m, Some(client_id), None)), ok)
-                }
+                Ok(m) if m.method.is_none() && rewrite::gateway_id(m.id) == Some(gid) => (
+                    shape.apply(items::outbound(
+                        uris,
+                        rewrite::reframe(&m, Some(client_id), None),
+                    )),
+                    ok,
+                ),
                 _ => (
                     shape.refusal(upstream_refusal(up, &UpError::BadResponse), Some(client_id)),
                     Report::failed(status, UpError::BadResponse.to_string()),
@@ -632,7 +646,10 @@ pub(super) async fn relay<S: AsyncWriteRent>(
                 };
                 let (data, done) = match (m.method.is_some(), m.id) {
                     (false, _) if rewrite::gateway_id(m.id) == Some(gid) => (
-                        shape.apply(rewrite::reframe(&m, Some(client_id), None)),
+                        shape.apply(items::outbound(
+                            uris,
+                            rewrite::reframe(&m, Some(client_id), None),
+                        )),
                         true,
                     ),
                     (false, _) => continue, // A response to something else: not for this client.
@@ -653,7 +670,7 @@ pub(super) async fn relay<S: AsyncWriteRent>(
                         shard.shared.control.upstream_changed(up.id);
                         continue;
                     }
-                    (true, None) => (ev.data.clone().into_bytes(), false),
+                    (true, None) => (items::outbound(uris, ev.data.clone().into_bytes()), false),
                 };
                 write_event(&mut ev_buf, event_id.as_deref(), &data);
                 if out.send_chunk(&ev_buf).await.is_err() {

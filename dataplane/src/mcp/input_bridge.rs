@@ -28,7 +28,7 @@ use super::record::Report;
 use super::refusal::Refusal;
 use super::route::Forward;
 use super::vocab::{Cx, Outbound};
-use super::{delegate, rewrite};
+use super::{delegate, items, rewrite};
 use crate::http1::Response;
 use crate::http1::conn::Responder;
 use crate::jsonrpc::{self, Message};
@@ -218,6 +218,8 @@ pub(super) async fn bridged<S: AsyncWriteRent>(
     let (shard, up) = (cx.shard, &cx.snap.upstreams[fwd.upstream]);
     let mut params = params.to_owned();
     let mut streaming = false;
+    // Resource URIs in the answers carry the gateway's prefix (several resource upstreams).
+    let uris = fwd.uri_prefix.as_deref();
     for round in 0..=MAX_ROUNDS {
         let wire = wire(cx, fwd, &params);
         let (r, gid) = exchange_stateless(shard, session, up, version, &wire, &call, client_id)
@@ -227,7 +229,10 @@ pub(super) async fn bridged<S: AsyncWriteRent>(
         if !streaming && r.status != 200 {
             return Ok((
                 None,
-                relay(shard, session, up, r, gid, client_id, out, cx.cors, shape).await,
+                relay(
+                    shard, session, up, r, gid, client_id, out, cx.cors, shape, uris,
+                )
+                .await,
             ));
         }
         let status = Some(r.status);
@@ -262,7 +267,8 @@ pub(super) async fn bridged<S: AsyncWriteRent>(
                             shard.shared.control.upstream_changed(up.id);
                             continue;
                         }
-                        write_event(&mut ev_buf, None, ev.data.as_bytes());
+                        let note = items::outbound(uris, ev.data.into_bytes());
+                        write_event(&mut ev_buf, None, &note);
                         if out.send_chunk(&ev_buf).await.is_err() {
                             return Ok((None, Report::failed(status, "client went away")));
                         }
@@ -279,10 +285,13 @@ pub(super) async fn bridged<S: AsyncWriteRent>(
         let Some(asked) = asked.filter(|a| unanswerable(a, caps).is_none()) else {
             // Complete (or not bridgeable: the shape says why, in the client's revision).
             if streaming {
-                finish(&body, client_id, shape, out).await;
+                finish(&items::outbound(uris, body), client_id, shape, out).await;
             } else {
                 let framed = match Message::parse(&body) {
-                    Ok(m) => shape.apply(rewrite::reframe(&m, Some(client_id), None)),
+                    Ok(m) => shape.apply(items::outbound(
+                        uris,
+                        rewrite::reframe(&m, Some(client_id), None),
+                    )),
                     Err(_) => {
                         shape.refusal(upstream_refusal(up, &UpError::BadResponse), Some(client_id))
                     }

@@ -35,7 +35,9 @@ impl Report {
 
 /// Methods whose requests reach an upstream: each gets an audit record.
 pub(crate) fn is_audited(method: &str) -> bool {
-    method == "tools/call" || super::route::is_passthrough_method(method)
+    method == "tools/call"
+        || super::route_items::is_routed_item_method(method)
+        || super::route::is_passthrough_method(method)
 }
 
 /// An open audit record with its reserved slot.
@@ -96,9 +98,11 @@ impl Audit {
         if !is_audited(method) {
             return Ok(None);
         }
-        let tool = (method == "tools/call")
-            .then(|| super::rewrite::tool_name(msg.params))
-            .flatten();
+        // The tool, prompt or resource the client named (its name for it; routing is exact).
+        let tool = match method {
+            "tools/call" => super::rewrite::tool_name(msg.params),
+            m => super::route_items::item_name(m, msg.params),
+        };
         let claims = cx.caller.claims.as_ref();
         match Audit::begin(cx.shard, claims, method, tool.as_deref(), cx.meta) {
             Some(a) => Ok(Some(a)),

@@ -514,6 +514,24 @@ impl Refusal {
         .audited_as("unknown or hidden tool")
     }
 
+    /// A prompt or resource that is unknown or hidden by policy (the same answer: no
+    /// enumeration). `what` is "prompt" or "resource".
+    pub fn unknown_item(what: &'static str) -> Self {
+        let (says, why) = match what {
+            "prompt" => ("Unknown prompt", "unknown or hidden prompt"),
+            _ => ("Unknown resource", "unknown or hidden resource"),
+        };
+        Self::new(
+            "unknown_item",
+            Blame::Agent,
+            Outcome::Deny,
+            200,
+            Form::JsonRpc(code::INVALID_PARAMS, None),
+        )
+        .says(says)
+        .audited_as(why)
+    }
+
     pub fn unknown_method() -> Self {
         Self::new(
             "unknown_method",

@@ -1,6 +1,7 @@
-//! Steps 7–8 of the request path: route the message (a namespaced tool to its upstream, a
-//! passthrough method to the one passthrough upstream) and authorize it by policy, producing
-//! a plan — a local answer or one upstream exchange — or a refusal.
+//! Steps 7–8 of the request path: route the message (a namespaced tool to its upstream; a
+//! resource, prompt or completion by [`super::route_items`]; `logging/setLevel` to the one
+//! passthrough upstream) and authorize it by policy, producing a plan — a local answer or
+//! one upstream exchange — or a refusal.
 
 use serde_json::value::RawValue;
 use warden_policy::Action;
@@ -14,12 +15,10 @@ use crate::jsonrpc::{self, Message};
 use crate::ratelimit::ToolLimit;
 use crate::session::Session;
 
-/// Methods relayed to the single passthrough upstream when there is one.
+/// Methods relayed to the single passthrough upstream when there is one (resources, prompts
+/// and completions are aggregated over every upstream instead: [`super::route_items`]).
 pub fn is_passthrough_method(m: &str) -> bool {
-    m.starts_with("resources/")
-        || m.starts_with("prompts/")
-        || m == "completion/complete"
-        || m == "logging/setLevel"
+    m == "logging/setLevel"
 }
 
 /// What an allowed request needs.
@@ -39,6 +38,8 @@ pub(super) struct Forward {
     pub tool: Option<String>,
     /// The per-(user, tool) rate limit of the tool called, if one is configured.
     pub tool_limit: Option<ToolLimit>,
+    /// The prefix the upstream's resource URIs get in its answer (several resource upstreams).
+    pub uri_prefix: Option<String>,
 }
 
 /// Route and decide one request. The route and the deciding policies go on the record as
@@ -70,6 +71,9 @@ pub(super) fn plan(
             a.policies(ids);
         }
     };
+    if let Some(p) = super::route_items::plan(cx, &who, method, msg, id, rec) {
+        return p;
+    }
     match method {
         "ping" => Ok(Plan::Local(jsonrpc::result_value(
             id,
@@ -106,6 +110,7 @@ pub(super) fn plan(
                         params,
                         tool: Some(tool.to_owned()),
                         tool_limit: snap.settings.rate_limits.per_tool.get(call.name).copied(),
+                        uri_prefix: snap.items.uri_prefix(route.upstream).map(str::to_owned),
                     }))
                 }
                 // A hidden tool and an unknown tool get the same answer (no enumeration).
@@ -162,6 +167,7 @@ pub(super) fn plan(
                     .map(|p| p.get().to_owned())
                     .unwrap_or_else(|| "{}".into()),
                 tool_limit: None,
+                uri_prefix: None,
             }))
         }
         _ => Err(Refusal::unknown_method()),

@@ -100,6 +100,7 @@ pub fn ctx(args: Option<&RawValue>) -> RequestContext<'_> {
         now_unix: 1_760_000_000,
         protocol_version: "2025-06-18",
         arguments: args,
+        item: None,
     }
 }
 
