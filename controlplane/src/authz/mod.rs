@@ -8,10 +8,13 @@
 
 mod client_auth;
 mod clients;
+mod connectors;
 mod dpop;
 mod exchange;
+mod federate;
 mod meta;
 mod pages;
+pub mod settings;
 mod store;
 mod token;
 mod web;
@@ -61,6 +64,9 @@ pub struct AuthServerConfig {
     /// Require a nonce issued by `/token` in every DPoP proof (RFC 9449 §8).
     #[serde(default)]
     pub dpop_nonce: bool,
+    /// Upstream OpenID Connect IdPs offered on the login page (federated login).
+    #[serde(default)]
+    pub connectors: Vec<settings::ConnectorConfig>,
 }
 
 impl AuthServerConfig {
@@ -230,6 +236,8 @@ pub(crate) struct Inner {
     pub secure_cookies: bool,
     /// A hash to verify against when the user is unknown, so timing does not reveal usernames.
     pub dummy_hash: String,
+    /// Upstream IdPs, in configuration order.
+    pub connectors: Vec<Arc<connectors::Connector>>,
 }
 
 impl Inner {
@@ -242,6 +250,18 @@ impl Inner {
         match self.clients.get(id) {
             Some(c) => Some(c.clone()),
             None => self.store.registered(id).await,
+        }
+    }
+
+    pub fn connector(&self, id: &str) -> Option<Arc<connectors::Connector>> {
+        self.connectors.iter().find(|c| c.cfg.id == id).cloned()
+    }
+
+    /// A configured user, or a federated one as last seen in its IdP's ID token.
+    pub async fn user(&self, name: &str) -> Option<User> {
+        match self.users.get(name) {
+            Some(u) => Some(u.clone()),
+            None => self.store.fed_user(name).await.map(|f| f.user()),
         }
     }
 
@@ -317,6 +337,8 @@ pub struct AuthServer {
     addr: SocketAddr,
     inner: Arc<Inner>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Dropped with the server: stops the connectors' refresher.
+    _refresher: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -416,6 +438,7 @@ fn validate(cfg: &AuthServerConfig, sts: &Sts) -> Result<(), AuthServerError> {
             AuthServerError::Config(format!("authz.resources: {r:?} is not absolute ({e})"))
         })?;
     }
+    settings::validate(&cfg.connectors).map_err(|e| AuthServerError::Config(e.to_string()))?;
     if cfg.dpop_algorithms.is_empty()
         || cfg
             .dpop_algorithms
@@ -456,6 +479,15 @@ pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, A
         })
         .collect();
     let dummy_hash = hash_password("warden-dummy-password")?;
+    let mut conns = Vec::new();
+    for c in &cfg.connectors {
+        let c = connectors::Connector::new(c.clone(), sts.clock().clone())
+            .map_err(|e| AuthServerError::Config(e.to_string()))?;
+        conns.push(Arc::new(c));
+    }
+    // A first discovery before serving, so the login page knows; an IdP that is down does
+    // not stop Warden (its users see that it is down, the others are unaffected).
+    futures_util::future::join_all(conns.iter().map(|c| c.refresh())).await;
     let bind = |source| AuthServerError::Bind {
         addr: cfg.listen,
         source,
@@ -472,7 +504,10 @@ pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, A
         clients,
         store: Store::new(state),
         dummy_hash,
+        connectors: conns.clone(),
     });
+    let (refresher, stop_refresh) = tokio::sync::watch::channel(false);
+    connectors::spawn_refresher(conns, stop_refresh);
     let app = router(inner.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -489,6 +524,7 @@ pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, A
         addr,
         inner,
         stop: Some(tx),
+        _refresher: refresher,
     })
 }
 
@@ -505,6 +541,8 @@ fn router(inner: Arc<Inner>) -> axum::Router {
         .route("/authorize", get(web::authorize))
         .route("/login", post(web::login))
         .route("/consent", post(web::consent))
+        .route("/federate", post(federate::start))
+        .route("/federate/callback", get(federate::callback))
         .route("/token", post(token::token))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::from_fn(meta::cors))

@@ -207,11 +207,11 @@ async fn user_tokens(
     jkt: Option<&str>,
 ) -> Result<Response, OAuthError> {
     let user = inner
-        .users
-        .get(username)
+        .user(username)
+        .await
         .ok_or_else(|| OAuthError::invalid_grant("the user no longer exists"))?;
     let (at, ttl) = inner
-        .user_token(user, &client.id, scopes, resource, jkt)
+        .user_token(&user, &client.id, scopes, resource, jkt)
         .map_err(|e| OAuthError::server(e.to_string()))?;
     let mut out = json!({
         "access_token": at,
@@ -362,9 +362,9 @@ async fn refresh(
         ));
     }
     // The user's groups may have changed: keep only scopes still allowed.
-    let scopes: Vec<String> = match inner.users.get(&r.username) {
+    let scopes: Vec<String> = match inner.user(&r.username).await {
         Some(u) => {
-            let allowed = inner.grant_user_scopes(u, Some(&scopes.join(" ")));
+            let allowed = inner.grant_user_scopes(&u, Some(&scopes.join(" ")));
             scopes.into_iter().filter(|s| allowed.contains(s)).collect()
         }
         None => return Err(OAuthError::invalid_grant("the user no longer exists")),

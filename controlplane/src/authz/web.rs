@@ -37,6 +37,19 @@ fn redirect_error(
     redirect_with(redirect_uri, &p)
 }
 
+/// The login page's list of upstream IdPs, with their status.
+async fn idp_list(inner: &Inner) -> Vec<super::pages::Idp> {
+    let mut out = Vec::with_capacity(inner.connectors.len());
+    for c in &inner.connectors {
+        out.push(super::pages::Idp {
+            id: c.cfg.id.clone(),
+            name: c.display_name().to_owned(),
+            down: c.down_reason().await.is_some(),
+        });
+    }
+    out
+}
+
 /// `GET /authorize`.
 pub async fn authorize(
     State(inner): State<Arc<Inner>>,
@@ -126,9 +139,13 @@ pub async fn authorize(
         Err(d) => return err("temporarily_unavailable", d),
     };
     let display = client.display_name();
-    match user.and_then(|u| inner.users.get(&u)) {
+    let user = match user {
+        Some(u) => inner.user(&u).await,
+        None => None,
+    };
+    match user {
         Some(u) => {
-            let scopes = inner.grant_user_scopes(u, pending.scope.as_deref());
+            let scopes = inner.grant_user_scopes(&u, pending.scope.as_deref());
             consent_page(
                 &u.username,
                 &display,
@@ -138,7 +155,18 @@ pub async fn authorize(
                 &csrf,
             )
         }
-        None => login_page(StatusCode::OK, &display, &rid, &csrf, None),
+        None => {
+            let idps = idp_list(&inner).await;
+            login_page(
+                StatusCode::OK,
+                &display,
+                &rid,
+                &csrf,
+                None,
+                !inner.users.is_empty(),
+                &idps,
+            )
+        }
     }
 }
 
@@ -182,12 +210,15 @@ pub async fn login(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
                 "too many failed sign-in attempts; start again from the application",
             );
         }
+        let idps = idp_list(&inner).await;
         return login_page(
             StatusCode::UNAUTHORIZED,
             &display,
             rid,
             csrf,
             Some("Invalid username or password."),
+            true,
+            &idps,
         );
     };
     let cookie = match inner.store.new_session(&user.username).await {
@@ -271,10 +302,10 @@ pub async fn consent(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: 
             );
         }
     }
-    let Some(user) = inner.users.get(&su) else {
+    let Some(user) = inner.user(&su).await else {
         return error_page(StatusCode::FORBIDDEN, "unknown user");
     };
-    let scopes = inner.grant_user_scopes(user, p.scope.as_deref());
+    let scopes = inner.grant_user_scopes(&user, p.scope.as_deref());
     let code = inner
         .store
         .add_code(CodeData {

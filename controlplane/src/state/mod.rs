@@ -45,6 +45,10 @@ pub enum Kind {
     DpopNonce,
     /// The DPoP key (value: thumbprint) a public client's refresh family is bound to.
     DpopBinding,
+    /// A federated sign-in waiting for the upstream IdP (keyed by the hash of its `state`).
+    FedState,
+    /// A federated user's profile as last seen in an upstream ID token (keyed by username).
+    FedUser,
 }
 
 impl Kind {
@@ -59,6 +63,8 @@ impl Kind {
             Kind::DpopProof => "dpop_proof",
             Kind::DpopNonce => "dpop_nonce",
             Kind::DpopBinding => "dpop_binding",
+            Kind::FedState => "fed_state",
+            Kind::FedUser => "fed_user",
         }
     }
 
@@ -74,6 +80,8 @@ impl Kind {
             Kind::DpopProof => "DPoP proofs",
             Kind::DpopNonce => "DPoP nonces",
             Kind::DpopBinding => "DPoP-bound refresh families",
+            Kind::FedState => "federated sign-ins in progress",
+            Kind::FedUser => "federated users",
         })
     }
 }
