@@ -31,6 +31,8 @@ pub struct DemoOptions {
     pub clock: Clock,
     /// A candidate `.cedar` file watched in shadow: `policy.shadow` is the live rules plus it.
     pub shadow_policy: Option<std::path::PathBuf>,
+    /// Upstream OpenID Connect IdPs added to the authorization server (federated login).
+    pub connectors: Vec<authz::settings::ConnectorConfig>,
 }
 
 impl Default for DemoOptions {
@@ -45,6 +47,7 @@ impl Default for DemoOptions {
             state: None,
             clock: Clock::new(),
             shadow_policy: None,
+            connectors: Vec::new(),
         }
     }
 }
@@ -282,8 +285,9 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
     .await?;
     let sts = Arc::new(Sts::open(state, &issuer, SigningAlg::EdDSA).await?);
     let as_yaml = auth_server_yaml(&issuer, as_addr, &mcp_url)?;
-    let as_cfg: AuthServerConfig = serde_yaml_ng::from_str(&as_yaml)
+    let mut as_cfg: AuthServerConfig = serde_yaml_ng::from_str(&as_yaml)
         .map_err(|e| DemoError::Config(format!("authorization server: {e}")))?;
+    as_cfg.connectors.extend(opts.connectors.iter().cloned());
     let auth_server = authz::start(as_cfg, sts.clone()).await?;
 
     // The peers judge token expiry by the demo's clock (one clock in the process).

@@ -17,6 +17,8 @@
 //                      (tests/e2e/replicas.sh: testkit's echo-upstream under the namespace `up_`;
 //                      lists its five tools and calls up_echo)
 //      E2E_USERNAME, E2E_PASSWORD  who signs in (default john.mcclane / the demo's password)
+//      E2E_FEDERATE    a connector id (tests/idp): sign in through that upstream IdP instead of
+//                      the password form; E2E_USERNAME is then the IdP's login (any password)
 // Prints one JSON summary line on stdout; exits non-zero on any failure.
 import { createHash, randomBytes } from 'node:crypto';
 import { appendFileSync, readFileSync } from 'node:fs';
@@ -29,6 +31,7 @@ import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 const PROFILE = process.env.E2E_PROFILE || 'demo';
 const USERNAME = process.env.E2E_USERNAME || 'john.mcclane@orchestrator.lab';
 const PASSWORD = process.env.E2E_PASSWORD || 'yippiekayay';
+const FEDERATE = process.env.E2E_FEDERATE || '';
 // john is not in the compliance group: the seed's policy hides getCustomerPII and
 // getAuditLog from him. The Employee Directory (REST, bridged) adds seven tools.
 const DEMO_TOOLS = [
@@ -129,6 +132,10 @@ class Browser {
     let res = await this.request('GET', authorizationUrl);
     let html = await res.text();
     assert(res.status === 200, `GET /authorize: HTTP ${res.status}: ${html.slice(0, 300)}`);
+    if (FEDERATE) {
+      const page = await this.federate(html, authorizationUrl);
+      return this.consent(page.html, page.url);
+    }
     const login = parseForm(html, authorizationUrl);
     assert(login.method === 'post', 'login form posts');
     assert(login.fields.includes('username') && login.fields.includes('password'), `login form has username/password: ${login.fields}`);
@@ -137,13 +144,54 @@ class Browser {
     res = await this.request('POST', login.action, new URLSearchParams({ ...login.hidden, username: USERNAME, password: PASSWORD }).toString());
     html = await res.text();
     assert(res.status === 200, `POST ${login.action.pathname}: HTTP ${res.status}: ${html.slice(0, 300)}`);
-    const consent = parseForm(html, login.action);
+    return this.consent(html, login.action);
+  }
+
+  /** The login page's form for connector FEDERATE -> the IdP's own login and consent pages ->
+   * back at Warden's consent page; returns it and its URL. */
+  async federate(html, baseUrl) {
+    const chunk = [...html.matchAll(/<form\b[^>]*>[\s\S]*?<\/form>/gi)]
+      .map((m) => m[0])
+      .find((f) => f.includes(`name="connector" value="${FEDERATE}"`));
+    assert(chunk, `login page offers connector ${FEDERATE}: ${html.slice(0, 800)}`);
+    const f = parseForm(chunk, baseUrl);
+    step(`browser: sign in with connector ${FEDERATE}`);
+    let url = f.action;
+    let res = await this.request('POST', url, new URLSearchParams(f.hidden).toString());
+    for (let i = 0; i < 20; i++) {
+      if (res.status >= 300 && res.status < 400) {
+        url = new URL(res.headers.get('location'), url);
+        await res.text();
+        res = await this.request('GET', url);
+        continue;
+      }
+      const page = await res.text();
+      assert(res.status === 200, `${url}: HTTP ${res.status}: ${page.slice(0, 300)}`);
+      if (page.includes('action="/consent"')) return { html: page, url };
+      const form = parseForm(page, url);
+      const body = { ...form.hidden };
+      if (form.fields.includes('login')) {
+        step(`idp: login form at ${url.origin}${form.action.pathname}`);
+        body.login = USERNAME;
+        body.password = 'any-password';
+      } else {
+        step(`idp: consent form at ${url.origin}${form.action.pathname}`);
+      }
+      url = form.action;
+      res = await this.request(form.method.toUpperCase(), url, new URLSearchParams(body).toString());
+    }
+    throw new Error('federated sign-in: too many redirects');
+  }
+
+  /** Warden's consent page -> approve; returns the redirect URL (with code, state, iss). */
+  async consent(html, baseUrl) {
+    const consent = parseForm(html, baseUrl);
     const approve = consent.buttons.find((b) => b.value === 'approve');
     assert(approve?.name, `consent page has an approve button: ${JSON.stringify(consent.buttons)}`);
     const scopes = [...html.matchAll(/<li><code>([^<]*)<\/code><\/li>/g)].map((m) => htmlUnescape(m[1]));
     step(`browser: signed in; consent for scopes [${scopes.join(' ')}]`);
 
-    res = await this.request('POST', consent.action, new URLSearchParams({ ...consent.hidden, [approve.name]: approve.value }).toString());
+    const res = await this.request('POST', consent.action, new URLSearchParams({ ...consent.hidden, [approve.name]: approve.value }).toString());
     await res.text();
     const location = res.headers.get('location');
     assert(res.status === 302 && location, `POST ${consent.action.pathname}: expected 302 with Location, got ${res.status}`);

@@ -167,7 +167,7 @@ pub fn login_page(
         String::new()
     };
     let body = format!(
-        "<p>Sign in to authorize <strong>{client}</strong>.</p>{err}\n{fed}{form}",
+        "<p>Sign in to authorize <strong>{client}</strong>.</p>{err}\n{form}\n{fed}",
         client = esc(client),
     );
     page(status, "Sign in", &body)
