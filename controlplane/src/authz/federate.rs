@@ -63,7 +63,14 @@ fn pkce_pair() -> Result<(String, String), store::RngFailed> {
 }
 
 /// `POST /federate` (form: `request_id`, `csrf_token`, `connector`): 302 to the IdP.
-pub async fn start(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+pub async fn start(
+    State(inner): State<Arc<Inner>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = super::web::cross_site(&inner, &headers) {
+        return r;
+    }
     let Ok(f) = parse_form(&body) else {
         return error_page(StatusCode::BAD_REQUEST, "malformed form");
     };

@@ -30,6 +30,12 @@ pub async fn metadata(State(inner): State<Arc<Inner>>) -> Response {
             ["EdDSA", "ES256", "ES384", "RS256", "PS256", "PS384"],
         "scopes_supported": inner.cfg.scopes.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
         "authorization_response_iss_parameter_supported": true,
+        "revocation_endpoint": format!("{iss}/revoke"),
+        "revocation_endpoint_auth_methods_supported":
+            ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "introspection_endpoint": format!("{iss}/introspect"),
+        "introspection_endpoint_auth_methods_supported":
+            ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         // RFC 9449 §5.1: proofs at /token (asymmetric algorithms only).
         "dpop_signing_alg_values_supported": inner.cfg.dpop_algorithms,
         // For OIDC-discovery clients only: no ID tokens are issued (see docs).
@@ -213,8 +219,8 @@ pub async fn register(State(inner): State<Arc<Inner>>, body: Bytes) -> Response 
 /// pages (`/authorize`, `/login`, `/consent`) get no CORS headers.
 pub async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let path = req.uri().path();
-    let open =
-        path.starts_with("/.well-known/") || matches!(path, "/jwks" | "/token" | "/register");
+    let open = path.starts_with("/.well-known/")
+        || matches!(path, "/jwks" | "/token" | "/register" | "/revoke");
     if !open {
         return next.run(req).await;
     }

@@ -14,8 +14,11 @@ mod exchange;
 mod federate;
 mod meta;
 mod pages;
+mod records;
+mod revoke;
 pub mod settings;
 mod store;
+pub mod throttle;
 mod token;
 mod web;
 
@@ -67,6 +70,13 @@ pub struct AuthServerConfig {
     /// Upstream OpenID Connect IdPs offered on the login page (federated login).
     #[serde(default)]
     pub connectors: Vec<settings::ConnectorConfig>,
+    /// A just-rotated refresh token presented again within this long refreshes again instead
+    /// of revoking its family (clients retrying after a network error). Default 0: off.
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_reuse_grace: Duration,
+    /// Sign-in throttling per user name and per client address.
+    #[serde(default)]
+    pub login_throttle: throttle::ThrottleConfig,
 }
 
 impl AuthServerConfig {
@@ -238,6 +248,7 @@ pub(crate) struct Inner {
     pub dummy_hash: String,
     /// Upstream IdPs, in configuration order.
     pub connectors: Vec<Arc<connectors::Connector>>,
+    pub throttle: throttle::Throttle,
 }
 
 impl Inner {
@@ -296,7 +307,7 @@ impl Inner {
         }
     }
 
-    /// Sign a user access token (RFC 9068). Returns the token and its lifetime in seconds.
+    /// Sign a user access token (RFC 9068). Returns the token, its lifetime in seconds and its `jti`.
     pub fn user_token(
         &self,
         user: &User,
@@ -304,7 +315,7 @@ impl Inner {
         scopes: &[String],
         aud: &str,
         jkt: Option<&str>,
-    ) -> Result<(String, i64), AuthServerError> {
+    ) -> Result<(String, i64, String), AuthServerError> {
         let now = self.store.now();
         let ttl = self.cfg.access_token_ttl.as_secs() as i64;
         let jti = Sts::new_jti().map_err(|e| AuthServerError::Crypto(e.to_string()))?;
@@ -328,7 +339,7 @@ impl Inner {
             c["cnf"] = json!({"jkt": j});
         }
         let t = (self.sts.sign(&c)).map_err(|e| AuthServerError::Crypto(e.to_string()))?;
-        Ok((t, ttl))
+        Ok((t, ttl, jti))
     }
 }
 
@@ -377,7 +388,15 @@ impl AuthServer {
         let aud = (self.inner.user_resource(res)).map_err(|e| unknown(e.to_owned()))?;
         self.inner
             .user_token(user, "warden-mint", &scopes, &aud, None)
-            .map(|(t, _)| t)
+            .map(|(t, _, _)| t)
+    }
+}
+
+impl AuthServer {
+    /// The scopes `username` last consented to for `client_id` (and when), if recorded.
+    pub async fn consent_of(&self, username: &str, client_id: &str) -> Option<(Vec<String>, i64)> {
+        let c = self.inner.store.consent(username, client_id).await?;
+        Some((c.scopes, c.at))
     }
 }
 
@@ -479,6 +498,8 @@ pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, A
         })
         .collect();
     let dummy_hash = hash_password("warden-dummy-password")?;
+    let login_throttle = cfg.login_throttle.clone();
+    let clock = sts.clock().clone();
     let mut conns = Vec::new();
     for c in &cfg.connectors {
         let c = connectors::Connector::new(c.clone(), sts.clock().clone())
@@ -505,13 +526,17 @@ pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, A
         store: Store::new(state),
         dummy_hash,
         connectors: conns.clone(),
+        throttle: throttle::Throttle::new(login_throttle, clock),
     });
     let (refresher, stop_refresh) = tokio::sync::watch::channel(false);
     connectors::spawn_refresher(conns, stop_refresh);
     let app = router(inner.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        let serve = axum::serve(listener, app);
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        );
         tokio::select! {
             r = serve => if let Err(e) = r {
                 tracing::error!(error = %e, "Authorization server listener failed");
@@ -542,6 +567,8 @@ fn router(inner: Arc<Inner>) -> axum::Router {
         .route("/login", post(web::login))
         .route("/consent", post(web::consent))
         .route("/federate", post(federate::start))
+        .route("/revoke", post(revoke::revoke))
+        .route("/introspect", post(revoke::introspect))
         .route("/federate/callback", get(federate::callback))
         .route("/token", post(token::token))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))

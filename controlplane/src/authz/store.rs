@@ -95,7 +95,9 @@ struct RefreshGrant {
 
 #[derive(Debug, Clone)]
 pub struct RefreshData {
-    hash: String,
+    pub(super) hash: String,
+    /// A just-rotated token presented again within the reuse grace: refresh again, spend nothing.
+    pub retry: bool,
     pub family: String,
     pub client_id: String,
     pub username: String,
@@ -118,17 +120,17 @@ struct Registered {
 
 /// The authorization server's view of the state store.
 pub struct Store {
-    db: StateStore,
+    pub(super) db: StateStore,
     /// Registered clients never change once stored, so lookups are cached (at most
     /// `MAX_REGISTERED`, the table's own cap).
     clients: DashMap<String, Arc<Client>>,
 }
 
-fn warn(e: &StateError) {
+pub(super) fn warn(e: &StateError) {
     tracing::warn!(error = %e, "Authorization server: state store error; failing closed");
 }
 
-fn refuse(e: StateError) -> &'static str {
+pub(super) fn refuse(e: StateError) -> &'static str {
     match e {
         StateError::Full(what) => match what {
             "pending authorization requests" => "too many pending authorization requests",
@@ -384,8 +386,10 @@ impl Store {
         if row.family_revoked {
             return Err("refresh token revoked");
         }
-        if row.used {
+        let retry = row.used && self.in_grace(&hash).await;
+        if row.used && !retry {
             self.revoke_family(&row.family, row.expires_at).await;
+            tracing::warn!("Authorization server: refresh token reused; its family is revoked");
             return Err("refresh token reused: its family is revoked");
         }
         if row.expires_at <= self.now() {
@@ -395,6 +399,7 @@ impl Store {
             serde_json::from_str(&row.value).map_err(|_| "unreadable refresh token")?;
         Ok(RefreshData {
             hash,
+            retry,
             family: row.family,
             client_id: g.client_id,
             username: g.username,

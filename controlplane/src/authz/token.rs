@@ -178,7 +178,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Respo
         GRANT_REFRESH => refresh(inner, &authed, &f, jkt).await,
         GRANT_CLIENT_CREDENTIALS => client_credentials(inner, &authed, &f, jkt),
         GRANT_PASSWORD => password(inner, &authed, &f, jkt).await,
-        _ => super::exchange::exchange(inner, &authed, &f),
+        _ => super::exchange::exchange(inner, &authed, &f).await,
     }
 }
 
@@ -205,14 +205,17 @@ async fn user_tokens(
     resource: &str,
     family: Option<&str>,
     jkt: Option<&str>,
+    code: Option<&str>,
 ) -> Result<Response, OAuthError> {
     let user = inner
         .user(username)
         .await
         .ok_or_else(|| OAuthError::invalid_grant("the user no longer exists"))?;
-    let (at, ttl) = inner
+    let (at, ttl, jti) = inner
         .user_token(&user, &client.id, scopes, resource, jkt)
         .map_err(|e| OAuthError::server(e.to_string()))?;
+    let now = inner.store.now();
+    let mut issued_family = None;
     let mut out = json!({
         "access_token": at,
         "token_type": token_type(jkt),
@@ -250,6 +253,21 @@ async fn user_tokens(
             .await
             .map_err(OAuthError::server)?;
         out["refresh_token"] = Value::String(rt);
+        issued_family = Some(family);
+    }
+    // RFC 6749 §4.1.2: remember what this code issued, so a replay can revoke it.
+    if let Some(code) = code {
+        let keep = inner.cfg.refresh_token_ttl.as_secs().max(ttl as u64) as i64;
+        let g = super::records::CodeGrant {
+            family: issued_family,
+            jti,
+            exp: now + ttl,
+        };
+        inner
+            .store
+            .link_code(code, &g, now + keep)
+            .await
+            .map_err(OAuthError::server)?;
     }
     Ok(ok_json(out))
 }
@@ -264,11 +282,9 @@ async fn authorization_code(
     let verifier = param(f, "code_verifier")
         .ok_or_else(|| OAuthError::invalid_request("code_verifier is missing (PKCE)"))?;
     // Taken out first: a code is single-use even when this request fails.
-    let c = inner
-        .store
-        .take_code(code)
-        .await
-        .ok_or_else(|| OAuthError::invalid_grant("invalid, expired or already used code"))?;
+    let Some(c) = inner.store.take_code(code).await else {
+        return Err(replayed_code(inner, code).await);
+    };
     if c.client_id != a.client.id {
         return Err(OAuthError::invalid_grant(
             "the code was issued to another client",
@@ -295,8 +311,32 @@ async fn authorization_code(
         &c.resource,
         None,
         jkt,
+        Some(code),
     )
     .await
+}
+
+/// A code that is not live: if it was redeemed before, revoke what it issued (RFC 6749 §4.1.2).
+async fn replayed_code(inner: &Inner, code: &str) -> OAuthError {
+    let Some(g) = inner.store.code_grant(code).await else {
+        return OAuthError::invalid_grant("invalid, expired or already used code");
+    };
+    if let Some(f) = &g.family {
+        let until = inner.store.now() + inner.cfg.refresh_token_ttl.as_secs() as i64;
+        inner.store.revoke_family(f, until).await;
+    }
+    if let Err(e) = inner.store.revoke_jti(&g.jti, g.exp).await {
+        tracing::error!(
+            error = e,
+            "Authorization server: could not revoke an access token"
+        );
+    }
+    tracing::warn!(
+        "Authorization server: authorization code replayed; the tokens issued from it are revoked"
+    );
+    OAuthError::invalid_grant(
+        "authorization code already used: the tokens issued from it are revoked",
+    )
 }
 
 /// Requested scope narrowed from `have`: every requested one must be in `have`.
@@ -369,11 +409,20 @@ async fn refresh(
         }
         None => return Err(OAuthError::invalid_grant("the user no longer exists")),
     };
-    inner
-        .store
-        .spend_refresh(&r)
-        .await
-        .map_err(OAuthError::invalid_grant)?;
+    if !r.retry {
+        inner
+            .store
+            .spend_refresh(&r)
+            .await
+            .map_err(OAuthError::invalid_grant)?;
+        let grace = inner.cfg.refresh_reuse_grace.as_secs() as i64;
+        if grace > 0 {
+            inner
+                .store
+                .open_grace(&r.hash, inner.store.now() + grace)
+                .await;
+        }
+    }
     if inner.store.family_revoked(&r.family).await {
         return Err(OAuthError::invalid_grant("refresh token revoked"));
     }
@@ -385,6 +434,7 @@ async fn refresh(
         &r.resource,
         Some(&r.family),
         jkt,
+        None,
     )
     .await
 }
@@ -424,6 +474,7 @@ async fn password(
         &resource,
         None,
         jkt,
+        None,
     )
     .await
 }

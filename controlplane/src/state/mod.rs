@@ -49,6 +49,15 @@ pub enum Kind {
     FedState,
     /// A federated user's profile as last seen in an upstream ID token (keyed by username).
     FedUser,
+    /// What an authorization code issued (refresh family, access-token jti), so that a
+    /// replayed code revokes it (keyed by the code's hash).
+    CodeGrant,
+    /// An access token revoked before its expiry (keyed by its `jti`).
+    RevokedJti,
+    /// A just-rotated refresh token within its reuse grace (keyed by its hash).
+    RefreshGrace,
+    /// A user's consent to a client (keyed by user and client).
+    Consent,
 }
 
 impl Kind {
@@ -65,6 +74,10 @@ impl Kind {
             Kind::DpopBinding => "dpop_binding",
             Kind::FedState => "fed_state",
             Kind::FedUser => "fed_user",
+            Kind::CodeGrant => "code_grant",
+            Kind::RevokedJti => "revoked_jti",
+            Kind::RefreshGrace => "refresh_grace",
+            Kind::Consent => "consent",
         }
     }
 
@@ -82,6 +95,10 @@ impl Kind {
             Kind::DpopBinding => "DPoP-bound refresh families",
             Kind::FedState => "federated sign-ins in progress",
             Kind::FedUser => "federated users",
+            Kind::CodeGrant => "redeemed codes",
+            Kind::RevokedJti => "revoked access tokens",
+            Kind::RefreshGrace => "refresh tokens in their reuse grace",
+            Kind::Consent => "consents",
         })
     }
 }
