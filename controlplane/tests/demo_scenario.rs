@@ -33,6 +33,7 @@ async fn start_demo_on(n: usize, clock: Clock) -> demo::Demo {
         state: None,
         clock,
         shadow_policy: None,
+        connectors: Vec::new(),
     })
     .await
     .expect("demo starts")

@@ -201,6 +201,7 @@ async fn code_pkce_dpop_token_then_tools_through_warden_then_refresh_with_the_ke
         audit_dir: common::audit_dir().into(),
         state: None,
         shadow_policy: None,
+        connectors: Vec::new(),
         clock: Clock::new(),
     })
     .await
