@@ -33,6 +33,8 @@ pub struct DemoOptions {
     pub shadow_policy: Option<std::path::PathBuf>,
     /// Upstream OpenID Connect IdPs added to the authorization server (federated login).
     pub connectors: Vec<authz::settings::ConnectorConfig>,
+    /// Tests only: a CA for Client ID Metadata Documents, whose hosts may then be loopback.
+    pub cimd_test_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -48,6 +50,7 @@ impl Default for DemoOptions {
             clock: Clock::new(),
             shadow_policy: None,
             connectors: Vec::new(),
+            cimd_test_ca: None,
         }
     }
 }
@@ -288,6 +291,10 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
     let mut as_cfg: AuthServerConfig = serde_yaml_ng::from_str(&as_yaml)
         .map_err(|e| DemoError::Config(format!("authorization server: {e}")))?;
     as_cfg.connectors.extend(opts.connectors.iter().cloned());
+    if let Some(ca) = &opts.cimd_test_ca {
+        as_cfg.client_id_metadata_documents.ca_file = Some(ca.clone());
+        as_cfg.client_id_metadata_documents.allow_private_addresses = true;
+    }
     let auth_server = authz::start(as_cfg, sts.clone()).await?;
 
     // The peers judge token expiry by the demo's clock (one clock in the process).

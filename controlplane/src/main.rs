@@ -63,6 +63,10 @@ enum Cmd {
         /// page (`authorization_server.connectors`, see docs/authorization-server.md).
         #[arg(long)]
         connectors: Option<PathBuf>,
+        /// Tests only: trust this CA (PEM) for Client ID Metadata Documents and allow their
+        /// hosts on loopback/private addresses.
+        #[arg(long)]
+        cimd_test_ca: Option<PathBuf>,
     },
     /// Per-tool policy: show the generated Cedar, import the seed's Rego shape.
     Policy {
@@ -426,6 +430,7 @@ fn main() -> ExitCode {
             data_dir,
             shadow_policy,
             connectors,
+            cimd_test_ca,
         } => {
             let connectors: Vec<controlplane::authz::settings::ConnectorConfig> = match connectors {
                 None => Vec::new(),
@@ -463,6 +468,7 @@ fn main() -> ExitCode {
                     state: Some(state),
                     shadow_policy,
                     connectors,
+                    cimd_test_ca,
                     ..Default::default()
                 };
                 if let Some(d) = audit_dir {

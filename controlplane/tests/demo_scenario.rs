@@ -34,6 +34,7 @@ async fn start_demo_on(n: usize, clock: Clock) -> demo::Demo {
         clock,
         shadow_policy: None,
         connectors: Vec::new(),
+        cimd_test_ca: None,
     })
     .await
     .expect("demo starts")

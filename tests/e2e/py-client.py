@@ -276,8 +276,13 @@ def free_port() -> int:
 
 
 async def main(url: str, mode: str) -> None:
+    cimd_url = os.environ.get("E2E_CIMD_URL") if mode == "cimd" else None
     if mode == "dcr":
         redirect_uri = f"http://localhost:{free_port()}/callback"
+        storage = MemoryStorage()
+    elif mode == "cimd":
+        check(cimd_url, "E2E_CIMD_URL is set")
+        redirect_uri = "http://localhost:19876/callback"
         storage = MemoryStorage()
     else:
         redirect_uri = "http://localhost:19876/callback"
@@ -293,6 +298,7 @@ async def main(url: str, mode: str) -> None:
             token_endpoint_auth_method="none",
         ),
         storage=storage,
+        client_metadata_url=cimd_url,
         redirect_handler=browser.redirect_handler,
         callback_handler=browser.callback_handler,
     )
@@ -318,7 +324,10 @@ async def main(url: str, mode: str) -> None:
                 check(storage.registered and len(regs) == 1 and regs[0]["status"] == 201, f"registered dynamically: {regs}")
                 step(f"registered dynamically: client_id={storage.registered.client_id}")
             else:
-                check(not regs and storage.registered is None, "no dynamic registration for the pre-registered client")
+                check(not regs, "no dynamic registration for the pre-registered or CIMD client")
+            if mode == "cimd":
+                check(browser.authorize_params.get("client_id") == cimd_url, f"client_id is the document URL: {browser.authorize_params}")
+                step(f"client id metadata document: client_id={cimd_url}")
             tok = [x for x in rec.seen if x["method"] == "POST" and urlparse(x["url"]).path == "/token"]
             check(len(tok) == 1 and tok[0]["status"] == 200, f"one token request -> 200: {tok}")
             check(any(x["status"] == 200 and x["auth"] for x in mcp[1:]), "an authorized MCP request succeeded")
@@ -373,7 +382,7 @@ async def main(url: str, mode: str) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if not args or len(args) > 2 or (len(args) == 2 and args[1] not in ("dcr", "preregistered")) or PROFILE not in ("demo", "echo"):
+    if not args or len(args) > 2 or (len(args) == 2 and args[1] not in ("dcr", "preregistered", "cimd")) or PROFILE not in ("demo", "echo"):
         print("usage: py-client.py URL [dcr|preregistered]", file=sys.stderr)
         sys.exit(2)
     summary["url"] = args[0]

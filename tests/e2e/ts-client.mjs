@@ -6,6 +6,8 @@
 //
 //   node ts-client.mjs dcr URL            dynamic client registration (loopback redirect)
 //   node ts-client.mjs preregistered URL  the demo's public client `mcp-client-cli`
+//   node ts-client.mjs cimd URL           client id = E2E_CIMD_URL, a Client ID Metadata Document
+//                                         (tests/idp serves it over https; redirect below)
 //
 // This process "is the browser": redirectToAuthorization() GETs the authorize URL, signs in as
 // john.mcclane on the HTML form, approves the consent page and reads the code from the final
@@ -53,7 +55,8 @@ const EXPECTED_TOOLS = PROFILE === 'echo' ? ECHO_TOOLS : DEMO_TOOLS;
 const EXPECTED_ACCOUNTS = ['ACC-1001', 'ACC-1002', 'ACC-1003', 'ACC-1004', 'ACC-1005', 'ACC-1006', 'ACC-1007', 'ACC-1008'];
 
 const [mode, url] = process.argv.slice(2);
-if (!['dcr', 'preregistered'].includes(mode) || !url || !['demo', 'echo'].includes(PROFILE)) {
+const CIMD_URL = process.env.E2E_CIMD_URL || '';
+if (!['dcr', 'preregistered', 'cimd'].includes(mode) || (mode === 'cimd' && !CIMD_URL) || !url || !['demo', 'echo'].includes(PROFILE)) {
   console.error('usage: ts-client.mjs dcr|preregistered URL');
   process.exit(2);
 }
@@ -202,8 +205,9 @@ class Browser {
 // --- the OAuthClientProvider (in memory) -------------------------------------------------------
 
 class InMemoryProvider {
-  constructor({ redirectUrl, clientInformation }) {
+  constructor({ redirectUrl, clientInformation, clientMetadataUrl }) {
     this._redirectUrl = redirectUrl;
+    this.clientMetadataUrl = clientMetadataUrl;
     this._clientInformation = clientInformation;
     this.browser = new Browser();
     this.authorizationCode = undefined;
@@ -219,6 +223,7 @@ class InMemoryProvider {
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'none',
+      application_type: 'native',
     };
   }
   state() {
@@ -300,6 +305,7 @@ async function main() {
   const provider = new InMemoryProvider({
     redirectUrl,
     clientInformation: mode === 'preregistered' ? { client_id: 'mcp-client-cli' } : undefined,
+    clientMetadataUrl: mode === 'cimd' ? CIMD_URL : undefined,
   });
 
   // Every HTTP exchange the transport (and the SDK's auth code) makes, for the assertions.
@@ -339,7 +345,12 @@ async function main() {
     assert(seen.some((x) => x.method === 'POST' && new URL(x.url).pathname === '/register' && x.status === 201), 'POST /register -> 201');
     step(`registered dynamically: client_id=${provider.registered.client_id}`);
   } else {
-    assert(!provider.registered, 'no dynamic registration for the pre-registered client');
+    if (mode === 'cimd') {
+      assert(provider.authorizeParams.client_id === CIMD_URL, `client_id is the metadata document URL: ${provider.authorizeParams.client_id}`);
+      step(`client id metadata document: client_id=${CIMD_URL}`);
+    }
+    // (The SDK saves the URL-based client information of a CIMD client; it registers nothing.)
+    assert(mode === 'cimd' || !provider.registered, 'no dynamic registration for the pre-registered client');
     assert(!seen.some((x) => new URL(x.url).pathname === '/register'), 'no /register request');
   }
   assert(provider.redirects === 1, `exactly one authorization redirect (got ${provider.redirects})`);

@@ -2,7 +2,8 @@
 # Federated login end to end: two local OpenID providers (panva's oidc-provider, OpenID
 # Certified, pinned in package-lock.json; users of their own) behind `warden demo
 # --connectors`, and the real TypeScript and Python MCP SDK clients of tests/e2e signing in
-# through them (pre-registered client and DCR), listing and calling tools. Then:
+# through them (pre-registered client, DCR, and a Client ID Metadata Document served over https
+# with the dev CA in certs/), listing and calling tools. Then:
 #   - the ledger's delegation tokens carry the federated user as `sub`;
 #   - one IdP is stopped mid-test: the login page says which one is down, users of the other
 #     still sign in, and an access token issued earlier through the stopped IdP is still accepted.
@@ -29,9 +30,9 @@ log "npm ci (oidc-provider pinned in tests/idp/package-lock.json; the SDK in tes
 if [[ ! -x "$E2E/.venv/bin/python" ]]; then python3 -m venv "$E2E/.venv" >&2; fi
 "$E2E/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$E2E/requirements.txt" >&2
 
-read -r GW_PORT AS_PORT ADMIN_PORT CORP_PORT PARTNER_PORT < <(python3 -c '
+read -r GW_PORT AS_PORT ADMIN_PORT CORP_PORT PARTNER_PORT CIMD_PORT < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(5)]
+ss = [socket.socket() for _ in range(6)]
 for s in ss:
     s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])
@@ -71,7 +72,12 @@ start_idp() { # name port -> pid in LAST_PID
     sleep 0.2
   done
 }
+node "$HERE/cimd-server.mjs" "$CIMD_PORT" "$HERE/../../certs/localhost.pem" "$HERE/../../certs/localhost.key" \
+  http://localhost:19876/callback >"$WORK/cimd.log" 2>&1 &
+PIDS+=("$!")
+CIMD="https://localhost:$CIMD_PORT"
 start_idp corp "$CORP_PORT"; CORP_PID=$LAST_PID
+until grep -q '^ready ' "$WORK/cimd.log"; do sleep 0.2; done
 start_idp partner "$PARTNER_PORT"; PARTNER_PID=$LAST_PID
 log "IdPs: corp http://127.0.0.1:$CORP_PORT, partner http://127.0.0.1:$PARTNER_PORT"
 
@@ -94,7 +100,7 @@ done >"$WORK/connectors.yaml"
 
 NO_COLOR=1 "$WARDEN_BIN" demo \
   --listen "127.0.0.1:$GW_PORT" --auth-listen "127.0.0.1:$AS_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
-  --data-dir "$WORK/data" --connectors "$WORK/connectors.yaml" >"$WORK/demo.log" 2>&1 </dev/null &
+  --data-dir "$WORK/data" --connectors "$WORK/connectors.yaml" --cimd-test-ca "$HERE/../../certs/dev-ca.pem" >"$WORK/demo.log" 2>&1 </dev/null &
 DEMO_PID=$!
 PIDS+=("$DEMO_PID")
 deadline=$((SECONDS + 30))
@@ -129,9 +135,22 @@ run_client() { # name connector idp-login cmd...
 }
 
 run_client ts-preregistered-corp corp alice node ts-client.mjs preregistered "$MCP_URL"
+E2E_CIMD_URL="$CIMD/ts-client.json" run_client ts-cimd-corp corp alice node ts-client.mjs cimd "$MCP_URL"
+E2E_CIMD_URL="$CIMD/py-client.json" run_client py-cimd-partner partner bob .venv/bin/python py-client.py "$MCP_URL" cimd
 run_client ts-dcr-partner partner bob node ts-client.mjs dcr "$MCP_URL"
 run_client py-preregistered-corp corp alice .venv/bin/python py-client.py "$MCP_URL" preregistered
 run_client py-dcr-partner partner bob .venv/bin/python py-client.py "$MCP_URL" dcr
+
+# CIMD: fetched once per document (cached per its max-age) and refused when it names another client.
+n_fetch="$(curl -sk "$CIMD/fetches")"
+if [[ "$n_fetch" == 2 ]]; then pass "cimd-cached (2 documents fetched once each for authorize + token)"
+else fail "cimd-cached (document server saw $n_fetch fetches, want 2)"; fi
+liar="$(curl -s -o /dev/null -w '%{http_code}' "$AS/authorize?response_type=code&client_id=$CIMD/liar.json&redirect_uri=http%3A%2F%2Flocalhost%3A19876%2Fcallback&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256")"
+if [[ "$liar" == 400 ]]; then pass "cimd-client-id-must-equal-url (a document naming another client_id: 400)"
+else fail "cimd-client-id-must-equal-url (HTTP $liar)"; fi
+wrong_cb="$(curl -s -o /dev/null -w '%{http_code}' "$AS/authorize?response_type=code&client_id=$CIMD/ts-client.json&redirect_uri=http%3A%2F%2Flocalhost%3A9999%2Fcallback&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256")"
+if [[ "$wrong_cb" == 400 ]]; then pass "cimd-redirect-uris-enforced (a redirect_uri not in the document: 400)"
+else fail "cimd-redirect-uris-enforced (HTTP $wrong_cb)"; fi
 
 PLAIN="$WORK/demo.plain.log"
 sed -e 's/\x1b\[[0-9;]*[A-Za-z]//g' "$WORK/demo.log" >"$PLAIN"

@@ -6,6 +6,7 @@
 //! RFC 8693 token exchange) and `/register` (RFC 7591, public loopback clients only).
 //! Every access token is signed by the [`Sts`]; state lives in the STS's [`crate::state::StateStore`].
 
+pub mod cimd;
 mod client_auth;
 mod clients;
 mod connectors;
@@ -77,6 +78,9 @@ pub struct AuthServerConfig {
     /// Sign-in throttling per user name and per client address.
     #[serde(default)]
     pub login_throttle: throttle::ThrottleConfig,
+    /// Client ID Metadata Documents (https URL client ids); on by default.
+    #[serde(default)]
+    pub client_id_metadata_documents: cimd::CimdConfig,
 }
 
 impl AuthServerConfig {
@@ -249,6 +253,8 @@ pub(crate) struct Inner {
     /// Upstream IdPs, in configuration order.
     pub connectors: Vec<Arc<connectors::Connector>>,
     pub throttle: throttle::Throttle,
+    /// None when Client ID Metadata Documents are disabled.
+    pub cimd: Option<cimd::Cimd>,
 }
 
 impl Inner {
@@ -260,7 +266,19 @@ impl Inner {
     pub async fn client(&self, id: &str) -> Option<Arc<Client>> {
         match self.clients.get(id) {
             Some(c) => Some(c.clone()),
-            None => self.store.registered(id).await,
+            None => match self.store.registered(id).await {
+                Some(c) => Some(c),
+                None => match &self.cimd {
+                    Some(m) if cimd::is_document_url(id) => match m.client(id).await {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::info!(client_id = ?id, error = %e, "Authorization server: client metadata document refused");
+                            None
+                        }
+                    },
+                    _ => None,
+                },
+            },
         }
     }
 
@@ -499,6 +517,18 @@ pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, A
         .collect();
     let dummy_hash = hash_password("warden-dummy-password")?;
     let login_throttle = cfg.login_throttle.clone();
+    let cimd = match cfg.client_id_metadata_documents.enabled {
+        true => Some(
+            cimd::Cimd::new(
+                cfg.client_id_metadata_documents.clone(),
+                sts.clock().clone(),
+            )
+            .map_err(|e| {
+                AuthServerError::Config(format!("authz.client_id_metadata_documents: {e}"))
+            })?,
+        ),
+        false => None,
+    };
     let clock = sts.clock().clone();
     let mut conns = Vec::new();
     for c in &cfg.connectors {
@@ -527,6 +557,7 @@ pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, A
         dummy_hash,
         connectors: conns.clone(),
         throttle: throttle::Throttle::new(login_throttle, clock),
+        cimd,
     });
     let (refresher, stop_refresh) = tokio::sync::watch::channel(false);
     connectors::spawn_refresher(conns, stop_refresh);
