@@ -2,20 +2,21 @@
 // Serves Client ID Metadata Documents over https with the dev certificate (certs/localhost.pem,
 // signed by certs/dev-ca.pem) for the federated-login suite.
 //
-//   node cimd-server.mjs PORT CERT KEY REDIRECT_URI
+//   node cimd-server.mjs PORT CERT KEY REDIRECT_URI CONFORMANCE_REDIRECT_URI
 //
 // GET /ts-client.json, /py-client.json: documents whose client_id is their own URL;
+// GET /conformance.json: the same for the conformance suite's callback;
 // GET /liar.json: a document claiming another client_id (Warden must refuse it).
 // Prints `ready ORIGIN` once listening; stops on SIGTERM.
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:https';
 
-const [port, cert, key, redirectUri] = process.argv.slice(2);
+const [port, cert, key, redirectUri, conformanceRedirect] = process.argv.slice(2);
 const origin = `https://localhost:${port}`;
-const doc = (path, name) => ({
+const doc = (path, name, redirect = redirectUri) => ({
   client_id: `${origin}${path}`,
   client_name: name,
-  redirect_uris: [redirectUri],
+  redirect_uris: [redirect],
   grant_types: ['authorization_code', 'refresh_token'],
   response_types: ['code'],
   token_endpoint_auth_method: 'none',
@@ -24,6 +25,7 @@ const doc = (path, name) => ({
 const docs = {
   '/ts-client.json': doc('/ts-client.json', 'Warden idp suite (TypeScript SDK)'),
   '/py-client.json': doc('/py-client.json', 'Warden idp suite (Python SDK)'),
+  '/conformance.json': doc('/conformance.json', 'MCP conformance suite', conformanceRedirect),
   '/liar.json': { ...doc('/liar.json', 'liar'), client_id: 'https://elsewhere.example/client.json' },
 };
 let fetches = 0;

@@ -3,7 +3,9 @@
 # Certified, pinned in package-lock.json; users of their own) behind `warden demo
 # --connectors`, and the real TypeScript and Python MCP SDK clients of tests/e2e signing in
 # through them (pre-registered client, DCR, and a Client ID Metadata Document served over https
-# with the dev CA in certs/), listing and calling tools. Then:
+# with the dev CA in certs/), listing and calling tools. The MCP conformance suite's
+# `authorization` scenarios (0.2.0-alpha.12, spec 2026-07-28) pass with no warning without a
+# client id, with a DCR client id and with a CIMD client id. Then:
 #   - the ledger's delegation tokens carry the federated user as `sub`;
 #   - one IdP is stopped mid-test: the login page says which one is down, users of the other
 #     still sign in, and an access token issued earlier through the stopped IdP is still accepted.
@@ -30,9 +32,9 @@ log "npm ci (oidc-provider pinned in tests/idp/package-lock.json; the SDK in tes
 if [[ ! -x "$E2E/.venv/bin/python" ]]; then python3 -m venv "$E2E/.venv" >&2; fi
 "$E2E/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$E2E/requirements.txt" >&2
 
-read -r GW_PORT AS_PORT ADMIN_PORT CORP_PORT PARTNER_PORT CIMD_PORT < <(python3 -c '
+read -r GW_PORT AS_PORT ADMIN_PORT CORP_PORT PARTNER_PORT CIMD_PORT CONF_PORT < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(6)]
+ss = [socket.socket() for _ in range(7)]
 for s in ss:
     s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])
@@ -73,7 +75,7 @@ start_idp() { # name port -> pid in LAST_PID
   done
 }
 node "$HERE/cimd-server.mjs" "$CIMD_PORT" "$HERE/../../certs/localhost.pem" "$HERE/../../certs/localhost.key" \
-  http://localhost:19876/callback >"$WORK/cimd.log" 2>&1 &
+  http://localhost:19876/callback "http://127.0.0.1:$CONF_PORT/callback" >"$WORK/cimd.log" 2>&1 &
 PIDS+=("$!")
 CIMD="https://localhost:$CIMD_PORT"
 start_idp corp "$CORP_PORT"; CORP_PID=$LAST_PID
@@ -151,6 +153,26 @@ else fail "cimd-client-id-must-equal-url (HTTP $liar)"; fi
 wrong_cb="$(curl -s -o /dev/null -w '%{http_code}' "$AS/authorize?response_type=code&client_id=$CIMD/ts-client.json&redirect_uri=http%3A%2F%2Flocalhost%3A9999%2Fcallback&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256")"
 if [[ "$wrong_cb" == 400 ]]; then pass "cimd-redirect-uris-enforced (a redirect_uri not in the document: 400)"
 else fail "cimd-redirect-uris-enforced (HTTP $wrong_cb)"; fi
+
+# The conformance suite's authorization-server scenarios; conformance-as.py is the browser.
+conf() { # label [client-id port]
+  local rc=0
+  python3 "$HERE/conformance-as.py" "$AS" "$MCP_URL" "$@" >"$WORK/conf-$1.txt" 2>"$WORK/conf-$1.err" || rc=$?
+  sed "s/^/    /" "$WORK/conf-$1.txt"
+  if [[ $rc -eq 0 ]]; then pass "conformance-authorization-$1 ($(grep -c '^PASS' "$WORK/conf-$1.txt") checks, no warnings)"
+  else fail "conformance-authorization-$1"; tail -n 20 "$WORK/conf-$1.err" >&2 || true; fi
+}
+conf no-client-id
+dcr_id="$(curl -s "$AS/register" -H 'content-type: application/json' \
+  -d "{\"redirect_uris\":[\"http://127.0.0.1:$CONF_PORT/callback\"],\"application_type\":\"native\",\"token_endpoint_auth_method\":\"none\"}" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')"
+CONF_USERNAME=john.mcclane@orchestrator.lab conf dcr "$dcr_id" "$CONF_PORT"
+conf cimd "$CIMD/conformance.json" "$CONF_PORT"
+# DCR without application_type is refused (MCP 2025-11-25).
+no_type="$(curl -s -o /dev/null -w '%{http_code}' "$AS/register" -H 'content-type: application/json' \
+  -d '{"redirect_uris":["http://127.0.0.1:5000/cb"],"token_endpoint_auth_method":"none"}')"
+if [[ "$no_type" == 400 ]]; then pass "dcr-requires-application_type (400 without it)"
+else fail "dcr-requires-application_type (HTTP $no_type)"; fi
 
 PLAIN="$WORK/demo.plain.log"
 sed -e 's/\x1b\[[0-9;]*[A-Za-z]//g' "$WORK/demo.log" >"$PLAIN"
