@@ -245,6 +245,8 @@ fn client_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, Vec<u8>
 }
 
 struct H {
+    /// The confidential client `agent` (private_key_jwt) for the jwt-bearer grant.
+    agent_key: SigningKey,
     _srv: AuthServer,
     base: String,
     http: reqwest::Client,
@@ -268,19 +270,25 @@ async fn setup(idps: &[(&str, Value)], local_users: Value) -> H {
             "claims": {"sub": "preferred_username", "groups": "roles"},
             "allowed_email_domains": ["corp.example", "partner.example"],
             "refresh_interval": "1s", "min_refetch_interval": "1s", "timeout": "2s",
+            "accept_id_jag": *id == "corp",
         }));
         handles.push(h);
     }
     let port = testkit::stable_port();
     let base = format!("http://127.0.0.1:{port}");
     let sts = Arc::new(Sts::new(&base, SigningAlg::EdDSA, controlplane::Clock::new()).unwrap());
+    let agent_key = SigningKey::generate(SigningAlg::EdDSA).unwrap();
     let cfg = json!({
         "listen": format!("127.0.0.1:{port}"),
         "issuer": base,
         "resources": [RES],
         "users": local_users,
         "scopes": [{"name": "mcp:tools"}, {"name": "pii:read", "groups": ["compliance"]}],
-        "clients": [{"client_id": "mcp-client-cli", "public": true, "redirect_uris": [CLI_REDIRECT]}],
+        "clients": [
+            {"client_id": "mcp-client-cli", "public": true, "redirect_uris": [CLI_REDIRECT]},
+            {"client_id": "agent", "jwks": {"keys": [agent_key.public_jwk.clone()]},
+             "grant_types": ["urn:ietf:params:oauth:grant-type:jwt-bearer"]},
+        ],
         "connectors": connectors,
     });
     let cfg: AuthServerConfig = serde_json::from_value(cfg).unwrap();
@@ -290,6 +298,7 @@ async fn setup(idps: &[(&str, Value)], local_users: Value) -> H {
         .build()
         .unwrap();
     H {
+        agent_key,
         _srv: srv,
         base,
         http,
@@ -597,4 +606,131 @@ async fn two_idps_one_stopped_mid_test() {
     let (s, r) = h.refresh(before["refresh_token"].as_str().unwrap()).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(at_claims(&r)["sub"], "bob");
+}
+
+impl H {
+    /// The jwt-bearer grant as the confidential client `agent` (private_key_jwt).
+    async fn jwt_bearer(&self, assertion: &str) -> (u16, Value) {
+        let n = now();
+        let mut jti = [0u8; 12];
+        aws_lc_rs::rand::fill(&mut jti).unwrap();
+        let client_assertion = self
+            .agent_key
+            .sign(
+                &json!({"iss": "agent", "sub": "agent", "aud": format!("{}/token", self.base),
+                        "jti": URL_SAFE_NO_PAD.encode(jti), "iat": n, "exp": n + 60}),
+                "JWT",
+            )
+            .unwrap();
+        let r = (self.http.post(format!("{}/token", self.base)))
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", assertion),
+                ("scope", "mcp:tools pii:read"),
+                ("client_id", "agent"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &client_assertion),
+            ])
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+}
+
+/// An ID-JAG as the enterprise IdP `idp` would mint it; `edit` spoils it.
+fn id_jag(idp: &Idp, warden: &str, typ: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let mut jti = [0u8; 12];
+    aws_lc_rs::rand::fill(&mut jti).unwrap();
+    let mut c = json!({
+        "iss": idp.issuer, "sub": "idp-0003", "preferred_username": "dana", "roles": ["compliance"],
+        "aud": warden, "resource": RES, "client_id": "agent", "scope": "mcp:tools pii:read",
+        "jti": URL_SAFE_NO_PAD.encode(jti), "iat": now(), "exp": now() + 300,
+    });
+    edit(&mut c);
+    idp.key.sign(&c, typ).unwrap()
+}
+
+#[tokio::test]
+async fn enterprise_managed_authorization_with_an_id_jag() {
+    let h = setup(&[("corp", alice()), ("partner", bob())], json!([])).await;
+    let corp = &h.idps[0].idp;
+    let good = id_jag(corp, &h.base, "oauth-id-jag+jwt", |_| {});
+    let (s, t) = h.jwt_bearer(&good).await;
+    assert_eq!(s, 200, "{t}");
+    let c = at_claims(&t);
+    // Mapped like a federated sign-in: sub ← preferred_username, groups ← roles.
+    assert_eq!(c["sub"], "dana");
+    assert_eq!(c["client_id"], "agent");
+    assert_eq!(c["aud"], RES);
+    assert_eq!(c["scope"], "mcp:tools pii:read");
+    assert_eq!(c["groups"], json!(["compliance"]));
+    // Replay of the same ID-JAG (jti) is refused.
+    let (s, e) = h.jwt_bearer(&good).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{e}"
+    );
+    let refused: Vec<(&str, String)> = vec![
+        ("typ JWT", id_jag(corp, &h.base, "JWT", |_| {})),
+        (
+            "aud another AS",
+            id_jag(corp, &h.base, "oauth-id-jag+jwt", |c| {
+                c["aud"] = json!("https://other.example")
+            }),
+        ),
+        (
+            "client_id another client",
+            id_jag(corp, &h.base, "oauth-id-jag+jwt", |c| {
+                c["client_id"] = json!("mcp-client-cli")
+            }),
+        ),
+        (
+            "no resource",
+            id_jag(corp, &h.base, "oauth-id-jag+jwt", |c| {
+                c.as_object_mut().unwrap().remove("resource");
+            }),
+        ),
+        (
+            "expired",
+            id_jag(corp, &h.base, "oauth-id-jag+jwt", |c| {
+                c["iat"] = json!(now() - 900);
+                c["exp"] = json!(now() - 600);
+            }),
+        ),
+        (
+            "issuer not trusted for ID-JAGs",
+            id_jag(&h.idps[1].idp, &h.base, "oauth-id-jag+jwt", |_| {}),
+        ),
+    ];
+    for (why, a) in refused {
+        let (s, e) = h.jwt_bearer(&a).await;
+        assert_eq!(s, 400, "{why}: {e}");
+        assert_eq!(e["error"], "invalid_grant", "{why}: {e}");
+    }
+    let (s, e) = h
+        .jwt_bearer(&id_jag(corp, &h.base, "oauth-id-jag+jwt", |c| {
+            c["resource"] = json!("https://elsewhere.example/mcp")
+        }))
+        .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_target")),
+        "{e}"
+    );
+    // A tampered ID-JAG (payload changed, signature kept) is refused.
+    let p: Vec<&str> = good.split('.').collect();
+    let mut forged = b64json(p[1]);
+    forged["jti"] = json!("fresh");
+    let forged = format!(
+        "{}.{}.{}",
+        p[0],
+        URL_SAFE_NO_PAD.encode(forged.to_string()),
+        p[2]
+    );
+    assert_eq!(h.jwt_bearer(&forged).await.0, 400);
 }

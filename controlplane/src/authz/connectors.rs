@@ -424,13 +424,50 @@ impl Connector {
         {
             return Err(bad("typ is not JWT"));
         }
-        let decoded = jwt::decode(token, MAX_ID_TOKEN, &[]).map_err(|e| bad(&e.to_string()))?;
+        let claims =
+            (self.verify_jwt(token, &[], &self.cfg.client_id, MAX_ID_TOKEN_LIFETIME, now)).await?;
+        let nonce_ok = claims
+            .get("nonce")
+            .and_then(Value::as_str)
+            .is_some_and(|n| {
+                aws_lc_rs::constant_time::verify_slices_are_equal(n.as_bytes(), nonce.as_bytes())
+                    .is_ok()
+            });
+        if !nonce_ok {
+            return Err(bad("nonce does not match the sign-in request"));
+        }
+        // OIDC Core §3.1.3.7: with several audiences, azp must be us; if present it must be us.
+        let multi = claims
+            .get("aud")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.len() > 1);
+        match claims.get("azp").and_then(Value::as_str) {
+            Some(a) if a != self.cfg.client_id => return Err(bad("azp is another client")),
+            None if multi => return Err(bad("several audiences and no azp")),
+            _ => {}
+        }
+        Ok(IdClaims { claims })
+    }
+
+    /// Verify a JWT this IdP signed: `typ` among `types` (empty: not checked), signature
+    /// against the JWKS (one rate-limited refetch for an unknown `kid`), `iss`, `aud` ∋
+    /// `audience`, `exp`/`nbf`, `iat` (required) and the lifetime bound. The claims.
+    pub async fn verify_jwt(
+        &self,
+        token: &str,
+        types: &[String],
+        audience: &str,
+        max_lifetime: i64,
+        now: i64,
+    ) -> Result<serde_json::Map<String, Value>, ConnectorError> {
+        let bad = |e: &str| ConnectorError::BadIdToken(e.to_owned());
+        let decoded = jwt::decode(token, MAX_ID_TOKEN, types).map_err(|e| bad(&e.to_string()))?;
         let policy = ValidationPolicy {
             issuer: self.cfg.issuer.clone(),
-            audiences: vec![self.cfg.client_id.clone()],
+            audiences: vec![audience.to_owned()],
             leeway_secs: self.cfg.leeway.as_secs().min(300) as i64,
-            max_lifetime_secs: MAX_ID_TOKEN_LIFETIME,
-            token_types: Vec::new(),
+            max_lifetime_secs: max_lifetime,
+            token_types: types.to_vec(),
         };
         let keys = self.live.read().await.keys.clone().unwrap_or_default();
         let mut res = jwt::verify(&decoded, &keys, &policy, now);
@@ -460,27 +497,7 @@ impl Connector {
         if claims.get("iat").and_then(Value::as_i64).is_none() {
             return Err(bad("iat is missing"));
         }
-        let nonce_ok = claims
-            .get("nonce")
-            .and_then(Value::as_str)
-            .is_some_and(|n| {
-                aws_lc_rs::constant_time::verify_slices_are_equal(n.as_bytes(), nonce.as_bytes())
-                    .is_ok()
-            });
-        if !nonce_ok {
-            return Err(bad("nonce does not match the sign-in request"));
-        }
-        // OIDC Core §3.1.3.7: with several audiences, azp must be us; if present it must be us.
-        let multi = claims
-            .get("aud")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.len() > 1);
-        match claims.get("azp").and_then(Value::as_str) {
-            Some(a) if a != self.cfg.client_id => return Err(bad("azp is another client")),
-            None if multi => return Err(bad("several audiences and no azp")),
-            _ => {}
-        }
-        Ok(IdClaims { claims })
+        Ok(claims)
     }
 
     async fn refetch_allowed(&self) -> bool {

@@ -13,6 +13,7 @@ mod connectors;
 mod dpop;
 mod exchange;
 mod federate;
+mod idjag;
 mod meta;
 mod pages;
 mod records;

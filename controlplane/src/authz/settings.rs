@@ -53,6 +53,10 @@ pub struct ConnectorConfig {
     /// At most one unknown-`kid` JWKS refetch per this interval.
     #[serde(default = "default_min_refetch", with = "humantime_serde")]
     pub min_refetch_interval: Duration,
+    /// Accept ID-JAGs (`typ: oauth-id-jag+jwt`) signed by this IdP at the token endpoint
+    /// (enterprise-managed authorization, the jwt-bearer grant).
+    #[serde(default)]
+    pub accept_id_jag: bool,
     /// Clock skew tolerated on `exp`/`iat`/`nbf`.
     #[serde(default = "default_leeway", with = "humantime_serde")]
     pub leeway: Duration,

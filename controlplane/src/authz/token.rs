@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use super::Inner;
 use super::client_auth::{Authed, Method, authenticate};
 use super::clients::{
-    GRANT_CLIENT_CREDENTIALS, GRANT_CODE, GRANT_EXCHANGE, GRANT_PASSWORD, GRANT_REFRESH,
+    GRANT_CLIENT_CREDENTIALS, GRANT_CODE, GRANT_EXCHANGE, GRANT_JWT_BEARER, GRANT_PASSWORD,
+    GRANT_REFRESH,
 };
 use super::pages::{param, parse_form};
 use super::store;
@@ -151,6 +152,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Respo
         GRANT_CLIENT_CREDENTIALS,
         GRANT_PASSWORD,
         GRANT_EXCHANGE,
+        GRANT_JWT_BEARER,
     ]
     .contains(&grant.as_str())
     {
@@ -178,6 +180,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Respo
         GRANT_REFRESH => refresh(inner, &authed, &f, jkt).await,
         GRANT_CLIENT_CREDENTIALS => client_credentials(inner, &authed, &f, jkt),
         GRANT_PASSWORD => password(inner, &authed, &f, jkt).await,
+        GRANT_JWT_BEARER => super::idjag::jwt_bearer(inner, &authed, &f, jkt).await,
         _ => super::exchange::exchange(inner, &authed, &f).await,
     }
 }
@@ -197,7 +200,7 @@ fn token_type(jkt: Option<&str>) -> &'static str {
 
 /// Issue access + refresh tokens for a user; `family` continues a rotation chain; `jkt`
 /// binds the access token (and a public client's refresh family) to a DPoP key.
-async fn user_tokens(
+pub(super) async fn user_tokens(
     inner: &Inner,
     client: &super::clients::Client,
     username: &str,
