@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use controlplane::authz::{self, AuthServer, AuthServerConfig};
+use controlplane::state::{Location, StateStore};
 use controlplane::sts::{SigningAlg, SigningKey, Sts};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -247,7 +248,10 @@ fn client_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, Vec<u8>
 struct H {
     /// The confidential client `agent` (private_key_jwt) for the jwt-bearer grant.
     agent_key: SigningKey,
-    _srv: AuthServer,
+    /// The configuration and store, for a restart.
+    cfg: Value,
+    loc: Option<Location>,
+    srv: Option<AuthServer>,
     base: String,
     http: reqwest::Client,
     idps: Vec<IdpHandle>,
@@ -256,6 +260,26 @@ struct H {
 
 /// Warden with `users` (JSON users) and one connector per entry of `idps` (id, user claims).
 async fn setup(idps: &[(&str, Value)], local_users: Value) -> H {
+    setup_on(idps, local_users, None).await
+}
+
+/// The server on `loc` (None: the STS's in-memory store).
+async fn serve(cfg: &Value, loc: Option<&Location>) -> AuthServer {
+    let base = cfg["issuer"].as_str().unwrap();
+    let sts = match loc {
+        None => Sts::new(base, SigningAlg::EdDSA, controlplane::Clock::new()).unwrap(),
+        Some(l) => {
+            let store = StateStore::open(l.clone(), None, controlplane::Clock::new())
+                .await
+                .unwrap();
+            Sts::open(store, base, SigningAlg::EdDSA).await.unwrap()
+        }
+    };
+    let cfg: AuthServerConfig = serde_json::from_value(cfg.clone()).unwrap();
+    authz::start(cfg, Arc::new(sts)).await.unwrap()
+}
+
+async fn setup_on(idps: &[(&str, Value)], local_users: Value, loc: Option<Location>) -> H {
     let dir = tempfile::tempdir().unwrap();
     let mut handles = Vec::new();
     let mut connectors = Vec::new();
@@ -276,7 +300,6 @@ async fn setup(idps: &[(&str, Value)], local_users: Value) -> H {
     }
     let port = testkit::stable_port();
     let base = format!("http://127.0.0.1:{port}");
-    let sts = Arc::new(Sts::new(&base, SigningAlg::EdDSA, controlplane::Clock::new()).unwrap());
     let agent_key = SigningKey::generate(SigningAlg::EdDSA).unwrap();
     let cfg = json!({
         "listen": format!("127.0.0.1:{port}"),
@@ -291,15 +314,16 @@ async fn setup(idps: &[(&str, Value)], local_users: Value) -> H {
         ],
         "connectors": connectors,
     });
-    let cfg: AuthServerConfig = serde_json::from_value(cfg).unwrap();
-    let srv = authz::start(cfg, sts).await.unwrap();
+    let srv = serve(&cfg, loc.as_ref()).await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     H {
         agent_key,
-        _srv: srv,
+        cfg,
+        loc,
+        srv: Some(srv),
         base,
         http,
         idps: handles,
@@ -733,4 +757,48 @@ async fn enterprise_managed_authorization_with_an_id_jag() {
         p[2]
     );
     assert_eq!(h.jwt_bearer(&forged).await.0, 400);
+}
+
+/// Federated sign-ins and users on a real PostgreSQL: after a restart on the same database
+/// the federated user's refresh token still works (profile from the `fed_user` row), and a
+/// sign-in state cannot be used twice across the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_rows_persist_on_postgres() {
+    let pg = tokio::task::spawn_blocking(testkit::postgres::Postgres::start)
+        .await
+        .unwrap();
+    let loc = Location::Postgres(pg.create_database("broker"));
+    let mut h = setup_on(&[("corp", alice())], json!([]), Some(loc)).await;
+    let t = tokens(h.federated("corp").await);
+    // A sign-in started before the restart ...
+    let html = h.login_page().await;
+    let form = form_with(&html, "value=\"corp\"");
+    let r = (h.http.post(format!("{}/federate", h.base)).form(&form))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let to_idp = r.headers()["location"].to_str().unwrap().to_owned();
+    // Stop the server, then start it again on the same port and database.
+    h.srv = None;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    h.srv = Some(serve(&h.cfg, h.loc.as_ref()).await);
+    // ... finishes after it: the state row (PostgreSQL) is found once.
+    let back = h.http.get(&to_idp).send().await.unwrap().headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let r = h.http.get(&back).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the federated sign-in continues on the restarted server"
+    );
+    let r = h.http.get(&back).send().await.unwrap();
+    assert_eq!(r.status(), 400, "a callback state is single use");
+    // The federated user (fed_user row) still refreshes.
+    let (s, r) = h.refresh(t["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(at_claims(&r)["sub"], "alice");
+    assert_eq!(at_claims(&r)["groups"], json!(["staff", "compliance"]));
 }
