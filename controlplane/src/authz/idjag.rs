@@ -143,7 +143,15 @@ pub async fn jwt_bearer(
     let scopes = inner.grant_user_scopes(&user.user(), Some(&wanted.join(" ")));
     tracing::info!(client = %a.client.id, connector = %conn.cfg.id, user = ?username, "Authorization server: ID-JAG accepted");
     super::token::user_tokens(
-        inner, &a.client, &username, &scopes, &resource, None, jkt, None,
+        inner,
+        &a.client,
+        &username,
+        &scopes,
+        &resource,
+        super::token::Issue {
+            jkt,
+            ..Default::default()
+        },
     )
     .await
 }

@@ -200,16 +200,24 @@ fn token_type(jkt: Option<&str>) -> &'static str {
 
 /// Issue access + refresh tokens for a user; `family` continues a rotation chain; `jkt`
 /// binds the access token (and a public client's refresh family) to a DPoP key.
+/// How tokens are issued: continuing a refresh `family`, bound to a DPoP key (`jkt`),
+/// redeeming a `code` (remembered, so a replay can revoke what it issued).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Issue<'a> {
+    pub family: Option<&'a str>,
+    pub jkt: Option<&'a str>,
+    pub code: Option<&'a str>,
+}
+
 pub(super) async fn user_tokens(
     inner: &Inner,
     client: &super::clients::Client,
     username: &str,
     scopes: &[String],
     resource: &str,
-    family: Option<&str>,
-    jkt: Option<&str>,
-    code: Option<&str>,
+    how: Issue<'_>,
 ) -> Result<Response, OAuthError> {
+    let Issue { family, jkt, code } = how;
     let user = inner
         .user(username)
         .await
@@ -312,9 +320,11 @@ async fn authorization_code(
         &c.username,
         &c.scopes,
         &c.resource,
-        None,
-        jkt,
-        Some(code),
+        Issue {
+            jkt,
+            code: Some(code),
+            ..Issue::default()
+        },
     )
     .await
 }
@@ -435,9 +445,11 @@ async fn refresh(
         &r.username,
         &scopes,
         &r.resource,
-        Some(&r.family),
-        jkt,
-        None,
+        Issue {
+            family: Some(&r.family),
+            jkt,
+            ..Issue::default()
+        },
     )
     .await
 }
@@ -475,9 +487,10 @@ async fn password(
         &user.username,
         &scopes,
         &resource,
-        None,
-        jkt,
-        None,
+        Issue {
+            jkt,
+            ..Issue::default()
+        },
     )
     .await
 }
