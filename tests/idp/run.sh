@@ -100,7 +100,20 @@ for n in corp partner; do
 YAML
 done >"$WORK/connectors.yaml"
 
-NO_COLOR=1 "$WARDEN_BIN" demo \
+# A candidate policy in shadow (evaluated on every call, never enforced): listAccounts only for
+# members of Group::"employees" and of Group::"compliance". The federated users' groups come
+# from their IdP's `groups` claim; their audit records show which rule Cedar applied.
+cat >"$WORK/shadow.cedar" <<'CEDAR'
+@id("candidate:employees-only")
+@reason("employees only")
+forbid (principal, action == Action::"tools/call", resource == Tool::"enterprise_ledger_listAccounts")
+unless { principal in Group::"employees" };
+@id("candidate:compliance-only")
+@reason("compliance only")
+forbid (principal, action == Action::"tools/call", resource == Tool::"enterprise_ledger_listAccounts")
+unless { principal in Group::"compliance" };
+CEDAR
+NO_COLOR=1 "$WARDEN_BIN" demo --audit-dir "$WORK/audit" --shadow-policy "$WORK/shadow.cedar" \
   --listen "127.0.0.1:$GW_PORT" --auth-listen "127.0.0.1:$AS_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
   --data-dir "$WORK/data" --connectors "$WORK/connectors.yaml" --cimd-test-ca "$HERE/../../certs/dev-ca.pem" >"$WORK/demo.log" 2>&1 </dev/null &
 DEMO_PID=$!
@@ -182,6 +195,29 @@ for who in alice@corp.example bob@partner.example; do
   if (( n >= 2 )); then pass "delegation-sub-$who ($n ledger delegation tokens with sub $who)"
   else fail "delegation-sub-$who ($n ledger delegation tokens with sub $who, want >= 2)"; fi
 done
+
+# Group mapping into Cedar: alice and bob (IdP groups [employees]) pass `principal in
+# Group::"employees"` and fail `principal in Group::"compliance"`.
+if python3 - "$WORK/audit" >"$WORK/groups.txt" 2>&1 <<'PY'; then
+import glob, json, sys
+recs = [json.loads(l) for f in sorted(glob.glob(f"{sys.argv[1]}/audit-*.jsonl")) for l in open(f) if l.strip()]
+bad, seen = [], 0
+for r in recs:
+    if r.get("sub") not in ("alice@corp.example", "bob@partner.example") or r.get("upstream_tool") != "listAccounts":
+        continue
+    seen += 1
+    s = r.get("shadow") or {}
+    if r.get("decision") != "allow" or s.get("decision") != "deny" or s.get("policy_ids") != ["candidate:compliance-only"]:
+        bad.append(f"seq {r.get('seq')} sub {r.get('sub')}: decision {r.get('decision')} shadow {s}")
+print(f"{seen} federated listAccounts records; {len(bad)} not as expected")
+for b in bad:
+    print(b)
+sys.exit(1 if bad or seen < 4 else 0)
+PY
+  pass "groups-in-cedar ($(head -n 1 "$WORK/groups.txt"): shadow forbid by compliance-only, not by employees-only)"
+else
+  fail "groups-in-cedar"; cat "$WORK/groups.txt" >&2
+fi
 
 # --- one IdP stops ----------------------------------------------------------------------------------
 log "stopping the partner IdP"
