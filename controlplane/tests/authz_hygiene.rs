@@ -473,7 +473,6 @@ impl std::io::Write for ToChannel {
     }
 }
 
-// current_thread: the server's tasks run on this thread, under this test's subscriber.
 #[tokio::test]
 async fn throttling_429_retry_after_audited_and_cross_site_refused() {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -481,7 +480,9 @@ async fn throttling_429_retry_after_audited_and_cross_site_refused() {
         .with_writer(move || ToChannel(tx.clone()))
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(sub);
+    // The process-wide subscriber (no other test in this binary sets one): a thread-local one
+    // can miss events whose callsites other tests register concurrently.
+    tracing::subscriber::set_global_default(sub).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let key = Arc::new(SigningKey::generate(SigningAlg::EdDSA).unwrap());
     let h = start(
