@@ -68,6 +68,9 @@ WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/eras/run.sh
 step "end-to-end: TypeScript and Python MCP SDK clients (OAuth: DCR and pre-registered) against warden demo"
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/e2e/run.sh
 
+step "federated login and client registration: TypeScript and Python MCP SDK clients sign in through Warden's authorization server federated to two local oidc-provider IdPs (pre-registered, DCR, CIMD over https with the dev CA), list and call tools; delegation tokens carry the federated sub; the conformance suite's authorization scenarios (no client id, DCR, CIMD) with no warnings; one IdP stopped mid-test (login page says which, the other unaffected, issued tokens still accepted); ~60 s"
+WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/idp/run.sh
+
 step "end-to-end through a balancer: the TypeScript and Python MCP SDK clients sign in (embedded authorization server, DCR and pre-registered) and call a tool through nginx round-robin over two warden replicas sharing one PostgreSQL state database and one session key ring"
 cargo build -p testkit --bins
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/e2e/replicas.sh

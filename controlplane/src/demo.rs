@@ -31,6 +31,10 @@ pub struct DemoOptions {
     pub clock: Clock,
     /// A candidate `.cedar` file watched in shadow: `policy.shadow` is the live rules plus it.
     pub shadow_policy: Option<std::path::PathBuf>,
+    /// Upstream OpenID Connect IdPs added to the authorization server (federated login).
+    pub connectors: Vec<authz::settings::ConnectorConfig>,
+    /// Tests only: a CA for Client ID Metadata Documents, whose hosts may then be loopback.
+    pub cimd_test_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -45,6 +49,8 @@ impl Default for DemoOptions {
             state: None,
             clock: Clock::new(),
             shadow_policy: None,
+            connectors: Vec::new(),
+            cimd_test_ca: None,
         }
     }
 }
@@ -282,8 +288,13 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
     .await?;
     let sts = Arc::new(Sts::open(state, &issuer, SigningAlg::EdDSA).await?);
     let as_yaml = auth_server_yaml(&issuer, as_addr, &mcp_url)?;
-    let as_cfg: AuthServerConfig = serde_yaml_ng::from_str(&as_yaml)
+    let mut as_cfg: AuthServerConfig = serde_yaml_ng::from_str(&as_yaml)
         .map_err(|e| DemoError::Config(format!("authorization server: {e}")))?;
+    as_cfg.connectors.extend(opts.connectors.iter().cloned());
+    if let Some(ca) = &opts.cimd_test_ca {
+        as_cfg.client_id_metadata_documents.ca_file = Some(ca.clone());
+        as_cfg.client_id_metadata_documents.allow_private_addresses = true;
+    }
     let auth_server = authz::start(as_cfg, sts.clone()).await?;
 
     // The peers judge token expiry by the demo's clock (one clock in the process).

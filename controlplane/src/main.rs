@@ -59,6 +59,14 @@ enum Cmd {
         /// audited where it disagrees, never enforced).
         #[arg(long)]
         shadow_policy: Option<PathBuf>,
+        /// A YAML list of upstream OpenID Connect IdPs for the authorization server's login
+        /// page (`authorization_server.connectors`, see docs/authorization-server.md).
+        #[arg(long)]
+        connectors: Option<PathBuf>,
+        /// Tests only: trust this CA (PEM) for Client ID Metadata Documents and allow their
+        /// hosts on loopback/private addresses.
+        #[arg(long)]
+        cimd_test_ca: Option<PathBuf>,
     },
     /// Per-tool policy: show the generated Cedar, import the seed's Rego shape.
     Policy {
@@ -421,7 +429,22 @@ fn main() -> ExitCode {
             audit_dir,
             data_dir,
             shadow_policy,
+            connectors,
+            cimd_test_ca,
         } => {
+            let connectors: Vec<controlplane::authz::settings::ConnectorConfig> = match connectors {
+                None => Vec::new(),
+                Some(f) => match std::fs::read_to_string(&f)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| serde_yaml_ng::from_str(&t).map_err(|e| e.to_string()))
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("error: {}: {e}", f.display());
+                        return ExitCode::from(2);
+                    }
+                },
+            };
             let state = match controlplane::state::StateConfig::or_data_dir(None, &data_dir) {
                 Ok(s) => s,
                 Err(e) => {
@@ -444,6 +467,8 @@ fn main() -> ExitCode {
                     shards,
                     state: Some(state),
                     shadow_policy,
+                    connectors,
+                    cimd_test_ca,
                     ..Default::default()
                 };
                 if let Some(d) = audit_dir {

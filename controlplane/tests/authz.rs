@@ -673,7 +673,11 @@ async fn dynamic_registration() {
         return;
     }
     let h = setup().await;
-    let reg = |body: Value| {
+    let reg = |mut body: Value| {
+        // Every registration says what it is (MCP 2025-11-25); tests of that: authz_hygiene.rs.
+        if body.is_object() && body.get("application_type").is_none() {
+            body["application_type"] = json!("native");
+        }
         let http = h.http.clone();
         let url = format!("{}/register", h.base);
         async move {

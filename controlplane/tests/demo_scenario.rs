@@ -33,6 +33,8 @@ async fn start_demo_on(n: usize, clock: Clock) -> demo::Demo {
         state: None,
         clock,
         shadow_policy: None,
+        connectors: Vec::new(),
+        cimd_test_ca: None,
     })
     .await
     .expect("demo starts")

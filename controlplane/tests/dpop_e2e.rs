@@ -201,6 +201,8 @@ async fn code_pkce_dpop_token_then_tools_through_warden_then_refresh_with_the_ke
         audit_dir: common::audit_dir().into(),
         state: None,
         shadow_policy: None,
+        connectors: Vec::new(),
+        cimd_test_ca: None,
         clock: Clock::new(),
     })
     .await
@@ -536,7 +538,7 @@ async fn token_endpoint_nonces_and_dpop_bound_clients() {
     // Registration takes dpop_bound_access_tokens (RFC 9449 §5.2).
     let r: Value = http
         .post(format!("{base}/register"))
-        .json(&json!({"redirect_uris": ["http://127.0.0.1:5555/cb"], "dpop_bound_access_tokens": true}))
+        .json(&json!({"redirect_uris": ["http://127.0.0.1:5555/cb"], "dpop_bound_access_tokens": true, "application_type": "native"}))
         .send()
         .await
         .unwrap()

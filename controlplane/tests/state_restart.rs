@@ -626,7 +626,7 @@ async fn replicas_share_logins(a_loc: controlplane::state::Location) {
     // A registers a client; B knows it.
     let reg: Value = http
         .post(format!("{}/register", base(0)))
-        .json(&json!({"redirect_uris": ["http://127.0.0.1:7777/cb"]}))
+        .json(&json!({"redirect_uris": ["http://127.0.0.1:7777/cb"], "application_type": "native"}))
         .send()
         .await
         .unwrap()

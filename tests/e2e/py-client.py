@@ -17,6 +17,8 @@ Env: E2E_TOKEN_FILE  append the raw access token here (the runner greps the serv
                      (tests/e2e/replicas.sh: testkit's echo-upstream under the namespace `up_`;
                      lists its five tools and calls up_echo)
      E2E_USERNAME, E2E_PASSWORD  who signs in (default john.mcclane / the demo's password)
+     E2E_FEDERATE    a connector id (tests/idp): sign in through that upstream IdP instead of
+                     the password form; E2E_USERNAME is then the IdP's login (any password)
 Prints one JSON summary line on stdout; exits non-zero on any failure.
 """
 
@@ -26,6 +28,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import socket
 import sys
 import traceback
@@ -42,6 +45,7 @@ from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAu
 PROFILE = os.environ.get("E2E_PROFILE") or "demo"
 USERNAME = os.environ.get("E2E_USERNAME") or "john.mcclane@orchestrator.lab"
 PASSWORD = os.environ.get("E2E_PASSWORD") or "yippiekayay"
+FEDERATE = os.environ.get("E2E_FEDERATE") or ""
 # john is not in the compliance group: the seed's policy hides getCustomerPII and getAuditLog.
 DEMO_TOOLS = sorted(
     [f"enterprise_ledger_{t}" for t in ("listAccounts", "getAccount", "getTransactions", "updateAccountStatus")]
@@ -128,6 +132,39 @@ def parse_form(html: str) -> FormParser:
     return p
 
 
+async def federate(ua: httpx2.AsyncClient, html: str, base: str):
+    """The login page's form for connector FEDERATE -> the IdP's own login and consent pages ->
+    back at Warden's consent page; returns that response and its URL."""
+    chunk = next(
+        (f for f in re.findall(r"<form\b[^>]*>.*?</form>", html, re.S | re.I) if f'name="connector" value="{FEDERATE}"' in f),
+        None,
+    )
+    check(chunk, f"login page offers connector {FEDERATE}: {html[:800]}")
+    f = parse_form(chunk)
+    step(f"browser: sign in with connector {FEDERATE}")
+    url = urljoin(base, f.action)
+    r = await ua.post(url, data=f.hidden)
+    for _ in range(20):
+        if 300 <= r.status_code < 400:
+            url = urljoin(url, r.headers["location"])
+            r = await ua.get(url)
+            continue
+        check(r.status_code == 200, f"{url}: HTTP {r.status_code}: {r.text[:300]}")
+        if 'action="/consent"' in r.text:
+            return r, url
+        form = parse_form(r.text)
+        body = dict(form.hidden)
+        target = urljoin(url, form.action)
+        if "login" in form.fields:
+            step(f"idp: login form at {target}")
+            body.update(login=USERNAME, password="any-password")
+        else:
+            step(f"idp: consent form at {target}")
+        url = target
+        r = await ua.request(form.method.upper(), url, data=body)
+    raise AssertionError("federated sign-in: too many redirects")
+
+
 class Browser:
     def __init__(self) -> None:
         self.result: AuthorizationCodeResult | None = None
@@ -148,14 +185,17 @@ class Browser:
         async with httpx2.AsyncClient(follow_redirects=False, timeout=30) as ua:
             r = await ua.get(authorization_url, headers={"accept": "text/html"})
             check(r.status_code == 200, f"GET /authorize: HTTP {r.status_code}: {r.text[:300]}")
-            login = parse_form(r.text)
-            check(login.method == "post", "login form posts")
-            check({"username", "password"} <= set(login.fields), f"login form has username/password: {login.fields}")
-            login_url = urljoin(authorization_url, login.action)
-            step(f"browser: login form at {urlparse(login_url).path}")
+            if FEDERATE:
+                r, login_url = await federate(ua, r.text, authorization_url)
+            else:
+                login = parse_form(r.text)
+                check(login.method == "post", "login form posts")
+                check({"username", "password"} <= set(login.fields), f"login form has username/password: {login.fields}")
+                login_url = urljoin(authorization_url, login.action)
+                step(f"browser: login form at {urlparse(login_url).path}")
 
-            r = await ua.post(login_url, data={**login.hidden, "username": USERNAME, "password": PASSWORD})
-            check(r.status_code == 200, f"POST {login_url}: HTTP {r.status_code}: {r.text[:300]}")
+                r = await ua.post(login_url, data={**login.hidden, "username": USERNAME, "password": PASSWORD})
+                check(r.status_code == 200, f"POST {login_url}: HTTP {r.status_code}: {r.text[:300]}")
             consent = parse_form(r.text)
             approve = next(((n, v) for n, v in consent.buttons if v == "approve" and n), None)
             check(approve, f"consent page has an approve button: {consent.buttons}")
@@ -236,8 +276,13 @@ def free_port() -> int:
 
 
 async def main(url: str, mode: str) -> None:
+    cimd_url = os.environ.get("E2E_CIMD_URL") if mode == "cimd" else None
     if mode == "dcr":
         redirect_uri = f"http://localhost:{free_port()}/callback"
+        storage = MemoryStorage()
+    elif mode == "cimd":
+        check(cimd_url, "E2E_CIMD_URL is set")
+        redirect_uri = "http://localhost:19876/callback"
         storage = MemoryStorage()
     else:
         redirect_uri = "http://localhost:19876/callback"
@@ -253,6 +298,7 @@ async def main(url: str, mode: str) -> None:
             token_endpoint_auth_method="none",
         ),
         storage=storage,
+        client_metadata_url=cimd_url,
         redirect_handler=browser.redirect_handler,
         callback_handler=browser.callback_handler,
     )
@@ -278,7 +324,10 @@ async def main(url: str, mode: str) -> None:
                 check(storage.registered and len(regs) == 1 and regs[0]["status"] == 201, f"registered dynamically: {regs}")
                 step(f"registered dynamically: client_id={storage.registered.client_id}")
             else:
-                check(not regs and storage.registered is None, "no dynamic registration for the pre-registered client")
+                check(not regs, "no dynamic registration for the pre-registered or CIMD client")
+            if mode == "cimd":
+                check(browser.authorize_params.get("client_id") == cimd_url, f"client_id is the document URL: {browser.authorize_params}")
+                step(f"client id metadata document: client_id={cimd_url}")
             tok = [x for x in rec.seen if x["method"] == "POST" and urlparse(x["url"]).path == "/token"]
             check(len(tok) == 1 and tok[0]["status"] == 200, f"one token request -> 200: {tok}")
             check(any(x["status"] == 200 and x["auth"] for x in mcp[1:]), "an authorized MCP request succeeded")
@@ -333,7 +382,7 @@ async def main(url: str, mode: str) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if not args or len(args) > 2 or (len(args) == 2 and args[1] not in ("dcr", "preregistered")) or PROFILE not in ("demo", "echo"):
+    if not args or len(args) > 2 or (len(args) == 2 and args[1] not in ("dcr", "preregistered", "cimd")) or PROFILE not in ("demo", "echo"):
         print("usage: py-client.py URL [dcr|preregistered]", file=sys.stderr)
         sys.exit(2)
     summary["url"] = args[0]

@@ -6,6 +6,8 @@
 //
 //   node ts-client.mjs dcr URL            dynamic client registration (loopback redirect)
 //   node ts-client.mjs preregistered URL  the demo's public client `mcp-client-cli`
+//   node ts-client.mjs cimd URL           client id = E2E_CIMD_URL, a Client ID Metadata Document
+//                                         (tests/idp serves it over https; redirect below)
 //
 // This process "is the browser": redirectToAuthorization() GETs the authorize URL, signs in as
 // john.mcclane on the HTML form, approves the consent page and reads the code from the final
@@ -17,6 +19,8 @@
 //                      (tests/e2e/replicas.sh: testkit's echo-upstream under the namespace `up_`;
 //                      lists its five tools and calls up_echo)
 //      E2E_USERNAME, E2E_PASSWORD  who signs in (default john.mcclane / the demo's password)
+//      E2E_FEDERATE    a connector id (tests/idp): sign in through that upstream IdP instead of
+//                      the password form; E2E_USERNAME is then the IdP's login (any password)
 // Prints one JSON summary line on stdout; exits non-zero on any failure.
 import { createHash, randomBytes } from 'node:crypto';
 import { appendFileSync, readFileSync } from 'node:fs';
@@ -29,6 +33,7 @@ import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 const PROFILE = process.env.E2E_PROFILE || 'demo';
 const USERNAME = process.env.E2E_USERNAME || 'john.mcclane@orchestrator.lab';
 const PASSWORD = process.env.E2E_PASSWORD || 'yippiekayay';
+const FEDERATE = process.env.E2E_FEDERATE || '';
 // john is not in the compliance group: the seed's policy hides getCustomerPII and
 // getAuditLog from him. The Employee Directory (REST, bridged) adds seven tools.
 const DEMO_TOOLS = [
@@ -50,7 +55,8 @@ const EXPECTED_TOOLS = PROFILE === 'echo' ? ECHO_TOOLS : DEMO_TOOLS;
 const EXPECTED_ACCOUNTS = ['ACC-1001', 'ACC-1002', 'ACC-1003', 'ACC-1004', 'ACC-1005', 'ACC-1006', 'ACC-1007', 'ACC-1008'];
 
 const [mode, url] = process.argv.slice(2);
-if (!['dcr', 'preregistered'].includes(mode) || !url || !['demo', 'echo'].includes(PROFILE)) {
+const CIMD_URL = process.env.E2E_CIMD_URL || '';
+if (!['dcr', 'preregistered', 'cimd'].includes(mode) || (mode === 'cimd' && !CIMD_URL) || !url || !['demo', 'echo'].includes(PROFILE)) {
   console.error('usage: ts-client.mjs dcr|preregistered URL');
   process.exit(2);
 }
@@ -129,6 +135,10 @@ class Browser {
     let res = await this.request('GET', authorizationUrl);
     let html = await res.text();
     assert(res.status === 200, `GET /authorize: HTTP ${res.status}: ${html.slice(0, 300)}`);
+    if (FEDERATE) {
+      const page = await this.federate(html, authorizationUrl);
+      return this.consent(page.html, page.url);
+    }
     const login = parseForm(html, authorizationUrl);
     assert(login.method === 'post', 'login form posts');
     assert(login.fields.includes('username') && login.fields.includes('password'), `login form has username/password: ${login.fields}`);
@@ -137,13 +147,54 @@ class Browser {
     res = await this.request('POST', login.action, new URLSearchParams({ ...login.hidden, username: USERNAME, password: PASSWORD }).toString());
     html = await res.text();
     assert(res.status === 200, `POST ${login.action.pathname}: HTTP ${res.status}: ${html.slice(0, 300)}`);
-    const consent = parseForm(html, login.action);
+    return this.consent(html, login.action);
+  }
+
+  /** The login page's form for connector FEDERATE -> the IdP's own login and consent pages ->
+   * back at Warden's consent page; returns it and its URL. */
+  async federate(html, baseUrl) {
+    const chunk = [...html.matchAll(/<form\b[^>]*>[\s\S]*?<\/form>/gi)]
+      .map((m) => m[0])
+      .find((f) => f.includes(`name="connector" value="${FEDERATE}"`));
+    assert(chunk, `login page offers connector ${FEDERATE}: ${html.slice(0, 800)}`);
+    const f = parseForm(chunk, baseUrl);
+    step(`browser: sign in with connector ${FEDERATE}`);
+    let url = f.action;
+    let res = await this.request('POST', url, new URLSearchParams(f.hidden).toString());
+    for (let i = 0; i < 20; i++) {
+      if (res.status >= 300 && res.status < 400) {
+        url = new URL(res.headers.get('location'), url);
+        await res.text();
+        res = await this.request('GET', url);
+        continue;
+      }
+      const page = await res.text();
+      assert(res.status === 200, `${url}: HTTP ${res.status}: ${page.slice(0, 300)}`);
+      if (page.includes('action="/consent"')) return { html: page, url };
+      const form = parseForm(page, url);
+      const body = { ...form.hidden };
+      if (form.fields.includes('login')) {
+        step(`idp: login form at ${url.origin}${form.action.pathname}`);
+        body.login = USERNAME;
+        body.password = 'any-password';
+      } else {
+        step(`idp: consent form at ${url.origin}${form.action.pathname}`);
+      }
+      url = form.action;
+      res = await this.request(form.method.toUpperCase(), url, new URLSearchParams(body).toString());
+    }
+    throw new Error('federated sign-in: too many redirects');
+  }
+
+  /** Warden's consent page -> approve; returns the redirect URL (with code, state, iss). */
+  async consent(html, baseUrl) {
+    const consent = parseForm(html, baseUrl);
     const approve = consent.buttons.find((b) => b.value === 'approve');
     assert(approve?.name, `consent page has an approve button: ${JSON.stringify(consent.buttons)}`);
     const scopes = [...html.matchAll(/<li><code>([^<]*)<\/code><\/li>/g)].map((m) => htmlUnescape(m[1]));
     step(`browser: signed in; consent for scopes [${scopes.join(' ')}]`);
 
-    res = await this.request('POST', consent.action, new URLSearchParams({ ...consent.hidden, [approve.name]: approve.value }).toString());
+    const res = await this.request('POST', consent.action, new URLSearchParams({ ...consent.hidden, [approve.name]: approve.value }).toString());
     await res.text();
     const location = res.headers.get('location');
     assert(res.status === 302 && location, `POST ${consent.action.pathname}: expected 302 with Location, got ${res.status}`);
@@ -154,8 +205,9 @@ class Browser {
 // --- the OAuthClientProvider (in memory) -------------------------------------------------------
 
 class InMemoryProvider {
-  constructor({ redirectUrl, clientInformation }) {
+  constructor({ redirectUrl, clientInformation, clientMetadataUrl }) {
     this._redirectUrl = redirectUrl;
+    this.clientMetadataUrl = clientMetadataUrl;
     this._clientInformation = clientInformation;
     this.browser = new Browser();
     this.authorizationCode = undefined;
@@ -171,6 +223,7 @@ class InMemoryProvider {
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'none',
+      application_type: 'native',
     };
   }
   state() {
@@ -252,6 +305,7 @@ async function main() {
   const provider = new InMemoryProvider({
     redirectUrl,
     clientInformation: mode === 'preregistered' ? { client_id: 'mcp-client-cli' } : undefined,
+    clientMetadataUrl: mode === 'cimd' ? CIMD_URL : undefined,
   });
 
   // Every HTTP exchange the transport (and the SDK's auth code) makes, for the assertions.
@@ -291,7 +345,12 @@ async function main() {
     assert(seen.some((x) => x.method === 'POST' && new URL(x.url).pathname === '/register' && x.status === 201), 'POST /register -> 201');
     step(`registered dynamically: client_id=${provider.registered.client_id}`);
   } else {
-    assert(!provider.registered, 'no dynamic registration for the pre-registered client');
+    if (mode === 'cimd') {
+      assert(provider.authorizeParams.client_id === CIMD_URL, `client_id is the metadata document URL: ${provider.authorizeParams.client_id}`);
+      step(`client id metadata document: client_id=${CIMD_URL}`);
+    }
+    // (The SDK saves the URL-based client information of a CIMD client; it registers nothing.)
+    assert(mode === 'cimd' || !provider.registered, 'no dynamic registration for the pre-registered client');
     assert(!seen.some((x) => new URL(x.url).pathname === '/register'), 'no /register request');
   }
   assert(provider.redirects === 1, `exactly one authorization redirect (got ${provider.redirects})`);

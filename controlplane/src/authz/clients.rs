@@ -15,12 +15,15 @@ pub const GRANT_REFRESH: &str = "refresh_token";
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const GRANT_PASSWORD: &str = "password";
 pub const GRANT_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-pub const ALL_GRANTS: [&str; 5] = [
+/// RFC 7523 §2.1, with an ID-JAG (enterprise-managed authorization).
+pub const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+pub const ALL_GRANTS: [&str; 6] = [
     GRANT_CODE,
     GRANT_REFRESH,
     GRANT_CLIENT_CREDENTIALS,
     GRANT_PASSWORD,
     GRANT_EXCHANGE,
+    GRANT_JWT_BEARER,
 ];
 
 /// Algorithms accepted for client assertions.
@@ -50,6 +53,16 @@ pub struct Client {
     pub dynamic: bool,
     /// RFC 9449 §5.2: every token request must carry a DPoP proof.
     pub dpop_bound_access_tokens: bool,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("public", &self.public)
+            .field("dynamic", &self.dynamic)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -168,7 +181,9 @@ pub fn from_config(cfg: &AuthServerConfig) -> Result<HashMap<String, Arc<Client>
             if !ALL_GRANTS.contains(&g.as_str()) {
                 return Err(format!("authz.clients[{id}]: unknown grant type {g:?}"));
             }
-            if c.public && (g == GRANT_CLIENT_CREDENTIALS || g == GRANT_EXCHANGE) {
+            if c.public
+                && (g == GRANT_CLIENT_CREDENTIALS || g == GRANT_EXCHANGE || g == GRANT_JWT_BEARER)
+            {
                 return Err(format!(
                     "authz.clients[{id}]: a public client cannot use {g}"
                 ));

@@ -14,7 +14,7 @@ use crate::sts::{DelegationGrant, Sts, delegation_claims};
 pub const TT_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 pub const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 
-pub fn exchange(
+pub async fn exchange(
     inner: &Inner,
     a: &Authed,
     f: &HashMap<String, String>,
@@ -73,6 +73,14 @@ pub fn exchange(
         .and_then(|d| dataplane::auth::jwt::verify(&d, &keys, &policy, now))
         .map_err(|e| OAuthError::invalid_grant(format!("subject_token rejected: {e}")))?;
 
+    // A revoked access token (RFC 7009, or issued from a replayed code) exchanges for nothing.
+    if inner
+        .store
+        .jti_revoked(claims.jti.as_deref().unwrap_or_default())
+        .await
+    {
+        return Err(OAuthError::invalid_grant("subject_token has been revoked"));
+    }
     let ttl = a.client.exchange_ttl.as_secs().max(1) as i64;
     let jti = Sts::new_jti().map_err(|e| OAuthError::server(e.to_string()))?;
     let grant = DelegationGrant {

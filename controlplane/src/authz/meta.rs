@@ -30,6 +30,13 @@ pub async fn metadata(State(inner): State<Arc<Inner>>) -> Response {
             ["EdDSA", "ES256", "ES384", "RS256", "PS256", "PS384"],
         "scopes_supported": inner.cfg.scopes.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
         "authorization_response_iss_parameter_supported": true,
+        "client_id_metadata_document_supported": inner.cimd.is_some(),
+        "revocation_endpoint": format!("{iss}/revoke"),
+        "revocation_endpoint_auth_methods_supported":
+            ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "introspection_endpoint": format!("{iss}/introspect"),
+        "introspection_endpoint_auth_methods_supported":
+            ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         // RFC 9449 §5.1: proofs at /token (asymmetric algorithms only).
         "dpop_signing_alg_values_supported": inner.cfg.dpop_algorithms,
         // For OIDC-discovery clients only: no ID tokens are issued (see docs).
@@ -172,6 +179,22 @@ pub async fn register(State(inner): State<Arc<Inner>>, body: Bytes) -> Response 
             );
         }
     };
+    // MCP 2025-11-25 (SEP-837): registering clients say what they are (OIDC Registration §2).
+    let app_type = match req.get("application_type").and_then(Value::as_str) {
+        Some(t @ ("native" | "web")) => t.to_owned(),
+        Some(_) => {
+            return reg_error(
+                "invalid_client_metadata",
+                "application_type must be \"native\" or \"web\"",
+            );
+        }
+        None => {
+            return reg_error(
+                "invalid_client_metadata",
+                "application_type is required (\"native\" for loopback redirect URIs)",
+            );
+        }
+    };
     let Ok(rand) = store::random_token() else {
         return reg_error("invalid_client_metadata", "random generator failed");
     };
@@ -190,6 +213,7 @@ pub async fn register(State(inner): State<Arc<Inner>>, body: Bytes) -> Response 
         "client_id_issued_at": issued_at,
         "redirect_uris": uris,
         "token_endpoint_auth_method": "none",
+        "application_type": app_type,
         "grant_types": grants,
         "response_types": ["code"],
     });
@@ -213,8 +237,8 @@ pub async fn register(State(inner): State<Arc<Inner>>, body: Bytes) -> Response 
 /// pages (`/authorize`, `/login`, `/consent`) get no CORS headers.
 pub async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let path = req.uri().path();
-    let open =
-        path.starts_with("/.well-known/") || matches!(path, "/jwks" | "/token" | "/register");
+    let open = path.starts_with("/.well-known/")
+        || matches!(path, "/jwks" | "/token" | "/register" | "/revoke");
     if !open {
         return next.run(req).await;
     }

@@ -6,13 +6,21 @@
 //! RFC 8693 token exchange) and `/register` (RFC 7591, public loopback clients only).
 //! Every access token is signed by the [`Sts`]; state lives in the STS's [`crate::state::StateStore`].
 
+pub mod cimd;
 mod client_auth;
 mod clients;
+mod connectors;
 mod dpop;
 mod exchange;
+mod federate;
+mod idjag;
 mod meta;
 mod pages;
+mod records;
+mod revoke;
+pub mod settings;
 mod store;
+pub mod throttle;
 mod token;
 mod web;
 
@@ -61,6 +69,19 @@ pub struct AuthServerConfig {
     /// Require a nonce issued by `/token` in every DPoP proof (RFC 9449 §8).
     #[serde(default)]
     pub dpop_nonce: bool,
+    /// Upstream OpenID Connect IdPs offered on the login page (federated login).
+    #[serde(default)]
+    pub connectors: Vec<settings::ConnectorConfig>,
+    /// A just-rotated refresh token presented again within this long refreshes again instead
+    /// of revoking its family (clients retrying after a network error). Default 0: off.
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_reuse_grace: Duration,
+    /// Sign-in throttling per user name and per client address.
+    #[serde(default)]
+    pub login_throttle: throttle::ThrottleConfig,
+    /// Client ID Metadata Documents (https URL client ids); on by default.
+    #[serde(default)]
+    pub client_id_metadata_documents: cimd::CimdConfig,
 }
 
 impl AuthServerConfig {
@@ -230,6 +251,11 @@ pub(crate) struct Inner {
     pub secure_cookies: bool,
     /// A hash to verify against when the user is unknown, so timing does not reveal usernames.
     pub dummy_hash: String,
+    /// Upstream IdPs, in configuration order.
+    pub connectors: Vec<Arc<connectors::Connector>>,
+    pub throttle: throttle::Throttle,
+    /// None when Client ID Metadata Documents are disabled.
+    pub cimd: Option<cimd::Cimd>,
 }
 
 impl Inner {
@@ -241,7 +267,31 @@ impl Inner {
     pub async fn client(&self, id: &str) -> Option<Arc<Client>> {
         match self.clients.get(id) {
             Some(c) => Some(c.clone()),
-            None => self.store.registered(id).await,
+            None => match self.store.registered(id).await {
+                Some(c) => Some(c),
+                None => match &self.cimd {
+                    Some(m) if cimd::is_document_url(id) => match m.client(id).await {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::info!(client_id = ?id, error = %e, "Authorization server: client metadata document refused");
+                            None
+                        }
+                    },
+                    _ => None,
+                },
+            },
+        }
+    }
+
+    pub fn connector(&self, id: &str) -> Option<Arc<connectors::Connector>> {
+        self.connectors.iter().find(|c| c.cfg.id == id).cloned()
+    }
+
+    /// A configured user, or a federated one as last seen in its IdP's ID token.
+    pub async fn user(&self, name: &str) -> Option<User> {
+        match self.users.get(name) {
+            Some(u) => Some(u.clone()),
+            None => self.store.fed_user(name).await.map(|f| f.user()),
         }
     }
 
@@ -276,7 +326,7 @@ impl Inner {
         }
     }
 
-    /// Sign a user access token (RFC 9068). Returns the token and its lifetime in seconds.
+    /// Sign a user access token (RFC 9068). Returns the token, its lifetime in seconds and its `jti`.
     pub fn user_token(
         &self,
         user: &User,
@@ -284,7 +334,7 @@ impl Inner {
         scopes: &[String],
         aud: &str,
         jkt: Option<&str>,
-    ) -> Result<(String, i64), AuthServerError> {
+    ) -> Result<(String, i64, String), AuthServerError> {
         let now = self.store.now();
         let ttl = self.cfg.access_token_ttl.as_secs() as i64;
         let jti = Sts::new_jti().map_err(|e| AuthServerError::Crypto(e.to_string()))?;
@@ -308,7 +358,7 @@ impl Inner {
             c["cnf"] = json!({"jkt": j});
         }
         let t = (self.sts.sign(&c)).map_err(|e| AuthServerError::Crypto(e.to_string()))?;
-        Ok((t, ttl))
+        Ok((t, ttl, jti))
     }
 }
 
@@ -317,6 +367,8 @@ pub struct AuthServer {
     addr: SocketAddr,
     inner: Arc<Inner>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Dropped with the server: stops the connectors' refresher.
+    _refresher: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -355,7 +407,15 @@ impl AuthServer {
         let aud = (self.inner.user_resource(res)).map_err(|e| unknown(e.to_owned()))?;
         self.inner
             .user_token(user, "warden-mint", &scopes, &aud, None)
-            .map(|(t, _)| t)
+            .map(|(t, _, _)| t)
+    }
+}
+
+impl AuthServer {
+    /// The scopes `username` last consented to for `client_id` (and when), if recorded.
+    pub async fn consent_of(&self, username: &str, client_id: &str) -> Option<(Vec<String>, i64)> {
+        let c = self.inner.store.consent(username, client_id).await?;
+        Some((c.scopes, c.at))
     }
 }
 
@@ -416,6 +476,7 @@ fn validate(cfg: &AuthServerConfig, sts: &Sts) -> Result<(), AuthServerError> {
             AuthServerError::Config(format!("authz.resources: {r:?} is not absolute ({e})"))
         })?;
     }
+    settings::validate(&cfg.connectors).map_err(|e| AuthServerError::Config(e.to_string()))?;
     if cfg.dpop_algorithms.is_empty()
         || cfg
             .dpop_algorithms
@@ -456,6 +517,29 @@ pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, A
         })
         .collect();
     let dummy_hash = hash_password("warden-dummy-password")?;
+    let login_throttle = cfg.login_throttle.clone();
+    let cimd = match cfg.client_id_metadata_documents.enabled {
+        true => Some(
+            cimd::Cimd::new(
+                cfg.client_id_metadata_documents.clone(),
+                sts.clock().clone(),
+            )
+            .map_err(|e| {
+                AuthServerError::Config(format!("authz.client_id_metadata_documents: {e}"))
+            })?,
+        ),
+        false => None,
+    };
+    let clock = sts.clock().clone();
+    let mut conns = Vec::new();
+    for c in &cfg.connectors {
+        let c = connectors::Connector::new(c.clone(), sts.clock().clone())
+            .map_err(|e| AuthServerError::Config(e.to_string()))?;
+        conns.push(Arc::new(c));
+    }
+    // A first discovery before serving, so the login page knows; an IdP that is down does
+    // not stop Warden (its users see that it is down, the others are unaffected).
+    futures_util::future::join_all(conns.iter().map(|c| c.refresh())).await;
     let bind = |source| AuthServerError::Bind {
         addr: cfg.listen,
         source,
@@ -472,11 +556,19 @@ pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, A
         clients,
         store: Store::new(state),
         dummy_hash,
+        connectors: conns.clone(),
+        throttle: throttle::Throttle::new(login_throttle, clock),
+        cimd,
     });
+    let (refresher, stop_refresh) = tokio::sync::watch::channel(false);
+    connectors::spawn_refresher(conns, stop_refresh);
     let app = router(inner.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        let serve = axum::serve(listener, app);
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        );
         tokio::select! {
             r = serve => if let Err(e) = r {
                 tracing::error!(error = %e, "Authorization server listener failed");
@@ -489,6 +581,7 @@ pub async fn start(cfg: AuthServerConfig, sts: Arc<Sts>) -> Result<AuthServer, A
         addr,
         inner,
         stop: Some(tx),
+        _refresher: refresher,
     })
 }
 
@@ -505,6 +598,10 @@ fn router(inner: Arc<Inner>) -> axum::Router {
         .route("/authorize", get(web::authorize))
         .route("/login", post(web::login))
         .route("/consent", post(web::consent))
+        .route("/federate", post(federate::start))
+        .route("/revoke", post(revoke::revoke))
+        .route("/introspect", post(revoke::introspect))
+        .route("/federate/callback", get(federate::callback))
         .route("/token", post(token::token))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::from_fn(meta::cors))

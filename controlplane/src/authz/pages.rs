@@ -115,26 +115,60 @@ fn hidden(name: &str, value: &str) -> String {
     )
 }
 
-/// The login form; posts `username`, `password`, `request_id`, `csrf_token` to `/login`.
+/// An upstream IdP as the login page shows it.
+pub struct Idp {
+    pub id: String,
+    pub name: String,
+    /// Set when the IdP is unreachable: the page says so and offers no button.
+    pub down: bool,
+}
+
+/// The login form; posts `username`, `password`, `request_id`, `csrf_token` to `/login`
+/// (when `local`), and one `/federate` form per upstream IdP.
 pub fn login_page(
     status: StatusCode,
     client: &str,
     request_id: &str,
     csrf: &str,
     err: Option<&str>,
+    local: bool,
+    idps: &[Idp],
 ) -> Response {
     let err = err
         .map(|e| format!("<p role=\"alert\"><strong>{}</strong></p>", esc(e)))
         .unwrap_or_default();
+    let rid = hidden("request_id", request_id);
+    let csrf = hidden("csrf_token", csrf);
+    let mut fed = String::new();
+    for i in idps {
+        if i.down {
+            fed.push_str(&format!(
+                "<p class=\"idp-down\" data-connector=\"{id}\"><strong>{name}</strong> is unavailable right now.</p>\n",
+                id = esc(&i.id),
+                name = esc(&i.name)
+            ));
+        } else {
+            fed.push_str(&format!(
+                "<form method=\"post\" action=\"/federate\" class=\"idp\">{rid}{csrf}{conn}\
+                 <button type=\"submit\">Sign in with {name}</button></form>\n",
+                conn = hidden("connector", &i.id),
+                name = esc(&i.name)
+            ));
+        }
+    }
+    let form = if local {
+        format!(
+            "<form method=\"post\" action=\"/login\">\n{rid}\n{csrf}\n\
+             <label>Username <input type=\"text\" name=\"username\" autocomplete=\"username\" required autofocus></label>\n\
+             <label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\" required></label>\n\
+             <button type=\"submit\">Sign in</button>\n</form>"
+        )
+    } else {
+        String::new()
+    };
     let body = format!(
-        "<p>Sign in to authorize <strong>{client}</strong>.</p>{err}\n\
-         <form method=\"post\" action=\"/login\">\n{rid}\n{csrf}\n\
-         <label>Username <input type=\"text\" name=\"username\" autocomplete=\"username\" required autofocus></label>\n\
-         <label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\" required></label>\n\
-         <button type=\"submit\">Sign in</button>\n</form>",
+        "<p>Sign in to authorize <strong>{client}</strong>.</p>{err}\n{form}\n{fed}",
         client = esc(client),
-        rid = hidden("request_id", request_id),
-        csrf = hidden("csrf_token", csrf),
     );
     page(status, "Sign in", &body)
 }

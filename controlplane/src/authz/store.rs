@@ -21,6 +21,9 @@ pub const MAX_JTIS: usize = 100_000;
 pub const MAX_NONCES: usize = 100_000;
 /// Refresh families bound to a DPoP key.
 pub const MAX_BINDINGS: usize = 1_000_000;
+/// Federated sign-ins in progress, and federated user profiles.
+pub const MAX_FED_STATES: usize = 10_000;
+pub const MAX_FED_USERS: usize = 1_000_000;
 /// A pending authorization request lives this long (login + consent).
 pub const PENDING_TTL: i64 = 600;
 /// A browser login session lives this long.
@@ -92,7 +95,9 @@ struct RefreshGrant {
 
 #[derive(Debug, Clone)]
 pub struct RefreshData {
-    hash: String,
+    pub(super) hash: String,
+    /// A just-rotated token presented again within the reuse grace: refresh again, spend nothing.
+    pub retry: bool,
     pub family: String,
     pub client_id: String,
     pub username: String,
@@ -115,17 +120,17 @@ struct Registered {
 
 /// The authorization server's view of the state store.
 pub struct Store {
-    db: StateStore,
+    pub(super) db: StateStore,
     /// Registered clients never change once stored, so lookups are cached (at most
     /// `MAX_REGISTERED`, the table's own cap).
     clients: DashMap<String, Arc<Client>>,
 }
 
-fn warn(e: &StateError) {
+pub(super) fn warn(e: &StateError) {
     tracing::warn!(error = %e, "Authorization server: state store error; failing closed");
 }
 
-fn refuse(e: StateError) -> &'static str {
+pub(super) fn refuse(e: StateError) -> &'static str {
     match e {
         StateError::Full(what) => match what {
             "pending authorization requests" => "too many pending authorization requests",
@@ -381,8 +386,10 @@ impl Store {
         if row.family_revoked {
             return Err("refresh token revoked");
         }
-        if row.used {
+        let retry = row.used && self.in_grace(&hash).await;
+        if row.used && !retry {
             self.revoke_family(&row.family, row.expires_at).await;
+            tracing::warn!("Authorization server: refresh token reused; its family is revoked");
             return Err("refresh token reused: its family is revoked");
         }
         if row.expires_at <= self.now() {
@@ -392,6 +399,7 @@ impl Store {
             serde_json::from_str(&row.value).map_err(|_| "unreadable refresh token")?;
         Ok(RefreshData {
             hash,
+            retry,
             family: row.family,
             client_id: g.client_id,
             username: g.username,
@@ -519,5 +527,77 @@ impl Store {
                 Err(())
             }
         }
+    }
+
+    // ---- federated login ----
+
+    pub async fn add_fed_state(
+        &self,
+        state: &str,
+        f: &super::federate::FedState,
+    ) -> Result<(), &'static str> {
+        let v = serde_json::to_string(f).map_err(|_| "cannot encode the sign-in")?;
+        match self
+            .db
+            .insert_record(
+                Kind::FedState,
+                &sha256_hex(state),
+                &v,
+                f.expires,
+                MAX_FED_STATES,
+            )
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("state collision"),
+            Err(e) => Err(refuse(e)),
+        }
+    }
+
+    /// Remove and return the federated sign-in for `state`: single use on every replica.
+    pub async fn take_fed_state(&self, state: &str) -> Option<super::federate::FedState> {
+        let v = self
+            .db
+            .take_record(Kind::FedState, &sha256_hex(state))
+            .await
+            .map_err(|e| warn(&e))
+            .ok()??;
+        let f: super::federate::FedState = serde_json::from_str(&v).ok()?;
+        (f.expires > self.now()).then_some(f)
+    }
+
+    /// Store (or refresh) a federated user's profile, kept `ttl` seconds after the last sign-in.
+    pub async fn put_fed_user(
+        &self,
+        u: &super::federate::FedUser,
+        ttl: i64,
+    ) -> Result<(), &'static str> {
+        let v = serde_json::to_string(u).map_err(|_| "cannot encode the user")?;
+        let key = &u.username;
+        let until = self.now() + ttl;
+        // Replace: take the old row (if any), insert the new one.
+        let _ = self
+            .db
+            .take_record(Kind::FedUser, key)
+            .await
+            .map_err(refuse)?;
+        match self
+            .db
+            .insert_record(Kind::FedUser, key, &v, until, MAX_FED_USERS)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(refuse(e)),
+        }
+    }
+
+    pub async fn fed_user(&self, username: &str) -> Option<super::federate::FedUser> {
+        let (v, _) = self
+            .db
+            .get_record(Kind::FedUser, username)
+            .await
+            .map_err(|e| warn(&e))
+            .ok()??;
+        serde_json::from_str(&v).ok()
     }
 }

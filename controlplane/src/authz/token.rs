@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use super::Inner;
 use super::client_auth::{Authed, Method, authenticate};
 use super::clients::{
-    GRANT_CLIENT_CREDENTIALS, GRANT_CODE, GRANT_EXCHANGE, GRANT_PASSWORD, GRANT_REFRESH,
+    GRANT_CLIENT_CREDENTIALS, GRANT_CODE, GRANT_EXCHANGE, GRANT_JWT_BEARER, GRANT_PASSWORD,
+    GRANT_REFRESH,
 };
 use super::pages::{param, parse_form};
 use super::store;
@@ -151,6 +152,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Respo
         GRANT_CLIENT_CREDENTIALS,
         GRANT_PASSWORD,
         GRANT_EXCHANGE,
+        GRANT_JWT_BEARER,
     ]
     .contains(&grant.as_str())
     {
@@ -178,7 +180,8 @@ async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Respo
         GRANT_REFRESH => refresh(inner, &authed, &f, jkt).await,
         GRANT_CLIENT_CREDENTIALS => client_credentials(inner, &authed, &f, jkt),
         GRANT_PASSWORD => password(inner, &authed, &f, jkt).await,
-        _ => super::exchange::exchange(inner, &authed, &f),
+        GRANT_JWT_BEARER => super::idjag::jwt_bearer(inner, &authed, &f, jkt).await,
+        _ => super::exchange::exchange(inner, &authed, &f).await,
     }
 }
 
@@ -197,22 +200,33 @@ fn token_type(jkt: Option<&str>) -> &'static str {
 
 /// Issue access + refresh tokens for a user; `family` continues a rotation chain; `jkt`
 /// binds the access token (and a public client's refresh family) to a DPoP key.
-async fn user_tokens(
+/// How tokens are issued: continuing a refresh `family`, bound to a DPoP key (`jkt`),
+/// redeeming a `code` (remembered, so a replay can revoke what it issued).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Issue<'a> {
+    pub family: Option<&'a str>,
+    pub jkt: Option<&'a str>,
+    pub code: Option<&'a str>,
+}
+
+pub(super) async fn user_tokens(
     inner: &Inner,
     client: &super::clients::Client,
     username: &str,
     scopes: &[String],
     resource: &str,
-    family: Option<&str>,
-    jkt: Option<&str>,
+    how: Issue<'_>,
 ) -> Result<Response, OAuthError> {
+    let Issue { family, jkt, code } = how;
     let user = inner
-        .users
-        .get(username)
+        .user(username)
+        .await
         .ok_or_else(|| OAuthError::invalid_grant("the user no longer exists"))?;
-    let (at, ttl) = inner
-        .user_token(user, &client.id, scopes, resource, jkt)
+    let (at, ttl, jti) = inner
+        .user_token(&user, &client.id, scopes, resource, jkt)
         .map_err(|e| OAuthError::server(e.to_string()))?;
+    let now = inner.store.now();
+    let mut issued_family = None;
     let mut out = json!({
         "access_token": at,
         "token_type": token_type(jkt),
@@ -250,6 +264,21 @@ async fn user_tokens(
             .await
             .map_err(OAuthError::server)?;
         out["refresh_token"] = Value::String(rt);
+        issued_family = Some(family);
+    }
+    // RFC 6749 §4.1.2: remember what this code issued, so a replay can revoke it.
+    if let Some(code) = code {
+        let keep = inner.cfg.refresh_token_ttl.as_secs().max(ttl as u64) as i64;
+        let g = super::records::CodeGrant {
+            family: issued_family,
+            jti,
+            exp: now + ttl,
+        };
+        inner
+            .store
+            .link_code(code, &g, now + keep)
+            .await
+            .map_err(OAuthError::server)?;
     }
     Ok(ok_json(out))
 }
@@ -264,11 +293,9 @@ async fn authorization_code(
     let verifier = param(f, "code_verifier")
         .ok_or_else(|| OAuthError::invalid_request("code_verifier is missing (PKCE)"))?;
     // Taken out first: a code is single-use even when this request fails.
-    let c = inner
-        .store
-        .take_code(code)
-        .await
-        .ok_or_else(|| OAuthError::invalid_grant("invalid, expired or already used code"))?;
+    let Some(c) = inner.store.take_code(code).await else {
+        return Err(replayed_code(inner, code).await);
+    };
     if c.client_id != a.client.id {
         return Err(OAuthError::invalid_grant(
             "the code was issued to another client",
@@ -293,10 +320,36 @@ async fn authorization_code(
         &c.username,
         &c.scopes,
         &c.resource,
-        None,
-        jkt,
+        Issue {
+            jkt,
+            code: Some(code),
+            ..Issue::default()
+        },
     )
     .await
+}
+
+/// A code that is not live: if it was redeemed before, revoke what it issued (RFC 6749 §4.1.2).
+async fn replayed_code(inner: &Inner, code: &str) -> OAuthError {
+    let Some(g) = inner.store.code_grant(code).await else {
+        return OAuthError::invalid_grant("invalid, expired or already used code");
+    };
+    if let Some(f) = &g.family {
+        let until = inner.store.now() + inner.cfg.refresh_token_ttl.as_secs() as i64;
+        inner.store.revoke_family(f, until).await;
+    }
+    if let Err(e) = inner.store.revoke_jti(&g.jti, g.exp).await {
+        tracing::error!(
+            error = e,
+            "Authorization server: could not revoke an access token"
+        );
+    }
+    tracing::warn!(
+        "Authorization server: authorization code replayed; the tokens issued from it are revoked"
+    );
+    OAuthError::invalid_grant(
+        "authorization code already used: the tokens issued from it are revoked",
+    )
 }
 
 /// Requested scope narrowed from `have`: every requested one must be in `have`.
@@ -362,18 +415,27 @@ async fn refresh(
         ));
     }
     // The user's groups may have changed: keep only scopes still allowed.
-    let scopes: Vec<String> = match inner.users.get(&r.username) {
+    let scopes: Vec<String> = match inner.user(&r.username).await {
         Some(u) => {
-            let allowed = inner.grant_user_scopes(u, Some(&scopes.join(" ")));
+            let allowed = inner.grant_user_scopes(&u, Some(&scopes.join(" ")));
             scopes.into_iter().filter(|s| allowed.contains(s)).collect()
         }
         None => return Err(OAuthError::invalid_grant("the user no longer exists")),
     };
-    inner
-        .store
-        .spend_refresh(&r)
-        .await
-        .map_err(OAuthError::invalid_grant)?;
+    if !r.retry {
+        inner
+            .store
+            .spend_refresh(&r)
+            .await
+            .map_err(OAuthError::invalid_grant)?;
+        let grace = inner.cfg.refresh_reuse_grace.as_secs() as i64;
+        if grace > 0 {
+            inner
+                .store
+                .open_grace(&r.hash, inner.store.now() + grace)
+                .await;
+        }
+    }
     if inner.store.family_revoked(&r.family).await {
         return Err(OAuthError::invalid_grant("refresh token revoked"));
     }
@@ -383,8 +445,11 @@ async fn refresh(
         &r.username,
         &scopes,
         &r.resource,
-        Some(&r.family),
-        jkt,
+        Issue {
+            family: Some(&r.family),
+            jkt,
+            ..Issue::default()
+        },
     )
     .await
 }
@@ -422,8 +487,10 @@ async fn password(
         &user.username,
         &scopes,
         &resource,
-        None,
-        jkt,
+        Issue {
+            jkt,
+            ..Issue::default()
+        },
     )
     .await
 }

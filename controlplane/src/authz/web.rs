@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
@@ -14,6 +16,7 @@ use super::pages::{
     set_cookie_value,
 };
 use super::store::{self, CodeData, MAX_LOGIN_FAILURES, PENDING_TTL, Pending, SESSION_TTL};
+use super::throttle::Verdict;
 
 /// RFC 7636 §4.2: 43–128 unreserved characters.
 pub fn valid_pkce_string(s: &str) -> bool {
@@ -35,6 +38,19 @@ fn redirect_error(
     }
     p.push(("iss", inner.cfg.issuer.as_str()));
     redirect_with(redirect_uri, &p)
+}
+
+/// The login page's list of upstream IdPs, with their status.
+async fn idp_list(inner: &Inner) -> Vec<super::pages::Idp> {
+    let mut out = Vec::with_capacity(inner.connectors.len());
+    for c in &inner.connectors {
+        out.push(super::pages::Idp {
+            id: c.cfg.id.clone(),
+            name: c.display_name().to_owned(),
+            down: c.down_reason().await.is_some(),
+        });
+    }
+    out
 }
 
 /// `GET /authorize`.
@@ -126,9 +142,13 @@ pub async fn authorize(
         Err(d) => return err("temporarily_unavailable", d),
     };
     let display = client.display_name();
-    match user.and_then(|u| inner.users.get(&u)) {
+    let user = match user {
+        Some(u) => inner.user(&u).await,
+        None => None,
+    };
+    match user {
         Some(u) => {
-            let scopes = inner.grant_user_scopes(u, pending.scope.as_deref());
+            let scopes = inner.grant_user_scopes(&u, pending.scope.as_deref());
             consent_page(
                 &u.username,
                 &display,
@@ -138,12 +158,47 @@ pub async fn authorize(
                 &csrf,
             )
         }
-        None => login_page(StatusCode::OK, &display, &rid, &csrf, None),
+        None => {
+            let idps = idp_list(&inner).await;
+            login_page(
+                StatusCode::OK,
+                &display,
+                &rid,
+                &csrf,
+                None,
+                !inner.users.is_empty(),
+                &idps,
+            )
+        }
     }
 }
 
+/// Refuse a form POST that a browser says comes from another site (CSRF defence in depth,
+/// beside the per-request CSRF token): `Sec-Fetch-Site: cross-site`, or an `Origin` that is not
+/// the issuer's.
+pub fn cross_site(inner: &Inner, headers: &HeaderMap) -> Option<Response> {
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let own = url::Url::parse(&inner.cfg.issuer)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
+    let bad = matches!(site, Some("cross-site")) || origin.is_some_and(|o| o != own);
+    bad.then(|| {
+        tracing::warn!(origin = ?origin, sec_fetch_site = ?site, "Authorization server: cross-site form POST refused");
+        error_page(StatusCode::FORBIDDEN, "cross-site request refused")
+    })
+}
+
 /// `POST /login`: check the password, start a session, show the consent page.
-pub async fn login(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+pub async fn login(
+    State(inner): State<Arc<Inner>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = cross_site(&inner, &headers) {
+        return r;
+    }
     let Ok(f) = parse_form(&body) else {
         return error_page(StatusCode::BAD_REQUEST, "malformed form");
     };
@@ -163,6 +218,26 @@ pub async fn login(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
         .unwrap_or_else(|| p.client_id.clone());
     let username = param(&f, "username").unwrap_or_default().to_owned();
     let password = param(&f, "password").unwrap_or_default().to_owned();
+    // Throttle per user name (known or not, alike) and per client address.
+    let user_key = format!("u:{username}");
+    let addr_key = format!("a:{}", peer.ip());
+    let keys = [user_key.as_str(), addr_key.as_str()];
+    match inner.throttle.check(&keys) {
+        Verdict::Refuse(secs) => {
+            tracing::warn!(target: "warden::audit", event = "authz.login_throttled", user = ?username, client_addr = %peer.ip(), client = %p.client_id, retry_after = secs, "Authorization server: sign-in refused by throttling");
+            metrics::counter!("warden_authz_login_throttled_total").increment(1);
+            let mut r = error_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed sign-in attempts; try again later",
+            );
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+        Verdict::Allow(d) if !d.is_zero() => tokio::time::sleep(d).await,
+        Verdict::Allow(_) => {}
+    }
     let user = inner.users.get(&username).cloned();
     // Verify against a dummy hash for unknown users so timing does not reveal them.
     let phc = user
@@ -174,7 +249,8 @@ pub async fn login(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
         .unwrap_or(false);
     let Some(user) = user.filter(|_| ok) else {
         let failures = inner.store.pending_failure(rid).await;
-        tracing::info!(client = %p.client_id, "Authorization server: failed sign-in");
+        let counted = inner.throttle.failure(&keys);
+        tracing::info!(target: "warden::audit", event = "authz.login_failed", user = ?username, client_addr = %peer.ip(), client = %p.client_id, failures = counted, "Authorization server: failed sign-in");
         if failures >= MAX_LOGIN_FAILURES {
             inner.store.remove_pending(rid).await;
             return error_page(
@@ -182,14 +258,18 @@ pub async fn login(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
                 "too many failed sign-in attempts; start again from the application",
             );
         }
+        let idps = idp_list(&inner).await;
         return login_page(
             StatusCode::UNAUTHORIZED,
             &display,
             rid,
             csrf,
             Some("Invalid username or password."),
+            true,
+            &idps,
         );
     };
+    inner.throttle.success(&user_key);
     let cookie = match inner.store.new_session(&user.username).await {
         Ok(c) => c,
         Err(d) => return error_page(StatusCode::SERVICE_UNAVAILABLE, d),
@@ -226,6 +306,9 @@ pub async fn login(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
 
 /// `POST /consent`: approve → 302 with `code`; deny → 302 with `error=access_denied`.
 pub async fn consent(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = cross_site(&inner, &headers) {
+        return r;
+    }
     let Ok(f) = parse_form(&body) else {
         return error_page(StatusCode::BAD_REQUEST, "malformed form");
     };
@@ -271,10 +354,22 @@ pub async fn consent(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: 
             );
         }
     }
-    let Some(user) = inner.users.get(&su) else {
+    let Some(user) = inner.user(&su).await else {
         return error_page(StatusCode::FORBIDDEN, "unknown user");
     };
-    let scopes = inner.grant_user_scopes(user, p.scope.as_deref());
+    let scopes = inner.grant_user_scopes(&user, p.scope.as_deref());
+    let now = inner.store.now();
+    let consent = super::records::Consent {
+        username: su.clone(),
+        client_id: p.client_id.clone(),
+        scopes: scopes.clone(),
+        resource: p.resource.clone(),
+        at: now,
+    };
+    let keep = now + inner.cfg.refresh_token_ttl.as_secs() as i64;
+    if let Err(d) = inner.store.record_consent(&consent, keep).await {
+        return redirect_error(&inner, &p.redirect_uri, state, "temporarily_unavailable", d);
+    }
     let code = inner
         .store
         .add_code(CodeData {

@@ -45,6 +45,19 @@ pub enum Kind {
     DpopNonce,
     /// The DPoP key (value: thumbprint) a public client's refresh family is bound to.
     DpopBinding,
+    /// A federated sign-in waiting for the upstream IdP (keyed by the hash of its `state`).
+    FedState,
+    /// A federated user's profile as last seen in an upstream ID token (keyed by username).
+    FedUser,
+    /// What an authorization code issued (refresh family, access-token jti), so that a
+    /// replayed code revokes it (keyed by the code's hash).
+    CodeGrant,
+    /// An access token revoked before its expiry (keyed by its `jti`).
+    RevokedJti,
+    /// A just-rotated refresh token within its reuse grace (keyed by its hash).
+    RefreshGrace,
+    /// A user's consent to a client (keyed by user and client).
+    Consent,
 }
 
 impl Kind {
@@ -59,6 +72,12 @@ impl Kind {
             Kind::DpopProof => "dpop_proof",
             Kind::DpopNonce => "dpop_nonce",
             Kind::DpopBinding => "dpop_binding",
+            Kind::FedState => "fed_state",
+            Kind::FedUser => "fed_user",
+            Kind::CodeGrant => "code_grant",
+            Kind::RevokedJti => "revoked_jti",
+            Kind::RefreshGrace => "refresh_grace",
+            Kind::Consent => "consent",
         }
     }
 
@@ -74,6 +93,12 @@ impl Kind {
             Kind::DpopProof => "DPoP proofs",
             Kind::DpopNonce => "DPoP nonces",
             Kind::DpopBinding => "DPoP-bound refresh families",
+            Kind::FedState => "federated sign-ins in progress",
+            Kind::FedUser => "federated users",
+            Kind::CodeGrant => "redeemed codes",
+            Kind::RevokedJti => "revoked access tokens",
+            Kind::RefreshGrace => "refresh tokens in their reuse grace",
+            Kind::Consent => "consents",
         })
     }
 }
