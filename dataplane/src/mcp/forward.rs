@@ -392,7 +392,12 @@ pub(super) async fn mcp<S: AsyncWriteRent>(
                 Some(c) => c.m.capabilities.clone(),
                 None => session_capabilities(session),
             };
-            let params = modern::upstream_params(&fwd.params, version, &caps)
+            let level = session.log_level.load_full();
+            let level = level
+                .as_deref()
+                .map(String::as_str)
+                .filter(|_| cx.modern.is_none());
+            let params = modern::upstream_params(&fwd.params, version, &caps, level)
                 .unwrap_or_else(|_| fwd.params.clone());
             // A 2025 client answers a modern upstream's input requests on the call's stream.
             let bridge = cx.modern.is_none() && super::era::name_field(&fwd.method).is_some();

@@ -381,6 +381,7 @@ pub(super) fn upstream_params(
     params: &str,
     version: &str,
     caps: &Value,
+    log_level: Option<&str>,
 ) -> Result<String, serde_json::Error> {
     let mut p: Map<String, Value> = serde_json::from_str(params)?;
     let meta = p.entry("_meta").or_insert_with(|| json!({}));
@@ -394,6 +395,10 @@ pub(super) fn upstream_params(
             era::META_CLIENT.into(),
             json!({"name": "warden", "version": env!("CARGO_PKG_VERSION")}),
         );
+        // A 2025 client's `logging/setLevel`, said per request as the revision wants.
+        if let Some(l) = log_level {
+            m.entry(era::META_LOG_LEVEL).or_insert_with(|| json!(l));
+        }
     }
     serde_json::to_string(&p)
 }

@@ -432,6 +432,18 @@ impl Refusal {
         .says(why)
     }
 
+    /// A `logging/setLevel` whose level is not one of RFC 5424's (`-32602`).
+    pub fn bad_log_level() -> Self {
+        Self::new(
+            "invalid_params",
+            Blame::Agent,
+            Outcome::Rejected,
+            200,
+            Form::JsonRpc(code::INVALID_PARAMS, None),
+        )
+        .says("Invalid params: level must be one of debug, info, notice, warning, error, critical, alert, emergency")
+    }
+
     /// A method 2026-07-28 removed (`initialize`, `ping`, `logging/setLevel`,
     /// `resources/subscribe`…): method not found (HTTP 404 once [`Self::modern`]), saying what
     /// replaced it.

@@ -158,6 +158,16 @@ pub(super) fn plan(
                 }
             }
             routed(rec, u, None, ids);
+            // 2026-07-28 has no logging/setLevel: the level travels in each request's _meta.
+            if snap.settings.modern_upstream(up.id).is_some() {
+                session
+                    .log_level
+                    .store(Some(std::sync::Arc::new(log_level(msg)?)));
+                return Ok(Plan::Local(jsonrpc::result_value(
+                    id,
+                    &serde_json::json!({}),
+                )));
+            }
             Ok(Plan::Forward(Forward {
                 upstream: u,
                 tool: None,
@@ -172,4 +182,27 @@ pub(super) fn plan(
         }
         _ => Err(Refusal::unknown_method()),
     }
+}
+
+/// The level of a `logging/setLevel` (RFC 5424 names, as MCP defines them).
+fn log_level(msg: &Message<'_>) -> Result<String, Refusal> {
+    const LEVELS: [&str; 8] = [
+        "debug",
+        "info",
+        "notice",
+        "warning",
+        "error",
+        "critical",
+        "alert",
+        "emergency",
+    ];
+    let p: serde_json::Value = msg
+        .params
+        .and_then(|p| serde_json::from_str(p.get()).ok())
+        .unwrap_or_default();
+    p.get("level")
+        .and_then(serde_json::Value::as_str)
+        .filter(|l| LEVELS.contains(l))
+        .map(str::to_owned)
+        .ok_or_else(Refusal::bad_log_level)
 }

@@ -31,6 +31,9 @@ pub struct Session {
     /// The gateway's own requests for input to this client (raw JSON id) → the call waiting
     /// for the answer (a 2026-07-28 upstream's `input_required`, see `mcp::input_bridge`).
     pub pending_inputs: DashMap<String, futures_channel::oneshot::Sender<String>>,
+    /// The level of the client's `logging/setLevel`, for upstreams that take it per request
+    /// (2026-07-28: `_meta["io.modelcontextprotocol/logLevel"]`).
+    pub log_level: arc_swap::ArcSwapOption<String>,
     /// Unix seconds of the sealed issue time (absolute lifetime).
     pub issued_at: i64,
     /// SHA-256 of the id (the revocation key).
@@ -266,6 +269,7 @@ impl Session {
             upstream_sessions: DashMap::new(),
             inflight: DashMap::new(),
             pending_inputs: DashMap::new(),
+            log_level: arc_swap::ArcSwapOption::empty(),
             last_seen: AtomicI64::new(now),
         }
     }
@@ -280,6 +284,7 @@ impl Session {
             upstream_sessions: DashMap::new(),
             inflight: DashMap::new(),
             pending_inputs: DashMap::new(),
+            log_level: arc_swap::ArcSwapOption::empty(),
             last_seen: AtomicI64::new(now),
         }
     }
