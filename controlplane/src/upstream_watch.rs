@@ -194,14 +194,7 @@ fn announces_change(event: &str) -> bool {
     let Ok(v) = serde_json::from_str::<Value>(&data) else {
         return false;
     };
-    matches!(
-        v["method"].as_str(),
-        Some(
-            "notifications/tools/list_changed"
-                | "notifications/prompts/list_changed"
-                | "notifications/resources/list_changed"
-        )
-    )
+    dataplane::mcp::announces_list_change(v["method"].as_str())
 }
 
 fn request(t: &Target, auth: Option<&str>, method: reqwest::Method) -> reqwest::RequestBuilder {

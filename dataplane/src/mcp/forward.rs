@@ -604,14 +604,11 @@ pub(super) async fn relay<S: AsyncWriteRent>(
             report
         }
         UpBody::Sse(mut stream) => {
-            let mut headers: Vec<(&'static str, String)> = vec![
-                ("content-type", "text/event-stream".into()),
-                ("cache-control", "no-cache".into()),
-                // Proxies in front must pass events on as they come.
-                ("x-accel-buffering", "no".into()),
-            ];
-            super::http::add_cors(&mut headers, cors);
-            if out.start_stream(200, &headers).await.is_err() {
+            if out
+                .start_stream(200, &super::http::sse_headers(cors))
+                .await
+                .is_err()
+            {
                 return Report::failed(status, "client went away");
             }
             let mut ev_buf = Vec::with_capacity(512);
@@ -693,7 +690,7 @@ pub(super) async fn relay<S: AsyncWriteRent>(
 }
 
 /// `notifications/{tools,prompts,resources}/list_changed`.
-pub(super) fn announces_list_change(method: Option<&str>) -> bool {
+pub fn announces_list_change(method: Option<&str>) -> bool {
     matches!(
         method,
         Some(

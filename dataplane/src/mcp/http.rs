@@ -153,6 +153,18 @@ pub fn preflight() -> Response {
 }
 
 /// Add CORS response headers for an allowed Origin. Never `*`; no credentials (bearer tokens travel in headers).
+/// The headers of every event stream the gateway sends: proxies in front must pass events
+/// on as they come (`X-Accel-Buffering: no`).
+pub fn sse_headers(cors: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut h: Vec<(&'static str, String)> = vec![
+        ("content-type", "text/event-stream".into()),
+        ("cache-control", "no-cache".into()),
+        ("x-accel-buffering", "no".into()),
+    ];
+    add_cors(&mut h, cors);
+    h
+}
+
 pub fn add_cors(headers: &mut Vec<(&'static str, String)>, origin: Option<&str>) {
     if let Some(o) = origin {
         headers.push(("access-control-allow-origin", o.to_owned()));

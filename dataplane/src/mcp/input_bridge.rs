@@ -116,10 +116,7 @@ pub(super) async fn ask_client<S: AsyncWriteRent>(
         let (tx, rx) = futures_channel::oneshot::channel();
         session.pending_inputs.insert(json!(id).to_string(), tx);
         let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        ev.clear();
-        ev.extend_from_slice(b"event: message\ndata: ");
-        ev.extend_from_slice(req.to_string().as_bytes());
-        ev.extend_from_slice(b"\n\n");
+        write_event(&mut ev, None, req.to_string().as_bytes());
         if out.send_chunk(&ev).await.is_err() {
             forget(session, tag, round);
             return Err(Refusal::input_unanswered("the client went away"));
@@ -193,9 +190,7 @@ pub(super) async fn finish<S: AsyncWriteRent>(
         ),
     };
     let mut ev = Vec::with_capacity(framed.len() + 24);
-    ev.extend_from_slice(b"event: message\ndata: ");
-    ev.extend_from_slice(&framed);
-    ev.extend_from_slice(b"\n\n");
+    write_event(&mut ev, None, &framed);
     let _ = out.send_chunk(&ev).await;
     let _ = out.end_stream().await;
 }
@@ -241,7 +236,11 @@ pub(super) async fn bridged<S: AsyncWriteRent>(
             // A stream: its notifications are relayed as they come, its answer inspected.
             UpBody::Sse(mut st) => {
                 if !streaming {
-                    if out.start_stream(200, &sse_headers(cx.cors)).await.is_err() {
+                    if out
+                        .start_stream(200, &super::http::sse_headers(cx.cors))
+                        .await
+                        .is_err()
+                    {
                         return Ok((None, Report::failed(status, "client went away")));
                     }
                     streaming = true;
@@ -301,7 +300,11 @@ pub(super) async fn bridged<S: AsyncWriteRent>(
             return Ok((None, ok));
         };
         if !streaming {
-            if out.start_stream(200, &sse_headers(cx.cors)).await.is_err() {
+            if out
+                .start_stream(200, &super::http::sse_headers(cx.cors))
+                .await
+                .is_err()
+            {
                 return Ok((None, Report::failed(status, "client went away")));
             }
             streaming = true;
@@ -320,15 +323,4 @@ pub(super) async fn bridged<S: AsyncWriteRent>(
         call = fresh_credential(cx, fwd).await?;
     }
     Ok((None, Report::failed(None, "too many rounds of input")))
-}
-
-/// The headers of a response stream to the client.
-fn sse_headers(cors: Option<&str>) -> Vec<(&'static str, String)> {
-    let mut headers: Vec<(&'static str, String)> = vec![
-        ("content-type", "text/event-stream".into()),
-        ("cache-control", "no-cache".into()),
-        ("x-accel-buffering", "no".into()),
-    ];
-    super::http::add_cors(&mut headers, cors);
-    headers
 }

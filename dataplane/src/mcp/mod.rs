@@ -25,6 +25,7 @@ mod sse_legacy;
 mod stream;
 mod vocab;
 
+pub use forward::announces_list_change;
 pub use http::{SUPPORTED_VERSIONS, negotiate_version};
 pub use pipeline::Gateway;
 pub use refusal::Blame;

@@ -50,12 +50,7 @@ pub(super) async fn open<S: AsyncWriteRent>(cx: &Cx<'_>, out: &mut Responder<'_,
             session_id: None,
         },
     );
-    let mut headers: Vec<(&'static str, String)> = vec![
-        ("content-type", "text/event-stream".into()),
-        ("cache-control", "no-cache".into()),
-        ("x-accel-buffering", "no".into()),
-    ];
-    http::add_cors(&mut headers, cx.cors);
+    let headers = http::sse_headers(cx.cors);
     let endpoint = format!("event: endpoint\ndata: {MESSAGES_PATH}?sessionId={id}\n\n");
     let opened = out.start_stream(200, &headers).await.is_ok()
         && out.send_chunk(endpoint.as_bytes()).await.is_ok();
@@ -73,9 +68,7 @@ pub(super) async fn open<S: AsyncWriteRent>(cx: &Cx<'_>, out: &mut Responder<'_,
             match monoio::time::timeout(TICK, rx.next()).await {
                 Ok(Some(msg)) => {
                     let mut ev = Vec::with_capacity(msg.len() + 24);
-                    ev.extend_from_slice(b"event: message\ndata: ");
-                    ev.extend_from_slice(&msg);
-                    ev.extend_from_slice(b"\n\n");
+                    forward::write_event(&mut ev, None, &msg);
                     if out.send_chunk(&ev).await.is_err() {
                         break;
                     }

@@ -128,17 +128,6 @@ pub(super) fn tools_fingerprint(shard: &Shard, snap: &Snapshot, who: &Who<'_>) -
     fp
 }
 
-/// The headers of every stream.
-fn stream_headers(cors: Option<&str>) -> Vec<(&'static str, String)> {
-    let mut h: Vec<(&'static str, String)> = vec![
-        ("content-type", "text/event-stream".into()),
-        ("cache-control", "no-cache".into()),
-        ("x-accel-buffering", "no".into()),
-    ];
-    http::add_cors(&mut h, cors);
-    h
-}
-
 /// A 2025-xx session's GET stream, until it ends. Returns the status sent (200).
 pub(super) async fn session_stream<S: AsyncWriteRent>(
     cx: &Cx<'_>,
@@ -156,7 +145,7 @@ pub(super) async fn session_stream<S: AsyncWriteRent>(
     let fp = tools_fingerprint(cx.shard, &snap, &who);
     let tag = session_tag(session);
     if out
-        .start_stream(200, &stream_headers(cx.cors))
+        .start_stream(200, &http::sse_headers(cx.cors))
         .await
         .is_err()
     {
@@ -212,7 +201,7 @@ pub(super) async fn listen<S: AsyncWriteRent>(
     let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
         "params": {"_meta": {META_SUBSCRIPTION: id}, "notifications": honoured}});
     if out
-        .start_stream(200, &stream_headers(cx.cors))
+        .start_stream(200, &http::sse_headers(cx.cors))
         .await
         .is_err()
         || out
