@@ -344,3 +344,29 @@ async fn a_list_change_on_a_call_stream_is_rediscovered_not_relayed() {
     let names = tool_names(&c, &url, &tok, &sid).await;
     assert!(names.contains(&"up0_tool_2".to_owned()), "{names:?}");
 }
+
+/// A stream lives no longer than the token that opened it: when it expires the gateway ends
+/// the stream, and the client must come back with a fresh token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_its_token_expires() {
+    let (issuer, _up, _dir, w) = start_plain().await;
+    let c = reqwest::Client::new();
+    let mut claims = issuer.claims("alice", common::AUD, "mcp:tools");
+    claims["exp"] = json!(testkit::issuer::now_secs() + 3);
+    let tok = issuer.mint(&claims);
+    let url = w.url();
+    let sid = session(&c, &url, &tok).await;
+    let mut s = get_stream(&c, &url, &tok, &sid, None).await;
+    s.next(Duration::from_secs(2)).await.expect("priming event");
+    let mut ended = false;
+    for _ in 0..40 {
+        match tokio::time::timeout(Duration::from_millis(250), s.resp.chunk()).await {
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                ended = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(ended, "the stream outlived its token");
+}
