@@ -31,6 +31,8 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 # openssl (the soak's CA and certificate renewals) and prlimit (util-linux; the soak's file-size limit).
 command -v openssl >/dev/null || need+=(openssl)
 command -v prlimit >/dev/null || need+=(util-linux)
+# valgrind (callgrind: the instruction-count ceiling of the hot path).
+command -v valgrind >/dev/null || need+=(valgrind)
 if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
@@ -57,6 +59,9 @@ fi
 
 step "cargo test"
 cargo test --workspace --no-fail-fast
+
+step "instruction counts (issue 12): one hot tools/call and one ping through the real pipeline under callgrind; fails above the ceilings in bench/instructions-ceiling.txt"
+bash bench/instructions.sh
 
 step "MCP conformance suites (0.1.16 and 0.2.0-alpha.12; revisions 2025-11-25 and 2026-07-28, and bridged across eras) against the upstream fixture directly and through Warden; fails when a scenario passing directly fails through Warden unless listed in tests/conformance/warden-known-gaps-*.txt, and when a listed one passes (20-90 s)"
 cargo build -p controlplane --bin warden

@@ -27,7 +27,6 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use controlplane::sts::{DelegationGrant, SigningAlg, SigningKey, Sts, delegation_claims};
-use controlplane::testing::{FakeUpstream, Harness, PeerReply, PeerRequest};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dataplane::auth::jwt::ValidationPolicy;
 use dataplane::auth::{AuthOutcome, IssuerState, TokenCache, jwks, verify_uncached};
@@ -44,8 +43,14 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use testkit::MemIssuer;
 
-const ISSUER: &str = "https://issuer.bench.example";
-const AUD: &str = "http://127.0.0.1/mcp";
+#[path = "../fixtures/pipeline.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with the instruction-count probe, which uses the rest"
+)]
+mod fixtures;
+use fixtures::{AUD, GATEWAY_CLIENT, ISSUER, LEDGER_AUD, STS_ISSUER, USER, demo_harness};
+
 const MAX_TOKEN: usize = 8192;
 
 fn b64(b: &[u8]) -> String {
@@ -331,12 +336,6 @@ fn routing(c: &mut Criterion) {
 // ---------------------------------------------------------------------------------------------
 // Per-call delegation.
 
-/// The demo's names: the ledger's audience and the gateway's client id (`act.sub`).
-const STS_ISSUER: &str = "http://127.0.0.1:9000";
-const LEDGER_AUD: &str = "https://enterprise-ledger.orchestrator.lab/";
-const GATEWAY_CLIENT: &str = "ai-identity-gateway";
-const USER: &str = "john.mcclane@orchestrator.lab";
-
 /// What the embedded mint does per token (`controlplane/src/delegate.rs`): a fresh `jti`
 /// and the claims of one 5-second, one-scope delegation token.
 fn mint_claims(scopes: &[String]) -> serde_json::Value {
@@ -573,40 +572,6 @@ fn delegation_cache_hit(c: &mut Criterion) {
         delegate_rx.try_recv().is_err(),
         "a hit must not ask the control plane"
     );
-}
-
-/// The demo ledger as an in-memory upstream: MCP's handshake, one tool, a ledger-sized answer.
-fn ledger() -> impl FakeUpstream {
-    // A ledger-sized answer (243 bytes of JSON-RPC), as in the demo.
-    let answer = json!({"content": [{"type": "text",
-        "text": "[{\"id\":\"ACC-1001\",\"owner\":\"john.mcclane@orchestrator.lab\",\"balance\":1200.5},{\"id\":\"ACC-1002\",\"owner\":\"john.mcclane@orchestrator.lab\",\"balance\":87.25}]"}]});
-    move |req: &PeerRequest| {
-        let msg = req.json();
-        let id = msg["id"].clone();
-        let result = match msg["method"].as_str() {
-            Some("initialize") => json!({"protocolVersion": "2025-06-18",
-                "capabilities": {"tools": {}}, "serverInfo": {"name": "ledger", "version": "1"}}),
-            Some("tools/list") => json!({"tools": [{"name": "listAccounts",
-                "description": "Lists the caller's accounts.", "inputSchema": {"type": "object"}}]}),
-            Some("tools/call") => answer.clone(),
-            _ => return PeerReply::status(if req.method == "DELETE" { 200 } else { 202 }),
-        };
-        PeerReply::json(200, &json!({"jsonrpc": "2.0", "id": id, "result": result}))
-            .with_header("mcp-session-id", "ledger-session")
-    }
-}
-
-/// The demo's shape in memory: one issuer, the ledger behind per-call delegation (embedded
-/// STS), a policy allowing everything, one shard.
-fn demo_harness(issuer: &Rc<MemIssuer>) -> Harness {
-    let yaml = format!(
-        "policy:\n  default: allow\ngateway:\n  listen: 127.0.0.1:0\n  public_url: {AUD}\n  shards: 1\nissuers:\n  - issuer: {ISSUER}\ndelegation:\n  client_id: {GATEWAY_CLIENT}\n  issuer: {STS_ISSUER}\nupstreams:\n  - name: enterprise-ledger\n    namespace: enterprise_ledger_\n    url: http://ledger.bench/mcp\n    token_exchange:\n      type: delegation\n      idp: bench\n      audience: {LEDGER_AUD}\n      tools:\n        - name: listAccounts\n          ttl: 5s\n          scopes: [ledger:ListAccounts]\n"
-    );
-    Harness::builder(&yaml)
-        .issuer(issuer)
-        .upstream("enterprise-ledger", Rc::new(ledger()))
-        .build()
-        .unwrap()
 }
 
 /// The real request path, bytes in and bytes out (`controlplane::testing::Harness`): one HTTP/1.1

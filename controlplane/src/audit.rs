@@ -86,10 +86,10 @@ fn sha_hex(b: &[u8]) -> String {
     dataplane::audit::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b).as_ref())
 }
 
-/// One chained line (without the newline) and its hash.
 /// Append one chained line (and its newline) to `buf`; returns the line's hash.
-/// Written in place: no per-record string is built.
-fn chain_into(
+/// Written in place: no per-record string is built. Public for the instruction-count probe
+/// (`bench/examples/instructions.rs`), which measures what the writer does per record.
+pub fn chain_into(
     buf: &mut Vec<u8>,
     rec: &Record,
     seq: u64,

@@ -1,0 +1,107 @@
+//! The instruction-count probe of issue 12: one hot `tools/call` through the real pipeline,
+//! bytes in and bytes out (`controlplane::testing::Harness`: `http1::conn::serve`, token cache
+//! hit, sealed session, Cedar decision, delegation cache hit, the upstream request on a pooled
+//! in-memory connection, the answer re-framed), plus what the audit writer does per record
+//! (`controlplane::audit::chain_into`: serialization and the SHA-256 chain), repeated `N` times.
+//!
+//! `bench/instructions.sh` runs it under `valgrind --tool=callgrind` for two values of `N` and
+//! divides the difference, so set-up and warm-up cancel out; the result is compared with the
+//! committed ceiling in `bench/instructions-ceiling.txt`.
+//!
+//!   instructions <call|ping> <N>
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a benchmark fixture that reports on stdout"
+)]
+
+use std::hint::black_box;
+use std::rc::Rc;
+
+use dataplane::testing::exchange;
+use serde_json::json;
+use testkit::MemIssuer;
+
+#[path = "../fixtures/pipeline.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with the criterion benchmark, which uses the rest"
+)]
+mod fixtures;
+use fixtures::{AUD, ISSUER, RULES, USER, harness_with_policy};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let what = args.next().unwrap_or_else(|| "call".into());
+    let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
+    let issuer = Rc::new(MemIssuer::new(ISSUER));
+    let h = harness_with_policy(&issuer, RULES);
+    let tok = issuer.mint(&issuer.claims(USER, AUD, "mcp:tools"));
+    let sid = h.session(&tok);
+    let body = match what.as_str() {
+        "call" => json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "enterprise_ledger_listAccounts", "arguments": {}}}),
+        "ping" => json!({"jsonrpc": "2.0", "id": 8, "method": "ping"}),
+        other => panic!("unknown probe {other:?}: call or ping"),
+    };
+    let raw = h
+        .mcp("POST")
+        .header("host", h.host())
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .bearer(&tok)
+        .json(&body)
+        .to_bytes();
+    let shard = h.shard();
+    let needle = if what == "call" {
+        "ACC-1001"
+    } else {
+        "\"result\":{}"
+    };
+    // Warm-up: the first call mints the delegation token and opens the upstream connection.
+    for _ in 0..3 {
+        let out = String::from_utf8(h.block_on(exchange(&shard, &raw))).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.1 200") && out.contains(needle),
+            "{out}"
+        );
+    }
+    let records = measured(&h, &shard, &raw, n);
+    // A tool call has one audit record; a ping (answered by the gateway itself) none.
+    let expected = if what == "call" { n } else { 0 };
+    assert_eq!(records, expected, "audit records for {n} requests");
+    println!("{what} x{n}: {records} audit records");
+}
+
+/// The measured part: `bench/instructions.sh` counts only while this runs
+/// (`--collect-atstart=no --toggle-collect=*measured*`).
+#[inline(never)]
+fn measured(
+    h: &controlplane::testing::Harness,
+    shard: &Rc<dataplane::shard::Shard>,
+    raw: &[u8],
+    n: u64,
+) -> u64 {
+    let (mut seq, mut prev) = (1u64, "0".repeat(64));
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut records = 0u64;
+    h.block_on(async {
+        for _ in 0..n {
+            black_box(exchange(shard, black_box(raw)).await);
+            let audit = &shard.shared.audit;
+            let mut popped = 0;
+            while let Some(r) = audit.pop() {
+                buf.clear();
+                prev = controlplane::audit::chain_into(&mut buf, &r, seq, &prev).unwrap();
+                seq += 1;
+                popped += 1;
+            }
+            audit.release(popped);
+            records += popped as u64;
+        }
+    });
+    black_box(&buf);
+    records
+}
