@@ -49,7 +49,10 @@ use testkit::MemIssuer;
     reason = "shared with the instruction-count probe, which uses the rest"
 )]
 mod fixtures;
-use fixtures::{AUD, GATEWAY_CLIENT, ISSUER, LEDGER_AUD, STS_ISSUER, USER, demo_harness};
+use fixtures::{
+    AUD, GATEWAY_CLIENT, ISSUER, LEDGER_AUD, STS_ISSUER, USER, call_body, demo_harness, ping_body,
+    session_request,
+};
 
 const MAX_TOKEN: usize = 8192;
 
@@ -583,19 +586,8 @@ fn pipeline(c: &mut Criterion) {
     let h = demo_harness(&issuer);
     let tok = issuer.mint(&issuer.claims(USER, AUD, "mcp:tools"));
     let sid = h.session(&tok);
-    let request = |body: serde_json::Value| {
-        h.mcp("POST")
-            .header("host", h.host())
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-session-id", &sid)
-            .header("mcp-protocol-version", "2025-06-18")
-            .bearer(&tok)
-            .json(&body)
-            .to_bytes()
-    };
-    let call = request(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-        "params": {"name": "enterprise_ledger_listAccounts", "arguments": {}}}));
-    let ping = request(json!({"jsonrpc": "2.0", "id": 8, "method": "ping"}));
+    let call = session_request(&h, &sid, &tok, &call_body());
+    let ping = session_request(&h, &sid, &tok, &ping_body());
     // Sanity: both are answered as the gateway answers them.
     let shard = h.shard();
     for (raw, needle) in [(&call, "ACC-1001"), (&ping, "\"result\":{}")] {

@@ -20,7 +20,6 @@ use std::hint::black_box;
 use std::rc::Rc;
 
 use dataplane::testing::exchange;
-use serde_json::json;
 use testkit::MemIssuer;
 
 #[path = "../fixtures/pipeline.rs"]
@@ -29,7 +28,9 @@ use testkit::MemIssuer;
     reason = "shared with the criterion benchmark, which uses the rest"
 )]
 mod fixtures;
-use fixtures::{AUD, ISSUER, RULES, USER, harness_with_policy};
+use fixtures::{
+    AUD, ISSUER, RULES, USER, call_body, harness_with_policy, ping_body, session_request,
+};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -40,20 +41,11 @@ fn main() {
     let tok = issuer.mint(&issuer.claims(USER, AUD, "mcp:tools"));
     let sid = h.session(&tok);
     let body = match what.as_str() {
-        "call" => json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-            "params": {"name": "enterprise_ledger_listAccounts", "arguments": {}}}),
-        "ping" => json!({"jsonrpc": "2.0", "id": 8, "method": "ping"}),
+        "call" => call_body(),
+        "ping" => ping_body(),
         other => panic!("unknown probe {other:?}: call or ping"),
     };
-    let raw = h
-        .mcp("POST")
-        .header("host", h.host())
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-session-id", &sid)
-        .header("mcp-protocol-version", "2025-06-18")
-        .bearer(&tok)
-        .json(&body)
-        .to_bytes();
+    let raw = session_request(&h, &sid, &tok, &body);
     let shard = h.shard();
     let needle = if what == "call" {
         "ACC-1001"
