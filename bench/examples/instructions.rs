@@ -4,9 +4,9 @@
 //! in-memory connection, the answer re-framed), plus what the audit writer does per record
 //! (`controlplane::audit::chain_into`: serialization and the SHA-256 chain), repeated `N` times.
 //!
-//! `bench/instructions.sh` runs it under `valgrind --tool=callgrind` for two values of `N` and
-//! divides the difference, so set-up and warm-up cancel out; the result is compared with the
-//! committed ceiling in `bench/instructions-ceiling.txt`.
+//! `bench/instructions.sh` runs it under `valgrind --tool=callgrind`, counting only the
+//! measured loop (`--toggle-collect=*measured*`, so set-up and warm-up are not counted), divides
+//! by `N` and compares the result with the committed ceiling in `bench/instructions-ceiling.txt`.
 //!
 //!   instructions <call|ping> <N>
 #![allow(
@@ -28,6 +28,10 @@ use testkit::MemIssuer;
     reason = "shared with the criterion benchmark, which uses the rest"
 )]
 mod fixtures;
+
+/// The `warden` binary's allocator, so the count is the production one.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fixtures::{
     AUD, ISSUER, RULES, USER, call_body, harness_with_policy, ping_body, session_request,
 };

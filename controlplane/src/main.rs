@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 
 mod policy_cli;
 
+/// mimalloc instead of glibc malloc: a call allocates and frees a few dozen small objects,
+/// many of them (the audit record's strings) freed on the audit writer's thread; glibc spent
+/// about a fifth of the gateway's CPU there (docs/performance.md, "Allocator").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "warden",
