@@ -258,8 +258,9 @@ pub struct Link {
     pub at: Option<(Arc<Path>, u64, usize)>,
 }
 
-/// Called with each record and its chain link once written (the console).
-pub type ChainObserver = Arc<dyn Fn(&Record, &Link) + Send + Sync>;
+/// Called with each record and its chain link once written (the console). The record is
+/// handed over, not lent: the console keeps the latest ones, so it moves them in, never clones.
+pub type ChainObserver = Arc<dyn Fn(Record, &Link) + Send + Sync>;
 
 /// Whether the line at `link.at` still hashes to `link.hash` and carries `link.seq` and
 /// `link.prev` (blocking file I/O: call from a blocking thread).
@@ -402,8 +403,9 @@ fn run_writer(
                 tracing::info!("Audit sink recovered");
             }
             queue.set_healthy(true);
+            let written_n = pending.len();
             if let Some(o) = &observer {
-                for (r, (start, len, seq, prev, hash)) in pending.iter().zip(links.drain(..)) {
+                for (r, (start, len, seq, prev, hash)) in pending.drain(..).zip(links.drain(..)) {
                     let link = Link {
                         seq,
                         prev,
@@ -415,8 +417,8 @@ fn run_writer(
                     o(r, &link);
                 }
             }
-            metrics::counter!("warden_audit_records_written_total").increment(pending.len() as u64);
-            queue.release(pending.len());
+            metrics::counter!("warden_audit_records_written_total").increment(written_n as u64);
+            queue.release(written_n);
             pending.clear();
             seq = s;
             prev = p;

@@ -181,7 +181,7 @@ fn format_two_records_continue_a_format_one_chain_and_links_find_their_lines() {
     };
     let links = std::sync::Arc::new(std::sync::RwLock::new(Vec::<Link>::new()));
     let seen = links.clone();
-    let obs: ChainObserver = Arc::new(move |_r: &Record, l: &Link| {
+    let obs: ChainObserver = Arc::new(move |_r: Record, l: &Link| {
         seen.write().unwrap().push(l.clone());
     });
     let q = AuditQueue::new(64);

@@ -633,16 +633,17 @@ async fn start_inner(
     let console_obs = console.clone();
     let otlp = crate::otlp::start(&cfg.telemetry, reqwest::Client::new());
     let observer: crate::audit::ChainObserver = Arc::new(
-        move |r: &dataplane::audit::Record, link: &crate::audit::Link| {
-            console_obs.observe(r, link);
+        move |r: dataplane::audit::Record, link: &crate::audit::Link| {
             if let Some(tx) = &otlp
                 && tx.try_send(r.clone()).is_err()
             {
                 metrics::counter!("warden_otlp_spans_dropped_total").increment(1);
             }
             if let Some(o) = &observer {
-                o(r);
+                o(&r);
             }
+            // Last: the console keeps the record.
+            console_obs.observe(r, link);
         },
     );
     let audit_writer = crate::audit::spawn_writer(

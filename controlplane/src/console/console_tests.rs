@@ -57,7 +57,10 @@ fn link(seq: u64, prev: &str, hash: &str) -> Link {
 fn feed(c: &Console, recs: &[Record]) {
     for (i, r) in recs.iter().enumerate() {
         let i = i as u64;
-        c.observe(r, &link(i + 1, &format!("h{i}"), &format!("h{}", i + 1)));
+        c.observe(
+            r.clone(),
+            &link(i + 1, &format!("h{i}"), &format!("h{}", i + 1)),
+        );
     }
 }
 
@@ -131,10 +134,10 @@ fn ten_denies_are_ten_denies_not_errors() {
     // degraded once a token is obtained again, then ok a minute later.
     let mut failed = rec(t + 40, "cli", "list", Outcome::ExchangeFailed);
     failed.delegation = None;
-    c.observe(&failed, &link(13, "h12", "h13"));
+    c.observe(failed, &link(13, "h12", "h13"));
     assert_eq!(c.state(t + 500, 0, &health())["nodes"][4]["health"], "down");
     c.observe(
-        &rec(t + 50, "cli", "list", Outcome::Allow),
+        rec(t + 50, "cli", "list", Outcome::Allow),
         &link(14, "h13", "h14"),
     );
     assert_eq!(
@@ -217,7 +220,7 @@ fn filters_and_detail_with_its_chain_link() {
     assert_eq!(c.decision(1).unwrap().2, None, "nothing older held");
     assert!(c.decision(99).is_none());
     // A broken link is reported as such.
-    c.observe(&recs[0], &link(4, "not-h3", "h4"));
+    c.observe(recs[0].clone(), &link(4, "not-h3", "h4"));
     assert_eq!(c.decision(4).unwrap().2, Some(false));
 }
 
@@ -231,7 +234,7 @@ fn memory_is_bounded_at_any_rate_and_any_number_of_clients() {
             &format!("tool-{i}"),
             Outcome::Allow,
         );
-        c.observe(&r, &link(i as u64 + 1, "p", "h"));
+        c.observe(r, &link(i as u64 + 1, "p", "h"));
     }
     let g = c.inner.read().unwrap();
     assert_eq!(g.recent.len(), RECENT);
@@ -240,7 +243,12 @@ fn memory_is_bounded_at_any_rate_and_any_number_of_clients() {
         MAX_CLIENTS + 1,
         "64 named, then one (other)"
     );
-    assert_eq!(g.tools.len(), MAX_TOOLS + 1);
+    assert_eq!(g.tool_count, MAX_TOOLS + 1);
+    assert_eq!(
+        g.tools.values().map(HashMap::len).sum::<usize>(),
+        MAX_TOOLS + 1,
+        "{MAX_TOOLS} named, then one (other)"
+    );
     assert_eq!(
         g.upstreams.len(),
         2,

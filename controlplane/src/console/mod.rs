@@ -55,7 +55,10 @@ struct Inner {
     /// Per upstream (configured names, plus "(not routed)").
     upstreams: Vec<(String, Ring, Reach)>,
     clients: HashMap<String, Ring>,
-    tools: HashMap<(String, String), ToolStats>,
+    /// Per upstream, per tool (two levels, so a record's names are looked up, not copied).
+    tools: HashMap<String, HashMap<String, ToolStats>>,
+    /// Entries of `tools`, bounded by `MAX_TOOLS` (+1 for "(other)").
+    tool_count: usize,
     /// Last call that got a delegation token, and last one that could not.
     delegated_ms: i64,
     exchange_failed_ms: i64,
@@ -219,6 +222,7 @@ impl Console {
                 upstreams: ups,
                 clients: HashMap::new(),
                 tools: HashMap::new(),
+                tool_count: 0,
                 delegated_ms: 0,
                 exchange_failed_ms: 0,
             }),
@@ -226,7 +230,7 @@ impl Console {
     }
 
     /// Take in one written audit record (on the audit writer's thread).
-    pub fn observe(&self, r: &Record, link: &Link) {
+    pub fn observe(&self, r: Record, link: &Link) {
         let Ok(mut g) = self.inner.write() else {
             return;
         };
@@ -234,7 +238,7 @@ impl Console {
         let class = Class::of(r.decision);
         let sample = Sample {
             class,
-            added_ms: added_ms(r),
+            added_ms: added_ms(&r),
             delegation: r.delegation.as_ref().map(|d| d.cached),
         };
         g.all.add(r.time_ms, sample);
@@ -256,7 +260,7 @@ impl Console {
         } else if r.decision == Outcome::UpstreamError {
             reach.unreached_ms = r.time_ms;
         }
-        let client = client_of(r);
+        let client = client_of(&r);
         let key = if g.clients.contains_key(client) || g.clients.len() < MAX_CLIENTS {
             client
         } else {
@@ -271,29 +275,39 @@ impl Console {
             }
         }
         // Tools only once routed: their names then come from the catalog (bounded).
-        if let (Some(up), Some(tool)) = (&r.upstream, &r.tool) {
-            let k = (up.clone(), tool.clone());
-            let k = if g.tools.contains_key(&k) || g.tools.len() < MAX_TOOLS {
-                k
+        if let (Some(up), Some(tool)) = (r.upstream.as_deref(), r.tool.as_deref()) {
+            let known = g.tools.get(up).is_some_and(|m| m.contains_key(tool));
+            let (up, tool) = if known || g.tool_count < MAX_TOOLS {
+                (up, tool)
             } else {
-                (OTHER.into(), OTHER.into())
+                (OTHER, OTHER)
             };
-            let t = g.tools.entry(k).or_insert_with(|| ToolStats {
-                minutes: Ring::new(15, 60),
-                last_caller: String::new(),
-                last_ms: 0,
-            });
-            t.minutes.add(r.time_ms, sample);
-            if r.time_ms >= t.last_ms {
-                t.last_ms = r.time_ms;
-                t.last_caller = r.sub.clone().unwrap_or_else(|| "(anonymous)".into());
+            if !g.tools.get(up).is_some_and(|m| m.contains_key(tool)) {
+                g.tool_count += 1;
+                g.tools.entry(up.to_owned()).or_default().insert(
+                    tool.to_owned(),
+                    ToolStats {
+                        minutes: Ring::new(15, 60),
+                        last_caller: String::new(),
+                        last_ms: 0,
+                    },
+                );
+            }
+            if let Some(t) = g.tools.get_mut(up).and_then(|m| m.get_mut(tool)) {
+                t.minutes.add(r.time_ms, sample);
+                if r.time_ms >= t.last_ms {
+                    t.last_ms = r.time_ms;
+                    t.last_caller.clear();
+                    t.last_caller
+                        .push_str(r.sub.as_deref().unwrap_or("(anonymous)"));
+                }
             }
         }
         if g.recent.len() >= RECENT {
             g.recent.pop_front();
         }
         g.recent.push_back(Entry {
-            rec: r.clone(),
+            rec: r,
             link: link.clone(),
         });
     }
@@ -449,7 +463,8 @@ impl Console {
         let mut tools: Vec<ToolRow> = g
             .tools
             .iter()
-            .map(|((u, t), s)| {
+            .flat_map(|(u, m)| m.iter().map(move |(t, s)| (u, t, s)))
+            .map(|(u, t, s)| {
                 let c = s.minutes.sum(now_ms, WINDOW_SECS as i64);
                 ToolRow {
                     upstream: u.clone(),
