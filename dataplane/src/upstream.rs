@@ -464,23 +464,7 @@ pub async fn send_to(
     // One timer for the whole exchange, carried into an SSE body it returns (the slot is
     // empty only once an SSE response took it, which ends the exchange).
     let mut deadline = Some(Deadline::after(timeout));
-    let mut req = Vec::with_capacity(256 + body.len());
-    req.extend_from_slice(method.as_bytes());
-    req.push(b' ');
-    req.extend_from_slice(path.as_bytes());
-    req.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    req.extend_from_slice(up.authority.as_bytes());
-    req.extend_from_slice(b"\r\n");
-    for (n, v) in headers {
-        req.extend_from_slice(n.as_bytes());
-        req.extend_from_slice(b": ");
-        req.extend(v.bytes().filter(|b| *b != b'\r' && *b != b'\n'));
-        req.extend_from_slice(b"\r\n");
-    }
-    req.extend_from_slice(b"content-length: ");
-    req.extend_from_slice(body.len().to_string().as_bytes());
-    req.extend_from_slice(b"\r\n\r\n");
-    req.extend_from_slice(body);
+    let mut req = encode_request(method, path, &up.authority, headers, body);
 
     // At most once (docs/security.md, "Faults"): a request that may have reached the upstream
     // is never sent again. It is resent once, on a fresh connection, only when the connection
@@ -522,6 +506,39 @@ pub async fn send_to(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The bytes of one HTTP/1.1 request. A header value never carries CR or LF (no header
+/// injection from anything that reached a value); the common case is one copy per value.
+fn encode_request(
+    method: &str,
+    path: &str,
+    authority: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut req = Vec::with_capacity(256 + body.len());
+    req.extend_from_slice(method.as_bytes());
+    req.push(b' ');
+    req.extend_from_slice(path.as_bytes());
+    req.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    req.extend_from_slice(authority.as_bytes());
+    req.extend_from_slice(b"\r\n");
+    for (n, v) in headers {
+        req.extend_from_slice(n.as_bytes());
+        req.extend_from_slice(b": ");
+        if memchr::memchr2(b'\r', b'\n', v.as_bytes()).is_none() {
+            req.extend_from_slice(v.as_bytes());
+        } else {
+            req.extend(v.bytes().filter(|b| *b != b'\r' && *b != b'\n'));
+        }
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"content-length: ");
+    req.extend_from_slice(body.len().to_string().as_bytes());
+    req.extend_from_slice(b"\r\n\r\n");
+    req.extend_from_slice(body);
+    req
 }
 
 /// Read the response on `conn`. An SSE response takes the deadline along (leaving `None`).
@@ -719,5 +736,24 @@ mod tests {
         assert_eq!(e.id.as_deref(), Some("abc"));
         assert_eq!(e.retry.as_deref(), Some("500"));
         assert_eq!(e.data, "");
+    }
+
+    #[test]
+    fn request_bytes_and_no_header_injection() {
+        let req = encode_request(
+            "POST",
+            "/mcp",
+            "up.test:80",
+            &[
+                ("authorization", "Bearer abc"),
+                ("x-evil", "a\r\nx-injected: 1\nb"),
+            ],
+            b"{}",
+        );
+        assert_eq!(
+            String::from_utf8(req).unwrap(),
+            "POST /mcp HTTP/1.1\r\nhost: up.test:80\r\nauthorization: Bearer abc\r\n\
+             x-evil: ax-injected: 1b\r\ncontent-length: 2\r\n\r\n{}"
+        );
     }
 }
