@@ -101,6 +101,9 @@ class AuditCounter:
 
 
 def run_window(plan, t, duration, token):
+    if "token_file" in t:  # the baseline Warden's own authorization server issued its token
+        with open(t["token_file"]) as f:
+            token = f.read().strip()
     env = dict(os.environ, WRK_BODY=t["body"], WRK_TOKEN=token, WRK_SESSION=t["session"],
                WRK_PROTOCOL=plan["protocol"])
     cmd = ["taskset", "-c", str(plan["load_cpu"]), "wrk", f"-t{plan['threads']}",
@@ -244,6 +247,18 @@ def main():
         "p99": [a["p99_ms"] / b["p99_ms"] for a, b in per_round],
         "proxy_cpu_per_call": [a["proxy_us"] / b["proxy_us"] for a, b in per_round if b["proxy_us"]],
     }
+    base = next((t for t in targets if t["name"] == "baseline"), None)
+    if base is not None:
+        # The same configuration on an earlier binary: this run's before/after of a change.
+        per = [(rw[names.index("warden")], rw[names.index("baseline")]) for rw in rounds]
+        print("\n## Warden / baseline (an earlier binary, same configuration; < 1 is cheaper)\n")
+        print("| ratio | of the medians | per round |")
+        print("|---|---:|---|")
+        for key, label in (("rps", "req/s"), ("p99_ms", "p99"), ("proxy_us", "proxy CPU per call")):
+            b = med["baseline"][key]
+            print(f"| {label} | {w[key] / b:.3f} | " + ", ".join(f"{a[key] / c[key]:.3f}" for a, c in per) + " |")
+        ratios["vs_baseline_proxy_cpu_per_call"] = w["proxy_us"] / med["baseline"]["proxy_us"]
+        ratios["vs_baseline_rps"] = w["rps"] / med["baseline"]["rps"]
     print("\n## Warden / nginx\n")
     print("| ratio | of the medians | median of per-round | per round |")
     print("|---|---:|---:|---|")

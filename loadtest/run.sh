@@ -11,6 +11,10 @@
 #   loadtest/run.sh                         # MODE=echo DURATION=10 WARMUP=2 ROUNDS=3
 #   DURATION=3 ROUNDS=1 loadtest/run.sh     # a quick check that everything works
 #   MODE=fastmcp loadtest/run.sh            # a Python FastMCP upstream (mcp from PyPI) instead
+#   BASELINE_BIN=/var/tmp/warden-before loadtest/run.sh
+#                                           # a fourth target: an earlier `warden` binary with the
+#                                           # same configuration, so a change's before/after ratio
+#                                           # comes from one run with interleaved rounds
 #
 # Settings: MODE (echo | fastmcp), DURATION, WARMUP, ROUNDS, THREADS (2), CONNECTIONS (32),
 # BASE_PORT (18081: upstream, +1 nginx, +2 Warden, +3 admin, +4 authorization server),
@@ -56,6 +60,26 @@ taskset -c "$SERVER_CPU" nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-
 NGINX_PID=$!; PIDS+=("$NGINX_PID")
 
 start_warden
+# The baseline: the same configuration served by another binary, on ports +5..+7, with its own
+# work dir, authorization server and token.
+if [ -n "${BASELINE_BIN:-}" ]; then
+    [ -x "$BASELINE_BIN" ] || die "BASELINE_BIN=$BASELINE_BIN is not an executable"
+    refuse_busy_ports $((BASE_PORT + 5)) $((BASE_PORT + 6)) $((BASE_PORT + 7))
+    saved=("$BIN" "$WORK" "$WARDEN_PORT" "$ADMIN_PORT" "$AS_PORT" "$PUBLIC_URL" "$ISSUER" "$WARDEN_PID")
+    mkdir -p "$WORK/baseline/bin"
+    ln -s "$(readlink -f "$BASELINE_BIN")" "$WORK/baseline/bin/warden"
+    BIN=$WORK/baseline/bin WORK=$WORK/baseline
+    WARDEN_PORT=$((BASE_PORT + 5)) ADMIN_PORT=$((BASE_PORT + 6)) AS_PORT=$((BASE_PORT + 7))
+    PUBLIC_URL="http://127.0.0.1:$WARDEN_PORT/mcp" ISSUER="http://127.0.0.1:$AS_PORT"
+    start_warden
+    user_token
+    B_PID=$WARDEN_PID B_URL=$PUBLIC_URL B_WORK=$WORK B_ADMIN="http://127.0.0.1:$ADMIN_PORT"
+    B_SID=$(mcp_session "$B_URL")
+    out=$(mcp_call "$B_URL" "$B_SID" bench_echo '{"text":"hello from the load test","n":42}')
+    grep -q '"result"' <<<"$out" || die "baseline: tools/call did not return a result: $out"
+    BIN=${saved[0]} WORK=${saved[1]} WARDEN_PORT=${saved[2]} ADMIN_PORT=${saved[3]} AS_PORT=${saved[4]}
+    PUBLIC_URL=${saved[5]} ISSUER=${saved[6]} WARDEN_PID=${saved[7]}
+fi
 wait_http "http://127.0.0.1:$NGINX_PORT/mcp" "$NGINX_PID"
 user_token
 
@@ -97,7 +121,9 @@ plan = dict(
         target("nginx", "${URL[nginx]}", "${SID[nginx]}", "echo", $NGINX_PID, children=True),
         target("warden", "${URL[warden]}", "${SID[warden]}", "bench_echo", $WARDEN_PID,
                audit_dir="$WORK/audit", admin="http://127.0.0.1:$ADMIN_PORT"),
-    ])
+    ] + ([target("baseline", "${B_URL:-}", "${B_SID:-}", "bench_echo", ${B_PID:-0},
+                 audit_dir="${B_WORK:-}/audit", admin="${B_ADMIN:-}", token_file="${B_WORK:-}/token")]
+         if "${BASELINE_BIN:-}" else []))
 json.dump(plan, open(sys.argv[1], "w"), indent=1)
 PY
 log "warm-up ${WARMUP}s per target, then $ROUNDS rounds of ${DURATION}s windows: ${TARGETS[*]}"
