@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod policy;
 pub mod policytest;
+mod rediscovery;
 pub mod reload;
 pub mod state;
 pub mod sts;
