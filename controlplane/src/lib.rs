@@ -14,6 +14,7 @@ pub mod delegate;
 pub mod demo;
 pub mod gateway;
 pub mod issuers;
+pub mod logs;
 pub mod metrics;
 pub mod otlp;
 pub mod policy;
