@@ -61,23 +61,8 @@ pub(crate) struct Control {
     pub clock: Clock,
     /// Change listeners on the upstreams that tell list changes, and the rediscoveries they
     /// asked for.
-    pub watch: Rediscovery,
+    pub watch: crate::rediscovery::Rediscovery,
 }
-
-/// Upstream change listeners and the rediscoveries they (or the shards) ask for: at most
-/// one per upstream per [`REDISCOVER_EVERY`]; one asked for sooner waits for the next tick.
-#[derive(Default)]
-pub(crate) struct Rediscovery {
-    listeners: crate::upstream_watch::Watchers,
-    /// Where listeners report; set when the control loop runs.
-    tx: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
-    /// When each upstream was last rediscovered (the process clock's instant).
-    last: HashMap<u32, dataplane::clock::Instant>,
-    pending: std::collections::HashSet<u32>,
-}
-
-/// The shortest interval between two rediscoveries of one upstream.
-const REDISCOVER_EVERY: Duration = Duration::from_secs(1);
 
 /// A section of the config as YAML plus its files' fingerprints, as loaded: equal means
 /// "unchanged" (kept with its state across a reload).
@@ -277,21 +262,15 @@ impl Control {
     }
 
     /// An upstream's lists changed: rediscover it now, or at the next tick if it was
-    /// rediscovered less than [`REDISCOVER_EVERY`] ago.
+    /// rediscovered less than a second ago (`rediscovery.rs`).
     async fn upstream_changed(&mut self, id: u32) {
-        let clock = &self.clock;
-        let recent = (self.watch.last.get(&id)).is_some_and(|t| clock.since(*t) < REDISCOVER_EVERY);
-        if recent {
-            self.watch.pending.insert(id);
-        } else {
+        if self.watch.signal(id, &self.clock) {
             self.rediscover(id).await;
         }
     }
 
     /// Rediscover one upstream; publish if its catalog changed.
     async fn rediscover(&mut self, id: u32) {
-        self.watch.pending.remove(&id);
-        self.watch.last.insert(id, self.clock.now());
         let Some(i) = self.upstreams.iter().position(|u| u.id == id) else {
             return;
         };
@@ -320,13 +299,7 @@ impl Control {
 
     /// Rediscoveries that waited for their interval.
     async fn rediscover_pending(&mut self) {
-        let clock = &self.clock;
-        let due: Vec<u32> = (self.watch.pending.iter().copied())
-            .filter(|id| {
-                (self.watch.last.get(id)).is_none_or(|t| clock.since(*t) >= REDISCOVER_EVERY)
-            })
-            .collect();
-        for id in due {
+        for id in self.watch.due(&self.clock) {
             self.rediscover(id).await;
         }
     }

@@ -375,9 +375,10 @@ fn audit_cmd(cmd: AuditCmd) -> ExitCode {
     }
 }
 
-fn init_logs(format: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| "info".into());
+/// Logging to standard error; a `WARDEN_LOG` that is not a filter is refused (`logs.rs`).
+fn init_logs(format: &str) -> Result<(), controlplane::logs::LogFilterError> {
+    let value = std::env::var(controlplane::logs::VAR).ok();
+    let filter = controlplane::logs::filter(value.as_deref())?;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -386,11 +387,15 @@ fn init_logs(format: &str) {
     } else {
         b.init();
     }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(&cli.log_format);
+    if let Err(e) = init_logs(&cli.log_format) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     match cli.cmd {
         Cmd::Audit { cmd } => audit_cmd(cmd),
         Cmd::Policy { cmd } => policy_cmd(cmd),

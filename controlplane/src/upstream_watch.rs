@@ -307,20 +307,5 @@ async fn session_stream(t: &Target, auth: Option<&str>) -> Result<reqwest::Respo
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_list_changes_are_announcements() {
-        let ev = |m: &str| format!("id: 3\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"{m}\"}}\n\n");
-        assert!(announces_change(&ev("notifications/tools/list_changed")));
-        assert!(announces_change(&ev("notifications/prompts/list_changed")));
-        assert!(announces_change(&ev(
-            "notifications/resources/list_changed"
-        )));
-        assert!(!announces_change(&ev("notifications/message")));
-        assert!(!announces_change(&ev("notifications/resources/updated")));
-        assert!(!announces_change(": keep-alive\n\n"));
-        assert!(!announces_change("data: not json\n\n"));
-    }
-}
+#[path = "upstream_watch_tests.rs"]
+mod tests;

@@ -370,3 +370,58 @@ async fn a_stream_ends_when_its_token_expires() {
     }
     assert!(ended, "the stream outlived its token");
 }
+
+/// However often an upstream says its list changed, the control loop rediscovers it at most
+/// once a second (each rediscovery is one `tools/list` at the upstream), and the last change
+/// is not lost: the gateway ends up listing the upstream's final tools.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_list_changes_is_rediscovered_at_most_once_a_second() {
+    let (issuer, up, _dir, w) = start_plain().await;
+    let c = reqwest::Client::new();
+    let tok = issuer.mint(&issuer.claims("alice", common::AUD, "mcp:tools"));
+    let url = w.url();
+    let sid = session(&c, &url, &tok).await;
+    let mut listening = false;
+    for _ in 0..50 {
+        if up.requests().iter().any(|r| r.method == "GET") {
+            listening = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(listening, "the gateway never opened the upstream's stream");
+    let lists = || {
+        (up.requests().iter())
+            .filter(|r| r.rpc_method() == Some("tools/list"))
+            .count()
+    };
+    let before = lists();
+    // Twenty changes, each told on the listener's stream, over about a second.
+    let clock = dataplane::clock::Clock::new();
+    let t0 = clock.now();
+    for n in 1..=20 {
+        up.set_tools(n);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let burst = clock.since(t0);
+    let mut names = Vec::new();
+    for _ in 0..50 {
+        names = tool_names(&c, &url, &tok, &sid).await;
+        if names.contains(&"up0_tool_19".to_owned()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        names.contains(&"up0_tool_19".to_owned()),
+        "the last change was lost: {names:?}"
+    );
+    // Whatever was still waiting has had its turn.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let rediscoveries = lists() - before;
+    let most = burst.as_secs() as usize + 3;
+    assert!(
+        (1..=most).contains(&rediscoveries),
+        "{rediscoveries} rediscoveries for 20 changes in {burst:?} (at most {most})"
+    );
+}

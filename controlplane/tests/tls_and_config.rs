@@ -283,3 +283,35 @@ async fn https_upstreams_with_a_private_ca() {
     env.gw.shutdown().await;
     tls_gw.shutdown().await;
 }
+
+/// A `WARDEN_LOG` that is not a filter stops the binary before it does anything, with an
+/// error naming the variable (not a panic, not a silent `info`); a valid one does not.
+#[test]
+fn a_bad_warden_log_is_a_startup_error() {
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed.yaml");
+    let validate = |level: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+            .arg("validate")
+            .arg("-c")
+            .arg(&seed)
+            .env("WARDEN_LOG", level)
+            .output()
+            .unwrap()
+    };
+    for bad in ["warning", "info,dataplane=loud"] {
+        let out = validate(bad);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(
+            err.starts_with(&format!("error: WARDEN_LOG={bad:?} is not a log filter")),
+            "{bad}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = validate("warn,dataplane=debug");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -108,3 +108,73 @@ pub fn listed_tools(v: &serde_json::Value) -> Vec<&str> {
         .map(|t| t["name"].as_str().expect("a tool name"))
         .collect()
 }
+
+/// A connection whose answer is read while it is being written (a stream): the request is
+/// written and half-closed, the shard serves it in a task of its own.
+pub struct Open {
+    client: dataplane::testing::MemStream,
+    done: Rc<std::cell::Cell<bool>>,
+    /// Everything the gateway wrote so far.
+    pub raw: Vec<u8>,
+}
+
+impl Open {
+    /// Start serving `request` on `shard`; must run on the harness's runtime (`block_on`).
+    pub async fn start(shard: &Rc<dataplane::shard::Shard>, request: Vec<u8>) -> Open {
+        use monoio::io::AsyncWriteRentExt;
+        let (mut client, server) = dataplane::testing::duplex();
+        let (written, _) = client.write_all(request).await;
+        written.expect("request written");
+        client.close_write();
+        let done = Rc::new(std::cell::Cell::new(false));
+        let (d, shard) = (done.clone(), shard.clone());
+        monoio::spawn(async move {
+            let limits = shard.shared.snapshot.load().settings.limits;
+            let handler = dataplane::mcp::Gateway { shard };
+            dataplane::http1::conn::serve(server, &handler, limits).await;
+            d.set(true);
+        });
+        Open {
+            client,
+            done,
+            raw: Vec::new(),
+        }
+    }
+
+    /// The text written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.raw).into_owned()
+    }
+
+    /// Whether the gateway closed the connection.
+    pub fn closed(&self) -> bool {
+        self.done.get()
+    }
+
+    /// Read for `wait` of real time (streams tick on monoio's real timer), or until the
+    /// connection closed or `until` holds of what was written.
+    pub async fn read(&mut self, wait: std::time::Duration, until: impl Fn(&str) -> bool) {
+        let step = std::time::Duration::from_millis(10);
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            self.raw.extend(self.client.take_available());
+            if self.closed() {
+                self.raw.extend(self.client.take_available());
+                return;
+            }
+            if until(&self.text()) || waited >= wait {
+                return;
+            }
+            monoio::time::sleep(step).await;
+            waited += step;
+        }
+    }
+
+    /// The one response written, parsed (the connection must have closed).
+    pub fn response(&self) -> dataplane::testing::HttpResponse {
+        assert!(self.closed(), "still open: {}", self.text());
+        let mut all = dataplane::testing::HttpResponse::parse_all(&self.raw).unwrap();
+        assert_eq!(all.len(), 1, "{}", self.text());
+        all.remove(0)
+    }
+}

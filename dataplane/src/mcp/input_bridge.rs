@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_channel::oneshot;
 use monoio::io::AsyncWriteRent;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -29,6 +30,7 @@ use super::refusal::Refusal;
 use super::route::Forward;
 use super::vocab::{Cx, Outbound};
 use super::{delegate, items, rewrite};
+use crate::clock::{Clock, Instant};
 use crate::http1::Response;
 use crate::http1::conn::Responder;
 use crate::jsonrpc::{self, Message};
@@ -37,8 +39,11 @@ use crate::upstream::{UpBody, UpError};
 
 /// Rounds of input one call may ask for.
 pub const MAX_ROUNDS: usize = 8;
-/// How long the client has to answer one round (a person may be typing).
+/// How long the client has to answer one round (a person may be typing), on the shard's
+/// clock.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(300);
+/// How often a round waiting for its answers looks at the clock.
+const ANSWER_TICK: Duration = Duration::from_millis(250);
 
 /// What one round of the upstream asked for: `(key, method, params)` each.
 pub(super) struct Asked {
@@ -107,13 +112,14 @@ pub(super) async fn ask_client<S: AsyncWriteRent>(
     session: &Arc<Session>,
     round: &Asked,
     tag: u64,
+    clock: &Clock,
     out: &mut Responder<'_, S>,
 ) -> Result<Map<String, Value>, Refusal> {
     let mut waiting = Vec::new();
     let mut ev = Vec::with_capacity(256);
     for (key, method, params) in &round.requests {
         let id = format!("warden-input-{tag}-{key}");
-        let (tx, rx) = futures_channel::oneshot::channel();
+        let (tx, rx) = oneshot::channel();
         session.pending_inputs.insert(json!(id).to_string(), tx);
         let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         write_event(&mut ev, None, req.to_string().as_bytes());
@@ -124,9 +130,9 @@ pub(super) async fn ask_client<S: AsyncWriteRent>(
         waiting.push((key.clone(), rx));
     }
     let mut answers = Map::new();
-    for (key, rx) in waiting {
-        let got = monoio::time::timeout(ANSWER_WAIT, rx).await;
-        let Ok(Ok(body)) = got else {
+    let asked_at = clock.now();
+    for (key, mut rx) in waiting {
+        let Some(body) = answer(clock, asked_at, &mut rx).await else {
             forget(session, tag, round);
             return Err(Refusal::input_unanswered(
                 "the client did not answer the upstream's request for input in time",
@@ -146,6 +152,22 @@ pub(super) async fn ask_client<S: AsyncWriteRent>(
         }
     }
     Ok(answers)
+}
+
+/// The client's answer, or `None` once [`ANSWER_WAIT`] has passed since `asked_at` on
+/// `clock` (the shard's: a test steps it instead of waiting five minutes).
+async fn answer(
+    clock: &Clock,
+    asked_at: Instant,
+    rx: &mut oneshot::Receiver<String>,
+) -> Option<String> {
+    loop {
+        match monoio::time::timeout(ANSWER_TICK, &mut *rx).await {
+            Ok(got) => return got.ok(),
+            Err(_) if clock.since(asked_at) >= ANSWER_WAIT => return None,
+            Err(_) => {}
+        }
+    }
 }
 
 /// Drop the round's pending answers (the call ended without them).
@@ -311,7 +333,7 @@ pub(super) async fn bridged<S: AsyncWriteRent>(
         }
         metrics::counter!("warden_input_rounds_bridged_total", "upstream" => up.name.clone())
             .increment(1);
-        let answers = match ask_client(session, &asked, gid, out).await {
+        let answers = match ask_client(session, &asked, gid, &shard.clock, out).await {
             Ok(a) => a,
             Err(r) => {
                 let e = shape.refusal(r, Some(client_id));
