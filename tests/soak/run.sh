@@ -46,7 +46,7 @@
 #              `timeout: 2s`, shorter than the hang so the timeout is what ends it); killed and
 #              restarted by replica_kill_restart like any replica (the exchange has no state)
 #
-#   tests/soak/run.sh                      # CI form: FAULT_SECONDS=12 GAP_SECONDS=4 (~4 min)
+#   tests/soak/run.sh                      # CI form: FAULT_SECONDS=12 GAP_SECONDS=4 (~4 min 15 s)
 #   SOAK_SECONDS=3600 tests/soak/run.sh    # an hour by hand
 #
 #   WARDEN_BIN   (default ${CARGO_TARGET_DIR:-/var/tmp/warden-target}/debug/warden); builds nothing
