@@ -161,7 +161,7 @@ const HELP: &[(&str, &str, &str)] = &[
     (
         "counter",
         "warden_audit_records_dropped_total",
-        "Records of outcomes without a reserved slot (authentication failures, rejected input) dropped because their share of the queue was full.",
+        "Audit records lost after being accepted (a push that found the queue full despite its slot; not expected). A request whose record finds no room is answered as audit unavailable instead (warden_audit_refusals_total).",
     ),
     (
         "gauge",

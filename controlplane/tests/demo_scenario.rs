@@ -1,5 +1,6 @@
 //! The seed's scenario in process: `warden demo`'s pieces, and what the Enterprise Ledger
-//! received; plus the external RFC 8693 mode against the embedded authorization server.
+//! received; plus the external RFC 8693 mode against the embedded authorization server, and
+//! against one that never answers the exchange.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -538,4 +539,99 @@ async fn the_seed_policy_decides_list_and_call() {
         denies[0]["reason"],
         "Access denied: PII access requires pii:read scope."
     );
+}
+
+/// An authorization server that answers the gateway's own `client_credentials` grant (an
+/// unsigned service token: the gateway inspects, the test upstream does not verify) and reads
+/// every token exchange but never answers it. Its address.
+async fn hanging_token_endpoint(up_aud: &'static str) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Head and form body arrive together from reqwest; read until the form is in.
+                while !String::from_utf8_lossy(&req).contains("grant_type=") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if !String::from_utf8_lossy(&req).contains("grant_type=client_credentials") {
+                    // The exchange: held open, never answered.
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return;
+                }
+                let now = testkit::issuer::now_secs();
+                let claims = json!({"iss": "http://as.test", "sub": "warden-gw", "aud": up_aud, "iat": now, "exp": now + 60});
+                let token = format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(claims.to_string()));
+                let body = json!({"access_token": token, "token_type": "Bearer", "expires_in": 60})
+                    .to_string();
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The soak's `sts_failing` checked it: an external token endpoint that accepts the exchange
+/// and never answers is cut at `delegation.timeout`; the call is refused (-32004, "timed
+/// out"), nothing is sent upstream, and it does not wait out the shard's longer bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_token_endpoint_is_cut_at_the_delegation_timeout() {
+    use controlplane::sts::{SigningAlg, SigningKey};
+    const UP_AUD: &str = "https://up.example/";
+    let issuer = testkit::TestIssuer::start().await;
+    let up = testkit::TestUpstream::start(Default::default()).await;
+    let as_addr = hanging_token_endpoint(UP_AUD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("gw.pem");
+    std::fs::write(
+        &key_file,
+        pem(&SigningKey::generate_pkcs8(SigningAlg::EdDSA).unwrap()),
+    )
+    .unwrap();
+    let yaml = format!(
+        "policy:\n  default: allow\ngateway:\n  listen: 127.0.0.1:0\n  public_url: {aud}\n  shards: 1\nadmin:\n  listen: 127.0.0.1:0\nissuers:\n  - issuer: {iss}\ndelegation:\n  client_id: warden-gw\n  mode: external\n  token_endpoint: http://{as_addr}/token\n  client_auth: private_key_jwt\n  private_key_file: {key}\n  timeout: 1s\nupstreams:\n  - name: up0\n    url: {url}\n    token_exchange:\n      audience: '{UP_AUD}'\n      tools:\n        - name: echo\n          ttl: 5s\n          scopes: [up:echo]\n",
+        aud = common::AUD,
+        iss = issuer.issuer(),
+        key = key_file.display(),
+        url = up.url()
+    );
+    let gw = controlplane::start(
+        controlplane::Config::parse(&yaml, "hang.yaml").unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}/mcp", gw.addr);
+    let alice = issuer.mint(&issuer.claims("alice", common::AUD, "mcp:tools"));
+    let c = Client::connect(&url, &alice).await;
+    let clock = Clock::new();
+    let started = clock.now();
+    let v = c.call("up0_echo", json!({})).await;
+    let took = clock.since(started);
+    assert_eq!(v["error"]["code"], -32004, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("timed out")),
+        "{v}"
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "cut at the 1 s timeout, not the shard's 10 s: {took:?}"
+    );
+    assert!(up.tool_calls().is_empty(), "nothing was sent upstream");
+    gw.shutdown().await;
 }

@@ -5,7 +5,9 @@
 //! unaudited. The control plane's writer drains the queue, chains and writes records,
 //! and gives slots back only once they are written, so nothing accepted is dropped.
 //! Outcomes without a reservation (authentication failures, rejected input) draw on a
-//! share of their own, so a flood of garbage can never take the slots of real calls.
+//! share of their own, so a flood of garbage can never take the slots of real calls; when
+//! that share is full the request is answered "audit unavailable" instead of its outcome,
+//! so no answered request goes unrecorded.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -164,7 +166,9 @@ pub struct AuditQueue {
     popped_unreserved: AtomicI64,
     /// False while the sink is failing: calls are refused.
     healthy: AtomicBool,
+    /// Requests refused for want of a slot (calls, and outcomes of the unreserved share).
     pub refused: AtomicU64,
+    /// Records lost: only a push that found the queue full despite its slot (not expected).
     pub dropped: AtomicU64,
     /// Set at shutdown: the writer drains what is queued, then stops.
     closing: AtomicBool,
@@ -230,13 +234,17 @@ impl AuditQueue {
 
     /// Record an outcome that had no reservation (authentication failures, rejected input),
     /// in the unreserved share only: unauthenticated traffic never takes a call's slot.
-    /// Counted as dropped (`warden_audit_records_dropped_total`) when the share is full.
-    pub fn record(self: &Arc<Self>, r: Record) {
+    /// `false` when the share is full: nothing was queued, and the caller must not give the
+    /// outcome's answer (the request would be answered with no record) but say the audit
+    /// trail is unavailable.
+    #[must_use]
+    pub fn record(self: &Arc<Self>, r: Record) -> bool {
         match self.take_slot(true) {
-            Some(res) => res.commit(r),
-            None => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+            Some(res) => {
+                res.commit(r);
+                true
             }
+            None => false,
         }
     }
 
@@ -417,7 +425,7 @@ mod tests {
         q.set_healthy(false);
         assert!(q.reserve().is_none(), "sink failing: refuse");
         // Outcomes with no reservation are still recorded while a slot is free.
-        q.record(rec());
+        assert!(q.record(rec()));
         assert_eq!(q.depth(), 1);
         assert_eq!(q.dropped.load(Ordering::Relaxed), 0);
     }
@@ -426,15 +434,17 @@ mod tests {
     fn unauthenticated_floods_cannot_take_the_slots_of_calls() {
         let q = AuditQueue::new(16);
         // The sink is slow: nothing is written while garbage floods in.
-        for _ in 0..1000 {
-            q.record(rec());
-        }
+        let queued = (0..1000).filter(|_| q.record(rec())).count();
         assert_eq!(
-            q.depth(),
-            4,
+            (queued, q.depth()),
+            (4, 4),
             "the unreserved share is a quarter of the queue"
         );
-        assert_eq!(q.dropped.load(Ordering::Relaxed), 996, "beyond it: counted");
+        assert_eq!(
+            q.dropped.load(Ordering::Relaxed),
+            0,
+            "beyond it: refused (the caller says so), not queued and lost"
+        );
         let calls: Vec<_> = (0..16).map(|_| q.reserve()).collect();
         assert!(
             calls.iter().all(Option::is_some),
@@ -453,7 +463,7 @@ mod tests {
         q.release(n);
         assert_eq!(q.free.load(Ordering::Relaxed), 16);
         assert_eq!(q.free_unreserved.load(Ordering::Relaxed), 4);
-        q.record(rec());
+        assert!(q.record(rec()));
         assert_eq!(q.depth(), 1);
     }
 

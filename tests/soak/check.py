@@ -3,17 +3,23 @@
 wrote into the work dir and judges, request by request, then writes the per-fault report.
 
 Observers: the load generator's own line per request (k6-requests.log), the verifying
-upstream's line per request received (upstream.jsonl), the audit files of every replica,
+upstream's line per request received (upstream.jsonl), the external token service's line per
+/token request (sts.jsonl), the audit files of every replica (replica 1's written by relay.py),
 `warden audit verify` (exit codes), /proc samples (samples.jsonl), the replicas' logs, and
 run.sh's end-of-run figures (stuck connections, exit statuses). Warden's own counters are not used.
 
 Invariants (each violation is attributed to the time it happened, so to a fault or to calm):
   upstream_token_valid      every request the upstream received carried a valid, unexpired
-                            delegation token for that upstream and tool (upstream.py verified)
+                            delegation token for that upstream and tool (upstream.py verified,
+                            against the issuing service's own JWKS: embedded STS or sts.py)
   nothing_unauthorised_sent no call the load sent as denied / unauthenticated / malformed /
                             oversize reached the upstream; no call unknown to the load did
   refusals_hold             a denied call was never answered with a result; an invalid token never was
   executed_at_most_once     no call_id executed twice
+  refused_not_sent          a call refused as "token exchange failed, not sent" (-32004 / -31004)
+                            or "audit trail unavailable" (-32003 / -31003) never reached the upstream
+  external_sts_used         the replica in external delegation mode had tool calls executed with
+                            sts.py's tokens (else the external path was never exercised)
   one_audit_record          each request answered by a replica (x-request-id) has exactly one
                             record over all replicas, or none if it was refused as audit
                             unavailable (-32003 / -31003: the client was told); 413s answered before the
@@ -22,7 +28,9 @@ Invariants (each violation is attributed to the time it happened, so to a fault 
   rss_fds_bounded           after warm-up: RSS <= 1.5 x warm-up + 64 MiB, fds <= warm-up + 64
   no_panic                  no `panicked` in a replica log
   clean_end                 no connection to a replica left open 15 s after the balancer stopped;
-                            every replica exits 0 on SIGTERM; k6 exited 0
+                            every replica exits 0 on SIGTERM, the audit relay 0 at its end; k6 exited 0
+  no_token_in_logs          no client token (nor the gateway's client secret at sts.py) in a log,
+                            audit file or the load's lines
 """
 
 import argparse
@@ -36,6 +44,8 @@ from collections import Counter, defaultdict
 FORBIDDEN = {"deny", "unauth", "malformed", "oversize"}
 # "The audit trail is unavailable, so the call was refused": -32003 (2025 era), -31003 (2026-07-28).
 AUDIT_UNAVAILABLE = {"error:-32003", "error:-31003"}
+# "Token exchange for upstream ... failed ... The call was not sent": -32004, -31004.
+EXCHANGE_FAILED = {"error:-32004", "error:-31004"}
 
 
 def jsonl(path):
@@ -83,6 +93,8 @@ def outcome(r):
         return "denied"
     if rpc in AUDIT_UNAVAILABLE:
         return "audit_refused"
+    if rpc in EXCHANGE_FAILED:
+        return "exchange_refused"
     if s in (401, 400, 413):
         return str(s)
     if s == 200 and rpc in ("isError",) or rpc.startswith("error:"):
@@ -99,10 +111,13 @@ def main():
     ap.add_argument("--verify", default="")
     ap.add_argument("--k6-rc", type=int, default=0)
     ap.add_argument("--tokens", default="")
+    ap.add_argument("--sts-secret", default="")
+    ap.add_argument("--external-issuer", default="")
     a = ap.parse_args()
     w = a.work
     reqs = k6_lines(f"{w}/k6-requests.log")
     ups = jsonl(f"{w}/upstream.jsonl")
+    sts = jsonl(f"{w}/sts.jsonl")
     sched = jsonl(f"{w}/schedule.jsonl")
     samples = jsonl(f"{w}/samples.jsonl")
     load = json.load(open(f"{w}/load.json"))
@@ -137,6 +152,16 @@ def main():
         if n > 1:
             t = next(int(u["t"] * 1000) for u in ups if u.get("call_id") == cid)
             v("executed_at_most_once", t, f"call {cid} executed by the upstream {n} times")
+    # refused_not_sent: the client was told the call was not sent, so it must not have been
+    reached = {u.get("call_id") for u in ups if u["method"] == "tools/call"}
+    for r in reqs:
+        if r["rpc"] in EXCHANGE_FAILED | AUDIT_UNAVAILABLE and r["id"] in reached:
+            v("refused_not_sent", r["t0"], f"{r['cat']} call {r['id']} answered {r['rpc']} (not sent) reached the upstream")
+    # external_sts_used
+    external = sum(1 for u in ups if u["method"] == "tools/call" and u.get("executed") and u.get("iss") == a.external_issuer)
+    if a.external_issuer and external == 0:
+        v("external_sts_used", None, f"no tool call executed with a token of {a.external_issuer}")
+    sts_modes = Counter(f"{x['grant']} {x['mode']} {x['status']}" for x in sts)
     # refusals_hold
     for r in reqs:
         if r["cat"] in ("deny", "unauth", "malformed", "oversize") and r["status"] == 200 and r["rpc"] == "result":
@@ -166,7 +191,8 @@ def main():
     for kv in a.exits.split():
         i, rc = kv.split(":")
         if rc != "0":
-            v("clean_end", None, f"replica {i} exited {rc} on SIGTERM")
+            who = "the audit relay" if i == "relay" else f"replica {i}"
+            v("clean_end", None, f"{who} exited {rc} at the end")
     if a.stuck:
         v("clean_end", None, f"{a.stuck} connections to the replicas still open 15 s after the balancer stopped")
     if a.k6_rc:
@@ -194,16 +220,22 @@ def main():
             v("rss_fds_bounded", None, f"replica {rep} pid {pid}: RSS {rss1} kB after warm-up {rss0} kB")
         if fd1 > fd0 + 64:
             v("rss_fds_bounded", None, f"replica {rep} pid {pid}: {fd1} fds after warm-up {fd0}")
-    # no token in any log or audit file
+    # no token in any log or audit file: a JWT is found by itself or by its payload alone
     if a.tokens and os.path.exists(a.tokens):
         toks = json.load(open(a.tokens))
-        needles = [t for s in ("k1", "k2") for t in toks[s].values()] + [t for t in toks["bad"] if len(t) > 20]
-        hay = [f for f in glob.glob(f"{w}/replica-*.log") + glob.glob(f"{w}/audit-*/*") + [f"{w}/upstream.jsonl", f"{w}/k6-requests.log"]]
+        jwts = [t for s in ("k1", "k2") for t in toks[s].values()] + [t for t in toks["bad"] if len(t) > 20]
+        needles = [("a client token", x) for t in jwts for x in (t, t.split(".")[1])]
+        if a.sts_secret and os.path.exists(a.sts_secret):
+            needles.append(("the gateway's client secret", open(a.sts_secret).read().strip()))
+        hay = glob.glob(f"{w}/replica-*.log") + glob.glob(f"{w}/audit-*/*") + [
+            f"{w}/upstream.jsonl", f"{w}/k6-requests.log", f"{w}/sts.jsonl", f"{w}/sts.err"]
         for f in hay:
+            if not os.path.isfile(f):
+                continue
             data = open(f, errors="replace").read()
-            for t in needles:
-                if t in data or t.split(".")[1] in data:
-                    v("no_token_in_logs", None, f"a client token in {os.path.basename(f)}")
+            for what, x in needles:
+                if x in data:
+                    v("no_token_in_logs", None, f"{what} in {os.path.basename(f)}")
                     break
 
     # --- the table ----------------------------------------------------------------------------
@@ -217,7 +249,7 @@ def main():
                 return name
         return "(no fault)"
 
-    cols = ["ok", "denied", "401", "400", "413", "call_failed", "audit_refused", "balancer_5xx", "no_answer"]
+    cols = ["ok", "denied", "401", "400", "413", "call_failed", "exchange_refused", "audit_refused", "balancer_5xx", "no_answer"]
     rows = defaultdict(lambda: {"n": 0, "out": Counter(), "ms": [], "viol": 0})
     for r in reqs:
         key = window_of(r["t0"]) if r["t0"] >= warm_end else "(warm-up)"
@@ -242,7 +274,8 @@ def main():
         other = row["n"] - sum(row["out"][c] for c in cols)
         lines.append(f"| {name} | {row['n']} | " + " | ".join(str(row["out"][c]) for c in cols)
                      + f" | {other} | {row['viol']} | {fmt(pct(row['ms'], 50))} / {fmt(o50)} | {fmt(pct(row['ms'], 99))} / {fmt(o99)} |")
-    inv_names = ["upstream_token_valid", "nothing_unauthorised_sent", "refusals_hold", "executed_at_most_once", "one_audit_record",
+    inv_names = ["upstream_token_valid", "nothing_unauthorised_sent", "refusals_hold", "executed_at_most_once", "refused_not_sent",
+                 "external_sts_used", "one_audit_record",
                  "chain_verifies", "rss_fds_bounded", "no_panic", "clean_end", "no_token_in_logs"]
     per_inv = Counter(i for i, _, _ in violations)
     cats = Counter(r["cat"] for r in reqs)
@@ -250,7 +283,10 @@ def main():
     report = [
         f"# Soak report ({len(reqs)} requests, {len(windows)} faults, {len(ups)} upstream requests, {len(recs)} audit records)",
         "",
-        f"Load: {dict(cats)}; eras {dict(eras)}; {sum(runs.values())} tool calls executed upstream.",
+        f"Load: {dict(cats)}; eras {dict(eras)}; {sum(runs.values())} tool calls executed upstream, "
+        f"{external} of them with the external token service's tokens.",
+        "",
+        f"External token service (/token requests by grant, mode, status): {dict(sorted(sts_modes.items()))}.",
         "",
         "\n".join(lines),
         "",

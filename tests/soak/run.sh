@@ -8,6 +8,9 @@
 #   upstream.py  the MCP upstream: verifies every delegation token against the STS JWKS itself
 #                and logs every request it received with its unique call_id
 #   idp.py       the users' token issuer, whose JWKS the schedule rotates / breaks
+#   sts.py       the external RFC 8693 token service of replica 2 (below), whose token endpoint
+#                the schedule breaks; it verifies the users' tokens against idp.py itself
+#   relay.py     copies replica 1's stdout audit sink into its audit file (stopped by a fault)
 #   nginx        the balancer (its status codes for requests no replica answered)
 #   /proc        RSS and open descriptors of every replica, sampled every 2 s
 #   the audit files and `warden audit verify`
@@ -27,13 +30,28 @@
 #   tls_renewal            every replica's certificate and key replaced (same CA), twice
 #   audit_sink_failing     replica 0's file-size limit (RLIMIT_FSIZE, prlimit) set below its audit
 #                          file's size: writes fail as on a full disk; limit lifted at the end
+#   audit_sink_slow        replica 1's audit relay SIGSTOPped for three quarters of the fault: the
+#                          pipe fills, the stdout sink's writes block, its queue (queue_capacity
+#                          AUDIT_QUEUE, small so it fills) fills; then SIGCONT and it drains
+#   sts_failing            replica 2's token endpoint answers 503, then 200 with a non-JSON body,
+#                          then accepts and never answers (a third of the fault each), then normal
 #   replica_kill_restart   SIGKILL replica 2, start it again after a third of the fault
 #
-#   tests/soak/run.sh                      # CI form: FAULT_SECONDS=12 GAP_SECONDS=4 (~4 min)
+# The replicas differ only where a fault needs it, so the other faults keep their meaning:
+#   replica 0  file sink (audit_sink_failing's RLIMIT_FSIZE), embedded STS
+#   replica 1  `audit.sink: stdout` into a FIFO read by relay.py, which writes audit-1/ as a file
+#              sink would (so `warden audit verify` and check.py read it alike); embedded STS. It
+#              is never killed, so the pipe never carries a torn line
+#   replica 2  file sink, `delegation.mode: external` at sts.py (client_secret_basic,
+#              `timeout: 2s`, shorter than the hang so the timeout is what ends it); killed and
+#              restarted by replica_kill_restart like any replica (the exchange has no state)
+#
+#   tests/soak/run.sh                      # CI form: FAULT_SECONDS=12 GAP_SECONDS=4 (~4 min 15 s)
 #   SOAK_SECONDS=3600 tests/soak/run.sh    # an hour by hand
 #
 #   WARDEN_BIN   (default ${CARGO_TARGET_DIR:-/var/tmp/warden-target}/debug/warden); builds nothing
 #   VUS (6), FAULT_SECONDS (12), GAP_SECONDS (4), WARMUP_SECONDS (15), SOAK_SECONDS (one pass)
+#   AUDIT_QUEUE  replica 1's audit.queue_capacity (128: a quarter more for unauthenticated records)
 #   REPORT       where the report (markdown table + verdicts) is written (default target/soak-report.md)
 #   KEEP_WORK=1  keep the work dir (logs, audit dirs, k6 and upstream logs; tokens always deleted)
 #
@@ -52,13 +70,18 @@ WARMUP_SECONDS="${WARMUP_SECONDS:-15}"
 REPORT="${REPORT:-$ROOT/target/soak-report.md}"
 REPLICAS=3
 FAULTS=(upstream_kill_restart upstream_slow upstream_garbage upstream_drop jwks_rotate jwks_unavailable
-  jwks_garbage issuer_unavailable reloads tls_renewal audit_sink_failing replica_kill_restart)
+  jwks_garbage issuer_unavailable reloads tls_renewal audit_sink_failing audit_sink_slow sts_failing
+  replica_kill_restart)
 PASS_SECONDS=$((WARMUP_SECONDS + ${#FAULTS[@]} * (FAULT_SECONDS + GAP_SECONDS)))
 SOAK_SECONDS="${SOAK_SECONDS:-$PASS_SECONDS}"
 (( SOAK_SECONDS >= PASS_SECONDS )) || SOAK_SECONDS=$PASS_SECONDS
 GW_CLIENT=soak-gw
 STS_ISSUER=http://sts.soak.test
 UP_AUD=https://upstream.soak.test/
+EXT_ISSUER=http://external-sts.soak.test
+EXT_REPLICA=2
+RELAY_REPLICA=1
+AUDIT_QUEUE="${AUDIT_QUEUE:-128}"
 
 log() { printf '[soak] %s\n' "$*" >&2; }
 die() { log "error: $*"; echo "soak: setup failed"; exit 1; }
@@ -78,7 +101,7 @@ if ! { [[ -x "$K6" ]] && "$PY" -c 'import cryptography' 2>/dev/null; }; then
 fi
 
 # --- ports, work dir, cleanup ---------------------------------------------------------------------
-read -r -a PORTS < <(python3 - $((4 + 2 * REPLICAS)) <<'PY'
+read -r -a PORTS < <(python3 - $((5 + 2 * REPLICAS)) <<'PY'
 import random, socket, sys
 n, got = int(sys.argv[1]), []
 while len(got) < n:
@@ -99,6 +122,7 @@ PY
 LB_PORT="${PORTS[0]}"; PG_PORT="${PORTS[1]}"; IDP_PORT="${PORTS[2]}"; UP_PORT="${PORTS[3]}"
 GW_PORTS=("${PORTS[@]:4:REPLICAS}")
 ADMIN_PORTS=("${PORTS[@]:$((4 + REPLICAS)):REPLICAS}")
+STS_PORT="${PORTS[$((4 + 2 * REPLICAS))]}"
 MCP_URL="http://127.0.0.1:$LB_PORT/mcp"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/warden-soak.XXXXXX")"
@@ -106,7 +130,7 @@ chmod 755 "$WORK"
 SECRETS="$WORK/secrets"
 mkdir -m 700 "$SECRETS"
 PG_DIR="$WORK/pg"; PG_STARTED=0; PG_USER=""
-UP_PID=""; IDP_PID=""; NGINX_PID=""; K6_PID=""; SAMPLER_PID=""
+UP_PID=""; IDP_PID=""; NGINX_PID=""; K6_PID=""; SAMPLER_PID=""; STS_PID=""; RELAY_PID=""
 declare -a W_PID
 if [[ "$(id -u)" -eq 0 ]]; then
   id -u postgres >/dev/null 2>&1 || die "running as root and there is no postgres user to run PostgreSQL as"
@@ -124,7 +148,7 @@ stop_pid() {
 }
 cleanup() {
   local rc=$?
-  for pid in "$K6_PID" "$SAMPLER_PID" "${W_PID[@]}" "$NGINX_PID" "$IDP_PID" "$UP_PID"; do [[ -n "$pid" ]] && stop_pid "$pid"; done
+  for pid in "$K6_PID" "$SAMPLER_PID" "${W_PID[@]}" "$RELAY_PID" "$NGINX_PID" "$STS_PID" "$IDP_PID" "$UP_PID"; do [[ -n "$pid" ]] && stop_pid "$pid"; done
   if (( PG_STARTED )); then pg pg_ctl -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true; fi
   rm -rf "$SECRETS"
   if [[ $rc -ne 0 || "${KEEP_WORK:-0}" == 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
@@ -176,10 +200,22 @@ issue_cert() { # i: a fresh key and certificate for replica i, swapped in by ren
 IDP_PID=$!
 wait_line "$WORK/idp.out" "$IDP_PID"
 ISSUER="http://127.0.0.1:$IDP_PORT"
+# The external token service: the gateway's client secret lives in the secrets dir (deleted at
+# the end) and reaches replica 2 through the environment variable its config names.
+python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$SECRETS/sts-secret"
+STS_SECRET="$(cat "$SECRETS/sts-secret")"
+: >"$WORK/sts.jsonl"
+"$PY" "$HERE/sts.py" --port "$STS_PORT" --issuer "$EXT_ISSUER" --client-id "$GW_CLIENT" --secret-file "$SECRETS/sts-secret" \
+  --idp-jwks "$ISSUER/jwks" --idp-issuer "$ISSUER" --aud-prefix "$UP_AUD" --ttl 4 --log "$WORK/sts.jsonl" \
+  >"$WORK/sts.out" 2>"$WORK/sts.err" </dev/null &
+STS_PID=$!
+wait_line "$WORK/sts.out" "$STS_PID"
+STS_URL="http://127.0.0.1:$STS_PORT"
 JWKS_URLS="$(for p in "${ADMIN_PORTS[@]}"; do printf 'http://127.0.0.1:%s/sts/jwks.json,' "$p"; done)"
 start_upstream() {
   "$PY" "$HERE/upstream.py" --port "$UP_PORT" --log "$WORK/upstream.jsonl" --jwks "${JWKS_URLS%,}" \
-    --sts-issuer "$STS_ISSUER" --aud "$UP_AUD" --gateway "$GW_CLIENT" >"$WORK/upstream.out" 2>>"$WORK/upstream.err" </dev/null &
+    --sts-issuer "$STS_ISSUER" --trust "$EXT_ISSUER=$STS_URL/jwks" --aud "$UP_AUD" --gateway "$GW_CLIENT" \
+    >"$WORK/upstream.out" 2>>"$WORK/upstream.err" </dev/null &
   UP_PID=$!
   for _ in $(seq 100); do curl -s -o /dev/null -X POST -d '{"mode":"normal"}' "http://127.0.0.1:$UP_PORT/_mode" && return 0; sleep 0.05; done
   die "upstream not listening"
@@ -205,6 +241,21 @@ forbid (principal, action == Action::"tools/call", resource == Tool::"up_secret"
 unless { principal.scopes.contains("secret:read") };
 CEDAR
 }
+delegation_block() { # i: the external token service for EXT_REPLICA, the embedded STS elsewhere
+  if [[ "$1" == "$EXT_REPLICA" ]]; then
+    printf '  client_id: %s\n  mode: external\n  token_endpoint: %s/token\n' "$GW_CLIENT" "$STS_URL"
+    printf '  client_auth: client_secret_basic\n  client_secret_env: WARDEN_SOAK_STS_SECRET\n  timeout: 2s\n'
+  else
+    printf '  client_id: %s\n  issuer: %s\n' "$GW_CLIENT" "$STS_ISSUER"
+  fi
+}
+audit_block() { # i: stdout (into the relay) for RELAY_REPLICA, the file sink elsewhere
+  if [[ "$1" == "$RELAY_REPLICA" ]]; then
+    printf '  sink: stdout\n  queue_capacity: %s\n' "$AUDIT_QUEUE"
+  else
+    printf '  sink: file\n  dir: %s\n' "$WORK/audit-$1"
+  fi
+}
 replica_config() { # i grace [extra]: replica i's config
   cat <<YAML
 gateway:
@@ -222,8 +273,7 @@ issuers:
     jwks_refresh_interval: 3s
     jwks_min_refetch_interval: 2s
 delegation:
-  client_id: $GW_CLIENT
-  issuer: $STS_ISSUER
+$(delegation_block "$1")
 state:
   url: $STATE_URL
   encryption_key_file: $WORK/state.key
@@ -233,8 +283,7 @@ policy:
   default: allow
   files: [$WORK/policy-$1.cedar]
 audit:
-  sink: file
-  dir: $WORK/audit-$1
+$(audit_block "$1")
 limits:
   max_body_bytes: 65536
   shutdown_grace: $2
@@ -257,9 +306,16 @@ ${3:-}
 YAML
 }
 start_replica() { # i
-  local i="$1"
-  NO_COLOR=1 WARDEN_LOG="${WARDEN_LOG:-info}" "$WARDEN_BIN" serve -c "$WORK/replica-$i.yaml" \
-    --data-dir "$WORK/data-$i" >>"$WORK/replica-$i.log" 2>&1 </dev/null &
+  local i="$1" out="$WORK/replica-$i.log"
+  if [[ "$i" == "$RELAY_REPLICA" ]]; then
+    # Its stdout is the audit sink: a FIFO that relay.py copies into the audit dir.
+    [[ -p "$WORK/audit-$i.fifo" ]] || mkfifo "$WORK/audit-$i.fifo"
+    "$PY" "$HERE/relay.py" "$WORK/audit-$i/audit-00000000000000000001.jsonl" <"$WORK/audit-$i.fifo" 2>>"$WORK/relay.err" &
+    RELAY_PID=$!
+    out="$WORK/audit-$i.fifo"
+  fi
+  NO_COLOR=1 WARDEN_LOG="${WARDEN_LOG:-info}" WARDEN_SOAK_STS_SECRET="$STS_SECRET" "$WARDEN_BIN" serve -c "$WORK/replica-$i.yaml" \
+    --data-dir "$WORK/data-$i" >>"$out" 2>>"$WORK/replica-$i.log" </dev/null &
   W_PID[i]=$!
   echo "${W_PID[$i]} $i $(now_ms)" >>"$WORK/pids"
   local deadline=$((SECONDS + 60))
@@ -274,7 +330,7 @@ for i in $(seq 0 $((REPLICAS - 1))); do
   mkdir "$WORK/audit-$i"
   policy valid >"$WORK/policy-$i.cedar"
   replica_config "$i" 5s >"$WORK/replica-$i.yaml"
-  "$WARDEN_BIN" validate -c "$WORK/replica-$i.yaml" >/dev/null 2>"$WORK/validate.err" || die "warden validate: $(cat "$WORK/validate.err")"
+  WARDEN_SOAK_STS_SECRET="$STS_SECRET" "$WARDEN_BIN" validate -c "$WORK/replica-$i.yaml" >/dev/null 2>"$WORK/validate.err" || die "warden validate: $(cat "$WORK/validate.err")"
 done
 # Replica 0 first: it creates the shared STS key ring the others then read.
 for i in $(seq 0 $((REPLICAS - 1))); do start_replica "$i"; log "replica $i: pid ${W_PID[$i]}, gateway https://127.0.0.1:${GW_PORTS[$i]}"; done
@@ -344,6 +400,7 @@ SAMPLER_PID=$!
 # --- the faults --------------------------------------------------------------------------------------
 up_mode() { curl -s -o /dev/null --max-time 2 -X POST -d "{\"mode\":\"$1\"}" "http://127.0.0.1:$UP_PORT/_mode" || true; }
 idp_fault() { curl -s -o /dev/null --max-time 2 -X POST -d "{\"jwks\":\"$1\"}" "$ISSUER/_fault" || true; }
+sts_fault() { curl -s -o /dev/null --max-time 2 -X POST -d "{\"token\":\"$1\"}" "$STS_URL/_fault" || true; }
 sleep_until() { python3 -c 'import sys, time; time.sleep(max(0, int(sys.argv[1]) / 1000 - time.time()))' "$1"; }
 fault() { # name end_ms: run the fault until end_ms, leave things healthy
   local name="$1" end="$2" third=$(( (FAULT_SECONDS * 1000) / 3 ))
@@ -389,6 +446,16 @@ fault() { # name end_ms: run the fault until end_ms, leave things healthy
       prlimit --pid "${W_PID[0]}" --fsize=$(( size > 4096 ? size / 2 : 1 )): || log "prlimit failed"
       sleep_until "$end"
       prlimit --pid "${W_PID[0]}" --fsize=unlimited: || log "prlimit (lift) failed" ;;
+    audit_sink_slow)
+      kill -STOP "$RELAY_PID"
+      echo "$(now_ms) relay SIGSTOP" >>"$WORK/events.log"
+      sleep_until $(( end - FAULT_SECONDS * 1000 / 4 ))
+      kill -CONT "$RELAY_PID"
+      echo "$(now_ms) relay SIGCONT" >>"$WORK/events.log" ;;
+    sts_failing)
+      sts_fault 503; sleep_until $(( $(now_ms) + third ))
+      sts_fault garbage; sleep_until $(( $(now_ms) + third ))
+      sts_fault hang; sleep_until "$end"; sts_fault normal ;;
     replica_kill_restart)
       kill -KILL "${W_PID[2]}" 2>/dev/null || true; wait "${W_PID[2]}" 2>/dev/null || true
       echo "$(now_ms) replica 2 SIGKILL" >>"$WORK/events.log"
@@ -447,6 +514,11 @@ for i in $(seq 0 $((REPLICAS - 1))); do
   EXITS+="$i:$rc "
   W_PID[i]=""
 done
+# The relay ends with its input (replica 1 exited): everything the replica wrote is in the file.
+RELAY_RC=0
+wait "$RELAY_PID" || RELAY_RC=$?
+RELAY_PID=""
+EXITS+="relay:$RELAY_RC "
 VERIFY=""
 for i in $(seq 0 $((REPLICAS - 1))); do
   vrc=0
@@ -455,6 +527,6 @@ for i in $(seq 0 $((REPLICAS - 1))); do
 done
 RC=0
 "$PY" "$HERE/check.py" --work "$WORK" --report "$REPORT" --stuck "$STUCK" --exits "$EXITS" --verify "$VERIFY" \
-  --k6-rc "$K6_RC" --tokens "$SECRETS/tokens.json" || RC=$?
+  --k6-rc "$K6_RC" --tokens "$SECRETS/tokens.json" --sts-secret "$SECRETS/sts-secret" --external-issuer "$EXT_ISSUER" || RC=$?
 cat "$REPORT"
 exit "$RC"

@@ -2,12 +2,15 @@
 """The soak's MCP upstream (2025-06-18, Streamable HTTP, JSON answers) and independent observer.
 
 Every POST is verified before anything else: its bearer token must be a delegation token of
-the gateway's STS — signature against the STS JWKS (fetched from the replicas' admin ports,
-refetched on an unknown kid), `iss`, `aud` = this upstream, unexpired now (`exp`), and, for a
-`tools/call`, `sub` = the user named in the call's arguments, `act.sub` = the gateway and the
-tool's scope; any other request carries the gateway's own service token (`sub` = the gateway).
-Each request is appended to --log as one JSON line, flushed before it is answered (or dropped):
-{"t", "method", "tool", "call_id", "user", "verdict": "ok" | why not, "mode", "executed"}. So the
+a trusted token service — the gateway's embedded STS (--sts-issuer, its JWKS fetched from the
+replicas' admin ports) or the external one (--trust ISSUER=JWKS_URL: sts.py, which mints for
+the replica in `delegation.mode: external`). The unverified `iss` picks the service, then:
+signature against that service's JWKS only (refetched on an unknown kid), `aud` = this
+upstream, unexpired now (`exp`), and, for a `tools/call`, `sub` = the user named in the call's
+arguments, `act.sub` = the gateway and the tool's scope; any other request carries the
+gateway's own service token (`sub` = the gateway). Each request is appended to --log as one
+JSON line, flushed before it is answered (or dropped): {"t", "method", "tool", "call_id",
+"user", "verdict": "ok" | why not, "iss" (of a verified token), "mode", "executed"}. So the
 log lists what reached the upstream, including what a fault then dropped (`executed`: the call
 ran, in a known session — a drop counts as run); nothing in it is Warden's own account. A call
 whose token does not verify is answered 401 and not executed; one in an unknown session 404.
@@ -39,7 +42,7 @@ def b64d(s: str) -> bytes:
 
 
 class Keys:
-    """The STS JWKS, by kid; refetched (at most every 0.5 s) when a kid is unknown."""
+    """One token service's JWKS, by kid; refetched (at most every 0.5 s) when a kid is unknown."""
 
     def __init__(self, urls):
         self.urls, self.keys, self.lock, self.fetched = urls, {}, threading.Lock(), 0.0
@@ -54,9 +57,10 @@ class Keys:
                             for k in json.load(r).get("keys", []):
                                 if k.get("kty") == "OKP" and k.get("crv") == "Ed25519":
                                     self.keys[k["kid"]] = Ed25519PublicKey.from_public_bytes(b64d(k["x"]))
-                        break
                     except Exception:  # the next replica's admin port
                         continue
+                    if kid in self.keys:
+                        break
             return self.keys.get(kid)
 
 
@@ -69,7 +73,11 @@ def verify(token, keys, a, method, args):
         return "not a JWS"
     if head.get("alg") != "EdDSA":
         return f"alg {head.get('alg')}"
-    k = keys.get(head.get("kid"))
+    iss = claims.get("iss") if isinstance(claims, dict) else None
+    ring = keys.get(iss) if isinstance(iss, str) else None
+    if ring is None:
+        return f"iss {iss}"
+    k = ring.get(head.get("kid"))
     if k is None:
         return f"unknown kid {head.get('kid')}"
     try:
@@ -77,8 +85,6 @@ def verify(token, keys, a, method, args):
     except InvalidSignature:
         return "bad signature"
     now = time.time()
-    if claims.get("iss") != a.sts_issuer:
-        return f"iss {claims.get('iss')}"
     if claims.get("aud") != a.aud:
         return f"aud {claims.get('aud')}"
     if not isinstance(claims.get("exp"), int) or now >= claims["exp"]:
@@ -104,9 +110,13 @@ def main():
     ap.add_argument("--sts-issuer", required=True)
     ap.add_argument("--aud", required=True)
     ap.add_argument("--gateway", required=True, help="the gateway's delegation client id")
+    ap.add_argument("--trust", action="append", default=[], help="ISSUER=JWKS_URL: another token service's tokens")
     ap.add_argument("--slow", type=float, default=1.5)
     a = ap.parse_args()
-    keys = Keys(a.jwks.split(","))
+    keys = {a.sts_issuer: Keys(a.jwks.split(","))}
+    for t in a.trust:
+        iss, _, url = t.partition("=")
+        keys[iss] = Keys([url])
     sessions, mode, lock = set(), {"mode": "normal"}, threading.Lock()
     log = open(a.log, "a", buffering=1)
 
@@ -152,8 +162,11 @@ def main():
             sid = self.headers.get("mcp-session-id")
             with lock:
                 known = method == "initialize" or sid in sessions
+            iss = None
+            if verdict == "ok":  # verified: which token service issued it
+                iss = json.loads(b64d(auth[7:].split(".")[1])).get("iss")
             log.write(json.dumps({"t": time.time(), "method": method, "tool": args.get("tool"), "call_id": args.get("call_id"),
-                                  "user": args.get("user"), "verdict": verdict, "mode": m,
+                                  "user": args.get("user"), "verdict": verdict, "iss": iss, "mode": m,
                                   "executed": verdict == "ok" and known}) + "\n")
             if verdict != "ok":
                 return self.send(401, b'{"error":"invalid_token"}', [("www-authenticate", "Bearer error=\"invalid_token\"")])

@@ -5,7 +5,7 @@
 
 mod build;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -51,6 +51,8 @@ pub struct Harness {
     mcp_path: String,
     /// Audit records written so far (drained from the shard's queue after each exchange).
     audit: RefCell<Vec<Record>>,
+    /// Set by [`Harness::stall_audit`]: the queue is not drained (a writer blocked on its sink).
+    audit_stalled: Cell<bool>,
     /// Sibling shards made by [`Harness::send_on`], by id (1..).
     siblings: RefCell<Vec<Rc<Shard>>>,
 }
@@ -102,6 +104,7 @@ impl Harness {
             host,
             mcp_path,
             audit: RefCell::default(),
+            audit_stalled: Cell::new(false),
             siblings: RefCell::default(),
         }
     }
@@ -309,7 +312,19 @@ impl Harness {
         &self.host
     }
 
+    /// While `stalled`, audit records stay in the shard's queue as behind a writer blocked
+    /// on a slow sink (a full pipe), so the queue fills; `false` drains it again.
+    pub fn stall_audit(&self, stalled: bool) {
+        self.audit_stalled.set(stalled);
+        if !stalled {
+            self.collect_audit();
+        }
+    }
+
     fn collect_audit(&self) {
+        if self.audit_stalled.get() {
+            return;
+        }
         let q = &self.shard.shared.audit;
         let mut audit = self.audit.borrow_mut();
         let mut n = 0;

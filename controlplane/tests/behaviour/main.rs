@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod aggregate;
+mod audit;
 mod delegation;
 mod dpop;
 mod env;

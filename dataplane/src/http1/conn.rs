@@ -42,8 +42,11 @@ pub trait Handler {
 
     /// A request whose head was read but whose body was refused unread (`error`: 413, 408);
     /// the connection answers it. Called once, before the answer, so the handler can put the
-    /// request on record (every request has one).
-    fn refused(&self, _head: &Head, _error: &HttpError) {}
+    /// request on record (every request has one). `Some` replaces the connection's answer:
+    /// the handler could not put the request on record and says so instead.
+    fn refused(&self, _head: &Head, _error: &HttpError) -> Option<Response> {
+        None
+    }
 }
 
 /// Writes one response, either whole or as a chunked stream.
@@ -387,7 +390,9 @@ where
             }
         };
         if let Err(e) = body_result {
-            handler.refused(&head, &e);
+            let answer = handler
+                .refused(&head, &e)
+                .unwrap_or_else(|| error_response(&e));
             let mut r = Responder {
                 stream: &mut stream,
                 buf: Vec::new(),
@@ -396,7 +401,7 @@ where
                 head_only: false,
                 extra: Vec::new(),
             };
-            if r.send(error_response(&e)).await.is_ok() {
+            if r.send(answer).await.is_ok() {
                 linger(&mut stream, buf).await;
             }
             return;

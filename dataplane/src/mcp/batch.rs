@@ -40,11 +40,14 @@ pub(super) async fn run<S: AsyncWriteRent>(
         // The HTTP request paid the per-user limit for the first element; each further one
         // costs what it would cost sent alone.
         if i > 0
-            && let Err(r) = limits::per_user(cx, true)
+            && let Err(mut r) = limits::per_user(cx, true)
         {
             r.count();
             let claims = cx.caller.claims.as_ref();
-            record::unreserved(cx.shard, claims, item.get().as_bytes(), cx.meta, &r);
+            if !record::unreserved(cx.shard, claims, item.get().as_bytes(), cx.meta, &r) {
+                r = Refusal::audit_unavailable();
+                r.count();
+            }
             if msg.kind() == Kind::Request {
                 answers.push(r.body(msg.id));
             }

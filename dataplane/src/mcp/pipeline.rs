@@ -70,16 +70,26 @@ impl Handler for Gateway {
     }
 
     /// A POST to the MCP endpoint whose body the connection refused unread (413, 408) is
-    /// still a request, with its one audit record (no identity: nothing was authenticated).
-    fn refused(&self, head: &crate::http1::parse::Head, error: &crate::http1::HttpError) {
+    /// still a request, with its one audit record (no identity: nothing was authenticated),
+    /// or, with no room for the record, answered "audit unavailable" instead.
+    fn refused(
+        &self,
+        head: &crate::http1::parse::Head,
+        error: &crate::http1::HttpError,
+    ) -> Option<Response> {
         let shard = &*self.shard;
         let snap = shard.shared.snapshot.load();
         if head.method != Method::Post || head.path != snap.settings.mcp_path {
-            return;
+            return None;
         }
         let r = Refusal::body_refused(error.status, error.reason);
         r.count();
-        record::unreserved(shard, None, &[], &Meta::of(shard, head), &r);
+        if record::unreserved(shard, None, &[], &Meta::of(shard, head), &r) {
+            return None;
+        }
+        let r = Refusal::audit_unavailable();
+        r.count();
+        Some(r.response(&snap.settings, None))
     }
 }
 
@@ -113,7 +123,7 @@ impl Gateway {
             ),
             Err(r) => (false, Err(r)),
         };
-        let r = match result {
+        let mut r = match result {
             Ok(status) => return status,
             Err(r) => r,
         };
@@ -121,7 +131,12 @@ impl Gateway {
         let post = req.head.method == Method::Post;
         if post && at_mcp {
             let claims = caller.as_ref().and_then(|c: &Caller| c.claims.as_ref());
-            record::unreserved(shard, claims, &req.body, meta, &r);
+            if !record::unreserved(shard, claims, &req.body, meta, &r) {
+                // No room for its record: never answered unrecorded; the client is told, as
+                // a call refused for want of a slot is.
+                r = Refusal::audit_unavailable();
+                r.count();
+            }
         }
         let parsed = post.then(|| Message::parse(&req.body).ok()).flatten();
         send(out, r.response(st, parsed.and_then(|m| m.id)), cors).await

@@ -223,22 +223,34 @@ impl Audit {
 }
 
 /// Record a refusal decided before any reservation (authentication failure, rejected
-/// input, the per-user limit), from the unreserved share.
+/// input, the per-user limit), from the unreserved share. `false` when that share is full:
+/// nothing is on record, so the caller answers [`Refusal::audit_unavailable`] instead of `r`
+/// (counted here as an audit refusal).
+#[must_use]
 pub(crate) fn unreserved(
     shard: &Shard,
     claims: Option<&Rc<Claims>>,
     body: &[u8],
     meta: &Meta,
     r: &Refusal,
-) {
+) -> bool {
     let (method, tool) = peek(body);
     let mut rec = base(shard, claims, None, &method, meta);
     rec.tool = tool;
     rec.decision = r.outcome;
     rec.reason = Some(r.why().to_owned());
     rec.blame = Some(r.blame.label());
+    if !shard.shared.audit.record(rec) {
+        shard
+            .shared
+            .audit
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("warden_audit_refusals_total").increment(1);
+        return false;
+    }
     metrics::counter!("warden_tool_calls_total", "upstream" => "", "tool" => "", "decision" => r.outcome.label()).increment(1);
-    shard.shared.audit.record(rec);
+    true
 }
 
 /// A lenient look at a body that will be refused: its method and tool name, for the record.
