@@ -8,7 +8,11 @@
 //! measured loop (`--toggle-collect=*measured*`, so set-up and warm-up are not counted), divides
 //! by `N` and compares the result with the committed ceiling in `bench/instructions-ceiling.txt`.
 //!
-//!   instructions <call|ping> <N>
+//!   instructions <call|ping|call-rules-K|call-tools-K> <N>
+//!
+//! `call-rules-K`: the same call with K more policy rules (one per other tool); `call-tools-K`:
+//! K more tools on the upstream, each with its rule. Their counts against `call` show whether a
+//! call's cost grows with the policy or the catalog.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -33,15 +37,33 @@ mod fixtures;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fixtures::{
-    AUD, ISSUER, RULES, USER, call_body, harness_with_policy, ping_body, session_request,
+    AUD, ISSUER, USER, call_body, harness_with, ping_body, rules_plus, session_request,
 };
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let what = args.next().unwrap_or_else(|| "call".into());
     let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
+    // `call`, `ping`, or a call with the policy or the catalog grown: `call-rules-N` (N more
+    // rules, one per other tool) and `call-tools-N` (N more tools, each with its rule).
+    let (extra_rules, extra_tools) = match what.split_once('-') {
+        Some(("call", rest)) => match rest.split_once('-') {
+            Some(("rules", k)) => (k.parse().expect("call-rules-N"), 0),
+            Some(("tools", k)) => {
+                let k: usize = k.parse().expect("call-tools-N");
+                (k, k)
+            }
+            _ => panic!("unknown probe {what:?}"),
+        },
+        _ => (0, 0),
+    };
+    let what = if what.starts_with("call") {
+        "call".to_owned()
+    } else {
+        what
+    };
     let issuer = Rc::new(MemIssuer::new(ISSUER));
-    let h = harness_with_policy(&issuer, RULES);
+    let h = harness_with(&issuer, &rules_plus(extra_rules), extra_tools);
     let tok = issuer.mint(&issuer.claims(USER, AUD, "mcp:tools"));
     let sid = h.session(&tok);
     let body = match what.as_str() {
@@ -63,6 +85,22 @@ fn main() {
             out.starts_with("HTTP/1.1 200") && out.contains(needle),
             "{out}"
         );
+    }
+    // The grown catalog and policy are live: the last extra tool is routed and its rule refuses
+    // it (the user lacks its scope).
+    if extra_tools > 0 {
+        let last = extra_tools - 1;
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+            "params": {"name": format!("enterprise_ledger_tool{last}"), "arguments": {}}});
+        let req = session_request(&h, &sid, &tok, &body);
+        let out = String::from_utf8(h.block_on(exchange(&shard, &req))).unwrap();
+        assert!(
+            out.contains(&format!("tool{last} needs scope:{last}")),
+            "{out}"
+        );
+        while let Some(_r) = shard.shared.audit.pop() {
+            shard.shared.audit.release(1);
+        }
     }
     let records = measured(&h, &shard, &raw, n);
     // A tool call has one audit record; a ping (answered by the gateway itself) none.
