@@ -24,6 +24,12 @@ Invariants (each violation is attributed to the time it happened, so to a fault 
                             record over all replicas, or none if it was refused as audit
                             unavailable (-32003 / -31003: the client was told); 413s answered before the
                             body was read: records == answers
+                            Apart, not hidden: a call answered by a replica at most KILL_WINDOW_MS
+                            before that replica was SIGKILLed (events.log) may have no record, since
+                            the writer thread writes a record milliseconds after the answer
+                            (docs/operations.md, "Durability"); such requests are counted and listed
+                            as lost_at_kill in the report, a known gap, and any other missing record
+                            is a violation
   chain_verifies            `warden audit verify` accepts every replica's chain
   rss_fds_bounded           after warm-up: RSS <= 1.5 x warm-up + 64 MiB, fds <= warm-up + 64
   no_panic                  no `panicked` in a replica log
@@ -46,6 +52,9 @@ FORBIDDEN = {"deny", "unauth", "malformed", "oversize"}
 AUDIT_UNAVAILABLE = {"error:-32003", "error:-31003"}
 # "Token exchange for upstream ... failed ... The call was not sent": -32004, -31004.
 EXCHANGE_FAILED = {"error:-32004", "error:-31004"}
+# How long before a replica's SIGKILL an answered call may still lack its record (the writer
+# polls every 5 ms; on this loaded 2-core machine it was seen 51 ms behind).
+KILL_WINDOW_MS = 250
 
 
 def jsonl(path):
@@ -102,6 +111,11 @@ def outcome(r):
     return f"other_{s}"
 
 
+def t_before(kills, rep, answered):
+    """Milliseconds from `answered` to the first SIGKILL of replica `rep` at or after it."""
+    return min(t - answered for t, k in kills if k == rep and t >= answered)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", required=True)
@@ -123,9 +137,22 @@ def main():
     load = json.load(open(f"{w}/load.json"))
     warm_end = load["load_start_ms"] + load["warmup_ms"]
     recs = []
+    # Which replica a request id's process prefix (its first 8 hex digits) belongs to.
+    replica_of_prefix = {}
     for d in sorted(glob.glob(f"{w}/audit-*")):
         for f in sorted(glob.glob(f"{d}/audit-*.jsonl")):
-            recs.extend(jsonl(f))
+            got = jsonl(f)
+            recs.extend(got)
+            rep = os.path.basename(d).split("-", 1)[1]
+            for x in got:
+                replica_of_prefix.setdefault((x.get("request_id") or "")[:8], rep)
+    kills = []  # (t_ms, replica) of every SIGKILL of a replica
+    if os.path.exists(f"{w}/events.log"):
+        for line in open(f"{w}/events.log"):
+            m = re.match(r"(\d+) replica (\d+) SIGKILL", line)
+            if m:
+                kills.append((int(m.group(1)), m.group(2)))
+    lost_at_kill = []
     violations = []  # (invariant, t_ms or None, detail)
 
     def v(inv, t, detail):
@@ -178,6 +205,11 @@ def main():
             continue
         n = per_rid.get(rid, 0)
         if n == 1 or (n == 0 and r["rpc"] in AUDIT_UNAVAILABLE):
+            continue
+        answered = r["t0"] + r["ms"]
+        rep = replica_of_prefix.get(rid[:8])
+        if n == 0 and any(rep == k and t - KILL_WINDOW_MS <= answered <= t for t, k in kills):
+            lost_at_kill.append(f"{r['cat']} request {r['id']} (replica {rep}, answered {t_before(kills, rep, answered):.0f} ms before its SIGKILL)")
             continue
         v("one_audit_record", r["t0"], f"{r['cat']} request {r['id']} (status {r['status']}, {r['rpc']}): {n} records")
     if unread != answered_413:
@@ -293,6 +325,9 @@ def main():
         "Invariants: " + ", ".join(f"{i} {per_inv.get(i, 0)}" for i in inv_names) + ".",
         "",
         "Resources: " + "; ".join(bounds) + ".",
+        "",
+        f"lost_at_kill (known gap, not a violation: answered at most {KILL_WINDOW_MS} ms before their replica's "
+        f"SIGKILL, record not yet written): {len(lost_at_kill)}" + "".join(f"\n- {x}" for x in lost_at_kill[:20]),
         "",
     ]
     for inv, t, d in violations[:40]:
