@@ -60,7 +60,7 @@ fi
 step "cargo test"
 cargo test --workspace --no-fail-fast
 
-step "instruction counts (issue 12): one hot tools/call and one ping through the real pipeline under callgrind; fails above the ceilings in bench/instructions-ceiling.txt"
+step "instruction counts (issue 12): one hot tools/call, one ping, and the call with 1,000 more rules and with 1,000 more tools, through the real pipeline under callgrind; fails above the ceilings in bench/instructions-ceiling.txt"
 bash bench/instructions.sh
 
 step "MCP conformance suites (0.1.16 and 0.2.0-alpha.12; revisions 2025-11-25 and 2026-07-28, and bridged across eras) against the upstream fixture directly and through Warden; fails when a scenario passing directly fails through Warden unless listed in tests/conformance/warden-known-gaps-*.txt, and when a listed one passes (20-90 s)"
@@ -99,5 +99,5 @@ step "failover under load: k6 tools/call through nginx round-robin over three wa
 cargo build -p testkit --bins
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" bash tests/failover/run.sh
 
-step "chaos soak: k6 mixed load (allowed/denied/unauthenticated/malformed/oversize, both MCP eras) through nginx over three TLS replicas sharing PostgreSQL, while 12 faults run (upstream kill/slow/garbage/drop, JWKS rotate/unavailable/garbage, issuer stopped, policy+config reloads, TLS renewal, audit file-size limit, replica SIGKILL); invariants from the verifying upstream, the audit files and /proc; fails on any violation; report in target/soak-report.md"
+step "chaos soak: k6 mixed load (allowed/denied/unauthenticated/malformed/oversize, both MCP eras) through nginx over three TLS replicas sharing PostgreSQL, while 14 faults run (upstream kill/slow/garbage/drop, JWKS rotate/unavailable/garbage, issuer stopped, external token endpoint 503/garbage/hang, policy+config reloads, TLS renewal, audit file-size limit, audit sink stalled, replica SIGKILL); invariants from the verifying upstream, the audit files and /proc; fails on any violation; report in target/soak-report.md"
 WARDEN_BIN="$CARGO_TARGET_DIR/debug/warden" REPORT="$PWD/target/soak-report.md" bash tests/soak/run.sh
