@@ -22,6 +22,13 @@ struct Seen {
     at: Duration,
 }
 
+/// What the listener asked, in order: HTTP method and JSON-RPC method.
+fn asked(seen: &[Seen]) -> Vec<(&str, Option<&str>)> {
+    seen.iter()
+        .map(|s| (s.method.as_str(), s.rpc.as_deref()))
+        .collect()
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -136,10 +143,7 @@ async fn a_modern_upstream_without_a_change_stream_is_asked_once() {
     ];
     for (what, answer) in answers {
         let seen = runs_once(MODERN, answer).await;
-        let asked: Vec<_> = seen
-            .iter()
-            .map(|s| (s.method.as_str(), s.rpc.as_deref()))
-            .collect();
+        let asked = asked(&seen);
         assert_eq!(
             asked,
             [("POST", Some("subscriptions/listen"))],
@@ -156,10 +160,7 @@ async fn a_2025_upstream_refusing_the_get_stream_is_asked_once_and_its_session_e
     ];
     for (what, answer) in answers {
         let seen = runs_once(LEGACY, answer).await;
-        let asked: Vec<_> = seen
-            .iter()
-            .map(|s| (s.method.as_str(), s.rpc.as_deref()))
-            .collect();
+        let asked = asked(&seen);
         assert_eq!(
             asked,
             [

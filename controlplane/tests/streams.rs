@@ -273,6 +273,17 @@ async fn start_plain() -> (TestIssuer, TestUpstream, tempfile::TempDir, WardenPr
     (issuer, up, dir, w)
 }
 
+/// Wait (up to 5 s) until the gateway's listener has opened the upstream's GET stream.
+async fn wait_listening(up: &TestUpstream) {
+    for _ in 0..50 {
+        if up.requests().iter().any(|r| r.method == "GET") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the gateway never opened the upstream's GET stream");
+}
+
 /// The gateway listens to an upstream that declares `tools.listChanged` (its own session and
 /// GET stream): when the upstream says its list changed, the gateway rediscovers it and every
 /// client stream whose visible list changed is told; `tools/list` shows the new tools.
@@ -291,18 +302,7 @@ async fn an_upstreams_list_change_is_rediscovered_and_told_to_clients() {
     let mut s = get_stream(&c, &url, &tok, &sid, None).await;
     s.next(Duration::from_secs(5)).await.expect("priming event");
     // The gateway's listener is open on the upstream (one GET of its own session).
-    let mut listening = false;
-    for _ in 0..50 {
-        if up.requests().iter().any(|r| r.method == "GET") {
-            listening = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        listening,
-        "the gateway never opened the upstream's GET stream"
-    );
+    wait_listening(&up).await;
     up.set_tools(2);
     let v = s.message(Duration::from_secs(10)).await.expect("a change");
     assert!(is_list_changed(&v), "{v}");
@@ -381,15 +381,7 @@ async fn a_burst_of_list_changes_is_rediscovered_at_most_once_a_second() {
     let tok = issuer.mint(&issuer.claims("alice", common::AUD, "mcp:tools"));
     let url = w.url();
     let sid = session(&c, &url, &tok).await;
-    let mut listening = false;
-    for _ in 0..50 {
-        if up.requests().iter().any(|r| r.method == "GET") {
-            listening = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(listening, "the gateway never opened the upstream's stream");
+    wait_listening(&up).await;
     let lists = || {
         (up.requests().iter())
             .filter(|r| r.rpc_method() == Some("tools/list"))

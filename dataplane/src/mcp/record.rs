@@ -119,12 +119,7 @@ impl Audit {
         meta: &Meta,
     ) -> Option<Audit> {
         let Some(res) = shard.shared.audit.reserve() else {
-            shard
-                .shared
-                .audit
-                .refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            metrics::counter!("warden_audit_refusals_total").increment(1);
+            count_audit_refusal(shard);
             return None;
         };
         let mut rec = base(shard, claims, None, method, meta);
@@ -241,16 +236,21 @@ pub(crate) fn unreserved(
     rec.reason = Some(r.why().to_owned());
     rec.blame = Some(r.blame.label());
     if !shard.shared.audit.record(rec) {
-        shard
-            .shared
-            .audit
-            .refused
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        metrics::counter!("warden_audit_refusals_total").increment(1);
+        count_audit_refusal(shard);
         return false;
     }
     metrics::counter!("warden_tool_calls_total", "upstream" => "", "tool" => "", "decision" => r.outcome.label()).increment(1);
     true
+}
+
+/// A request refused for want of an audit slot: the queue's count and the metric.
+fn count_audit_refusal(shard: &Shard) {
+    shard
+        .shared
+        .audit
+        .refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics::counter!("warden_audit_refusals_total").increment(1);
 }
 
 /// A lenient look at a body that will be refused: its method and tool name, for the record.
