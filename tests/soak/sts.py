@@ -31,12 +31,13 @@ import sys
 import threading
 import time
 import urllib.parse
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from jwks import Keys, b64d
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
@@ -44,31 +45,6 @@ ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
 
 def b64u(b: bytes) -> str:
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-def b64d(s: str) -> bytes:
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-
-
-class IdpKeys:
-    """The users' issuer's JWKS by kid; refetched (at most every 0.5 s) on an unknown kid.
-    A JWKS that does not answer or answers junk leaves the known keys as they were."""
-
-    def __init__(self, url):
-        self.url, self.keys, self.lock, self.fetched = url, {}, threading.Lock(), 0.0
-
-    def get(self, kid):
-        with self.lock:
-            if kid not in self.keys and time.monotonic() - self.fetched > 0.5:
-                self.fetched = time.monotonic()
-                try:
-                    with urllib.request.urlopen(self.url, timeout=2) as r:
-                        for k in json.load(r).get("keys", []):
-                            if k.get("kty") == "OKP" and k.get("crv") == "Ed25519":
-                                self.keys[k["kid"]] = Ed25519PublicKey.from_public_bytes(b64d(k["x"]))
-                except Exception:
-                    pass
-            return self.keys.get(kid)
 
 
 def subject_claims(token, keys, issuer):
@@ -113,7 +89,7 @@ def main() -> None:
     raw = sk.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     kid = "ext-" + b64u(raw)[:8]
     jwks = json.dumps({"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid, "x": b64u(raw)}]}).encode()
-    idp = IdpKeys(a.idp_jwks)
+    idp = Keys([a.idp_jwks])
     state = {"token": "normal"}
     changed = threading.Condition()
     log = open(a.log, "a", buffering=1)
