@@ -37,7 +37,7 @@ mod fixtures;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fixtures::{
-    AUD, ISSUER, USER, call_body, harness_with, ping_body, rules_plus, session_request,
+    AUD, ISSUER, USER, call_body, harness_with, ping_body, rules_plus, session_request, with_writer,
 };
 
 fn main() {
@@ -98,9 +98,12 @@ fn main() {
             out.contains(&format!("tool{last} needs scope:{last}")),
             "{out}"
         );
-        while let Some(_r) = shard.shared.audit.pop() {
-            shard.shared.audit.release(1);
-        }
+    }
+    // The probe is the audit writer from here on (`fixtures::with_writer`).
+    h.stall_audit(true);
+    while let Some(t) = shard.shared.audit.pop() {
+        shard.shared.audit.release(1);
+        t.ack.written();
     }
     let records = measured(&h, &shard, &raw, n);
     // A tool call has one audit record; a ping (answered by the gateway itself) none.
@@ -123,17 +126,15 @@ fn measured(
     let mut records = 0u64;
     h.block_on(async {
         for _ in 0..n {
-            black_box(exchange(shard, black_box(raw)).await);
-            let audit = &shard.shared.audit;
-            let mut popped = 0;
-            while let Some(r) = audit.pop() {
+            // What the writer thread does per record: chain and serialize it, then tell the
+            // waiting answer it is written.
+            let write = |r: dataplane::audit::Record| {
                 buf.clear();
                 prev = controlplane::audit::chain_into(&mut buf, &r, seq, &prev).unwrap();
                 seq += 1;
-                popped += 1;
-            }
-            audit.release(popped);
-            records += popped as u64;
+                records += 1;
+            };
+            black_box(with_writer(shard, exchange(shard, black_box(raw)), write).await);
         }
     });
     black_box(&buf);

@@ -34,6 +34,11 @@ pub struct AuditConfig {
     /// Records that may wait for the writer; beyond it tool calls are refused.
     #[serde(default = "default_capacity")]
     pub queue_capacity: usize,
+    /// How long an answer waits for its record to be written before it leaves anyway (the
+    /// record stays queued). `0s`: answers do not wait, and a process killed just after
+    /// answering can lose the records of its last answers.
+    #[serde(default = "default_answer_wait", with = "humantime_serde")]
+    pub answer_wait: Duration,
 }
 
 impl Default for AuditConfig {
@@ -45,6 +50,7 @@ impl Default for AuditConfig {
             max_file_age: default_max_age(),
             fsync: Fsync::Never,
             queue_capacity: default_capacity(),
+            answer_wait: default_answer_wait(),
         }
     }
 }
@@ -75,6 +81,9 @@ fn default_max_bytes() -> u64 {
 }
 fn default_max_age() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_answer_wait() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_capacity() -> usize {
     65_536
@@ -339,14 +348,20 @@ fn run_writer(
         },
         None => (1, ZERO.into()),
     };
+    queue.register_writer();
     let mut pending: Vec<Record> = Vec::new();
+    // The answers waiting on the pending records, told once these are written.
+    let mut acks: Vec<dataplane::audit::Ack> = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     // (offset in buf, length, seq, prev, hash) of each line, for the observer.
     let mut links: Vec<(usize, usize, u64, String, String)> = Vec::new();
     loop {
         while pending.len() < 4096 {
             match queue.pop() {
-                Some(r) => pending.push(r),
+                Some(t) => {
+                    pending.push(t.record);
+                    acks.push(t.ack);
+                }
                 None => break,
             }
         }
@@ -357,7 +372,8 @@ fn run_writer(
             if Arc::strong_count(&queue) == 1 || (queue.is_closing() && queue.depth() == 0) {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            // Until a commit wakes it; the timeout only refreshes the gauges.
+            queue.park_writer(Duration::from_millis(100));
             continue;
         }
         buf.clear();
@@ -403,6 +419,8 @@ fn run_writer(
                 tracing::info!("Audit sink recovered");
             }
             queue.set_healthy(true);
+            // Written (and synced, where configured): the waiting answers may leave.
+            acks.drain(..).for_each(dataplane::audit::Ack::written);
             let written_n = pending.len();
             if let Some(o) = &observer {
                 for (r, (start, len, seq, prev, hash)) in pending.drain(..).zip(links.drain(..)) {

@@ -38,6 +38,48 @@ fn rec(i: u64, tool: &str) -> Record {
     }
 }
 
+/// An answer's wait, on a shard-like runtime.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn an_answer_is_released_only_once_its_line_is_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = AuditConfig {
+        sink: SinkKind::File,
+        dir: Some(dir.path().into()),
+        ..Default::default()
+    };
+    let q = AuditQueue::new(64, Duration::from_secs(30));
+    let h = spawn_writer(q.clone(), cfg, None, Clock::new()).unwrap();
+    let file_text = || -> String {
+        chain_files(dir.path())
+            .unwrap()
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect()
+    };
+    for i in 0..20 {
+        let written = q.reserve().unwrap().commit(rec(i, &format!("tool-{i}")));
+        assert!(
+            block_on(written.wait()),
+            "record {i} written within the bound"
+        );
+        // What a process killed right now would leave: the record is already in the file.
+        assert!(
+            file_text().contains(&format!("\"tool\":\"tool-{i}\"")),
+            "record {i} is in the file when its answer is released"
+        );
+    }
+    drop(q);
+    h.join().unwrap();
+}
+
 fn wait_drained(q: &AuditQueue) {
     for _ in 0..500 {
         if q.depth() == 0 {
@@ -58,10 +100,10 @@ fn chains_rotate_resume_and_verify() {
         max_file_bytes: 600,
         ..Default::default()
     };
-    let q = AuditQueue::new(64);
+    let q = AuditQueue::new(64, Duration::ZERO);
     let h = spawn_writer(q.clone(), cfg.clone(), None, Clock::new()).unwrap();
     for i in 0..10 {
-        q.reserve().unwrap().commit(rec(i, "a\"b\n\u{1}tool ✓"));
+        let _ = q.reserve().unwrap().commit(rec(i, "a\"b\n\u{1}tool ✓"));
         std::thread::sleep(Duration::from_millis(8));
     }
     wait_drained(&q);
@@ -82,9 +124,9 @@ fn chains_rotate_resume_and_verify() {
     assert_eq!(v["tool"], "a\"b\n\u{1}tool ✓");
 
     // A restarted writer continues the same chain.
-    let q = AuditQueue::new(64);
+    let q = AuditQueue::new(64, Duration::ZERO);
     let h = spawn_writer(q.clone(), cfg, None, Clock::new()).unwrap();
-    q.reserve().unwrap().commit(rec(11, "x"));
+    let _ = q.reserve().unwrap().commit(rec(11, "x"));
     wait_drained(&q);
     drop(q);
     h.join().unwrap();
@@ -184,13 +226,13 @@ fn format_two_records_continue_a_format_one_chain_and_links_find_their_lines() {
     let obs: ChainObserver = Arc::new(move |_r: Record, l: &Link| {
         seen.write().unwrap().push(l.clone());
     });
-    let q = AuditQueue::new(64);
+    let q = AuditQueue::new(64, Duration::ZERO);
     let h = spawn_writer(q.clone(), cfg, Some(obs), Clock::new()).unwrap();
     let mut r = rec(3, "t");
     r.scopes = vec!["mcp:tools".into()];
     r.upstream_ms = Some(0.25);
-    q.reserve().unwrap().commit(r);
-    q.reserve().unwrap().commit(rec(4, "t"));
+    let _ = q.reserve().unwrap().commit(r);
+    let _ = q.reserve().unwrap().commit(rec(4, "t"));
     wait_drained(&q);
     drop(q);
     h.join().unwrap();

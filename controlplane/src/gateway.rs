@@ -625,7 +625,7 @@ async fn start_inner(
             .map_err(StartError::Other)?;
         control.engine = Some(Arc::new(arc_swap::ArcSwap::from_pointee(engine)));
     }
-    let audit = dataplane::audit::AuditQueue::new(cfg.audit.queue_capacity);
+    let audit = dataplane::audit::AuditQueue::new(cfg.audit.queue_capacity, cfg.audit.answer_wait);
     let console =
         crate::console::Console::new(cfg.upstreams.iter().map(|u| u.name.clone()).collect());
     let access = crate::console::access::Access::new(cfg.admin.listen, &cfg.admin.console)

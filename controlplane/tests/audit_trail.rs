@@ -550,3 +550,158 @@ async fn a_file_size_limit_does_not_kill_the_gateway() {
     assert!(served, "served once the limit is lifted");
     w.kill();
 }
+
+/// How the stuck call is made: each is answered by a different path of the pipeline.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    /// 2026-07-28, stateless: the answer is sent after the pipeline returns it.
+    Modern,
+    /// A 2025 session, the upstream's JSON answer relayed.
+    SessionJson,
+    /// A 2025 session, the upstream's SSE answer relayed event by event.
+    SessionSse,
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_waits_until_its_record_is_written() {
+    answer_waits_for_its_record(Via::Modern).await;
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_answer_waits_until_its_record_is_written() {
+    answer_waits_for_its_record(Via::SessionJson).await;
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_stream_ends_only_once_its_record_is_written() {
+    answer_waits_for_its_record(Via::SessionSse).await;
+}
+
+/// An answer leaves only once its record is written. The `stdout` sink writes to a pipe the
+/// test does not read: once the pipe is full the writer blocks in `write(2)`, and the next call,
+/// executed by the upstream, must not be answered while its record sits unwritten; reading the
+/// pipe lets the record through, then the answer, and the record is in what was read.
+#[cfg(target_os = "linux")]
+async fn answer_waits_for_its_record(via: Via) {
+    use common::process::{WardenProc, free_port};
+    use std::io::Read;
+    let issuer = testkit::TestIssuer::start().await;
+    let up = testkit::TestUpstream::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "");
+    let audit_dir = common::audit_dir_of(&yaml).display().to_string();
+    let yaml = yaml.replacen(
+        &format!("  sink: file\n  dir: {audit_dir}\n"),
+        "  sink: stdout\n  answer_wait: 60s\n",
+        1,
+    );
+    assert!(yaml.contains("answer_wait: 60s"), "{yaml}");
+    let mut w = WardenProc::start_piped(dir.path(), &yaml, free_port(), free_port()).await;
+    let mut pipe = w.child.stdout.take().unwrap();
+    let tok = issuer.mint(&issuer.claims("alice", common::AUD, "mcp:tools"));
+    let url = w.url();
+    let sid = match via {
+        Via::Modern => None,
+        _ => Some(common::client::session(&reqwest::Client::new(), &url, &tok).await),
+    };
+    // Calls until one is not answered within 2 s: its record is stuck behind the full pipe.
+    let mut stuck = None;
+    for i in 0..3000 {
+        let (u, t, s) = (url.clone(), tok.clone(), sid.clone());
+        let mut call =
+            tokio::spawn(async move { call_for(&u, &t, s.as_deref(), via, i, 120).await });
+        match tokio::time::timeout(Duration::from_secs(2), &mut call).await {
+            Ok(answer) => assert!(answer.unwrap().is_some(), "call {i} answered"),
+            Err(_) => {
+                stuck = Some((i, call));
+                break;
+            }
+        }
+    }
+    let (i, call) = stuck.expect("with the audit pipe full, an answer waited for its record");
+    assert!(i > 10, "the first calls were answered at once ({i})");
+    // The upstream ran the call; only the answer waits.
+    let id = format!("wait-{i}");
+    assert!(
+        up.tool_calls()
+            .iter()
+            .any(|r| r.body["params"]["arguments"]["call_id"] == id.as_str()),
+        "the stuck call reached the upstream"
+    );
+    // Read the pipe: the writer goes on, and the answer follows its record.
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    });
+    let (rid, answer) = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("answered once the pipe was read")
+        .unwrap()
+        .expect("an answer");
+    assert!(answer["result"].is_object(), "{answer}");
+    w.signal("TERM");
+    let _ = w.child.wait();
+    let text = reader.join().unwrap();
+    let rec: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["request_id"] == rid.as_str())
+        .collect();
+    assert_eq!(rec.len(), 1, "the stuck call's one record, {rid}");
+    assert_eq!(rec[0]["decision"], "allow");
+}
+
+/// One `tools/call` with `call_id` `wait-<i>` and a timeout of `secs`: the request id and the
+/// (last) message of the answer, or `None` when nothing answered.
+async fn call_for(
+    url: &str,
+    tok: &str,
+    sid: Option<&str>,
+    via: Via,
+    i: usize,
+    secs: u64,
+) -> Option<(String, Value)> {
+    let args = json!({"call_id": format!("wait-{i}"), "count": 1, "interval_ms": 1});
+    let tool = match via {
+        Via::SessionSse => "up0_ticks",
+        _ => "up0_echo",
+    };
+    let mut params = json!({"name": tool, "arguments": args});
+    let rb = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(tok)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .timeout(Duration::from_secs(secs));
+    let rb = match sid {
+        Some(s) => rb
+            .header("mcp-session-id", s)
+            .header("mcp-protocol-version", "2025-06-18"),
+        None => {
+            params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}});
+            rb.header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", tool)
+        }
+    };
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
+    let r = rb.body(body.to_string()).send().await.ok()?;
+    let rid = r.headers().get("x-request-id")?.to_str().ok()?.to_owned();
+    let sse = r
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    assert_eq!(sse, matches!(via, Via::SessionSse), "the answer's framing");
+    let text = r.text().await.ok()?;
+    let v = if sse {
+        common::last_sse_message(&text)
+    } else {
+        serde_json::from_str(&text).ok()?
+    };
+    Some((rid, v))
+}

@@ -8,11 +8,20 @@
 //! share of their own, so a flood of garbage can never take the slots of real calls; when
 //! that share is full the request is answered "audit unavailable" instead of its outcome,
 //! so no answered request goes unrecorded.
+//!
+//! An answer leaves only once its record is written: [`Reservation::commit`] returns a
+//! [`Written`] that the writer's [`Ack`] resolves after the record's `write(2)` (and `fsync`
+//! where configured) returned, so a process killed right after answering has the answer's
+//! record in its file. The wait is bounded (`answer_wait`): a sink stalled mid-call delays
+//! answers by at most that much, and such an answer is counted
+//! (`warden_audit_answered_unwritten_total`); its record is still queued, not lost.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
+use futures_channel::oneshot;
 use serde::Serialize;
 
 /// What happened to one request.
@@ -147,11 +156,62 @@ pub struct Record {
     pub upstream_protocol: Option<String>,
 }
 
-/// A queued record and the share its slot came from.
+/// A queued record, the share its slot came from, and the answer waiting on it.
 #[derive(Debug)]
 struct Queued {
     record: Record,
     unreserved: bool,
+    ack: Ack,
+}
+
+/// A record taken by the writer, with what tells its answer that it is written.
+#[derive(Debug)]
+pub struct Taken {
+    pub record: Record,
+    pub ack: Ack,
+}
+
+/// Resolves the [`Written`] of one record. Send it once the record is written; dropped
+/// unsent (the writer stopped), the answer stops waiting.
+#[derive(Debug)]
+pub struct Ack(oneshot::Sender<()>);
+
+impl Ack {
+    /// The record is written: its answer may leave.
+    pub fn written(self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// The answer's wait for its record to be written.
+#[derive(Debug)]
+#[must_use = "an answer waits for its record"]
+pub struct Written {
+    rx: oneshot::Receiver<()>,
+    bound: Duration,
+}
+
+impl Written {
+    /// Wait until the record is written, at most the queue's `answer_wait`. `false`: it was
+    /// not written in time (the record stays queued) and the answer goes anyway, counted.
+    pub async fn wait(self) -> bool {
+        if self.bound.is_zero() {
+            return false;
+        }
+        let mut rx = self.rx;
+        if let Ok(Some(())) = rx.try_recv() {
+            return true;
+        }
+        match crate::deadline::Deadline::after(self.bound).run(rx).await {
+            Ok(Ok(())) => true,
+            // The writer dropped the ack (it stopped): nothing more to wait for.
+            Ok(Err(oneshot::Canceled)) => false,
+            Err(crate::deadline::Elapsed) => {
+                metrics::counter!("warden_audit_answered_unwritten_total").increment(1);
+                false
+            }
+        }
+    }
 }
 
 /// The shared queue between shards and the writer.
@@ -172,6 +232,11 @@ pub struct AuditQueue {
     pub dropped: AtomicU64,
     /// Set at shutdown: the writer drains what is queued, then stops.
     closing: AtomicBool,
+    /// How long an answer waits for its record to be written (zero: it does not wait).
+    answer_wait: Duration,
+    /// The writer's thread, unparked by a commit that finds it parked.
+    writer: OnceLock<std::thread::Thread>,
+    writer_parked: AtomicBool,
 }
 
 /// A promised slot; `commit` fills it. Dropping it uncommitted gives the slot back.
@@ -185,8 +250,8 @@ pub struct Reservation {
 
 impl AuditQueue {
     /// A queue with `capacity` slots for calls and, beyond them, a quarter as many for
-    /// outcomes without a reservation.
-    pub fn new(capacity: usize) -> Arc<AuditQueue> {
+    /// outcomes without a reservation; answers wait up to `answer_wait` for their records.
+    pub fn new(capacity: usize, answer_wait: Duration) -> Arc<AuditQueue> {
         let capacity = capacity.max(16);
         let share = capacity / 4;
         Arc::new(AuditQueue {
@@ -198,12 +263,43 @@ impl AuditQueue {
             refused: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             closing: AtomicBool::new(false),
+            answer_wait,
+            writer: OnceLock::new(),
+            writer_parked: AtomicBool::new(false),
         })
+    }
+
+    /// Called once by the writer's thread: commits wake it when it waits for records.
+    pub fn register_writer(&self) {
+        let _ = self.writer.set(std::thread::current());
+    }
+
+    /// Writer side: sleep until a record is committed, or `timeout` passed.
+    pub fn park_writer(&self, timeout: Duration) {
+        self.writer_parked.store(true, Ordering::SeqCst);
+        // A commit between the writer's last pop and this store saw no parked writer: look again.
+        if self.q.is_empty() && !self.is_closing() {
+            std::thread::park_timeout(timeout);
+        }
+        self.writer_parked.store(false, Ordering::SeqCst);
+    }
+
+    /// Wake the writer if it is parked (one futex wake; none while it is busy).
+    fn wake_writer(&self) {
+        if self.writer_parked.load(Ordering::SeqCst)
+            && self.writer_parked.swap(false, Ordering::SeqCst)
+            && let Some(t) = self.writer.get()
+        {
+            t.unpark();
+        }
     }
 
     /// Ask the writer to stop once everything queued is written.
     pub fn close(&self) {
         self.closing.store(true, Ordering::Release);
+        if let Some(t) = self.writer.get() {
+            t.unpark();
+        }
     }
 
     pub fn is_closing(&self) -> bool {
@@ -234,18 +330,12 @@ impl AuditQueue {
 
     /// Record an outcome that had no reservation (authentication failures, rejected input),
     /// in the unreserved share only: unauthenticated traffic never takes a call's slot.
-    /// `false` when the share is full: nothing was queued, and the caller must not give the
+    /// `None` when the share is full: nothing was queued, and the caller must not give the
     /// outcome's answer (the request would be answered with no record) but say the audit
-    /// trail is unavailable.
+    /// trail is unavailable. The answer waits on the [`Written`].
     #[must_use]
-    pub fn record(self: &Arc<Self>, r: Record) -> bool {
-        match self.take_slot(true) {
-            Some(res) => {
-                res.commit(r);
-                true
-            }
-            None => false,
-        }
+    pub fn record(self: &Arc<Self>, r: Record) -> Option<Written> {
+        Some(self.take_slot(true)?.commit(r))
     }
 
     fn counter(&self, unreserved: bool) -> &AtomicI64 {
@@ -271,13 +361,17 @@ impl AuditQueue {
         })
     }
 
-    /// Take records for writing (writer side). Slots stay promised until `release`.
-    pub fn pop(&self) -> Option<Record> {
+    /// Take records for writing (writer side). Slots stay promised until `release`; each
+    /// record's [`Ack`] is sent once it is written.
+    pub fn pop(&self) -> Option<Taken> {
         let q = self.q.pop()?;
         if q.unreserved {
             self.popped_unreserved.fetch_add(1, Ordering::AcqRel);
         }
-        Some(q.record)
+        Some(Taken {
+            record: q.record,
+            ack: q.ack,
+        })
     }
 
     /// The writer wrote the `n` records it popped since the last release: their slots are
@@ -305,12 +399,15 @@ impl AuditQueue {
 }
 
 impl Reservation {
-    /// Fill the promised slot. Cannot fail: the slot was reserved.
-    pub fn commit(mut self, r: Record) {
+    /// Fill the promised slot. Cannot fail: the slot was reserved. The answer waits on the
+    /// returned [`Written`].
+    pub fn commit(mut self, r: Record) -> Written {
         self.done = true;
+        let (tx, rx) = oneshot::channel();
         let queued = Queued {
             record: r,
             unreserved: self.unreserved,
+            ack: Ack(tx),
         };
         if self.queue.q.push(queued).is_err() {
             // Unreachable while every push holds a reservation; count it if it ever happens.
@@ -318,6 +415,11 @@ impl Reservation {
             self.queue
                 .counter(self.unreserved)
                 .fetch_add(1, Ordering::AcqRel);
+        }
+        self.queue.wake_writer();
+        Written {
+            rx,
+            bound: self.queue.answer_wait,
         }
     }
 }
@@ -405,11 +507,11 @@ mod tests {
 
     #[test]
     fn reservations_bound_the_queue_and_nothing_is_lost() {
-        let q = AuditQueue::new(16);
+        let q = AuditQueue::new(16, Duration::ZERO);
         let rs: Vec<_> = (0..16).map(|_| q.reserve().unwrap()).collect();
         assert!(q.reserve().is_none(), "full: refuse");
         for r in rs {
-            r.commit(rec());
+            let _ = r.commit(rec());
         }
         assert_eq!(q.depth(), 16);
         assert!(
@@ -425,16 +527,16 @@ mod tests {
         q.set_healthy(false);
         assert!(q.reserve().is_none(), "sink failing: refuse");
         // Outcomes with no reservation are still recorded while a slot is free.
-        assert!(q.record(rec()));
+        assert!(q.record(rec()).is_some());
         assert_eq!(q.depth(), 1);
         assert_eq!(q.dropped.load(Ordering::Relaxed), 0);
     }
 
     #[test]
     fn unauthenticated_floods_cannot_take_the_slots_of_calls() {
-        let q = AuditQueue::new(16);
+        let q = AuditQueue::new(16, Duration::ZERO);
         // The sink is slow: nothing is written while garbage floods in.
-        let queued = (0..1000).filter(|_| q.record(rec())).count();
+        let queued = (0..1000).filter(|_| q.record(rec()).is_some()).count();
         assert_eq!(
             (queued, q.depth()),
             (4, 4),
@@ -452,7 +554,7 @@ mod tests {
         );
         assert!(q.reserve().is_none());
         for r in calls.into_iter().flatten() {
-            r.commit(rec());
+            let _ = r.commit(rec());
         }
         // The writer catches up: each share gets its own slots back.
         let mut n = 0;
@@ -463,8 +565,89 @@ mod tests {
         q.release(n);
         assert_eq!(q.free.load(Ordering::Relaxed), 16);
         assert_eq!(q.free_unreserved.load(Ordering::Relaxed), 4);
-        assert!(q.record(rec()));
+        assert!(q.record(rec()).is_some());
         assert_eq!(q.depth(), 1);
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn an_answer_waits_until_the_writer_says_its_record_is_written() {
+        let clock = crate::clock::Clock::new();
+        let q = AuditQueue::new(16, Duration::from_secs(60));
+        let written = q.reserve().unwrap().commit(rec());
+        // The writer, on its own thread: takes the record, writes it, then acknowledges.
+        let (wq, wclock) = (q.clone(), clock.clone());
+        let writer = std::thread::spawn(move || {
+            let t = loop {
+                match wq.pop() {
+                    Some(t) => break t,
+                    None => std::thread::yield_now(),
+                }
+            };
+            std::thread::sleep(Duration::from_millis(50));
+            let at = wclock.now();
+            t.ack.written();
+            at
+        });
+        let waited = block_on(async { (written.wait().await, clock.now()) });
+        let acked_at = writer.join().unwrap();
+        assert!(waited.0, "written within the bound");
+        assert!(
+            waited.1 >= acked_at,
+            "the answer went only after the acknowledgement"
+        );
+    }
+
+    #[test]
+    fn the_wait_is_bounded_and_a_dropped_ack_ends_it() {
+        let clock = crate::clock::Clock::new();
+        let q = AuditQueue::new(16, Duration::from_millis(20));
+        // A stalled writer: nothing is taken; the answer goes after the bound, unwritten.
+        let w = q.reserve().unwrap().commit(rec());
+        let t0 = clock.now();
+        assert!(!block_on(w.wait()));
+        assert!(clock.since(t0) >= Duration::from_millis(20));
+        assert_eq!(q.depth(), 1, "the record stays queued, not lost");
+        // A writer that stops (drops the ack unsent) ends the wait at once.
+        let q2 = AuditQueue::new(16, Duration::from_secs(60));
+        let w2 = q2.reserve().unwrap().commit(rec());
+        drop(q2.pop());
+        let t0 = clock.now();
+        assert!(!block_on(w2.wait()));
+        assert!(clock.since(t0) < Duration::from_secs(30));
+        // With no bound (`answer_wait: 0s`) nothing waits.
+        let q0 = AuditQueue::new(16, Duration::ZERO);
+        let w0 = q0.reserve().unwrap().commit(rec());
+        assert!(!block_on(w0.wait()));
+        assert_eq!(q0.depth(), 1);
+    }
+
+    #[test]
+    fn a_commit_wakes_a_parked_writer() {
+        let q = AuditQueue::new(16, Duration::ZERO);
+        let (wq, clock) = (q.clone(), crate::clock::Clock::new());
+        let writer = std::thread::spawn(move || {
+            wq.register_writer();
+            let t0 = clock.now();
+            while wq.depth() == 0 {
+                wq.park_writer(Duration::from_secs(30));
+            }
+            clock.since(t0)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = q.reserve().unwrap().commit(rec());
+        let slept = writer.join().unwrap();
+        assert!(
+            slept < Duration::from_secs(10),
+            "woken by the commit, not by the timeout: {slept:?}"
+        );
     }
 
     #[test]

@@ -211,7 +211,10 @@ impl HarnessBuilder {
             in_flight: Arc::new(AtomicUsize::new(0)),
             // The configured capacity, at most 4096 records: a queue of 64 Ki records is tens
             // of MB to set up, per test, for a backlog a test never builds.
-            audit: dataplane::audit::AuditQueue::new(ctl.cfg.audit.queue_capacity.min(4096)),
+            audit: dataplane::audit::AuditQueue::new(
+                ctl.cfg.audit.queue_capacity.min(4096),
+                ctl.cfg.audit.answer_wait,
+            ),
             tls: None,
             // No sweeper thread: the cap still bounds the map.
             ratelimit: Arc::new(dataplane::ratelimit::RateLimiter::new(clock.now())),

@@ -141,7 +141,7 @@ impl Harness {
         let out = self
             .rt
             .borrow_mut()
-            .block_on(dataplane::testing::exchange(&shard, raw));
+            .block_on(self.writing(dataplane::testing::exchange(&shard, raw)));
         self.collect_audit();
         out
     }
@@ -302,9 +302,27 @@ impl Harness {
 
     /// Run `f` on the harness's runtime (where the shard's tasks live).
     pub fn block_on<F: Future>(&self, f: F) -> F::Output {
-        let out = self.rt.borrow_mut().block_on(f);
+        let out = self.rt.borrow_mut().block_on(self.writing(f));
         self.collect_audit();
         out
+    }
+
+    /// `f` with the harness as the audit writer: whenever `f` waits, the queued records are
+    /// taken and acknowledged as written (unless stalled), so answers waiting for their
+    /// records go on, as behind the writer thread.
+    async fn writing<F: Future>(&self, f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        std::future::poll_fn(|cx| {
+            loop {
+                if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
+                    return std::task::Poll::Ready(v);
+                }
+                if self.collect_audit() == 0 {
+                    return std::task::Poll::Pending;
+                }
+            }
+        })
+        .await
     }
 
     /// The `Host` header value the conveniences send.
@@ -321,21 +339,25 @@ impl Harness {
         }
     }
 
-    fn collect_audit(&self) {
+    /// Take the queued records and acknowledge them written; how many.
+    fn collect_audit(&self) -> usize {
         if self.audit_stalled.get() {
-            return;
+            return 0;
         }
         let q = &self.shard.shared.audit;
         let mut audit = self.audit.borrow_mut();
-        let mut n = 0;
-        while let Some(r) = q.pop() {
-            audit.push(r);
-            n += 1;
+        let mut acks = Vec::new();
+        while let Some(t) = q.pop() {
+            audit.push(t.record);
+            acks.push(t.ack);
         }
+        let n = acks.len();
         q.release(n);
+        acks.into_iter().for_each(dataplane::audit::Ack::written);
         // A long run (a benchmark) keeps the most recent records only.
         if audit.len() > 10_000 {
             audit.drain(..5_000);
         }
+        n
     }
 }

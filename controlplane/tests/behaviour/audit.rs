@@ -18,7 +18,7 @@ use crate::env::Env;
 fn with_the_writer_blocked_every_answer_has_its_record_or_says_so() {
     // queue_capacity 16: 16 slots for calls, 4 for outcomes without a reservation.
     let env = Env::start_edited(1, Default::default(), "", |y| {
-        format!("{y}audit:\n  queue_capacity: 16\n")
+        format!("{y}audit:\n  queue_capacity: 16\n  answer_wait: 20ms\n")
     });
     let alice = env.token("alice");
     let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "up0_echo", "arguments": {}}});

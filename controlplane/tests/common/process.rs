@@ -29,8 +29,26 @@ impl WardenProc {
         Self::spawn(config, port, admin_port, &[]).await
     }
 
+    /// [`WardenProc::start`] with the gateway's standard output on a pipe (`child.stdout`),
+    /// for the `stdout` audit sink: the test reads it, or leaves it full.
+    pub async fn start_piped(dir: &Path, yaml: &str, port: u16, admin_port: u16) -> WardenProc {
+        let config = dir.join("warden.yaml");
+        std::fs::write(&config, with_ports(yaml, port, admin_port)).unwrap();
+        Self::spawn_to(config, port, admin_port, &[], Stdio::piped()).await
+    }
+
     /// Start the binary on an existing config file (restarts), with extra arguments.
     pub async fn spawn(config: PathBuf, port: u16, admin_port: u16, extra: &[&str]) -> WardenProc {
+        Self::spawn_to(config, port, admin_port, extra, Stdio::null()).await
+    }
+
+    async fn spawn_to(
+        config: PathBuf,
+        port: u16,
+        admin_port: u16,
+        extra: &[&str],
+        stdout: Stdio,
+    ) -> WardenProc {
         let log = config.with_extension(format!("{port}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
         cmd.args(["serve", "-c"]).arg(&config).args(extra);
@@ -40,7 +58,7 @@ impl WardenProc {
         }
         let child = cmd
             .env("WARDEN_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();

@@ -44,8 +44,8 @@ pub trait Handler {
     /// the connection answers it. Called once, before the answer, so the handler can put the
     /// request on record (every request has one). `Some` replaces the connection's answer:
     /// the handler could not put the request on record and says so instead.
-    fn refused(&self, _head: &Head, _error: &HttpError) -> Option<Response> {
-        None
+    fn refused(&self, _head: &Head, _error: &HttpError) -> impl Future<Output = Option<Response>> {
+        std::future::ready(None)
     }
 }
 
@@ -392,6 +392,7 @@ where
         if let Err(e) = body_result {
             let answer = handler
                 .refused(&head, &e)
+                .await
                 .unwrap_or_else(|| error_response(&e));
             let mut r = Responder {
                 stream: &mut stream,

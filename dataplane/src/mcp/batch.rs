@@ -44,9 +44,14 @@ pub(super) async fn run<S: AsyncWriteRent>(
         {
             r.count();
             let claims = cx.caller.claims.as_ref();
-            if !record::unreserved(cx.shard, claims, item.get().as_bytes(), cx.meta, &r) {
-                r = Refusal::audit_unavailable();
-                r.count();
+            match record::unreserved(cx.shard, claims, item.get().as_bytes(), cx.meta, &r) {
+                Some(written) => {
+                    written.wait().await;
+                }
+                None => {
+                    r = Refusal::audit_unavailable();
+                    r.count();
+                }
             }
             if msg.kind() == Kind::Request {
                 answers.push(r.body(msg.id));

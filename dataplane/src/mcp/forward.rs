@@ -11,7 +11,7 @@ use super::delegate::session_auth;
 use super::items;
 use super::modern::{self, Shape};
 use super::pipeline::send;
-use super::record::Report;
+use super::record::{Audit, Open, Report};
 use super::refusal::Refusal;
 use super::rewrite;
 use super::route::Forward;
@@ -370,8 +370,9 @@ pub(super) async fn bridge_call(
 }
 
 /// Forward one request to an MCP upstream in this client's upstream session. With `out`,
-/// relay the answer (JSON or SSE) to the client with its own id; without (inside a batch),
-/// return the final answer. An upstream that fails before answering is a refusal.
+/// relay the answer (JSON or SSE) to the client with its own id, its record `rec` settled
+/// just before the answer's last bytes; without (inside a batch), return the final answer.
+/// An upstream that fails before answering is a refusal.
 pub(super) async fn mcp<S: AsyncWriteRent>(
     cx: &Cx<'_>,
     session: &Arc<Session>,
@@ -379,9 +380,11 @@ pub(super) async fn mcp<S: AsyncWriteRent>(
     call: Outbound,
     client_id: &RawValue,
     out: Option<&mut Responder<'_, S>>,
+    rec: &mut Option<Audit>,
 ) -> Result<(Option<Vec<u8>>, Report), Refusal> {
     let (shard, up) = (cx.shard, &cx.snap.upstreams[fwd.upstream]);
     let started = shard.clock.now();
+    let mut open = Open::new(rec, started);
     // Each upstream is spoken to in its own revision, whatever the client's.
     let upstream_version = cx.snap.settings.modern_upstream(up.id);
     let shape = Shape::of(cx, &fwd.method, upstream_version.is_some());
@@ -403,7 +406,8 @@ pub(super) async fn mcp<S: AsyncWriteRent>(
             let bridge = cx.modern.is_none() && super::era::name_field(&fwd.method).is_some();
             if bridge && let Some(out) = out {
                 let r = super::input_bridge::bridged(
-                    cx, session, fwd, call, client_id, out, version, &caps, &params, &shape,
+                    cx, session, fwd, call, client_id, out, &mut open, version, &caps, &params,
+                    &shape,
                 )
                 .await;
                 session.inflight.remove(client_id.get());
@@ -434,7 +438,7 @@ pub(super) async fn mcp<S: AsyncWriteRent>(
         (Ok((r, gid)), Some(out)) => Ok((
             None,
             relay(
-                shard, session, up, r, gid, client_id, out, cx.cors, &shape, uris,
+                shard, session, up, r, gid, client_id, out, &mut open, cx.cors, &shape, uris,
             )
             .await,
         )),
@@ -557,6 +561,7 @@ pub(super) async fn relay<S: AsyncWriteRent>(
     gid: u64,
     client_id: &RawValue,
     out: &mut Responder<'_, S>,
+    open: &mut Open<'_>,
     cors: Option<&str>,
     shape: &Shape<'_>,
     uris: Option<&str>,
@@ -572,13 +577,15 @@ pub(super) async fn relay<S: AsyncWriteRent>(
         metrics::counter!("warden_upstream_errors_total", "upstream" => up.name.clone(), "kind" => "status").increment(1);
         let refused = Refusal::upstream("upstream_status", e.clone(), e.clone());
         refused.count();
+        let report = Report::failed(status, e);
+        open.settle(shard, &report).await;
         send(
             out,
             Response::json(200, shape.refusal(refused, Some(client_id))),
             cors,
         )
         .await;
-        return Report::failed(status, e);
+        return report;
     }
     let ok = Report {
         upstream_status: status,
@@ -600,6 +607,7 @@ pub(super) async fn relay<S: AsyncWriteRent>(
                     Report::failed(status, UpError::BadResponse.to_string()),
                 ),
             };
+            open.settle(shard, &report).await;
             send(out, Response::json(shape.status(&body), body), cors).await;
             report
         }
@@ -618,17 +626,21 @@ pub(super) async fn relay<S: AsyncWriteRent>(
                     Ok(None) => {
                         let e =
                             shape.refusal(upstream_refusal(up, &UpError::Closed), Some(client_id));
+                        let report = Report::failed(status, UpError::Closed.to_string());
+                        open.settle(shard, &report).await;
                         write_event(&mut ev_buf, None, &e);
                         let _ = out.send_chunk(&ev_buf).await;
                         let _ = out.end_stream().await;
-                        return Report::failed(status, UpError::Closed.to_string());
+                        return report;
                     }
                     Err(err) => {
                         let e = shape.refusal(upstream_refusal(up, &err), Some(client_id));
+                        let report = Report::failed(status, err.to_string());
+                        open.settle(shard, &report).await;
                         write_event(&mut ev_buf, None, &e);
                         let _ = out.send_chunk(&ev_buf).await;
                         let _ = out.end_stream().await;
-                        return Report::failed(status, err.to_string());
+                        return report;
                     }
                 };
                 let event_id = ev.id.as_ref().map(|i| format!("u{}-{i}", up.id));
@@ -674,6 +686,9 @@ pub(super) async fn relay<S: AsyncWriteRent>(
                     }
                     (true, None) => (items::outbound(uris, ev.data.clone().into_bytes()), false),
                 };
+                if done {
+                    open.settle(shard, &ok).await;
+                }
                 write_event(&mut ev_buf, event_id.as_deref(), &data);
                 if out.send_chunk(&ev_buf).await.is_err() {
                     // Client went away; dropping the stream closes the upstream connection.

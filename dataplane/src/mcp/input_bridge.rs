@@ -25,7 +25,7 @@ use super::forward::{
 };
 use super::modern::Shape;
 use super::pipeline::send;
-use super::record::Report;
+use super::record::{Open, Report};
 use super::refusal::Refusal;
 use super::route::Forward;
 use super::vocab::{Cx, Outbound};
@@ -227,6 +227,7 @@ pub(super) async fn bridged<S: AsyncWriteRent>(
     mut call: Outbound,
     client_id: &RawValue,
     out: &mut Responder<'_, S>,
+    open: &mut Open<'_>,
     version: &str,
     caps: &serde_json::Value,
     params: &str,
@@ -247,7 +248,7 @@ pub(super) async fn bridged<S: AsyncWriteRent>(
             return Ok((
                 None,
                 relay(
-                    shard, session, up, r, gid, client_id, out, cx.cors, shape, uris,
+                    shard, session, up, r, gid, client_id, out, open, cx.cors, shape, uris,
                 )
                 .await,
             ));
@@ -305,6 +306,7 @@ pub(super) async fn bridged<S: AsyncWriteRent>(
         let asked = asked(&body).filter(|_| round < MAX_ROUNDS);
         let Some(asked) = asked.filter(|a| unanswerable(a, caps).is_none()) else {
             // Complete (or not bridgeable: the shape says why, in the client's revision).
+            open.settle(shard, &ok).await;
             if streaming {
                 finish(&items::outbound(uris, body), client_id, shape, out).await;
             } else {
@@ -337,8 +339,10 @@ pub(super) async fn bridged<S: AsyncWriteRent>(
             Ok(a) => a,
             Err(r) => {
                 let e = shape.refusal(r, Some(client_id));
+                let report = Report::failed(status, "input not answered");
+                open.settle(shard, &report).await;
                 finish(&e, client_id, shape, out).await;
-                return Ok((None, Report::failed(status, "input not answered")));
+                return Ok((None, report));
             }
         };
         params = retry_params(&params, answers, asked.state);

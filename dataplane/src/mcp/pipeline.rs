@@ -72,19 +72,20 @@ impl Handler for Gateway {
     /// A POST to the MCP endpoint whose body the connection refused unread (413, 408) is
     /// still a request, with its one audit record (no identity: nothing was authenticated),
     /// or, with no room for the record, answered "audit unavailable" instead.
-    fn refused(
+    async fn refused(
         &self,
         head: &crate::http1::parse::Head,
         error: &crate::http1::HttpError,
     ) -> Option<Response> {
         let shard = &*self.shard;
-        let snap = shard.shared.snapshot.load();
+        let snap = shard.shared.snapshot.load_full();
         if head.method != Method::Post || head.path != snap.settings.mcp_path {
             return None;
         }
         let r = Refusal::body_refused(error.status, error.reason);
         r.count();
-        if record::unreserved(shard, None, &[], &Meta::of(shard, head), &r) {
+        if let Some(written) = record::unreserved(shard, None, &[], &Meta::of(shard, head), &r) {
+            written.wait().await;
             return None;
         }
         let r = Refusal::audit_unavailable();
@@ -131,11 +132,17 @@ impl Gateway {
         let post = req.head.method == Method::Post;
         if post && at_mcp {
             let claims = caller.as_ref().and_then(|c: &Caller| c.claims.as_ref());
-            if !record::unreserved(shard, claims, &req.body, meta, &r) {
+            match record::unreserved(shard, claims, &req.body, meta, &r) {
+                // Answered once its record is written.
+                Some(written) => {
+                    written.wait().await;
+                }
                 // No room for its record: never answered unrecorded; the client is told, as
                 // a call refused for want of a slot is.
-                r = Refusal::audit_unavailable();
-                r.count();
+                None => {
+                    r = Refusal::audit_unavailable();
+                    r.count();
+                }
             }
         }
         let parsed = post.then(|| Message::parse(&req.body).ok()).flatten();
@@ -337,23 +344,20 @@ impl Gateway {
                             .await?;
                     Ok((Some(body), report))
                 }
-                _ => forward::mcp(cx, session, &fwd, call, id, out).await,
+                // A relayed answer's record is settled before its last bytes (`record::Open`).
+                _ => forward::mcp(cx, session, &fwd, call, id, out, &mut rec).await,
             }
         }
         .await;
-        // 11. Audit: exactly one record, whatever happened.
+        // 11. Audit: exactly one record, whatever happened, written before the answer leaves.
         match result {
             Ok((body, report)) => {
-                if let Some(a) = rec {
-                    a.forwarded(cx.shard, &report);
-                }
+                record::settle(cx.shard, &mut rec, &report).await;
                 Ok(body)
             }
             Err(r) => {
                 r.count();
-                if let Some(a) = rec {
-                    a.refused(cx.shard, &r);
-                }
+                record::settle_refused(cx.shard, &mut rec, &r).await;
                 Err(r)
             }
         }

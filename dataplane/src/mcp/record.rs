@@ -1,10 +1,12 @@
 //! Step 6 and the last step of the request path: the audit bracket around every
 //! upstream-bound request — a slot is reserved before anything happens (or the call is
-//! refused), and exactly one record is committed, whatever the outcome.
+//! refused), and exactly one record is committed, whatever the outcome. The answer leaves
+//! only once its record is written ([`crate::audit::Written`]): a relayed answer's record is
+//! committed just before the answer's last bytes ([`Open::settle`]).
 
 use std::rc::Rc;
 
-use crate::audit::{self, DelegationRecord, Outcome, Record, Reservation};
+use crate::audit::{self, DelegationRecord, Outcome, Record, Reservation, Written};
 use crate::auth::jwt::Claims;
 use crate::shard::Shard;
 
@@ -166,7 +168,7 @@ impl Audit {
     }
 
     /// Commit the record for a forwarded request.
-    pub fn forwarded(mut self, shard: &Shard, report: &Report) {
+    pub fn forwarded(mut self, shard: &Shard, report: &Report) -> Written {
         let outcome = if report.failure.is_some() {
             Outcome::UpstreamError
         } else {
@@ -178,13 +180,13 @@ impl Audit {
         let reason = report.failure.clone();
         let status = report.upstream_status;
         self.rec.upstream_ms = report.upstream_ms;
-        self.finish(shard, outcome, reason, status);
+        self.finish(shard, outcome, reason, status)
     }
 
     /// Commit the record of a refused request: its outcome, reason and blame.
-    pub fn refused(mut self, shard: &Shard, r: &Refusal) {
+    pub fn refused(mut self, shard: &Shard, r: &Refusal) -> Written {
         self.rec.blame = Some(r.blame.label());
-        self.finish(shard, r.outcome, Some(r.why().to_owned()), None);
+        self.finish(shard, r.outcome, Some(r.why().to_owned()), None)
     }
 
     /// Commit the record.
@@ -194,7 +196,7 @@ impl Audit {
         outcome: Outcome,
         reason: Option<String>,
         upstream_status: Option<u16>,
-    ) {
+    ) -> Written {
         self.rec.decision = outcome;
         self.rec.reason = reason;
         self.rec.upstream_status = upstream_status;
@@ -213,14 +215,59 @@ impl Audit {
             }
             None => shard.meters.tool_call("", "", outcome.label()),
         }
-        self.res.commit(self.rec);
+        self.res.commit(self.rec)
+    }
+}
+
+/// Commit the record of a forwarded request, if it is still open, and wait until it is
+/// written: the answer is sent after this.
+pub(crate) async fn settle(shard: &Shard, rec: &mut Option<Audit>, report: &Report) {
+    if let Some(a) = rec.take() {
+        a.forwarded(shard, report).wait().await;
+    }
+}
+
+/// [`settle`] for a refused request.
+pub(crate) async fn settle_refused(shard: &Shard, rec: &mut Option<Audit>, r: &Refusal) {
+    if let Some(a) = rec.take() {
+        a.refused(shard, r).wait().await;
+    }
+}
+
+/// The record of a forwarded call while its answer is relayed: committed, and waited for,
+/// just before the answer's last bytes are written, so no answer leaves unrecorded. What is
+/// not settled here (the client went away, a batch) is settled by the pipeline afterwards.
+pub(crate) struct Open<'r> {
+    rec: &'r mut Option<Audit>,
+    /// When the upstream was asked, for the record's `upstream_ms`.
+    started: quanta::Instant,
+}
+
+impl<'r> Open<'r> {
+    pub fn new(rec: &'r mut Option<Audit>, started: quanta::Instant) -> Open<'r> {
+        Open { rec, started }
+    }
+
+    /// The answer is ready with `report`: commit its record and wait until it is written.
+    pub async fn settle(&mut self, shard: &Shard, report: &Report) {
+        let ms = shard
+            .clock
+            .now()
+            .saturating_duration_since(self.started)
+            .as_secs_f64()
+            * 1000.0;
+        let report = Report {
+            upstream_ms: report.upstream_ms.or(Some(ms)),
+            ..report.clone()
+        };
+        settle(shard, self.rec, &report).await;
     }
 }
 
 /// Record a refusal decided before any reservation (authentication failure, rejected
-/// input, the per-user limit), from the unreserved share. `false` when that share is full:
-/// nothing is on record, so the caller answers [`Refusal::audit_unavailable`] instead of `r`
-/// (counted here as an audit refusal).
+/// input, the per-user limit), from the unreserved share; the answer waits on the
+/// [`Written`]. `None` when that share is full: nothing is on record, so the caller answers
+/// [`Refusal::audit_unavailable`] instead of `r` (counted here as an audit refusal).
 #[must_use]
 pub(crate) fn unreserved(
     shard: &Shard,
@@ -228,19 +275,19 @@ pub(crate) fn unreserved(
     body: &[u8],
     meta: &Meta,
     r: &Refusal,
-) -> bool {
+) -> Option<Written> {
     let (method, tool) = peek(body);
     let mut rec = base(shard, claims, None, &method, meta);
     rec.tool = tool;
     rec.decision = r.outcome;
     rec.reason = Some(r.why().to_owned());
     rec.blame = Some(r.blame.label());
-    if !shard.shared.audit.record(rec) {
+    let Some(written) = shard.shared.audit.record(rec) else {
         count_audit_refusal(shard);
-        return false;
-    }
+        return None;
+    };
     metrics::counter!("warden_tool_calls_total", "upstream" => "", "tool" => "", "decision" => r.outcome.label()).increment(1);
-    true
+    Some(written)
 }
 
 /// A request refused for want of an audit slot: the queue's count and the metric.
