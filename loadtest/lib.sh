@@ -191,6 +191,7 @@ policy:
 audit:
   sink: file
   dir: $WORK/audit
+${AUDIT_EXTRA:-}
 upstreams:
   - name: bench
     url: $UP_URL
