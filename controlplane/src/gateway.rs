@@ -681,6 +681,10 @@ async fn start_inner(
         // Replicas share one PostgreSQL database: a proof used at one must be refused at all.
         // SQLite is one process's (its shards share the set above).
         dpop_shared_replay: matches!(state.location(), crate::state::Location::Postgres(_)),
+        // This process's name in parked calls' states: another replica's is told apart.
+        parked: Arc::new(dataplane::mcp::park::ParkedCalls::new(
+            u64::from(std::process::id()) << 32 ^ clock.unix_ms() as u64,
+        )),
     };
     let driver = if cfg.gateway.io_driver == IoDriver::Epoll {
         DriverChoice::Epoll

@@ -53,6 +53,8 @@ pub struct Shared {
     pub dpop_replay: Arc<crate::auth::replay::ReplaySet>,
     /// Also record each proof in the state store the replicas share (PostgreSQL).
     pub dpop_shared_replay: bool,
+    /// Modern clients' calls waiting for their input ([`crate::mcp::park`]), across shards.
+    pub parked: Arc<crate::mcp::park::ParkedCalls>,
 }
 
 /// Per-shard state, `!Send`: lives in `Rc` on its thread.

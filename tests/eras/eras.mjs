@@ -158,6 +158,8 @@ if (mrtr) {
 // give the modern client an input_required result and finish the call on its retry.
 const ml = await attempt('modern client -> legacy: call of the eliciting tool', () => modern.callTool({ name: 'legacy_test_elicitation', arguments: { message: 'Name?' } }));
 M.calls.push('legacy_test_elicitation');
+// Its retry with the input resumed the parked call: a record of its own, no second tools/call upstream.
+M.resumed = ml ? ['legacy_test_elicitation'] : [];
 check('modern client -> legacy: elicitation bridged into input_required', ml !== undefined && elicited === 2 && /action=accept/.test(text(ml)), `elicited ${elicited - 1} time(s): ${JSON.stringify(ml ?? null).slice(0, 200)}`);
 await modern.close();
 // The same denials, raw: what Warden sends a 2026-07-28 client (its text, even where the SDK
@@ -264,7 +266,7 @@ const rejected = records.filter((r) => String(r.tool ?? '').endsWith('_test_head
 check('audit: the 14 requests refused for bad headers are recorded', rejected.length === 14, `got ${rejected.length}`);
 records = records.filter((r) => !rejected.includes(r));
 // Records are written per call but not necessarily in call order (shards): match them as multisets.
-const calls = [...L.calls.map((t) => ['legacy client', '2025-11-25', t]), ...M.calls.map((t) => ['modern client', '2026-07-28', t])];
+const calls = [...L.calls.map((t) => ['legacy client', '2025-11-25', t]), ...[...M.calls, ...(M.resumed ?? [])].map((t) => ['modern client', '2026-07-28', t])];
 const perTool = (list, f) => list.reduce((m, x) => m.set(f(x), (m.get(f(x)) ?? 0) + 1), new Map());
 const wantTools = perTool(calls, (c) => c[2]);
 const gotTools = perTool(records, (r) => r.tool);

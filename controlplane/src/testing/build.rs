@@ -222,6 +222,7 @@ impl HarnessBuilder {
             dpop_replay: Arc::new(dataplane::auth::replay::ReplaySet::new(100_000)),
             // One process, no state store: the process-wide set is the whole replay defence.
             dpop_shared_replay: false,
+            parked: Arc::new(dataplane::mcp::park::ParkedCalls::new(1)),
         };
         let shard = dataplane::testing::shard(shared, clock, net.clone());
         let ctl = Rc::new(std::cell::RefCell::new(ctl));

@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use super::delegate::session_auth;
 use super::items;
 use super::modern::{self, Shape};
+use super::park::{self, Outcome, Parker};
 use super::pipeline::send;
 use super::record::{Audit, Open, Report};
 use super::refusal::Refusal;
@@ -430,15 +431,44 @@ pub(super) async fn mcp<S: AsyncWriteRent>(
                 Some(_) => modern::legacy_params(&fwd.params),
                 None => fwd.params.clone(),
             };
+            // A modern client's retry with the input a parked call asked for: that call goes on.
+            if cx.modern.is_some()
+                && let Some((marker, answer)) = park::resuming(&params)
+            {
+                let outcome = park::resume(shard, &marker, answer, up.timeout).await?;
+                return resumed(cx, up, outcome, client_id, out, &mut open, &shape, uris).await;
+            }
             exchange(shard, session, up, &fwd.method, &params, &call, client_id).await
         }
+    };
+    // A modern client's call to a 2025 upstream may be parked when the upstream asks for input.
+    let parker = match (cx.modern, upstream_version) {
+        (Some(c), None) => Some(Parker {
+            shard: cx.shard,
+            snap: cx.snap,
+            session,
+            upstream: fwd.upstream,
+            caps: &c.m.capabilities,
+        }),
+        _ => None,
     };
     let result = match (exchanged, out) {
         (Err(e), _) => Err(upstream_refusal(up, &e)),
         (Ok((r, gid)), Some(out)) => Ok((
             None,
             relay(
-                shard, session, up, r, gid, client_id, out, &mut open, cx.cors, &shape, uris,
+                shard,
+                session,
+                up,
+                r,
+                gid,
+                client_id,
+                out,
+                &mut open,
+                parker.as_ref(),
+                cx.cors,
+                &shape,
+                uris,
             )
             .await,
         )),
@@ -562,6 +592,7 @@ pub(super) async fn relay<S: AsyncWriteRent>(
     client_id: &RawValue,
     out: &mut Responder<'_, S>,
     open: &mut Open<'_>,
+    parker: Option<&Parker<'_>>,
     cors: Option<&str>,
     shape: &Shape<'_>,
     uris: Option<&str>,
@@ -669,7 +700,27 @@ pub(super) async fn relay<S: AsyncWriteRent>(
                     (false, _) => continue, // A response to something else: not for this client.
                     // A 2026-07-28 client takes no requests on a response stream: the upstream
                     // is told this client cannot answer, and the call goes on without it.
+                    // A 2026-07-28 client takes no requests on a response stream: where it can
+                    // answer by MRTR, the call is parked and the client gets `input_required`;
+                    // otherwise the upstream is told this client cannot answer, and the call
+                    // goes on without it.
                     (true, Some(id)) if shape.is_modern_client() => {
+                        if let Some(p) = parker
+                            && let Some((method, params)) = park::bridgeable(&m, p.caps)
+                        {
+                            match park::park(p, stream, gid, id.to_owned()) {
+                                Ok(marker) => {
+                                    let body =
+                                        park::input_required(client_id, &method, &params, &marker);
+                                    open.settle(shard, &ok).await;
+                                    write_event(&mut ev_buf, None, &shape.apply(body));
+                                    let _ = out.send_chunk(&ev_buf).await;
+                                    let _ = out.end_stream().await;
+                                    return ok;
+                                }
+                                Err(back) => stream = *back,
+                            }
+                        }
                         decline_server_request(shard, session, up, id).await;
                         continue;
                     }
@@ -704,6 +755,51 @@ pub(super) async fn relay<S: AsyncWriteRent>(
     }
 }
 
+/// The answer to a modern client's retry that resumed a parked call ([`super::park`]): the
+/// upstream's final answer, or its next request for input, in the client's revision, sent
+/// once its record is written.
+#[allow(clippy::too_many_arguments)]
+async fn resumed<S: AsyncWriteRent>(
+    cx: &Cx<'_>,
+    up: &Upstream,
+    outcome: Outcome,
+    client_id: &RawValue,
+    out: Option<&mut Responder<'_, S>>,
+    open: &mut Open<'_>,
+    shape: &Shape<'_>,
+    uris: Option<&str>,
+) -> Result<(Option<Vec<u8>>, Report), Refusal> {
+    let body = match outcome {
+        Outcome::Done(b) => match Message::parse(&b) {
+            Ok(m) if m.method.is_none() => {
+                items::outbound(uris, rewrite::reframe(&m, Some(client_id), None))
+            }
+            _ => return Err(upstream_refusal(up, &UpError::BadResponse)),
+        },
+        Outcome::Asks(method, params, marker) => {
+            park::input_required(client_id, &method, &params, &marker)
+        }
+        Outcome::Failed(why) => {
+            let e = format!("Upstream '{}' failed after the input: {why}", up.name);
+            return Err(Refusal::upstream("upstream_after_input", e.clone(), e));
+        }
+    };
+    let ok = Report {
+        upstream_status: Some(200),
+        failure: None,
+        upstream_ms: None,
+    };
+    let body = shape.apply(body);
+    match out {
+        Some(out) => {
+            open.settle(cx.shard, &ok).await;
+            send(out, Response::json(shape.status(&body), body), cx.cors).await;
+            Ok((None, ok))
+        }
+        None => Ok((Some(body), ok)),
+    }
+}
+
 /// `notifications/{tools,prompts,resources}/list_changed`.
 pub fn announces_list_change(method: Option<&str>) -> bool {
     matches!(
@@ -719,7 +815,12 @@ pub fn announces_list_change(method: Option<&str>) -> bool {
 /// Answer an upstream's request to the client that a 2026-07-28 client cannot receive on a
 /// response stream: an error to the upstream (in the session the gateway holds), so its call
 /// goes on — or fails — without waiting for an answer that will not come.
-async fn decline_server_request(shard: &Shard, session: &Session, up: &Upstream, id: &RawValue) {
+pub(super) async fn decline_server_request(
+    shard: &Shard,
+    session: &Session,
+    up: &Upstream,
+    id: &RawValue,
+) {
     let body = jsonrpc::error(
         Some(id),
         jsonrpc::code::METHOD_NOT_FOUND,
@@ -781,7 +882,7 @@ pub async fn notification(
     }
 }
 
-async fn send_note(shard: &Shard, session: &Session, up: &Upstream, body: &[u8]) {
+pub(super) async fn send_note(shard: &Shard, session: &Session, up: &Upstream, body: &[u8]) {
     let Some(us) = session.upstream_sessions.get(&up.id).map(|s| s.clone()) else {
         return;
     };

@@ -73,7 +73,7 @@ pub(super) fn asked(body: &[u8]) -> Option<Asked> {
 }
 
 /// The client capability a server→client request needs.
-fn capability_of(method: &str) -> Option<&'static str> {
+pub(super) fn capability_of(method: &str) -> Option<&'static str> {
     match method {
         "elicitation/create" => Some("elicitation"),
         "sampling/createMessage" => Some("sampling"),
@@ -248,7 +248,7 @@ pub(super) async fn bridged<S: AsyncWriteRent>(
             return Ok((
                 None,
                 relay(
-                    shard, session, up, r, gid, client_id, out, open, cx.cors, shape, uris,
+                    shard, session, up, r, gid, client_id, out, open, None, cx.cors, shape, uris,
                 )
                 .await,
             ));

@@ -14,6 +14,7 @@ pub mod items;
 mod limits;
 mod modern;
 mod mrtr;
+pub mod park;
 mod pipeline;
 mod record;
 mod refusal;

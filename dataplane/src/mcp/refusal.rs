@@ -407,6 +407,19 @@ impl Refusal {
         .audited_as(why)
     }
 
+    /// An MRTR retry for a parked call that is not waiting (any more) or lacks its answer
+    /// (`-32602`): nothing is sent upstream ([`super::park`]).
+    pub fn input_not_awaited(message: impl Into<Text>) -> Self {
+        Self::new(
+            "input_not_awaited",
+            Blame::Agent,
+            Outcome::Rejected,
+            400,
+            Form::JsonRpc(code::INVALID_PARAMS, None),
+        )
+        .says(message)
+    }
+
     /// A legacy method sent the modern way (`initialize` with modern `_meta`, a session DELETE).
     pub fn not_in_modern(message: &'static str) -> Self {
         Self::new(

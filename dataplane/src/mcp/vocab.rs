@@ -109,7 +109,7 @@ pub(crate) struct ModernCall {
 /// 2026-07-28 request — its per-request metadata (`None`: a 2025-era session's request).
 #[derive(Clone, Copy)]
 pub(crate) struct Cx<'a> {
-    pub shard: &'a Shard,
+    pub shard: &'a Rc<Shard>,
     pub snap: &'a Arc<Snapshot>,
     pub meta: &'a Meta,
     pub caller: &'a Caller,
