@@ -35,6 +35,9 @@ pub enum HarnessError {
     Runtime(std::io::Error),
 }
 
+/// Where [`Harness::audit_sink`] sends records.
+pub type AuditSink = Box<dyn FnMut(Record)>;
+
 /// The protocol version the conveniences speak.
 pub const PROTOCOL_VERSION: &str = "2025-06-18";
 
@@ -53,6 +56,8 @@ pub struct Harness {
     audit: RefCell<Vec<Record>>,
     /// Set by [`Harness::stall_audit`]: the queue is not drained (a writer blocked on its sink).
     audit_stalled: Cell<bool>,
+    /// Set by [`Harness::audit_sink`]: each record goes there instead of into `audit`.
+    sink: RefCell<Option<AuditSink>>,
     /// Sibling shards made by [`Harness::send_on`], by id (1..).
     siblings: RefCell<Vec<Rc<Shard>>>,
 }
@@ -105,6 +110,7 @@ impl Harness {
             mcp_path,
             audit: RefCell::default(),
             audit_stalled: Cell::new(false),
+            sink: RefCell::default(),
             siblings: RefCell::default(),
         }
     }
@@ -339,6 +345,12 @@ impl Harness {
         }
     }
 
+    /// Hand every record from now on to `sink` (what a benchmark's writer does with it)
+    /// instead of keeping it for [`Harness::take_audit`].
+    pub fn audit_sink(&self, sink: AuditSink) {
+        *self.sink.borrow_mut() = Some(sink);
+    }
+
     /// Take the queued records and acknowledge them written; how many.
     fn collect_audit(&self) -> usize {
         if self.audit_stalled.get() {
@@ -346,9 +358,13 @@ impl Harness {
         }
         let q = &self.shard.shared.audit;
         let mut audit = self.audit.borrow_mut();
+        let mut sink = self.sink.borrow_mut();
         let mut acks = Vec::new();
         while let Some(t) = q.pop() {
-            audit.push(t.record);
+            match sink.as_mut() {
+                Some(f) => f(t.record),
+                None => audit.push(t.record),
+            }
             acks.push(t.ack);
         }
         let n = acks.len();
