@@ -51,8 +51,11 @@ pub struct UpstreamOptions {
     /// ([`crate::MemUpstream`]); the socket upstream speaks 2025-xx.
     pub modern: bool,
     /// Serve resources, templates, prompts and completions (and the `link` tool): see
-    /// `mem_items.rs`. In memory only ([`crate::MemUpstream`]).
+    /// `mem_items.rs`. Both upstreams; on the socket one, 2025-xx only.
     pub items: bool,
+    /// With `items`: announce no `tools` capability, so only resources and prompts are
+    /// discovered (an upstream that lists no tool). In memory, 2025-xx only.
+    pub items_only: bool,
 }
 
 /// What the upstream executed, counted whether recording is on or off (see [`TestUpstream::stats`]).
@@ -113,6 +116,8 @@ pub(crate) struct Shared {
     /// Bumped by every change of the tool list; each session's GET stream tells it.
     changes: watch::Sender<u64>,
     page_size: usize,
+    /// Resources, prompts and completions (`UpstreamOptions::items`).
+    items: bool,
     inner: Mutex<Inner>,
     shutdown: watch::Receiver<bool>,
 }
@@ -148,6 +153,7 @@ impl TestUpstream {
             tools: opts.tools.into(),
             changes: watch::channel(0).0,
             page_size: opts.page_size,
+            items: opts.items,
             inner: Mutex::new(Inner {
                 mode: opts.mode,
                 recording: true,
@@ -344,6 +350,14 @@ async fn post(shared: &Arc<Shared>, headers: &HeaderMap, body: Value) -> Respons
     if method.starts_with("notifications/") {
         return StatusCode::ACCEPTED.into_response();
     }
+    if shared.items
+        && let Some(r) = crate::mem_items::answer(method, &params, shared.page_size)
+    {
+        return match r {
+            Ok(r) => rpc_result(&id, &r),
+            Err((code, m)) => rpc_error(&id, code, &m),
+        };
+    }
     match method {
         "ping" => rpc_result(&id, &json!({})),
         "tools/list" => tools::list(shared, &id, &params),
@@ -379,9 +393,13 @@ fn initialize(shared: &Shared, id: Value, params: &Value) -> Response {
         .unwrap_or(DEFAULT_PROTOCOL_VERSION);
     let session = random_hex(16);
     lock(&shared.inner).sessions.insert(session.clone());
+    let mut caps = json!({ "tools": { "listChanged": true } });
+    if shared.items {
+        crate::mem_items::capabilities(&mut caps);
+    }
     let result = json!({
         "protocolVersion": version,
-        "capabilities": { "tools": { "listChanged": true } },
+        "capabilities": caps,
         "serverInfo": { "name": "test-upstream", "version": "1" },
         "instructions": "Test upstream.",
     });
