@@ -15,3 +15,4 @@ mod routing;
 mod sessions;
 mod streams;
 mod tokens;
+mod versions;

@@ -8,6 +8,7 @@ use monoio::io::AsyncWriteRent;
 use serde_json::value::RawValue;
 
 use super::delegate::session_auth;
+use super::http::{self, UPSTREAM_VERSION};
 use super::items;
 use super::modern::{self, Shape};
 use super::pipeline::send;
@@ -77,7 +78,10 @@ async fn collect_response(
     }
 }
 
-/// Open (once) the gateway's session with `up` for this client session.
+/// Open (once) the gateway's session with `up` for this client session: `initialize` asks
+/// for the newest 2025 revision ([`UPSTREAM_VERSION`]) whatever the client's, and the
+/// upstream's answer, if Warden speaks it, is the `MCP-Protocol-Version` of every later
+/// request in that session; any other answer is refused ([`UpError::UnsupportedVersion`]).
 async fn ensure_upstream_session(
     shard: &Shard,
     session: &Session,
@@ -96,7 +100,7 @@ async fn ensure_upstream_session(
     if !params.is_object() {
         params = serde_json::json!({});
     }
-    params["protocolVersion"] = serde_json::Value::String(session.protocol_version.clone());
+    params["protocolVersion"] = serde_json::Value::String(UPSTREAM_VERSION.to_owned());
     if params.get("capabilities").is_none() {
         params["capabilities"] = serde_json::json!({});
     }
@@ -104,7 +108,7 @@ async fn ensure_upstream_session(
         serde_json::json!({"name": "warden", "version": env!("CARGO_PKG_VERSION")});
     let body = rewrite::upstream_request(gid, "initialize", &params.to_string());
     let auth = session_auth(shard, up).await?;
-    let h = headers(None, exposed(&auth), &session.protocol_version);
+    let h = headers(None, exposed(&auth), UPSTREAM_VERSION);
     let resp = upstream::send(
         &shard.pool,
         up,
@@ -126,6 +130,20 @@ async fn ensure_upstream_session(
         .and_then(|x| x.as_str())
         .ok_or(UpError::BadResponse)?
         .to_owned();
+    if !http::speaks(&version) {
+        tracing::warn!(upstream = %up.name, version = ?version, "Upstream session refused: unsupported protocol version");
+        // The session it opened is ended again (best effort), in the revision it asked for.
+        let asked = UpstreamSession {
+            session_id: sid,
+            protocol_version: UPSTREAM_VERSION.to_owned(),
+        };
+        if asked.session_id.is_some() {
+            let h = headers(Some(&asked), exposed(&auth), UPSTREAM_VERSION);
+            let _ =
+                upstream::send(&shard.pool, up, "DELETE", &h, b"", up.timeout, Replay::Safe).await;
+        }
+        return Err(UpError::UnsupportedVersion);
+    }
     let us = UpstreamSession {
         session_id: sid,
         protocol_version: version,
@@ -165,6 +183,7 @@ fn error_kind(e: &UpError) -> &'static str {
         UpError::Credential => "credential",
         UpError::CredentialExpired => "credential_expired",
         UpError::Tls => "tls",
+        UpError::UnsupportedVersion => "unsupported_version",
     }
 }
 

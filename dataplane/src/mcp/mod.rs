@@ -26,7 +26,7 @@ mod stream;
 mod vocab;
 
 pub use forward::announces_list_change;
-pub use http::{SUPPORTED_VERSIONS, negotiate_version};
+pub use http::{SUPPORTED_VERSIONS, UPSTREAM_VERSION, negotiate_version, speaks};
 pub use pipeline::Gateway;
 pub use refusal::Blame;
 /// Re-exported for `bench/` only: routing is otherwise reachable only through a live shard.
