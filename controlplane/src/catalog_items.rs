@@ -134,6 +134,20 @@ pub fn build_items(upstreams: &[Arc<Upstream>], found: &HashMap<u32, Discovered>
     t
 }
 
+/// The upstreams (by name, in config order) that serve something of `t`: each is decided
+/// by an upstream policy slice of its own, whether or not it also lists tools.
+pub fn serving_upstreams(upstreams: &[Arc<Upstream>], t: &ItemTable) -> Vec<String> {
+    let mut idx: Vec<usize> = (t.prompts.values().map(|p| p.upstream))
+        .chain(t.resources.iter().map(|r| r.upstream))
+        .chain(t.templates.iter().map(|r| r.upstream))
+        .collect();
+    idx.sort_unstable();
+    idx.dedup();
+    (idx.into_iter())
+        .filter_map(|i| upstreams.get(i).map(|u| u.name.clone()))
+        .collect()
+}
+
 /// The `resources`, `prompts` and `completions` capabilities: present when any upstream
 /// serves them; `resources.subscribe` when one of those announces it (subscriptions are
 /// routed like reads). List changes are not announced: the lists are the catalog's,

@@ -6,6 +6,7 @@
 mod aggregate;
 mod audit;
 mod delegation;
+mod discovery;
 mod dpop;
 mod env;
 mod eras;
