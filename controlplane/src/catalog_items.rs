@@ -150,8 +150,9 @@ pub fn serving_upstreams(upstreams: &[Arc<Upstream>], t: &ItemTable) -> Vec<Stri
 
 /// The `resources`, `prompts` and `completions` capabilities: present when any upstream
 /// serves them; `resources.subscribe` when one of those announces it (subscriptions are
-/// routed like reads). List changes are not announced: the lists are the catalog's,
-/// refreshed on reload and on an upstream's own list change (rediscovery).
+/// routed like reads). `listChanged` on both: the lists are the catalog's, refreshed on
+/// reload and on an upstream's own list change (rediscovery), and the client streams tell
+/// each caller when what it may see of them changed (`dataplane::mcp::stream`).
 pub fn capabilities(
     caps: &mut Value,
     upstreams: &[Arc<Upstream>],
@@ -166,7 +167,7 @@ pub fn capabilities(
     let serving =
         || all().filter(|d| !d.items.resources.is_empty() || !d.items.templates.is_empty());
     if serving().next().is_some() {
-        caps["resources"] = serde_json::json!({});
+        caps["resources"] = serde_json::json!({"listChanged": true});
         let subscribe = |d: &Discovered| {
             d.capabilities.pointer("/resources/subscribe") == Some(&Value::Bool(true))
         };
@@ -175,7 +176,7 @@ pub fn capabilities(
         }
     }
     if all().any(|d| !d.items.prompts.is_empty()) {
-        caps["prompts"] = serde_json::json!({});
+        caps["prompts"] = serde_json::json!({"listChanged": true});
     }
     if all().any(|d| d.capabilities.get("completions").is_some()) {
         caps["completions"] = serde_json::json!({});
