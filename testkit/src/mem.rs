@@ -129,6 +129,9 @@ pub(crate) struct UpstreamInner {
     drops: HashMap<String, usize>,
     /// Set by [`MemUpstream::answer_protocol`]: what `initialize` answers, whatever was asked.
     answer_version: Option<String>,
+    /// Session id → messages its next GET stream carries ([`MemUpstream::notify`]); a
+    /// session without an entry gets 405 for GET.
+    pending: HashMap<String, Vec<Value>>,
 }
 
 /// The test MCP server without a socket: the same tools as [`crate::TestUpstream`] (`echo`,
@@ -198,6 +201,18 @@ impl MemUpstream {
     /// (an upstream that speaks only that revision, or one Warden does not know).
     pub fn answer_protocol(&self, version: &str) {
         lock(&self.inner).answer_version = Some(version.to_owned());
+    }
+
+    /// Queue `message` for session `session`'s GET stream: the next GET of that session
+    /// answers every queued message as an SSE stream and ends it. GET is 405 for a session
+    /// never notified (an upstream without a server→client stream).
+    pub fn notify(&self, session: &str, message: Value) {
+        let mut inner = lock(&self.inner);
+        inner
+            .pending
+            .entry(session.to_owned())
+            .or_default()
+            .push(message);
     }
 
     /// Requests with JSON-RPC `method` received (answered or not); `DELETE` counts session ends.
@@ -429,8 +444,26 @@ impl FakeUpstream for MemUpstream {
                 }
                 Err(e) => e,
             },
+            "GET" => self.get_stream(req),
             _ => PeerReply::status(405).with_header("allow", "POST, DELETE"),
         }
+    }
+}
+
+impl MemUpstream {
+    /// A session's GET stream: what [`MemUpstream::notify`] queued for it, then the end.
+    fn get_stream(&self, req: &PeerRequest) -> PeerReply {
+        let id = match self.session(req) {
+            Ok(id) => id,
+            Err(e) => return e,
+        };
+        let Some(queued) = lock(&self.inner).pending.get_mut(&id).map(std::mem::take) else {
+            return PeerReply::status(405).with_header("allow", "POST, DELETE");
+        };
+        let events = (queued.iter().enumerate())
+            .map(|(i, m)| sse_text(i as u64 + 1, m))
+            .collect();
+        sse(events, true)
     }
 }
 

@@ -724,11 +724,20 @@ pub fn announces_list_change(method: Option<&str>) -> bool {
 /// response stream: an error to the upstream (in the session the gateway holds), so its call
 /// goes on — or fails — without waiting for an answer that will not come.
 async fn decline_server_request(shard: &Shard, session: &Session, up: &Upstream, id: &RawValue) {
-    let body = jsonrpc::error(
-        Some(id),
-        jsonrpc::code::METHOD_NOT_FOUND,
-        "The client speaks MCP 2026-07-28 and cannot answer requests during a call through the gateway",
-    );
+    let why = "The client speaks MCP 2026-07-28 and cannot answer requests during a call through the gateway";
+    decline(shard, session, up, id, why).await;
+}
+
+/// Answer an upstream's request `id` with `-32601` and `why`, in the session the gateway
+/// holds with it (counted in `warden_server_requests_declined_total`).
+pub(super) async fn decline(
+    shard: &Shard,
+    session: &Session,
+    up: &Upstream,
+    id: &RawValue,
+    why: &str,
+) {
+    let body = jsonrpc::error(Some(id), jsonrpc::code::METHOD_NOT_FOUND, why);
     metrics::counter!("warden_server_requests_declined_total", "upstream" => up.name.clone())
         .increment(1);
     send_note(shard, session, up, &body).await;

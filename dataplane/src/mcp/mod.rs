@@ -23,6 +23,7 @@ mod route_items;
 mod sessions;
 mod sse_legacy;
 mod stream;
+mod stream_relay;
 mod vocab;
 
 pub use forward::announces_list_change;

@@ -2,6 +2,8 @@
 //! `subscriptions/listen` stream. Both tell a client when the list of tools, prompts or
 //! resources it may use changes — after a policy reload, or after an upstream's list changed
 //! and the control plane published the rediscovered catalog — and nothing it did not ask for.
+//! A session's GET stream also carries its upstream sessions' resource updates and log
+//! messages outside a call (`stream_relay.rs`).
 //!
 //! A stream is bound to the caller who opened it and ends when the caller's token expires,
 //! when its session ends (DELETE, on any replica), or when the gateway drains (a
@@ -26,6 +28,7 @@ use warden_policy::Action;
 
 use super::authz::{self, Who};
 use super::http;
+use super::stream_relay;
 use super::vocab::Cx;
 use crate::http1::conn::Responder;
 use crate::session::Session;
@@ -381,9 +384,29 @@ async fn run<S: AsyncWriteRent>(
     let exp = cx.caller.claims.as_ref().map(|c| c.exp);
     let mut quiet = Duration::ZERO;
     let mut ticks: u32 = 0;
+    // A session's stream also carries its upstream sessions' messages outside a call.
+    let relaying = matches!(framing, Framing::Session { .. });
+    let mut relays = stream_relay::Relays::default();
     loop {
-        monoio::time::sleep(TICK).await;
-        quiet += TICK;
+        let relayed = match relaying {
+            true => {
+                let snap = shard.shared.snapshot.load_full();
+                (relays.wait(TICK, shard, &snap, who.session, ticks)).await
+            }
+            false => {
+                monoio::time::sleep(TICK).await;
+                None
+            }
+        };
+        match relayed {
+            Some(data) => {
+                if out.send_chunk(&event(None, &data)).await.is_err() {
+                    return End::ClientGone;
+                }
+                quiet = Duration::ZERO;
+            }
+            None => quiet += TICK,
+        }
         ticks = ticks.wrapping_add(1);
         if shard.shared.stopping.load(Ordering::Relaxed) {
             return End::Draining;
@@ -412,6 +435,9 @@ async fn run<S: AsyncWriteRent>(
                 Ok(true) => quiet = Duration::ZERO,
                 Ok(false) => {}
             }
+        }
+        if relaying {
+            relays.open_due(shard, &snap, who.session, ticks).await;
         }
         if quiet >= KEEP_ALIVE {
             if out.send_chunk(b": keep-alive\n\n").await.is_err() {
