@@ -21,12 +21,14 @@ pub(crate) fn capabilities(caps: &mut Value) {
     caps["completions"] = json!({});
 }
 
-/// The `link` tool's definition, listed after the others.
+/// The `link` tool's definition, listed after the others (in memory only).
+#[cfg(feature = "mem")]
 pub(crate) fn link_tool() -> Value {
     json!({"name": "link", "description": "Links the readme.", "inputSchema": {"type": "object"}})
 }
 
 /// The `link` tool's result.
+#[cfg(feature = "mem")]
 pub(crate) fn link_result() -> Value {
     json!({"content": [{"type": "resource_link", "uri": RESOURCES[0], "name": "readme"}]})
 }
