@@ -386,6 +386,76 @@ async fn prompt_and_resource_list_changes_are_told_to_the_callers_they_concern()
     assert_eq!((id, data.as_str()), (after, ""));
 }
 
+/// Over real sockets: a resource update the upstream sends outside a call, on the GET
+/// stream of alice's upstream session, reaches alice's GET stream at the gateway — also after
+/// the upstream stream reached its request timeout (2 s here) and was reopened — and not
+/// bob's, who holds no session with the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_resource_update_outside_a_call_reaches_the_subscribed_session() {
+    let issuer = TestIssuer::start().await;
+    let up = TestUpstream::start(testkit::UpstreamOptions {
+        items: true,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "");
+    let w = WardenProc::start(dir.path(), &yaml, free_port(), free_port()).await;
+    let c = reqwest::Client::new();
+    let url = w.url();
+    let alice = issuer.mint(&issuer.claims("alice", common::AUD, "mcp:tools"));
+    let bob = issuer.mint(&issuer.claims("bob", common::AUD, "mcp:tools"));
+    let (sid, bob_sid) = (
+        session(&c, &url, &alice).await,
+        session(&c, &url, &bob).await,
+    );
+    let sub = json!({"jsonrpc":"2.0","id":2,"method":"resources/subscribe","params":{"uri":"mem://doc/readme"}});
+    let (_, v, _) = rpc(&c, &url, &alice, Some(&sid), sub).await;
+    assert_eq!(v["result"], json!({}), "{v}");
+    let mut s = get_stream(&c, &url, &alice, &sid, None).await;
+    s.next(Duration::from_secs(5)).await.expect("priming event");
+    let mut bob_s = get_stream(&c, &url, &bob, &bob_sid, None).await;
+    bob_s
+        .next(Duration::from_secs(5))
+        .await
+        .expect("priming event");
+    // The upstream GETs of alice's upstream session (the gateway's watcher has its own).
+    let alice_up = (up.requests().iter())
+        .find(|r| r.rpc_method() == Some("resources/subscribe"))
+        .and_then(|r| r.header("mcp-session-id").map(str::to_owned))
+        .expect("alice's upstream session");
+    let opened = || {
+        (up.requests().iter())
+            .filter(|r| r.method == "GET" && r.header("mcp-session-id") == Some(&alice_up))
+            .count()
+    };
+    let wait_opened = async |n: usize| {
+        for _ in 0..100 {
+            if opened() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the gateway opened alice's upstream stream {} times",
+            opened()
+        );
+    };
+    let update = json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"mem://doc/readme"}});
+    for round in 1..=2 {
+        wait_opened(opened().max(round)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        up.notify(update.clone());
+        let v = s.message(Duration::from_secs(5)).await.expect("the update");
+        assert_eq!(v, update, "round {round}");
+        // Let the upstream stream reach its 2 s request timeout; it is reopened.
+        let before = opened();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        wait_opened(before + 1).await;
+    }
+    assert!(bob_s.message(Duration::from_millis(500)).await.is_none());
+}
+
 /// The tool names alice sees through the gateway.
 async fn tool_names(c: &reqwest::Client, url: &str, tok: &str, sid: &str) -> Vec<String> {
     let (_, v, _) = rpc(

@@ -1,6 +1,6 @@
 //! `TestUpstream`: a real MCP server (Streamable HTTP, 2025-06-18) on 127.0.0.1 that records every request.
 //! A session's GET stream tells `notifications/tools/list_changed` when [`TestUpstream::set_tools`]
-//! changes the list.
+//! changes the list, and carries what [`TestUpstream::notify`] sends.
 //! It also counts the `tools/call` requests it executed (recording on or off) and answers them at
 //! `GET /stats`, so load tests can compare what ran upstream with what their clients saw.
 
@@ -115,6 +115,8 @@ pub(crate) struct Shared {
     tools: std::sync::atomic::AtomicUsize,
     /// Bumped by every change of the tool list; each session's GET stream tells it.
     changes: watch::Sender<u64>,
+    /// Messages for every open GET stream ([`TestUpstream::notify`]).
+    notes: tokio::sync::broadcast::Sender<Value>,
     page_size: usize,
     /// Resources, prompts and completions (`UpstreamOptions::items`).
     items: bool,
@@ -152,6 +154,7 @@ impl TestUpstream {
         let shared = Arc::new(Shared {
             tools: opts.tools.into(),
             changes: watch::channel(0).0,
+            notes: tokio::sync::broadcast::channel(16).0,
             page_size: opts.page_size,
             items: opts.items,
             inner: Mutex::new(Inner {
@@ -204,6 +207,12 @@ impl TestUpstream {
             .tools
             .store(n, std::sync::atomic::Ordering::Relaxed);
         self.shared.changes.send_modify(|c| *c += 1);
+    }
+
+    /// Sends `message` on every session's open GET stream (a notification outside a call,
+    /// e.g. `notifications/resources/updated`); streams opened later do not get it.
+    pub fn notify(&self, message: Value) {
+        let _ = self.shared.notes.send(message);
     }
 
     /// Changes how the upstream answers from now on.
