@@ -27,8 +27,13 @@ pub struct Discovered {
     pub items: crate::catalog_items::Items,
 }
 
-const PROTOCOL_VERSION: &str = "2025-06-18";
-const MAX_PAGES: usize = 100;
+/// The revision discovery asks a 2025-era upstream for: the newest 2025 one. Its answer is
+/// adopted when Warden speaks it ([`dataplane::mcp::SUPPORTED_VERSIONS`]), refused otherwise.
+const PROTOCOL_VERSION: &str = dataplane::mcp::UPSTREAM_VERSION;
+/// At most this many pages of one list are read from one upstream ...
+pub(crate) const MAX_PAGES: usize = 100;
+/// ... and at most this many entries kept; either limit is logged when reached.
+pub(crate) const MAX_ITEMS: usize = 10_000;
 
 /// Why an upstream cannot be used, and so who must act: the operator's configuration
 /// (`Config`, `File`, `Spec`), name resolution (`Resolve`), or the upstream's own answers to
@@ -452,14 +457,17 @@ pub async fn discover(
     let http = http_for(http, u)?;
     let cred = credential(u)?;
     let url = u.url.to_string();
-    discover_with(Http {
+    let transport = Http {
         http: &http,
         url: &url,
         auth: auth.or_else(|| auth_header(&cred)),
         timeout: u.timeout.min(Duration::from_secs(10)),
-    })
-    .await
-    .map_err(UpstreamError::from)
+    };
+    // The span names the upstream in what discovery logs (a truncated list, a failed one).
+    let span = tracing::info_span!("discovery", upstream = %u.name);
+    tracing::Instrument::instrument(discover_with(transport), span)
+        .await
+        .map_err(UpstreamError::from)
 }
 
 /// The discovery exchange: `initialize` (adopting the upstream's protocol version),
@@ -490,8 +498,17 @@ pub(crate) async fn discover_with<T: Transport>(
     let init = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
         "protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": {"name":"warden","version":env!("CARGO_PKG_VERSION")}}});
     let r = c.post(init, Some(1)).await?.unwrap_or_default();
-    if let Some(v) = r.get("protocolVersion").and_then(Value::as_str) {
-        c.version = v.to_owned();
+    match r.get("protocolVersion").and_then(Value::as_str) {
+        Some(v) if dataplane::mcp::speaks(v) => c.version = v.to_owned(),
+        answered => {
+            if let Some(s) = c.session.clone() {
+                c.transport.delete(&s, PROTOCOL_VERSION).await;
+            }
+            return Err(DiscoveryError::Answer(format!(
+                "initialize answered protocolVersion {answered:?}; Warden speaks {}",
+                dataplane::mcp::SUPPORTED_VERSIONS.join(", ")
+            )));
+        }
     }
     let mut out = Discovered {
         instructions: r
@@ -578,8 +595,10 @@ async fn list_tools<T: Transport>(
     list_pages(c, meta.as_ref(), "tools/list", "tools", 2).await
 }
 
-/// Every page of one list method (at most `MAX_PAGES`), following `nextCursor`: the entries
-/// under `key`. Request ids count up from `first_id`.
+/// Every page of one list method, following `nextCursor`: the entries under `key`, at most
+/// [`MAX_PAGES`] pages and [`MAX_ITEMS`] entries (an upstream that pages forever, or lists a
+/// million items, cannot hold discovery or the snapshot hostage); reaching either is logged
+/// and the rest is not served. Request ids count up from `first_id`.
 pub(crate) async fn list_pages<T: Transport>(
     c: &mut Client<T>,
     meta: Option<&Value>,
@@ -587,7 +606,7 @@ pub(crate) async fn list_pages<T: Transport>(
     key: &str,
     first_id: i64,
 ) -> Result<Vec<Value>, DiscoveryError> {
-    let mut tools = Vec::new();
+    let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     for page in 0..MAX_PAGES {
         let id = first_id + page as i64;
@@ -605,18 +624,36 @@ pub(crate) async fn list_pages<T: Transport>(
             )
             .await?
             .unwrap_or_default();
-        if let Some(t) = r.get(key).and_then(Value::as_array) {
-            tools.extend(t.iter().cloned());
+        let listed = r.get(key).and_then(Value::as_array);
+        let room = MAX_ITEMS - items.len();
+        if let Some(t) = listed {
+            items.extend(t.iter().take(room).cloned());
         }
         cursor = r
             .get("nextCursor")
             .and_then(Value::as_str)
             .map(str::to_owned);
+        if listed.is_some_and(|t| t.len() > room) || (items.len() == MAX_ITEMS && cursor.is_some())
+        {
+            tracing::warn!(
+                method,
+                limit = MAX_ITEMS,
+                pages = page + 1,
+                "Upstream list truncated: item limit reached; later entries are not served"
+            );
+            return Ok(items);
+        }
         if cursor.is_none() {
-            break;
+            return Ok(items);
         }
     }
-    Ok(tools)
+    tracing::warn!(
+        method,
+        limit = MAX_PAGES,
+        entries = items.len(),
+        "Upstream list truncated: page limit reached; later pages are not served"
+    );
+    Ok(items)
 }
 
 /// Whether a namespaced tool name is acceptable to every major client.
@@ -730,3 +767,7 @@ mod tests {
         assert!(out.contains(r#"tool="crm_x\n2026"#), "escaped: {out:?}");
     }
 }
+
+#[cfg(test)]
+#[path = "catalog_tests.rs"]
+mod discovery_tests;

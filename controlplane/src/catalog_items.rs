@@ -134,10 +134,25 @@ pub fn build_items(upstreams: &[Arc<Upstream>], found: &HashMap<u32, Discovered>
     t
 }
 
+/// The upstreams (by name, in config order) that serve something of `t`: each is decided
+/// by an upstream policy slice of its own, whether or not it also lists tools.
+pub fn serving_upstreams(upstreams: &[Arc<Upstream>], t: &ItemTable) -> Vec<String> {
+    let mut idx: Vec<usize> = (t.prompts.values().map(|p| p.upstream))
+        .chain(t.resources.iter().map(|r| r.upstream))
+        .chain(t.templates.iter().map(|r| r.upstream))
+        .collect();
+    idx.sort_unstable();
+    idx.dedup();
+    (idx.into_iter())
+        .filter_map(|i| upstreams.get(i).map(|u| u.name.clone()))
+        .collect()
+}
+
 /// The `resources`, `prompts` and `completions` capabilities: present when any upstream
 /// serves them; `resources.subscribe` when one of those announces it (subscriptions are
-/// routed like reads). List changes are not announced: the lists are the catalog's,
-/// refreshed on reload and on an upstream's own list change (rediscovery).
+/// routed like reads). `listChanged` on both: the lists are the catalog's, refreshed on
+/// reload and on an upstream's own list change (rediscovery), and the client streams tell
+/// each caller when what it may see of them changed (`dataplane::mcp::stream`).
 pub fn capabilities(
     caps: &mut Value,
     upstreams: &[Arc<Upstream>],
@@ -152,7 +167,7 @@ pub fn capabilities(
     let serving =
         || all().filter(|d| !d.items.resources.is_empty() || !d.items.templates.is_empty());
     if serving().next().is_some() {
-        caps["resources"] = serde_json::json!({});
+        caps["resources"] = serde_json::json!({"listChanged": true});
         let subscribe = |d: &Discovered| {
             d.capabilities.pointer("/resources/subscribe") == Some(&Value::Bool(true))
         };
@@ -161,7 +176,7 @@ pub fn capabilities(
         }
     }
     if all().any(|d| !d.items.prompts.is_empty()) {
-        caps["prompts"] = serde_json::json!({});
+        caps["prompts"] = serde_json::json!({"listChanged": true});
     }
     if all().any(|d| d.capabilities.get("completions").is_some()) {
         caps["completions"] = serde_json::json!({});

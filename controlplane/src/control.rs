@@ -151,7 +151,9 @@ pub(crate) fn assemble(
     policy: &mut crate::policy::PolicyState,
 ) -> (Snapshot, Option<String>) {
     let tools: ToolTable = catalog::build_table(p.upstreams, p.found);
-    let (engine, error) = match policy.engine_for(p.upstreams, &tools) {
+    let items = crate::catalog_items::build_items(p.upstreams, p.found);
+    let serving = crate::catalog_items::serving_upstreams(p.upstreams, &items);
+    let (engine, error) = match policy.engine_for(p.upstreams, &tools, &serving) {
         Ok(e) => (Some(e), None),
         Err(e) => {
             tracing::error!(error = %e, "Policy does not compile; every call is denied");
@@ -172,7 +174,7 @@ pub(crate) fn assemble(
         issuers: p.issuers.iter().map(IssuerRuntime::state).collect(),
         upstreams: p.upstreams.to_vec(),
         tools: Arc::new(tools),
-        items: Arc::new(crate::catalog_items::build_items(p.upstreams, p.found)),
+        items: Arc::new(items),
     };
     (snapshot, error)
 }
@@ -524,8 +526,10 @@ impl Control {
             .successor(new.policy.clone(), tags)
             .map_err(|e| prep(format!("policy: {e}")))?;
         let tools = catalog::build_table(&upstreams, &found);
+        let items = crate::catalog_items::build_items(&upstreams, &found);
+        let serving = crate::catalog_items::serving_upstreams(&upstreams, &items);
         policy
-            .engine_for(&upstreams, &tools)
+            .engine_for(&upstreams, &tools, &serving)
             .map_err(|e| prep(format!("policy: {e}")))?;
         // Everything is prepared: commit and publish one snapshot. Shards adopt it between
         // requests; requests in flight finish on the snapshot they started with.

@@ -22,7 +22,8 @@ pub struct PolicyState {
     /// Policies supplied in code (the demo), beside the files.
     pub extra: Vec<PolicyFile>,
     engine: Option<Arc<Engine>>,
-    /// The catalog the engine was compiled for.
+    /// The catalog the engine was compiled for: its tools, then the upstreams serving
+    /// items (after an empty entry, which no tool name is).
     catalog: Vec<String>,
     generation: u64,
     /// Set when the files changed and must be recompiled.
@@ -97,14 +98,19 @@ impl PolicyState {
         Ok(next)
     }
 
-    /// The engine for this catalog: recompiled when the catalog or the files changed.
-    /// A failed recompilation keeps the previous engine (and is counted); with none, `Err`.
+    /// The engine for this catalog (its tools, and `item_upstreams`: the upstreams serving
+    /// resources or prompts, which get upstream slices even when they list no tool):
+    /// recompiled when the catalog or the files changed. A failed recompilation keeps the
+    /// previous engine (and is counted); with none, `Err`.
     pub fn engine_for(
         &mut self,
         upstreams: &[Arc<Upstream>],
         tools: &ToolTable,
+        item_upstreams: &[String],
     ) -> Result<Arc<Engine>, PolicyError> {
-        let catalog: Vec<String> = tools.order.clone();
+        let mut catalog: Vec<String> = tools.order.clone();
+        catalog.push(String::new());
+        catalog.extend(item_upstreams.iter().cloned());
         if let Some(e) = &self.engine
             && !self.dirty
             && catalog == self.catalog
@@ -136,11 +142,14 @@ impl PolicyState {
             })
             .collect();
         let generation = self.generation + 1;
-        let compiled = warden_policy::compile(&self.cfg, &self.policy_files(), &infos, generation)
-            .and_then(|live| match &self.cfg.shadow {
+        let compile = |cfg: &PolicyConfig, files: &[PolicyFile]| {
+            warden_policy::compile_catalog(cfg, files, &infos, item_upstreams, generation)
+        };
+        let compiled =
+            compile(&self.cfg, &self.policy_files()).and_then(|live| match &self.cfg.shadow {
                 Some(shadow) => {
                     let files = Self::as_files(&self.shadow_files);
-                    warden_policy::compile(&shadow.as_policy(), &files, &infos, generation)
+                    compile(&shadow.as_policy(), &files)
                         .map(|s| (live, Some(Arc::new(s))))
                         .map_err(|mut e| {
                             e.message = format!("policy.shadow: {}", e.message);

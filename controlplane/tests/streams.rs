@@ -160,13 +160,19 @@ async fn session_streams_and_subscriptions_hear_of_a_policy_reload() {
         ack["params"]["notifications"],
         json!({"toolsListChanged": true})
     );
-    // One that asks only for prompt changes is told it gets none of what it asked.
-    let mut prompts_only = listen(&c, &url, &tok, 10, json!({"promptsListChanged": true})).await;
+    // One that asks only for prompt changes (and for a kind this gateway does not tell) is
+    // told it gets the prompt changes only.
+    let filter = json!({"promptsListChanged": true, "somethingElse": true});
+    let mut prompts_only = listen(&c, &url, &tok, 10, filter).await;
     let ack = prompts_only
         .message(Duration::from_secs(5))
         .await
         .expect("ack");
-    assert_eq!(ack["params"]["notifications"], json!({}), "{ack}");
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"promptsListChanged": true}),
+        "{ack}"
+    );
     // Nothing is said while nothing changes.
     assert!(s.message(Duration::from_millis(800)).await.is_none());
 
@@ -247,6 +253,207 @@ async fn session_streams_and_subscriptions_hear_of_a_policy_reload() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+/// Prompt and resource list changes: told on the GET stream of a 2025 session and on a
+/// subscription that asked for that kind, only to the caller whose visible list changed, and
+/// only the kind that changed; a reconnect learns of each kind it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_and_resource_list_changes_are_told_to_the_callers_they_concern() {
+    const NO_SECRET_PROMPT: &str = "@id(\"no-secret-prompt\")\nforbid (principal, action == Action::\"prompts/get\", resource == Upstream::\"up0\") when { principal.sub == \"alice\" && context has item && context.item == \"up0_secret\" };\n";
+    const NO_SECRET_DOC: &str = "@id(\"no-secret-doc\")\nforbid (principal, action == Action::\"resources/read\", resource == Upstream::\"up0\") when { principal.sub == \"alice\" && context has item && context.item == \"mem://doc/secret\" };\n";
+    let issuer = TestIssuer::start().await;
+    let up = TestUpstream::start(testkit::UpstreamOptions {
+        items: true,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("items.cedar");
+    std::fs::write(&policy, V1).unwrap();
+    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "").replace(
+        "policy:\n  default: allow\n",
+        &format!(
+            "policy:\n  default: allow\n  files: [{}]\n",
+            policy.display()
+        ),
+    );
+    let w = WardenProc::start(dir.path(), &yaml, free_port(), free_port()).await;
+    let c = reqwest::Client::new();
+    let (url, quiet) = (w.url(), Duration::from_millis(1500));
+    let alice = issuer.mint(&issuer.claims("alice", common::AUD, "mcp:tools"));
+    let bob = issuer.mint(&issuer.claims("bob", common::AUD, "mcp:tools"));
+    let sid = session(&c, &url, &alice).await;
+    let bob_sid = session(&c, &url, &bob).await;
+    let mut s = get_stream(&c, &url, &alice, &sid, None).await;
+    let (primed, _) = s.next(Duration::from_secs(5)).await.expect("priming event");
+    let primed = primed.expect("an event id");
+    let mut bob_s = get_stream(&c, &url, &bob, &bob_sid, None).await;
+    bob_s
+        .next(Duration::from_secs(5))
+        .await
+        .expect("priming event");
+    let mut prompts = listen(&c, &url, &alice, 1, json!({"promptsListChanged": true})).await;
+    let mut resources = listen(
+        &c,
+        &url,
+        &alice,
+        2,
+        json!({"resourcesListChanged": true, "toolsListChanged": true}),
+    )
+    .await;
+    for (sub, asked) in [
+        (&mut prompts, json!({"promptsListChanged": true})),
+        (
+            &mut resources,
+            json!({"resourcesListChanged": true, "toolsListChanged": true}),
+        ),
+    ] {
+        let ack = sub.message(Duration::from_secs(5)).await.expect("ack");
+        assert_eq!(ack["params"]["notifications"], asked, "{ack}");
+    }
+    let reload = async |text: String| {
+        std::fs::write(&policy, text).unwrap();
+        let r = c.post(w.admin("/admin/reload")).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    };
+
+    // Alice may no longer get the secret prompt: her prompt list changed, nothing else.
+    reload(format!("{V1}{NO_SECRET_PROMPT}")).await;
+    let v = s.message(Duration::from_secs(10)).await.expect("a change");
+    assert_eq!(v["method"], "notifications/prompts/list_changed", "{v}");
+    let v = prompts
+        .message(Duration::from_secs(10))
+        .await
+        .expect("a change");
+    assert_eq!(v["method"], "notifications/prompts/list_changed", "{v}");
+    assert_eq!(
+        v["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        1
+    );
+    assert!(s.message(quiet).await.is_none(), "only the prompts");
+    assert!(resources.message(quiet).await.is_none(), "not asked");
+    assert!(bob_s.message(quiet).await.is_none(), "bob sees what he saw");
+    let (_, v, _) = rpc(
+        &c,
+        &url,
+        &alice,
+        Some(&sid),
+        json!({"jsonrpc":"2.0","id":5,"method":"prompts/list"}),
+    )
+    .await;
+    let names: Vec<&str> = (v["result"]["prompts"].as_array().unwrap().iter())
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["up0_greet"], "{v}");
+
+    // Nor read the secret document: her resource list changed.
+    reload(format!("{V1}{NO_SECRET_PROMPT}{NO_SECRET_DOC}")).await;
+    let (after, data) = s.next(Duration::from_secs(10)).await.expect("a change");
+    let v: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(v["method"], "notifications/resources/list_changed", "{v}");
+    let v = resources
+        .message(Duration::from_secs(10))
+        .await
+        .expect("a change");
+    assert_eq!(v["method"], "notifications/resources/list_changed", "{v}");
+    assert!(prompts.message(quiet).await.is_none(), "not asked");
+    assert!(bob_s.message(quiet).await.is_none());
+
+    // A reconnect from before both changes hears of both kinds, and of the tools not at all;
+    // from after them, of nothing.
+    let mut again = get_stream(&c, &url, &alice, &sid, Some(&primed)).await;
+    let mut told = Vec::new();
+    for _ in 0..2 {
+        told.push(
+            again
+                .message(Duration::from_secs(5))
+                .await
+                .expect("a change")["method"]
+                .clone(),
+        );
+    }
+    assert_eq!(
+        told,
+        [
+            "notifications/prompts/list_changed",
+            "notifications/resources/list_changed"
+        ]
+    );
+    assert!(again.message(quiet).await.is_none());
+    let mut again = get_stream(&c, &url, &alice, &sid, after.as_deref()).await;
+    let (id, data) = again.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!((id, data.as_str()), (after, ""));
+}
+
+/// Over real sockets: a resource update the upstream sends outside a call, on the GET
+/// stream of alice's upstream session, reaches alice's GET stream at the gateway — also after
+/// the upstream stream reached its request timeout (2 s here) and was reopened — and not
+/// bob's, who holds no session with the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_resource_update_outside_a_call_reaches_the_subscribed_session() {
+    let issuer = TestIssuer::start().await;
+    let up = TestUpstream::start(testkit::UpstreamOptions {
+        items: true,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = common::config_yaml(&issuer.issuer(), &[("up0".into(), up.url())], "");
+    let w = WardenProc::start(dir.path(), &yaml, free_port(), free_port()).await;
+    let c = reqwest::Client::new();
+    let url = w.url();
+    let alice = issuer.mint(&issuer.claims("alice", common::AUD, "mcp:tools"));
+    let bob = issuer.mint(&issuer.claims("bob", common::AUD, "mcp:tools"));
+    let (sid, bob_sid) = (
+        session(&c, &url, &alice).await,
+        session(&c, &url, &bob).await,
+    );
+    let sub = json!({"jsonrpc":"2.0","id":2,"method":"resources/subscribe","params":{"uri":"mem://doc/readme"}});
+    let (_, v, _) = rpc(&c, &url, &alice, Some(&sid), sub).await;
+    assert_eq!(v["result"], json!({}), "{v}");
+    let mut s = get_stream(&c, &url, &alice, &sid, None).await;
+    s.next(Duration::from_secs(5)).await.expect("priming event");
+    let mut bob_s = get_stream(&c, &url, &bob, &bob_sid, None).await;
+    bob_s
+        .next(Duration::from_secs(5))
+        .await
+        .expect("priming event");
+    // The upstream GETs of alice's upstream session (the gateway's watcher has its own).
+    let alice_up = (up.requests().iter())
+        .find(|r| r.rpc_method() == Some("resources/subscribe"))
+        .and_then(|r| r.header("mcp-session-id").map(str::to_owned))
+        .expect("alice's upstream session");
+    let opened = || {
+        (up.requests().iter())
+            .filter(|r| r.method == "GET" && r.header("mcp-session-id") == Some(&alice_up))
+            .count()
+    };
+    let wait_opened = async |n: usize| {
+        for _ in 0..100 {
+            if opened() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the gateway opened alice's upstream stream {} times",
+            opened()
+        );
+    };
+    let update = json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"mem://doc/readme"}});
+    for round in 1..=2 {
+        wait_opened(opened().max(round)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        up.notify(update.clone());
+        let v = s.message(Duration::from_secs(5)).await.expect("the update");
+        assert_eq!(v, update, "round {round}");
+        // Let the upstream stream reach its 2 s request timeout; it is reopened.
+        let before = opened();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        wait_opened(before + 1).await;
+    }
+    assert!(bob_s.message(Duration::from_millis(500)).await.is_none());
 }
 
 /// The tool names alice sees through the gateway.

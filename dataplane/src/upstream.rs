@@ -44,6 +44,12 @@ pub enum UpError {
     CredentialExpired,
     #[error("TLS handshake with the upstream failed")]
     Tls,
+    /// The upstream's `initialize` answer names a revision Warden does not speak; nothing of
+    /// the call was sent.
+    #[error(
+        "upstream answered initialize with a protocol version Warden does not speak (it speaks 2025-11-25, 2025-06-18, 2025-03-26, 2024-11-05); nothing was sent"
+    )]
+    UnsupportedVersion,
 }
 
 /// An upstream connection: plain TCP, or TLS (rustls + aws-lc-rs) over TCP (with the

@@ -196,6 +196,19 @@ pub fn compile(
     tools: &[ToolInfo],
     generation: u64,
 ) -> Result<Engine, PolicyError> {
+    compile_catalog(cfg, files, tools, &[], generation)
+}
+
+/// [`compile`] for a catalog whose upstreams may serve resources, prompts or completions
+/// without listing a tool: each of `item_upstreams` gets an upstream slice too, so its items
+/// are decided by policy like any other (a tool's upstream has one already).
+pub fn compile_catalog(
+    cfg: &PolicyConfig,
+    files: &[PolicyFile],
+    tools: &[ToolInfo],
+    item_upstreams: &[String],
+    generation: u64,
+) -> Result<Engine, PolicyError> {
     check(cfg)?;
     let types = Types::new()?;
     let arg_types = argument_types(tools);
@@ -266,6 +279,7 @@ pub fn compile(
         }
         upstreams.insert(&tool.upstream);
     }
+    upstreams.extend(item_upstreams.iter().map(String::as_str));
     let mut upstream_slices = HashMap::with_capacity(upstreams.len());
     for u in upstreams {
         let uid = ids::uid(&types.upstream, u);

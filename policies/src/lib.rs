@@ -12,7 +12,7 @@ mod schema;
 mod translate;
 
 pub use cache::DecisionCache;
-pub use compile::{CONFIG_FILE, compile};
+pub use compile::{CONFIG_FILE, compile, compile_catalog};
 pub use config::{
     DefaultDecision, PolicyConfig, PolicyError, PolicyFile, ShadowPolicy, ToolInfo, ToolRule,
 };

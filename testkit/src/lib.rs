@@ -13,7 +13,7 @@ pub mod issuer;
 mod keys;
 #[cfg(feature = "mem")]
 pub mod mem;
-#[cfg(feature = "mem")]
+// The items both upstreams serve (no in-memory dependency: the socket upstream needs them too).
 pub mod mem_items;
 #[cfg(feature = "mem")]
 mod mem_modern;

@@ -127,6 +127,11 @@ pub(crate) struct UpstreamInner {
     counts: HashMap<String, usize>,
     /// JSON-RPC method → how many more of its requests are hung up on unanswered.
     drops: HashMap<String, usize>,
+    /// Set by [`MemUpstream::answer_protocol`]: what `initialize` answers, whatever was asked.
+    answer_version: Option<String>,
+    /// Session id → messages its next GET stream carries ([`MemUpstream::notify`]); a
+    /// session without an entry gets 405 for GET.
+    pending: HashMap<String, Vec<Value>>,
 }
 
 /// The test MCP server without a socket: the same tools as [`crate::TestUpstream`] (`echo`,
@@ -136,11 +141,13 @@ pub(crate) struct UpstreamInner {
 #[derive(Debug, Default)]
 pub struct MemUpstream {
     pub(crate) tools: usize,
-    page_size: usize,
+    pub(crate) page_size: usize,
     /// 2026-07-28 only: see `mem_modern.rs`.
     pub(crate) modern: bool,
     /// Resources, prompts and completions: see `mem_items.rs`.
     pub(crate) items: bool,
+    /// No `tools` capability (`UpstreamOptions::items_only`).
+    items_only: bool,
     pub(crate) inner: Mutex<UpstreamInner>,
 }
 
@@ -151,6 +158,7 @@ impl MemUpstream {
             page_size: opts.page_size,
             modern: opts.modern,
             items: opts.items,
+            items_only: opts.items && opts.items_only,
             inner: Mutex::new(UpstreamInner {
                 mode: opts.mode,
                 ..Default::default()
@@ -187,6 +195,24 @@ impl MemUpstream {
     /// an upstream that ran them and crashed, like [`crate::DroppingUpstream`].
     pub fn hang_up_on(&self, method: &str, n: usize) {
         lock(&self.inner).drops.insert(method.to_owned(), n);
+    }
+
+    /// From now on `initialize` answers protocol version `version`, whatever it was asked
+    /// (an upstream that speaks only that revision, or one Warden does not know).
+    pub fn answer_protocol(&self, version: &str) {
+        lock(&self.inner).answer_version = Some(version.to_owned());
+    }
+
+    /// Queue `message` for session `session`'s GET stream: the next GET of that session
+    /// answers every queued message as an SSE stream and ends it. GET is 405 for a session
+    /// never notified (an upstream without a server→client stream).
+    pub fn notify(&self, session: &str, message: Value) {
+        let mut inner = lock(&self.inner);
+        inner
+            .pending
+            .entry(session.to_owned())
+            .or_default()
+            .push(message);
     }
 
     /// Requests with JSON-RPC `method` received (answered or not); `DELETE` counts session ends.
@@ -262,7 +288,7 @@ impl MemUpstream {
             return PeerReply::status(202);
         }
         if self.items
-            && let Some(r) = crate::mem_items::answer(method, &params)
+            && let Some(r) = crate::mem_items::answer(method, &params, self.page_size)
         {
             return match r {
                 Ok(r) => rpc_result(&id, &r),
@@ -296,8 +322,14 @@ impl MemUpstream {
             .filter(|v| SUPPORTED_PROTOCOL_VERSIONS.contains(v))
             .unwrap_or(DEFAULT_PROTOCOL_VERSION);
         let session = random_hex(16);
-        lock(&self.inner).sessions.insert(session.clone());
-        let mut caps = json!({ "tools": { "listChanged": true } });
+        let mut inner = lock(&self.inner);
+        inner.sessions.insert(session.clone());
+        let version = inner.answer_version.clone().unwrap_or(version.to_owned());
+        drop(inner);
+        let mut caps = match self.items_only {
+            true => json!({}),
+            false => json!({ "tools": { "listChanged": true } }),
+        };
         if self.items {
             crate::mem_items::capabilities(&mut caps);
         }
@@ -412,8 +444,26 @@ impl FakeUpstream for MemUpstream {
                 }
                 Err(e) => e,
             },
+            "GET" => self.get_stream(req),
             _ => PeerReply::status(405).with_header("allow", "POST, DELETE"),
         }
+    }
+}
+
+impl MemUpstream {
+    /// A session's GET stream: what [`MemUpstream::notify`] queued for it, then the end.
+    fn get_stream(&self, req: &PeerRequest) -> PeerReply {
+        let id = match self.session(req) {
+            Ok(id) => id,
+            Err(e) => return e,
+        };
+        let Some(queued) = lock(&self.inner).pending.get_mut(&id).map(std::mem::take) else {
+            return PeerReply::status(405).with_header("allow", "POST, DELETE");
+        };
+        let events = (queued.iter().enumerate())
+            .map(|(i, m)| sse_text(i as u64 + 1, m))
+            .collect();
+        sse(events, true)
     }
 }
 

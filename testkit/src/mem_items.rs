@@ -21,12 +21,14 @@ pub(crate) fn capabilities(caps: &mut Value) {
     caps["completions"] = json!({});
 }
 
-/// The `link` tool's definition, listed after the others.
+/// The `link` tool's definition, listed after the others (in memory only).
+#[cfg(feature = "mem")]
 pub(crate) fn link_tool() -> Value {
     json!({"name": "link", "description": "Links the readme.", "inputSchema": {"type": "object"}})
 }
 
 /// The `link` tool's result.
+#[cfg(feature = "mem")]
 pub(crate) fn link_result() -> Value {
     json!({"content": [{"type": "resource_link", "uri": RESOURCES[0], "name": "readme"}]})
 }
@@ -36,8 +38,46 @@ fn doc(uri: &str) -> Option<&str> {
 }
 
 /// The answer to one item method: `Some(Ok(result))`, `Some(Err((code, message)))` (the
-/// 2025 codes: -32002 for an unknown resource), or `None` when `method` is not one.
-pub(crate) fn answer(method: &str, params: &Value) -> Option<Result<Value, (i64, String)>> {
+/// 2025 codes: -32002 for an unknown resource), or `None` when `method` is not one. The
+/// three lists are served `page_size` entries at a time with an opaque `nextCursor`
+/// (0: one page), like `tools/list`.
+pub(crate) fn answer(
+    method: &str,
+    params: &Value,
+    page_size: usize,
+) -> Option<Result<Value, (i64, String)>> {
+    let key = match method {
+        "resources/list" => "resources",
+        "resources/templates/list" => "resourceTemplates",
+        "prompts/list" => "prompts",
+        _ => return whole(method, params),
+    };
+    let r = whole(method, params)?;
+    Some(r.and_then(|r| page(r, key, page_size, params)))
+}
+
+/// One page of the list under `key` in `r`, from `params.cursor`.
+fn page(mut r: Value, key: &str, page_size: usize, params: &Value) -> Result<Value, (i64, String)> {
+    let all = r[key].as_array().cloned().unwrap_or_default();
+    let start = match params.get("cursor") {
+        None | Some(Value::Null) => 0,
+        Some(c) => match c.as_str().and_then(crate::upstream::tools::decode_cursor) {
+            Some(n) if n <= all.len() => n,
+            _ => return Err((-32602, "invalid cursor".into())),
+        },
+    };
+    let end = match page_size {
+        0 => all.len(),
+        n => all.len().min(start + n),
+    };
+    r[key] = Value::Array(all[start..end].to_vec());
+    if end < all.len() {
+        r["nextCursor"] = Value::String(crate::upstream::tools::encode_cursor(end));
+    }
+    Ok(r)
+}
+
+fn whole(method: &str, params: &Value) -> Option<Result<Value, (i64, String)>> {
     let s = |p: &str| params.pointer(p).and_then(Value::as_str).unwrap_or("");
     let r = match method {
         "resources/list" => Ok(json!({"resources": RESOURCES.iter().map(|u| json!({

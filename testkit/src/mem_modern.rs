@@ -71,7 +71,7 @@ impl MemUpstream {
             return modern_error(400, &id, -32020, "Mcp-Name mismatch");
         }
         if self.items
-            && let Some(r) = crate::mem_items::answer(method, params)
+            && let Some(r) = crate::mem_items::answer(method, params, self.page_size)
         {
             return match r {
                 Ok(r) => complete(&id, r),

@@ -1,6 +1,6 @@
 //! `TestUpstream`: a real MCP server (Streamable HTTP, 2025-06-18) on 127.0.0.1 that records every request.
 //! A session's GET stream tells `notifications/tools/list_changed` when [`TestUpstream::set_tools`]
-//! changes the list.
+//! changes the list, and carries what [`TestUpstream::notify`] sends.
 //! It also counts the `tools/call` requests it executed (recording on or off) and answers them at
 //! `GET /stats`, so load tests can compare what ran upstream with what their clients saw.
 
@@ -51,8 +51,11 @@ pub struct UpstreamOptions {
     /// ([`crate::MemUpstream`]); the socket upstream speaks 2025-xx.
     pub modern: bool,
     /// Serve resources, templates, prompts and completions (and the `link` tool): see
-    /// `mem_items.rs`. In memory only ([`crate::MemUpstream`]).
+    /// `mem_items.rs`. Both upstreams; on the socket one, 2025-xx only.
     pub items: bool,
+    /// With `items`: announce no `tools` capability, so only resources and prompts are
+    /// discovered (an upstream that lists no tool). In memory, 2025-xx only.
+    pub items_only: bool,
 }
 
 /// What the upstream executed, counted whether recording is on or off (see [`TestUpstream::stats`]).
@@ -112,7 +115,11 @@ pub(crate) struct Shared {
     tools: std::sync::atomic::AtomicUsize,
     /// Bumped by every change of the tool list; each session's GET stream tells it.
     changes: watch::Sender<u64>,
+    /// Messages for every open GET stream ([`TestUpstream::notify`]).
+    notes: tokio::sync::broadcast::Sender<Value>,
     page_size: usize,
+    /// Resources, prompts and completions (`UpstreamOptions::items`).
+    items: bool,
     inner: Mutex<Inner>,
     shutdown: watch::Receiver<bool>,
 }
@@ -147,7 +154,9 @@ impl TestUpstream {
         let shared = Arc::new(Shared {
             tools: opts.tools.into(),
             changes: watch::channel(0).0,
+            notes: tokio::sync::broadcast::channel(16).0,
             page_size: opts.page_size,
+            items: opts.items,
             inner: Mutex::new(Inner {
                 mode: opts.mode,
                 recording: true,
@@ -198,6 +207,12 @@ impl TestUpstream {
             .tools
             .store(n, std::sync::atomic::Ordering::Relaxed);
         self.shared.changes.send_modify(|c| *c += 1);
+    }
+
+    /// Sends `message` on every session's open GET stream (a notification outside a call,
+    /// e.g. `notifications/resources/updated`); streams opened later do not get it.
+    pub fn notify(&self, message: Value) {
+        let _ = self.shared.notes.send(message);
     }
 
     /// Changes how the upstream answers from now on.
@@ -344,6 +359,14 @@ async fn post(shared: &Arc<Shared>, headers: &HeaderMap, body: Value) -> Respons
     if method.starts_with("notifications/") {
         return StatusCode::ACCEPTED.into_response();
     }
+    if shared.items
+        && let Some(r) = crate::mem_items::answer(method, &params, shared.page_size)
+    {
+        return match r {
+            Ok(r) => rpc_result(&id, &r),
+            Err((code, m)) => rpc_error(&id, code, &m),
+        };
+    }
     match method {
         "ping" => rpc_result(&id, &json!({})),
         "tools/list" => tools::list(shared, &id, &params),
@@ -379,9 +402,13 @@ fn initialize(shared: &Shared, id: Value, params: &Value) -> Response {
         .unwrap_or(DEFAULT_PROTOCOL_VERSION);
     let session = random_hex(16);
     lock(&shared.inner).sessions.insert(session.clone());
+    let mut caps = json!({ "tools": { "listChanged": true } });
+    if shared.items {
+        crate::mem_items::capabilities(&mut caps);
+    }
     let result = json!({
         "protocolVersion": version,
-        "capabilities": { "tools": { "listChanged": true } },
+        "capabilities": caps,
         "serverInfo": { "name": "test-upstream", "version": "1" },
         "instructions": "Test upstream.",
     });

@@ -252,6 +252,7 @@ async fn upstream_mcp_flow() {
         mode: UpstreamMode::Normal,
         modern: false,
         items: false,
+        items_only: false,
     })
     .await;
     assert_eq!(up.url(), format!("http://{}/mcp", up.addr()));

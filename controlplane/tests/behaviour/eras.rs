@@ -241,11 +241,13 @@ fn both_clients_list_and_call_both_upstreams_with_the_same_policy_delegation_and
     assert_eq!(calls.len(), 6, "{recs:#?}");
     let proto =
         |r: &&dataplane::audit::Record| (r.protocol.clone().unwrap(), r.upstream_protocol.clone());
-    assert_eq!(proto(&calls[0]), (MODERN.into(), Some("2025-06-18".into())));
+    // The 2025 upstream speaks the newest 2025 revision, which Warden asks for whatever
+    // the client's.
+    assert_eq!(proto(&calls[0]), (MODERN.into(), Some("2025-11-25".into())));
     assert_eq!(proto(&calls[1]), (MODERN.into(), Some(MODERN.into())));
     assert_eq!(
         proto(&calls[2]),
-        ("2025-06-18".into(), Some("2025-06-18".into()))
+        ("2025-06-18".into(), Some("2025-11-25".into()))
     );
     assert_eq!(proto(&calls[3]), ("2025-06-18".into(), Some(MODERN.into())));
     // A denial names both revisions too.

@@ -6,6 +6,7 @@
 mod aggregate;
 mod audit;
 mod delegation;
+mod discovery;
 mod dpop;
 mod env;
 mod eras;
@@ -15,3 +16,4 @@ mod routing;
 mod sessions;
 mod streams;
 mod tokens;
+mod versions;

@@ -1,11 +1,13 @@
 //! Server→client streams on the harness: a 2026-07-28 `subscriptions/listen` ends with its
-//! graceful final result when the gateway drains, and only then.
+//! graceful final result when the gateway drains, and only then; a 2025 session's GET stream
+//! carries its upstream sessions' resource updates and log messages outside a call.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use controlplane::testing::Harness;
 use serde_json::{Value, json};
+use testkit::UpstreamOptions;
 
 use crate::env::{AUD, Env, Open};
 
@@ -81,5 +83,84 @@ fn a_subscription_gets_its_final_result_when_the_gateway_drains() {
         json!({"jsonrpc": "2.0", "id": "sub-1", "result": {"resultType": "complete",
             "_meta": {"io.modelcontextprotocol/subscriptionId": "sub-1"}}}),
         "the long-lived request's own answer"
+    );
+}
+
+/// A 2025 session's GET stream, as a conforming client opens it.
+fn get_stream(h: &Harness, token: &str, sid: &str) -> Vec<u8> {
+    h.mcp("GET")
+        .header("host", h.host())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .bearer(token)
+        .to_bytes()
+}
+
+/// `resources/subscribe` in a 2025 session (which opens the user's upstream session).
+fn subscribe(env: &Env, tok: &str, sid: &str, uri: &str) {
+    let body =
+        json!({"jsonrpc":"2.0","id":"s","method":"resources/subscribe","params":{"uri": uri}});
+    let r = env.post(Some(tok), Some(sid), &body);
+    assert_eq!(r.json()["result"], json!({}), "{}", r.text());
+}
+
+#[test]
+fn upstream_messages_outside_a_call_reach_the_session_they_belong_to_in_the_gateways_names() {
+    let opts = UpstreamOptions {
+        items: true,
+        ..Default::default()
+    };
+    let env = Env::start_with(2, opts, "");
+    let up0 = &env.upstreams[0];
+    let (alice, bob) = (env.token("alice"), env.token("bob"));
+    let (alice_sid, bob_sid) = (env.session(&alice), env.session(&bob));
+    subscribe(&env, &alice, &alice_sid, "warden://up0/mem://doc/readme");
+    // Alice's upstream session is the one up0 holds (discovery's was ended).
+    let held = up0.sessions();
+    assert_eq!(held.len(), 1, "{held:?}");
+    subscribe(&env, &bob, &bob_sid, "warden://up0/mem://doc/readme");
+    for m in [
+        json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"mem://doc/readme"}}),
+        json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"}),
+        json!({"jsonrpc":"2.0","id":5,"method":"sampling/createMessage","params":{"messages":[],"maxTokens":1}}),
+        json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","logger":"db","data":"reindexed"}}),
+    ] {
+        up0.notify(&held[0], m);
+    }
+    let shard = env.shard();
+    let (alice_s, bob_s) = env.block_on(async {
+        let mut a = Open::start(&shard, get_stream(&env, &alice, &alice_sid)).await;
+        let mut b = Open::start(&shard, get_stream(&env, &bob, &bob_sid)).await;
+        a.read(Duration::from_secs(5), |t| t.contains("reindexed"))
+            .await;
+        b.read(Duration::from_millis(1500), |_| false).await;
+        (a.text(), b.text())
+    });
+    // The update names the resource as alice subscribed to it; the log message is hers.
+    assert!(
+        alice_s.contains("notifications/resources/updated")
+            && alice_s.contains(r#""uri":"warden://up0/mem://doc/readme""#),
+        "{alice_s}"
+    );
+    assert!(alice_s.contains("notifications/message"), "{alice_s}");
+    // The upstream's list change is not relayed in its own names but rediscovered; its
+    // request is declined, not relayed.
+    assert!(!alice_s.contains("tools/list_changed"), "{alice_s}");
+    assert!(!alice_s.contains("sampling/createMessage"), "{alice_s}");
+    assert!(env.upstreams_changed().contains(&0));
+    let declined = (up0.requests().into_iter())
+        .filter(|r| r.body.get("method").is_none() && r.body["id"] == 5)
+        .map(|r| r.body["error"]["code"].clone())
+        .collect::<Vec<Value>>();
+    assert_eq!(declined, [json!(-32601)]);
+    // Bob's stream carries nothing of alice's session.
+    assert!(
+        !bob_s.contains("updated") && !bob_s.contains("reindexed"),
+        "{bob_s}"
+    );
+    assert!(
+        (up0.requests().iter()).any(|r| r.method == "GET"),
+        "the upstream streams were opened"
     );
 }

@@ -236,6 +236,23 @@ pub(crate) fn visible(shard: &Shard, snap: &Snapshot, who: &Who<'_>, tool: &str)
     )
 }
 
+/// The prompts and resources list filter: an item of upstream `up` is listed only when the
+/// decision its get or read would get is an allow.
+pub(crate) fn visible_item(
+    shard: &Shard,
+    snap: &Snapshot,
+    who: &Who<'_>,
+    action: Action,
+    up: usize,
+    item: &str,
+) -> bool {
+    let Some(u) = snap.upstreams.get(up) else {
+        return false;
+    };
+    let v = decide_item(shard, snap, who, action, &u.name, None, Some(item));
+    matches!(v, Verdict::Allow { .. })
+}
+
 /// The policy action of a non-tool method that reaches an upstream (one mapping, shared with
 /// `warden policy` and the audit replay).
 pub(crate) fn action_of(method: &str) -> Option<Action> {

@@ -8,9 +8,12 @@ use monoio::io::AsyncWriteRent;
 use serde_json::value::RawValue;
 
 use super::delegate::session_auth;
+use super::http::{self, UPSTREAM_VERSION};
 use super::items;
 use super::modern::{self, Shape};
-use super::park::{self, Outcome, Parker};
+pub(super) use super::notes::send_note;
+pub use super::notes::{client_response, close_upstream_sessions, notification};
+use super::park::{self, Parker};
 use super::pipeline::send;
 use super::record::{Audit, Open, Report};
 use super::refusal::Refusal;
@@ -23,16 +26,16 @@ use crate::jsonrpc::{self, Message};
 use crate::secret::Secret;
 use crate::session::{Session, UpstreamSession};
 use crate::shard::Shard;
-use crate::snapshot::{Snapshot, Upstream};
+use crate::snapshot::Upstream;
 use crate::upstream::{self, Replay, UpBody, UpError, UpResponse};
 
 /// The header value of a credential, for the one place it is written: the upstream request.
-fn exposed(auth: &Option<Secret<String>>) -> Option<&str> {
+pub(super) fn exposed(auth: &Option<Secret<String>>) -> Option<&str> {
     auth.as_ref().map(|a| a.expose().as_str())
 }
 
 /// Headers for an upstream request in an upstream session.
-fn headers<'a>(
+pub(super) fn headers<'a>(
     up_sess: Option<&'a UpstreamSession>,
     auth: Option<&'a str>,
     version: &'a str,
@@ -78,7 +81,10 @@ async fn collect_response(
     }
 }
 
-/// Open (once) the gateway's session with `up` for this client session.
+/// Open (once) the gateway's session with `up` for this client session: `initialize` asks
+/// for the newest 2025 revision ([`UPSTREAM_VERSION`]) whatever the client's, and the
+/// upstream's answer, if Warden speaks it, is the `MCP-Protocol-Version` of every later
+/// request in that session; any other answer is refused ([`UpError::UnsupportedVersion`]).
 async fn ensure_upstream_session(
     shard: &Shard,
     session: &Session,
@@ -97,7 +103,7 @@ async fn ensure_upstream_session(
     if !params.is_object() {
         params = serde_json::json!({});
     }
-    params["protocolVersion"] = serde_json::Value::String(session.protocol_version.clone());
+    params["protocolVersion"] = serde_json::Value::String(UPSTREAM_VERSION.to_owned());
     if params.get("capabilities").is_none() {
         params["capabilities"] = serde_json::json!({});
     }
@@ -105,7 +111,7 @@ async fn ensure_upstream_session(
         serde_json::json!({"name": "warden", "version": env!("CARGO_PKG_VERSION")});
     let body = rewrite::upstream_request(gid, "initialize", &params.to_string());
     let auth = session_auth(shard, up).await?;
-    let h = headers(None, exposed(&auth), &session.protocol_version);
+    let h = headers(None, exposed(&auth), UPSTREAM_VERSION);
     let resp = upstream::send(
         &shard.pool,
         up,
@@ -127,6 +133,20 @@ async fn ensure_upstream_session(
         .and_then(|x| x.as_str())
         .ok_or(UpError::BadResponse)?
         .to_owned();
+    if !http::speaks(&version) {
+        tracing::warn!(upstream = %up.name, version = ?version, "Upstream session refused: unsupported protocol version");
+        // The session it opened is ended again (best effort), in the revision it asked for.
+        let asked = UpstreamSession {
+            session_id: sid,
+            protocol_version: UPSTREAM_VERSION.to_owned(),
+        };
+        if asked.session_id.is_some() {
+            let h = headers(Some(&asked), exposed(&auth), UPSTREAM_VERSION);
+            let _ =
+                upstream::send(&shard.pool, up, "DELETE", &h, b"", up.timeout, Replay::Safe).await;
+        }
+        return Err(UpError::UnsupportedVersion);
+    }
     let us = UpstreamSession {
         session_id: sid,
         protocol_version: version,
@@ -166,6 +186,7 @@ fn error_kind(e: &UpError) -> &'static str {
         UpError::Credential => "credential",
         UpError::CredentialExpired => "credential_expired",
         UpError::Tls => "tls",
+        UpError::UnsupportedVersion => "unsupported_version",
     }
 }
 
@@ -436,7 +457,8 @@ pub(super) async fn mcp<S: AsyncWriteRent>(
                 && let Some((marker, answer)) = park::resuming(&params)
             {
                 let outcome = park::resume(shard, &marker, answer, up.timeout).await?;
-                return resumed(cx, up, outcome, client_id, out, &mut open, &shape, uris).await;
+                return park::answer(cx, up, outcome, client_id, out, &mut open, &shape, uris)
+                    .await;
             }
             exchange(shard, session, up, &fwd.method, &params, &call, client_id).await
         }
@@ -755,51 +777,6 @@ pub(super) async fn relay<S: AsyncWriteRent>(
     }
 }
 
-/// The answer to a modern client's retry that resumed a parked call ([`super::park`]): the
-/// upstream's final answer, or its next request for input, in the client's revision, sent
-/// once its record is written.
-#[allow(clippy::too_many_arguments)]
-async fn resumed<S: AsyncWriteRent>(
-    cx: &Cx<'_>,
-    up: &Upstream,
-    outcome: Outcome,
-    client_id: &RawValue,
-    out: Option<&mut Responder<'_, S>>,
-    open: &mut Open<'_>,
-    shape: &Shape<'_>,
-    uris: Option<&str>,
-) -> Result<(Option<Vec<u8>>, Report), Refusal> {
-    let body = match outcome {
-        Outcome::Done(b) => match Message::parse(&b) {
-            Ok(m) if m.method.is_none() => {
-                items::outbound(uris, rewrite::reframe(&m, Some(client_id), None))
-            }
-            _ => return Err(upstream_refusal(up, &UpError::BadResponse)),
-        },
-        Outcome::Asks(method, params, marker) => {
-            park::input_required(client_id, &method, &params, &marker)
-        }
-        Outcome::Failed(why) => {
-            let e = format!("Upstream '{}' failed after the input: {why}", up.name);
-            return Err(Refusal::upstream("upstream_after_input", e.clone(), e));
-        }
-    };
-    let ok = Report {
-        upstream_status: Some(200),
-        failure: None,
-        upstream_ms: None,
-    };
-    let body = shape.apply(body);
-    match out {
-        Some(out) => {
-            open.settle(cx.shard, &ok).await;
-            send(out, Response::json(shape.status(&body), body), cx.cors).await;
-            Ok((None, ok))
-        }
-        None => Ok((Some(body), ok)),
-    }
-}
-
 /// `notifications/{tools,prompts,resources}/list_changed`.
 pub fn announces_list_change(method: Option<&str>) -> bool {
     matches!(
@@ -821,11 +798,20 @@ pub(super) async fn decline_server_request(
     up: &Upstream,
     id: &RawValue,
 ) {
-    let body = jsonrpc::error(
-        Some(id),
-        jsonrpc::code::METHOD_NOT_FOUND,
-        "The client speaks MCP 2026-07-28 and cannot answer requests during a call through the gateway",
-    );
+    let why = "The client speaks MCP 2026-07-28 and cannot answer requests during a call through the gateway";
+    decline(shard, session, up, id, why).await;
+}
+
+/// Answer an upstream's request `id` with `-32601` and `why`, in the session the gateway
+/// holds with it (counted in `warden_server_requests_declined_total`).
+pub(super) async fn decline(
+    shard: &Shard,
+    session: &Session,
+    up: &Upstream,
+    id: &RawValue,
+    why: &str,
+) {
+    let body = jsonrpc::error(Some(id), jsonrpc::code::METHOD_NOT_FOUND, why);
     metrics::counter!("warden_server_requests_declined_total", "upstream" => up.name.clone())
         .increment(1);
     send_note(shard, session, up, &body).await;
@@ -842,100 +828,6 @@ pub(super) fn write_event(buf: &mut Vec<u8>, id: Option<&str>, data: &[u8]) {
     buf.extend_from_slice(b"data: ");
     buf.extend_from_slice(data);
     buf.extend_from_slice(b"\n\n");
-}
-
-/// A client notification: cancellations are mapped to the upstream's id; others go to the passthrough upstream.
-pub async fn notification(
-    shard: &Shard,
-    snap: &Arc<Snapshot>,
-    session: &Arc<Session>,
-    msg: &Message<'_>,
-) {
-    let method = msg.method.as_deref().unwrap_or("");
-    match method {
-        "notifications/initialized" => {}
-        "notifications/cancelled" => {
-            let Some(params) = msg.params else { return };
-            let Ok(mut p) = serde_json::from_str::<serde_json::Value>(params.get()) else {
-                return;
-            };
-            let Some(req_id) = p.get("requestId").map(|v| v.to_string()) else {
-                return;
-            };
-            let Some((uid, gid)) = session.inflight.get(&req_id).map(|e| *e.value()) else {
-                return;
-            };
-            let Some(up) = snap.upstreams.iter().find(|u| u.id == uid) else {
-                return;
-            };
-            p["requestId"] = serde_json::Value::from(gid);
-            let body =
-                format!(r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{p}}}"#);
-            send_note(shard, session, up, body.as_bytes()).await;
-        }
-        _ => {
-            if let Some(u) = snap.settings.passthrough_upstream {
-                let body = rewrite::reframe(msg, None, None);
-                send_note(shard, session, &snap.upstreams[u], &body).await;
-            }
-        }
-    }
-}
-
-pub(super) async fn send_note(shard: &Shard, session: &Session, up: &Upstream, body: &[u8]) {
-    let Some(us) = session.upstream_sessions.get(&up.id).map(|s| s.clone()) else {
-        return;
-    };
-    let Ok(auth) = session_auth(shard, up).await else {
-        return;
-    };
-    let h = headers(Some(&us), exposed(&auth), &us.protocol_version);
-    let sent = upstream::send(&shard.pool, up, "POST", &h, body, up.timeout, Replay::Never);
-    if let Err(e) = sent.await {
-        tracing::debug!(upstream = %up.name, error = %e, "Notification not delivered");
-    }
-}
-
-/// A client's response to a server→client request: route it back by the wrapped id.
-pub async fn client_response(
-    shard: &Shard,
-    snap: &Arc<Snapshot>,
-    session: &Arc<Session>,
-    msg: &Message<'_>,
-) {
-    if super::input_bridge::deliver_answer(session, msg) {
-        return;
-    }
-    let Some((uid, orig)) = msg.id.and_then(rewrite::unwrap_server_id) else {
-        return;
-    };
-    let Some(up) = snap.upstreams.iter().find(|u| u.id == uid) else {
-        return;
-    };
-    let body = rewrite::reframe(msg, Some(&orig), None);
-    send_note(shard, session, up, &body).await;
-}
-
-/// DELETE: end the gateway's upstream sessions too (best effort).
-pub async fn close_upstream_sessions(shard: &Shard, snap: &Arc<Snapshot>, session: &Session) {
-    let ids: Vec<(u32, UpstreamSession)> = session
-        .upstream_sessions
-        .iter()
-        .map(|e| (*e.key(), e.value().clone()))
-        .collect();
-    for (uid, us) in ids {
-        let Some(up) = snap.upstreams.iter().find(|u| u.id == uid) else {
-            continue;
-        };
-        if us.session_id.is_none() {
-            continue;
-        }
-        let Ok(auth) = session_auth(shard, up).await else {
-            continue;
-        };
-        let h = headers(Some(&us), exposed(&auth), &us.protocol_version);
-        let _ = upstream::send(&shard.pool, up, "DELETE", &h, b"", up.timeout, Replay::Safe).await;
-    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,15 @@ use crate::snapshot::Settings;
 /// Protocol revisions served (stateful Streamable HTTP), newest first.
 pub const SUPPORTED_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 
+/// The revision Warden asks a 2025-era upstream for when it opens a session: the newest it
+/// serves. The upstream may answer an older one; any of [`SUPPORTED_VERSIONS`] is accepted.
+pub const UPSTREAM_VERSION: &str = SUPPORTED_VERSIONS[0];
+
+/// Whether an upstream's answer to `initialize` names a revision Warden speaks.
+pub fn speaks(version: &str) -> bool {
+    SUPPORTED_VERSIONS.contains(&version)
+}
+
 /// The version to answer `initialize` with: the client's if supported, else the newest.
 pub fn negotiate_version(requested: Option<&str>) -> &'static str {
     requested

@@ -14,6 +14,7 @@ pub mod items;
 mod limits;
 mod modern;
 mod mrtr;
+mod notes;
 pub mod park;
 mod pipeline;
 mod record;
@@ -24,10 +25,11 @@ mod route_items;
 mod sessions;
 mod sse_legacy;
 mod stream;
+mod stream_relay;
 mod vocab;
 
 pub use forward::announces_list_change;
-pub use http::{SUPPORTED_VERSIONS, negotiate_version};
+pub use http::{SUPPORTED_VERSIONS, UPSTREAM_VERSION, negotiate_version, speaks};
 pub use pipeline::Gateway;
 pub use refusal::Blame;
 /// Re-exported for `bench/` only: routing is otherwise reachable only through a live shard.

@@ -57,9 +57,9 @@ pub(super) async fn serve<S: AsyncWriteRent>(
         return Err(Refusal::removed_in_modern(method, instead).modern());
     }
     if method == "subscriptions/listen" {
-        let wants_tools = listen_filter(msg)?;
+        let wants = listen_filter(msg)?;
         let session = sessions::owned(cx, &m);
-        return Ok(stream::listen(cx, &session, id, wants_tools, out).await);
+        return Ok(stream::listen(cx, &session, id, wants, out).await);
     }
     let binding = era::name_field(method).map(|f| {
         let name = field_of(msg, f).unwrap_or_default();
@@ -112,16 +112,20 @@ fn removed(method: &str) -> Option<&'static str> {
     })
 }
 
-/// A `subscriptions/listen` filter: whether it asks for `toolsListChanged` (the one kind
-/// this gateway tells; the acknowledgment says so). A filter that is not an object is `-32602`.
-fn listen_filter(msg: &Message<'_>) -> Result<bool, Refusal> {
+/// A `subscriptions/listen` filter: which of `toolsListChanged`, `promptsListChanged` and
+/// `resourcesListChanged` it asks for (the kinds this gateway tells, in
+/// [`stream::List::ALL`] order; the acknowledgment says so). A filter that is not an object
+/// is `-32602`.
+fn listen_filter(msg: &Message<'_>) -> Result<[bool; 3], Refusal> {
     let p: Map<String, Value> = msg
         .params
         .and_then(|p| serde_json::from_str(p.get()).ok())
         .unwrap_or_default();
     match p.get("notifications") {
-        None => Ok(false),
-        Some(Value::Object(n)) => Ok(n.get("toolsListChanged") == Some(&Value::Bool(true))),
+        None => Ok([false; 3]),
+        Some(Value::Object(n)) => {
+            Ok(stream::List::ALL.map(|l| n.get(l.filter_key()) == Some(&Value::Bool(true))))
+        }
         Some(_) => Err(Refusal::modern_meta_invalid(
             "params.notifications must be an object".into(),
         )),
@@ -191,16 +195,17 @@ fn discover(st: &Settings, id: &serde_json::value::RawValue) -> Vec<u8> {
 }
 
 /// The capabilities as a modern client reads them: `listChanged` is delivered on
-/// `subscriptions/listen`, which tells tool-list changes only (see [`stream`]); other kinds'
-/// `listChanged` and `resources.subscribe` are not offered.
+/// `subscriptions/listen`, which tells tool, prompt and resource list changes (see
+/// [`stream`]); `resources.subscribe` is not offered (the revision removed it), nor any
+/// other kind's `listChanged`.
 fn modern_capabilities(st: &Settings) -> Value {
     let mut caps: Value = serde_json::from_str(&st.capabilities_json).unwrap_or_else(|_| json!({}));
     if let Some(m) = caps.as_object_mut() {
         for (k, v) in m.iter_mut() {
-            if let Some(o) = v.as_object_mut()
-                && k != "tools"
-            {
-                o.remove("listChanged");
+            if let Some(o) = v.as_object_mut() {
+                if !matches!(k.as_str(), "tools" | "prompts" | "resources") {
+                    o.remove("listChanged");
+                }
                 o.remove("subscribe");
             }
         }

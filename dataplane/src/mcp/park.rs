@@ -28,8 +28,18 @@ use crate::shard::Shard;
 use crate::snapshot::Snapshot;
 use crate::upstream::SseStream;
 
+use monoio::io::AsyncWriteRent;
+
+use super::modern::Shape;
+use super::pipeline::send;
+use super::record::{Open, Report};
 use super::refusal::Refusal;
-use super::rewrite;
+use super::vocab::Cx;
+use super::{items, rewrite};
+use crate::http1::Response;
+use crate::http1::conn::Responder;
+use crate::snapshot::Upstream;
+use crate::upstream::UpError;
 
 /// What a parked call's `requestState` holds, before it is sealed.
 const MARKER: &str = "warden-parked:";
@@ -308,6 +318,51 @@ pub async fn resume(
         _ => Ok(Outcome::Failed(
             "the upstream did not answer after the input".to_owned(),
         )),
+    }
+}
+
+/// The answer to a modern client's retry that resumed a parked call ([`super::park`]): the
+/// upstream's final answer, or its next request for input, in the client's revision, sent
+/// once its record is written.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn answer<S: AsyncWriteRent>(
+    cx: &Cx<'_>,
+    up: &Upstream,
+    outcome: Outcome,
+    client_id: &RawValue,
+    out: Option<&mut Responder<'_, S>>,
+    open: &mut Open<'_>,
+    shape: &Shape<'_>,
+    uris: Option<&str>,
+) -> Result<(Option<Vec<u8>>, Report), Refusal> {
+    let body = match outcome {
+        Outcome::Done(b) => match Message::parse(&b) {
+            Ok(m) if m.method.is_none() => {
+                items::outbound(uris, rewrite::reframe(&m, Some(client_id), None))
+            }
+            _ => return Err(super::forward::upstream_refusal(up, &UpError::BadResponse)),
+        },
+        Outcome::Asks(method, params, marker) => {
+            input_required(client_id, &method, &params, &marker)
+        }
+        Outcome::Failed(why) => {
+            let e = format!("Upstream '{}' failed after the input: {why}", up.name);
+            return Err(Refusal::upstream("upstream_after_input", e.clone(), e));
+        }
+    };
+    let ok = Report {
+        upstream_status: Some(200),
+        failure: None,
+        upstream_ms: None,
+    };
+    let body = shape.apply(body);
+    match out {
+        Some(out) => {
+            open.settle(cx.shard, &ok).await;
+            send(out, Response::json(shape.status(&body), body), cx.cors).await;
+            Ok((None, ok))
+        }
+        None => Ok((Some(body), ok)),
     }
 }
 

@@ -84,9 +84,7 @@ pub(super) fn plan(
     }
     let t = &*cx.snap.items;
     let visible = |action: Action, up: usize, item: &str| {
-        let name = &cx.snap.upstreams[up].name;
-        let v = authz::decide_item(cx.shard, cx.snap, who, action, name, None, Some(item));
-        matches!(v, Verdict::Allow { .. })
+        authz::visible_item(cx.shard, cx.snap, who, action, up, item)
     };
     let local = |body| Some(Ok(Plan::Local(body)));
     match method {

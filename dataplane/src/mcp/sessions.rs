@@ -85,8 +85,9 @@ pub(super) fn initialize(cx: &Cx<'_>, msg: &Message<'_>) -> Result<Response, Ref
 /// re-made, and its upstream sessions re-opened, on the user's next call).
 const MAX_OWNED: usize = 10_000;
 
-/// The revision Warden speaks to a 2025-era upstream for a stateless caller.
-const OWNED_VERSION: &str = "2025-11-25";
+/// The 2025 revision a stateless caller's held session records (its policy context); its
+/// upstream sessions ask for [`super::http::UPSTREAM_VERSION`] like every other.
+const OWNED_VERSION: &str = super::http::UPSTREAM_VERSION;
 
 /// The session Warden holds for a stateless (2026-07-28) caller: one per user and declared
 /// capabilities on this shard. It holds the upstream sessions Warden opens with 2025-era

@@ -1,18 +1,21 @@
 //! Server→client streams: a 2025-xx session's GET stream and a 2026-07-28
-//! `subscriptions/listen` stream. Both tell a client when the list of tools it may call
-//! changes — after a policy reload, or after an upstream's list changed and the control plane
-//! published the rediscovered catalog — and nothing it did not ask for.
+//! `subscriptions/listen` stream. Both tell a client when the list of tools, prompts or
+//! resources it may use changes — after a policy reload, or after an upstream's list changed
+//! and the control plane published the rediscovered catalog — and nothing it did not ask for.
+//! A session's GET stream also carries its upstream sessions' resource updates and log
+//! messages outside a call (`stream_relay.rs`).
 //!
 //! A stream is bound to the caller who opened it and ends when the caller's token expires,
 //! when its session ends (DELETE, on any replica), or when the gateway drains (a
 //! subscription then gets its graceful final result). Changes are found by reading the
-//! snapshot generation every [`TICK`] (a shard-local atomic load); the caller's visible list
-//! is fingerprinted only when the generation moved, so an idle stream costs a timer.
+//! snapshot generation every [`TICK`] (a shard-local atomic load); the caller's visible lists
+//! are fingerprinted only when the generation moved, so an idle stream costs a timer.
 //!
-//! Resumption (2025-xx, `Last-Event-ID`): each event id is `<session tag>-<fingerprint>`; a
-//! client that reconnects with an id of its own session whose fingerprint is not the current
-//! one is told of the change at once. An id of another session is ignored. The revision
-//! 2026-07-28 has no resumption: a new `subscriptions/listen` starts afresh.
+//! Resumption (2025-xx, `Last-Event-ID`): each event id is
+//! `<session tag>-<tools>-<prompts>-<resources>` (fingerprint prefixes of what the client has
+//! been told); a client that reconnects with an id of its own session is told at once of
+//! each list whose fingerprint is not the current one. An id of another session is ignored.
+//! The revision 2026-07-28 has no resumption: a new `subscriptions/listen` starts afresh.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -21,8 +24,11 @@ use monoio::io::AsyncWriteRent;
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use warden_policy::Action;
+
 use super::authz::{self, Who};
 use super::http;
+use super::stream_relay;
 use super::vocab::Cx;
 use crate::http1::conn::Responder;
 use crate::session::Session;
@@ -60,25 +66,65 @@ impl End {
     }
 }
 
+/// The lists a stream watches, each told by its own `notifications/<list>/list_changed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum List {
+    Tools,
+    Prompts,
+    /// Resources and resource templates (one notification covers both).
+    Resources,
+}
+
+impl List {
+    /// Every list, in the order of [`Prints`].
+    pub(super) const ALL: [List; 3] = [List::Tools, List::Prompts, List::Resources];
+
+    fn method(self) -> &'static str {
+        match self {
+            List::Tools => "notifications/tools/list_changed",
+            List::Prompts => "notifications/prompts/list_changed",
+            List::Resources => "notifications/resources/list_changed",
+        }
+    }
+
+    /// The `subscriptions/listen` filter key (and acknowledgment key) asking for it.
+    pub(super) fn filter_key(self) -> &'static str {
+        match self {
+            List::Tools => "toolsListChanged",
+            List::Prompts => "promptsListChanged",
+            List::Resources => "resourcesListChanged",
+        }
+    }
+}
+
+/// What the client was last told of each list (in [`List::ALL`] order): the hex prefix of
+/// the list's fingerprint, as it stands in event ids.
+type Told = [String; 3];
+
 /// How a stream frames what it tells.
 pub(super) enum Framing<'a> {
     /// A 2025-xx session's GET stream: events carry ids for `Last-Event-ID`.
     Session { tag: String, id: &'a str },
-    /// A 2026-07-28 subscription: every message carries its id in `_meta`.
-    Subscription { id: &'a RawValue, tools: bool },
+    /// A 2026-07-28 subscription: every message carries its id in `_meta`; `wants` says
+    /// which lists it asked for (in [`List::ALL`] order).
+    Subscription { id: &'a RawValue, wants: [bool; 3] },
 }
 
 impl Framing<'_> {
-    /// The event telling the client its tools changed (`None`: it did not ask).
-    fn tools_changed(&self, fp: &[u8; 32]) -> Option<Vec<u8>> {
+    /// The event telling the client `list` changed, now that `told` is what it knows
+    /// (`None`: it did not ask).
+    fn changed(&self, list: List, told: &Told) -> Option<Vec<u8>> {
         match self {
-            Framing::Session { tag, .. } => Some(event(
-                Some(&event_id(tag, fp)),
-                br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
-            )),
-            Framing::Subscription { tools: false, .. } => None,
-            Framing::Subscription { id, .. } => {
-                let m = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed",
+            Framing::Session { tag, .. } => {
+                let m = format!(r#"{{"jsonrpc":"2.0","method":"{}"}}"#, list.method());
+                Some(event(Some(&event_id(tag, told)), m.as_bytes()))
+            }
+            Framing::Subscription { id, wants } => {
+                let i = List::ALL.iter().position(|l| *l == list)?;
+                if !wants[i] {
+                    return None;
+                }
+                let m = json!({"jsonrpc": "2.0", "method": list.method(),
                     "params": {"_meta": {META_SUBSCRIPTION: id}}});
                 Some(event(None, m.to_string().as_bytes()))
             }
@@ -91,8 +137,29 @@ pub(super) fn session_tag(session: &Session) -> String {
     crate::audit::hex(&session.id_hash[..6])
 }
 
-fn event_id(tag: &str, fp: &[u8; 32]) -> String {
-    format!("{tag}-{}", crate::audit::hex(&fp[..8]))
+/// `<session tag>-<tools>-<prompts>-<resources>`: what the client knows of each list.
+fn event_id(tag: &str, told: &Told) -> String {
+    format!("{tag}-{}-{}-{}", told[0], told[1], told[2])
+}
+
+/// Which lists a reconnect with `last` (an event id of this session, else ignored) missed a
+/// change of, and what it knew of each. An id of the earlier `<tag>-<tools>` form speaks of
+/// the tools only.
+fn resumed(last: Option<&str>, tag: &str, now: &Told) -> Told {
+    let mut knew = now.clone();
+    let Some(rest) = last
+        .and_then(|l| l.trim().strip_prefix(tag))
+        .and_then(|r| r.strip_prefix('-'))
+    else {
+        return knew;
+    };
+    let parts: Vec<&str> = rest.split('-').collect();
+    match parts.as_slice() {
+        [t, p, r] => knew = [(*t).to_owned(), (*p).to_owned(), (*r).to_owned()],
+        [t] => knew[0] = (*t).to_owned(),
+        _ => {}
+    }
+    knew
 }
 
 /// One SSE event (`id` optional).
@@ -123,9 +190,77 @@ pub(super) fn tools_fingerprint(shard: &Shard, snap: &Snapshot, who: &Who<'_>) -
             ctx.update(&[0]);
         }
     }
+    digest(ctx)
+}
+
+/// The fingerprint of the prompts `who` may see: changes exactly when its `prompts/list` would.
+fn prompts_fingerprint(shard: &Shard, snap: &Snapshot, who: &Who<'_>) -> [u8; 32] {
+    let t = &snap.items;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for name in &t.prompt_order {
+        if let Some(r) = t.prompts.get(name)
+            && authz::visible_item(shard, snap, who, Action::GetPrompt, r.upstream, name)
+        {
+            ctx.update(r.definition.get().as_bytes());
+            ctx.update(&[0]);
+        }
+    }
+    digest(ctx)
+}
+
+/// The fingerprint of the resources and templates `who` may see: changes exactly when its
+/// `resources/list` or `resources/templates/list` would.
+fn resources_fingerprint(shard: &Shard, snap: &Snapshot, who: &Who<'_>) -> [u8; 32] {
+    let t = &snap.items;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for (list, sep) in [(&t.resources, 1u8), (&t.templates, 2u8)] {
+        ctx.update(&[sep]);
+        for r in list {
+            if authz::visible_item(shard, snap, who, Action::ReadResource, r.upstream, &r.uri) {
+                ctx.update(r.definition.get().as_bytes());
+                ctx.update(&[0]);
+            }
+        }
+    }
+    digest(ctx)
+}
+
+fn digest(ctx: aws_lc_rs::digest::Context) -> [u8; 32] {
     let mut fp = [0u8; 32];
     fp.copy_from_slice(ctx.finish().as_ref());
     fp
+}
+
+/// What `who` may see of each list in `snap`, as event ids carry it.
+fn seen_now(shard: &Shard, snap: &Snapshot, who: &Who<'_>) -> Told {
+    let hex = |fp: [u8; 32]| crate::audit::hex(&fp[..8]);
+    [
+        hex(tools_fingerprint(shard, snap, who)),
+        hex(prompts_fingerprint(shard, snap, who)),
+        hex(resources_fingerprint(shard, snap, who)),
+    ]
+}
+
+/// Tell every list of `now` that differs from `told` (updating `told` as each is told, so
+/// each event's id says exactly what the client knows after it). `Err`: the client is gone.
+async fn tell<S: AsyncWriteRent>(
+    framing: &Framing<'_>,
+    told: &mut Told,
+    now: &Told,
+    out: &mut Responder<'_, S>,
+) -> Result<bool, ()> {
+    let mut sent = false;
+    for (i, list) in List::ALL.into_iter().enumerate() {
+        if told[i] == now[i] {
+            continue;
+        }
+        told[i] = now[i].clone();
+        if let Some(ev) = framing.changed(list, told) {
+            out.send_chunk(&ev).await.map_err(|_| ())?;
+            sent = true;
+        }
+    }
+    Ok(sent)
 }
 
 /// A 2025-xx session's GET stream, until it ends. Returns the status sent (200).
@@ -142,7 +277,7 @@ pub(super) async fn session_stream<S: AsyncWriteRent>(
         session_hash: cx.meta.session.as_deref(),
     };
     let snap = cx.shard.shared.snapshot.load_full();
-    let fp = tools_fingerprint(cx.shard, &snap, &who);
+    let now = seen_now(cx.shard, &snap, &who);
     let tag = session_tag(session);
     if out
         .start_stream(200, &http::sse_headers(cx.cors))
@@ -153,24 +288,29 @@ pub(super) async fn session_stream<S: AsyncWriteRent>(
     }
     // A reconnect of this session that missed a change hears of it now; otherwise the
     // priming event gives the client an id to resume from.
-    let missed = last_event_id
-        .and_then(|l| l.trim().strip_prefix(tag.as_str()))
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|seen| seen != crate::audit::hex(&fp[..8]));
-    let first = event(Some(&event_id(&tag, &fp)), b"");
+    let mut knew = resumed(last_event_id, &tag, &now);
     let framing = Framing::Session {
         tag,
         id: session_id,
     };
-    let first = match missed {
-        true => framing.tools_changed(&fp).unwrap_or(first),
-        false => first,
-    };
-    if out.send_chunk(&first).await.is_err() {
-        return 200;
+    match tell(&framing, &mut knew, &now, out).await {
+        Err(()) => return 200,
+        Ok(true) => {}
+        Ok(false) => {
+            let Framing::Session { tag, .. } = &framing else {
+                return 200;
+            };
+            if out
+                .send_chunk(&event(Some(&event_id(tag, &now)), b""))
+                .await
+                .is_err()
+            {
+                return 200;
+            }
+        }
     }
     metrics::gauge!("warden_streams_open", "kind" => "session").increment(1.0);
-    let end = run(cx, &who, &framing, snap.generation, fp, out).await;
+    let end = run(cx, &who, &framing, snap.generation, now, out).await;
     metrics::gauge!("warden_streams_open", "kind" => "session").decrement(1.0);
     metrics::counter!("warden_streams_ended_total", "kind" => "session", "why" => end.label())
         .increment(1);
@@ -179,12 +319,13 @@ pub(super) async fn session_stream<S: AsyncWriteRent>(
 }
 
 /// A 2026-07-28 `subscriptions/listen`, until it ends: the acknowledgment first (naming
-/// what is honoured: `toolsListChanged`), then the changes asked for.
+/// what is honoured of what it asked: `toolsListChanged`, `promptsListChanged`,
+/// `resourcesListChanged`; `wants` in [`List::ALL`] order), then the changes asked for.
 pub(super) async fn listen<S: AsyncWriteRent>(
     cx: &Cx<'_>,
     session: &Session,
     id: &RawValue,
-    wants_tools: bool,
+    wants: [bool; 3],
     out: &mut Responder<'_, S>,
 ) -> u16 {
     let who = Who {
@@ -193,10 +334,10 @@ pub(super) async fn listen<S: AsyncWriteRent>(
         session_hash: None,
     };
     let snap = cx.shard.shared.snapshot.load_full();
-    let fp = tools_fingerprint(cx.shard, &snap, &who);
+    let now = seen_now(cx.shard, &snap, &who);
     let mut honoured = serde_json::Map::new();
-    if wants_tools {
-        honoured.insert("toolsListChanged".into(), json!(true));
+    for (list, _) in List::ALL.iter().zip(wants).filter(|(_, w)| *w) {
+        honoured.insert(list.filter_key().into(), json!(true));
     }
     let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
         "params": {"_meta": {META_SUBSCRIPTION: id}, "notifications": honoured}});
@@ -211,12 +352,9 @@ pub(super) async fn listen<S: AsyncWriteRent>(
     {
         return 200;
     }
-    let framing = Framing::Subscription {
-        id,
-        tools: wants_tools,
-    };
+    let framing = Framing::Subscription { id, wants };
     metrics::gauge!("warden_streams_open", "kind" => "subscription").increment(1.0);
-    let end = run(cx, &who, &framing, snap.generation, fp, out).await;
+    let end = run(cx, &who, &framing, snap.generation, now, out).await;
     metrics::gauge!("warden_streams_open", "kind" => "subscription").decrement(1.0);
     metrics::counter!("warden_streams_ended_total", "kind" => "subscription", "why" => end.label())
         .increment(1);
@@ -239,16 +377,36 @@ async fn run<S: AsyncWriteRent>(
     who: &Who<'_>,
     framing: &Framing<'_>,
     mut generation: u64,
-    mut fp: [u8; 32],
+    mut known: Told,
     out: &mut Responder<'_, S>,
 ) -> End {
     let shard = cx.shard;
     let exp = cx.caller.claims.as_ref().map(|c| c.exp);
     let mut quiet = Duration::ZERO;
     let mut ticks: u32 = 0;
+    // A session's stream also carries its upstream sessions' messages outside a call.
+    let relaying = matches!(framing, Framing::Session { .. });
+    let mut relays = stream_relay::Relays::default();
     loop {
-        monoio::time::sleep(TICK).await;
-        quiet += TICK;
+        let relayed = match relaying {
+            true => {
+                let snap = shard.shared.snapshot.load_full();
+                (relays.wait(TICK, shard, &snap, who.session, ticks)).await
+            }
+            false => {
+                monoio::time::sleep(TICK).await;
+                None
+            }
+        };
+        match relayed {
+            Some(data) => {
+                if out.send_chunk(&event(None, &data)).await.is_err() {
+                    return End::ClientGone;
+                }
+                quiet = Duration::ZERO;
+            }
+            None => quiet += TICK,
+        }
         ticks = ticks.wrapping_add(1);
         if shard.shared.stopping.load(Ordering::Relaxed) {
             return End::Draining;
@@ -271,16 +429,15 @@ async fn run<S: AsyncWriteRent>(
         }
         if snap.generation != generation {
             generation = snap.generation;
-            let now_fp = tools_fingerprint(shard, &snap, who);
-            if now_fp != fp {
-                fp = now_fp;
-                if let Some(ev) = framing.tools_changed(&fp) {
-                    if out.send_chunk(&ev).await.is_err() {
-                        return End::ClientGone;
-                    }
-                    quiet = Duration::ZERO;
-                }
+            let now = seen_now(shard, &snap, who);
+            match tell(framing, &mut known, &now, out).await {
+                Err(()) => return End::ClientGone,
+                Ok(true) => quiet = Duration::ZERO,
+                Ok(false) => {}
             }
+        }
+        if relaying {
+            relays.open_due(shard, &snap, who.session, ticks).await;
         }
         if quiet >= KEEP_ALIVE {
             if out.send_chunk(b": keep-alive\n\n").await.is_err() {
@@ -288,5 +445,35 @@ async fn run<S: AsyncWriteRent>(
             }
             quiet = Duration::ZERO;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn told(t: &str, p: &str, r: &str) -> Told {
+        [t.to_owned(), p.to_owned(), r.to_owned()]
+    }
+
+    #[test]
+    fn a_resumed_id_says_what_the_client_knew_of_each_list() {
+        let now = told("t2", "p2", "r2");
+        // This session's id: each list as it was then.
+        assert_eq!(
+            resumed(Some("abc-t1-p2-r1"), "abc", &now),
+            told("t1", "p2", "r1")
+        );
+        // An id of the earlier form speaks of the tools only.
+        assert_eq!(
+            resumed(Some(" abc-t1 "), "abc", &now),
+            told("t1", "p2", "r2")
+        );
+        // Another session's id, a malformed one, or none: nothing was missed.
+        for last in [Some("xyz-t1-p1-r1"), Some("abc-t1-p1"), Some("abct1"), None] {
+            assert_eq!(resumed(last, "abc", &now), now, "{last:?}");
+        }
+        // Each event's id says what the client knows once it is read.
+        assert_eq!(event_id("abc", &now), "abc-t2-p2-r2");
     }
 }

@@ -54,11 +54,11 @@ fn tool_json(name: &str, description: &str, properties: Value) -> Value {
     })
 }
 
-fn encode_cursor(offset: usize) -> String {
+pub(crate) fn encode_cursor(offset: usize) -> String {
     URL_SAFE_NO_PAD.encode(format!("offset:{offset}"))
 }
 
-fn decode_cursor(cursor: &str) -> Option<usize> {
+pub(crate) fn decode_cursor(cursor: &str) -> Option<usize> {
     let raw = URL_SAFE_NO_PAD.decode(cursor).ok()?;
     std::str::from_utf8(&raw)
         .ok()?
@@ -206,20 +206,28 @@ pub(crate) fn sse_text(n: u64, data: &Value) -> String {
 }
 
 /// A session's GET stream: `notifications/tools/list_changed` after every change of the list,
-/// until the upstream stops.
+/// and every message [`super::TestUpstream::notify`] sends, until the upstream stops.
 pub(super) fn change_stream(shared: &Arc<Shared>) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(1);
     let mut changes = shared.changes.subscribe();
+    let mut notes = shared.notes.subscribe();
     let mut stop = shared.shutdown.clone();
     tokio::spawn(async move {
-        let note = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
+        let changed = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
         let mut n = 0;
         loop {
-            tokio::select! {
-                c = changes.changed() => if c.is_err() { return },
+            let note = tokio::select! {
+                c = changes.changed() => match c {
+                    Ok(()) => changed.clone(),
+                    Err(_) => return,
+                },
+                m = notes.recv() => match m {
+                    Ok(m) => m,
+                    Err(_) => return,
+                },
                 _ = stop.changed() => return,
                 () = tx.closed() => return,
-            }
+            };
             n += 1;
             if tx.send(Bytes::from(sse_text(n, &note))).await.is_err() {
                 return;
