@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Instruction count of one hot tools/call (and one ping) through the real pipeline
-# (bench/examples/instructions.rs) under valgrind's callgrind, counting only the measured loop
+# Instruction count of one hot tools/call (and one ping, a cold call with a never-seen token, the
+# call over two shards, ...) through the real pipeline (bench/examples/instructions.rs) under
+# valgrind's callgrind, counting only the measured loop
 # (--toggle-collect=*measured*) and dividing by N. Fails when a count exceeds its ceiling in
 # bench/instructions-ceiling.txt: instruction counts are stable on this noisy machine, wall time is not.
 #

@@ -13,6 +13,8 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/warden-target}
 BIN="$CARGO_TARGET_DIR/release"
+# The echo upstream's binary (another build of it may be given; Warden is what is measured).
+ECHO_UPSTREAM=${ECHO_UPSTREAM:-$BIN/echo-upstream}
 # FastMCP mode: the `mcp` package from PyPI in a venv outside the tree. 1.x is the release line
 # that has `mcp.server.fastmcp.FastMCP` (2.x renamed it MCPServer).
 MCP_VERSION=${MCP_VERSION:-1.30.0}
@@ -50,7 +52,7 @@ build() {
         (cd "$ROOT" && cargo build --release -q -p controlplane -p testkit) || die "build failed"
     fi
     local b
-    for b in warden echo-upstream; do [ -x "$BIN/$b" ] || die "missing $BIN/$b"; done
+    for b in "$BIN/warden" "$ECHO_UPSTREAM"; do [ -x "$b" ] || die "missing $b"; done
 }
 
 fastmcp_venv() {
@@ -119,7 +121,7 @@ jget() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]]
 start_upstream() {
     case "$MODE" in
         echo)
-            taskset -c "$SERVER_CPU" "$BIN/echo-upstream" --port "$UPSTREAM_PORT" \
+            taskset -c "$SERVER_CPU" "$ECHO_UPSTREAM" --port "$UPSTREAM_PORT" \
                 >"$WORK/upstream.out" 2>"$WORK/upstream.err" &
             UP_PID=$!; PIDS+=("$UP_PID")
             UP_URL=$(jget "$(first_line "$WORK/upstream.out" "$UP_PID")" url)
@@ -137,7 +139,10 @@ start_upstream() {
     esac
 }
 
-# Warden's full configuration (issue 12), pinned to SERVER_CPU, one shard: sets WARDEN_PID.
+# Warden's full configuration (issue 12), pinned to SERVER_CPU, WARDEN_SHARDS shards (1): sets
+# WARDEN_PID. WARDEN_WRAP (a command prefix, e.g. valgrind's) runs it under another program;
+# READY_TRIES (300) tenths of a second are waited for /readyz. AUDIT_QUEUE sets
+# audit.queue_capacity and IO_DRIVER gateway.io_driver (auto | epoll; default: Warden's).
 start_warden() {
     local password hash
     password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')
@@ -147,7 +152,8 @@ start_warden() {
 gateway:
   listen: 127.0.0.1:$WARDEN_PORT
   public_url: $PUBLIC_URL
-  shards: 1
+  shards: ${WARDEN_SHARDS:-1}
+${IO_DRIVER:+  io_driver: $IO_DRIVER}
   scopes_supported: [mcp:tools]
 admin:
   listen: 127.0.0.1:$ADMIN_PORT
@@ -191,6 +197,7 @@ policy:
 audit:
   sink: file
   dir: $WORK/audit
+${AUDIT_QUEUE:+  queue_capacity: $AUDIT_QUEUE}
 ${AUDIT_EXTRA:-}
 upstreams:
   - name: bench
@@ -208,16 +215,18 @@ upstreams:
           scopes: [bench:whoami]
 YAML
     "$BIN/warden" validate -c "$WORK/warden.yaml" 2>"$WORK/validate.err" || die "warden validate: $(cat "$WORK/validate.err")"
-    WARDEN_LOG=info taskset -c "$SERVER_CPU" "$BIN/warden" serve -c "$WORK/warden.yaml" --data-dir "$WORK/data" --shards 1 \
-        >"$WORK/warden.out" 2>"$WORK/warden.err" &
+    local wrap
+    read -r -a wrap <<<"${WARDEN_WRAP:-}"
+    WARDEN_LOG=info taskset -c "$SERVER_CPU" "${wrap[@]}" "$BIN/warden" serve -c "$WORK/warden.yaml" \
+        --data-dir "$WORK/data" --shards "${WARDEN_SHARDS:-1}" >"$WORK/warden.out" 2>"$WORK/warden.err" &
     WARDEN_PID=$!; PIDS+=("$WARDEN_PID")
     local _
-    for _ in $(seq 1 300); do
+    for _ in $(seq 1 "${READY_TRIES:-300}"); do
         if curl -fs -o /dev/null --max-time 1 "http://127.0.0.1:$ADMIN_PORT/readyz"; then return 0; fi
         kill -0 "$WARDEN_PID" 2>/dev/null || die "warden exited; see $WORK/warden.err"
         sleep 0.1
     done
-    die "warden not ready after 30 s; see $WORK/warden.err"
+    die "warden not ready after $((${READY_TRIES:-300} / 10)) s; see $WORK/warden.err"
 }
 
 # The user's token: password grant at the embedded authorization server, resource = public URL.

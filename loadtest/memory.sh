@@ -3,14 +3,15 @@
 # shard, pinned to core 0), its VmRSS / VmHWM / RssAnon from /proc/<pid>/status right after
 # /readyz answers, then after opening N MCP sessions (initialize with the user's token +
 # notifications/initialized; the ids are kept, so every session stays live), and the growth
-# per session.
+# per session, then the resident mappings from /proc/<pid>/smaps (what holds the memory).
 #
 #   loadtest/memory.sh                      # N=10000
 #   N=2000 SKIP_BUILD=1 loadtest/memory.sh
 #
 # Settings: N, CONNECTIONS (4: keep-alive connections the sessions are opened over), MODE
 # (echo | fastmcp: the upstream behind Warden; Warden answers initialize itself), BASE_PORT
-# (18181), SERVER_CPU (0), LOAD_CPU (1), SKIP_BUILD=1.
+# (18181), SERVER_CPU (0), LOAD_CPU (1), SKIP_BUILD=1, and loadtest/lib.sh's AUDIT_QUEUE,
+# IO_DRIVER and ECHO_UPSTREAM.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -33,6 +34,7 @@ start_upstream
 start_warden
 STATUS="/proc/$WARDEN_PID/status"
 cp "$STATUS" "$WORK/status-ready"
+cp "/proc/$WARDEN_PID/smaps" "$WORK/smaps-ready"
 user_token
 cp "$STATUS" "$WORK/status-login"
 
@@ -74,6 +76,7 @@ print(f"[memory] opened {len(ids)} sessions ({len(set(ids))} distinct ids)", fil
 PY
 sleep 1 # let allocator and background tasks settle before reading
 cp "$STATUS" "$WORK/status-sessions"
+cp "/proc/$WARDEN_PID/smaps" "$WORK/smaps-sessions"
 kill -0 "$WARDEN_PID" 2>/dev/null || die "warden died; see $WORK/warden.err"
 
 python3 - "$WORK/status-ready" "$WORK/status-login" "$WORK/status-sessions" "$N" "$MODE" <<'PY'
@@ -96,4 +99,39 @@ print(f"\nper held session: VmRSS {(b['VmRSS']-a['VmRSS'])/n:.2f} KiB, RssAnon {
 print("\nTSV\nmode\tsessions\trss_start_kib\trss_login_kib\thwm_login_kib\tanon_login_kib\trss_kib\thwm_kib\tanon_kib\trss_per_session_kib\tanon_per_session_kib")
 print(f"{mode}\t{n}\t{r['VmRSS']}\t{a['VmRSS']}\t{a['VmHWM']}\t{a['RssAnon']}\t{b['VmRSS']}\t{b['VmHWM']}\t{b['RssAnon']}"
       f"\t{(b['VmRSS']-a['VmRSS'])/n:.3f}\t{(b['RssAnon']-a['RssAnon'])/n:.3f}")
+PY
+
+# What holds the memory: the resident mappings, largest first (/proc/<pid>/smaps), at start and
+# with the sessions. Anonymous mappings have no name; the thread stacks are the 8 MiB ones
+# (VmStk is the main thread's), the allocator's arenas and the large allocations the rest.
+python3 - "$WORK/smaps-ready" "$WORK/smaps-sessions" <<'PY'
+import re, sys
+def maps(path):
+    out, cur = [], None
+    for line in open(path):
+        m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$", line)
+        if m:
+            cur = {"size": (int(m[2], 16) - int(m[1], 16)) // 1024, "perm": m[3], "name": m[4] or "[anon]"}
+            out.append(cur)
+        elif cur is not None and line.startswith(("Rss:", "Anonymous:")):
+            cur[line.split(":")[0]] = int(line.split()[1])
+    return out
+for label, path in (("right after ready", sys.argv[1]), ("with the sessions", sys.argv[2])):
+    ms = maps(path)
+    total = sum(m.get("Rss", 0) for m in ms)
+    by = {}
+    for m in ms:
+        name = m["name"]
+        if name == "[anon]":
+            name = f"[anon {m['perm']}, {m['size'] // 1024} MiB mapping]" if m["size"] >= 1024 else f"[anon {m['perm']}, < 1 MiB]"
+        elif "/" in name:
+            name = name.rsplit("/", 1)[1]
+        by[name] = by.get(name, [0, 0])
+        by[name][0] += m.get("Rss", 0); by[name][1] += 1
+    print(f"\nResident mappings, {label} (smaps; total Rss {total / 1024:.1f} MiB)\n")
+    print("| mapping | Rss MiB | count |")
+    print("|---|---:|---:|")
+    for name, (rss, n) in sorted(by.items(), key=lambda kv: -kv[1][0])[:12]:
+        if rss >= 256:
+            print(f"| {name} | {rss / 1024:.1f} | {n} |")
 PY

@@ -60,7 +60,7 @@ fi
 step "cargo test"
 cargo test --workspace --no-fail-fast
 
-step "instruction counts (issue 12): one hot tools/call, one ping, and the call with 1,000 more rules and with 1,000 more tools, through the real pipeline under callgrind; fails above the ceilings in bench/instructions-ceiling.txt"
+step "instruction counts (issue 12): one hot tools/call, one ping, the call with 1,000 more rules and with 1,000 more tools, a cold call (a token never seen before: verify, policy, mint) and the call over two shards, through the real pipeline under callgrind; fails above the ceilings in bench/instructions-ceiling.txt"
 bash bench/instructions.sh
 
 step "MCP conformance suites (0.1.16 and 0.2.0-alpha.12; revisions 2025-11-25 and 2026-07-28, and bridged across eras) against the upstream fixture directly and through Warden; fails when a scenario passing directly fails through Warden unless listed in tests/conformance/warden-known-gaps-*.txt, and when a listed one passes (20-90 s)"

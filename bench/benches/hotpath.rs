@@ -49,6 +49,12 @@ use testkit::MemIssuer;
     reason = "shared with the instruction-count probe, which uses the rest"
 )]
 mod fixtures;
+#[path = "../fixtures/json_bodies.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with the instruction-count probe, which uses the other parsers"
+)]
+mod json_bodies;
 use fixtures::{
     AUD, GATEWAY_CLIENT, ISSUER, LEDGER_AUD, STS_ISSUER, USER, call_body, demo_harness, ping_body,
     session_request,
@@ -278,6 +284,32 @@ fn jsonrpc_parse(c: &mut Criterion) {
                 simd_json::serde::from_slice::<SimdMessage<'_>>(&mut buf).is_ok()
             })
         });
+    }
+    g.finish();
+}
+
+/// The structural checks by body size: the serde_json path against the simd-json tape
+/// (`Message::parse_with`), on a large-`arguments` call and a large `result`, 256 B to 256 KiB.
+fn jsonrpc_sizes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("jsonrpc_sizes");
+    for (kind, make) in [
+        ("call", json_bodies::call_of_size as fn(usize) -> Vec<u8>),
+        ("result", json_bodies::result_of_size),
+    ] {
+        for bytes in [256, 1024, 2048, 4096, 16 * 1024, 64 * 1024, 256 * 1024] {
+            let body = make(bytes);
+            g.throughput(Throughput::Bytes(body.len() as u64));
+            for (name, p) in [
+                ("serde", json_bodies::Parser::Serde),
+                ("tape", json_bodies::Parser::Tape),
+            ] {
+                let mut scratch = json_bodies::Scratch::default();
+                assert!(json_bodies::parse(p, &body, &mut scratch));
+                g.bench_function(format!("{name}/{kind}/{bytes}"), |b| {
+                    b.iter(|| json_bodies::parse(p, black_box(&body), &mut scratch))
+                });
+            }
+        }
     }
     g.finish();
 }
@@ -740,6 +772,7 @@ criterion_group!(
     dpop,
     token_verify,
     jsonrpc_parse,
+    jsonrpc_sizes,
     routing,
     delegation_mint,
     delegation_cache_hit,

@@ -1,7 +1,8 @@
 //! JSON-RPC 2.0 envelopes for MCP, parsed borrowed with `params`/`result` kept raw.
 //!
-//! serde_json with `RawValue` beat simd-json on Warden's message sizes (see
-//! `bench/benches/hotpath.rs` and `docs/performance.md`), so it is used here.
+//! serde_json with `RawValue` parses the envelope (simd-json has no raw values to forward);
+//! the structural checks of large bodies run on simd-json's tape (`jsonrpc_tape.rs`), where
+//! the instruction counts in `docs/performance.md` show it cheaper.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -57,6 +58,9 @@ pub fn modern_upstream_code(c: i64) -> i64 {
         _ => c,
     }
 }
+
+#[path = "jsonrpc_tape.rs"]
+mod tape;
 
 /// One JSON-RPC message as received (request, notification or response).
 #[derive(Debug, Deserialize)]
@@ -250,13 +254,25 @@ impl<'de> Visitor<'de> for Unique {
 impl<'a> Message<'a> {
     /// Parse one message, refusing batches, envelope errors and repeated member names.
     pub fn parse(body: &'a [u8]) -> Result<Message<'a>, Invalid> {
+        Self::parse_with(body, body.len() >= tape::THRESHOLD)
+    }
+
+    /// [`Message::parse`], with the structural checks on simd-json's tape when `tape`
+    /// (falling back to the serde_json checks whenever the tape pass is unsure), whatever
+    /// the size: for the benchmarks that chose the threshold, and the tests.
+    pub fn parse_with(body: &'a [u8], tape: bool) -> Result<Message<'a>, Invalid> {
         let first = body.iter().find(|b| !b.is_ascii_whitespace());
         if first == Some(&b'[') {
             return Err(Invalid::Batch);
         }
         let text = std::str::from_utf8(body).map_err(|_| Invalid::Parse)?;
+        let checked = if tape {
+            tape::check(body)
+        } else {
+            tape::Checked::Unsure
+        };
         // `params`/`result` stay raw, so serde_json's own recursion limit never looks inside them.
-        if nesting_exceeds(body, MAX_DEPTH) {
+        if checked == tape::Checked::Unsure && nesting_exceeds(body, MAX_DEPTH) {
             return Err(Invalid::Parse);
         }
         let m: Message<'a> = serde_json::from_str(text).map_err(|e| {
@@ -266,7 +282,12 @@ impl<'a> Message<'a> {
                 Invalid::Parse
             }
         })?;
-        if m.jsonrpc != Some("2.0") || has_duplicate_members(text) {
+        let duplicate = || match checked {
+            tape::Checked::Clean => false,
+            tape::Checked::Duplicate => true,
+            tape::Checked::Unsure => has_duplicate_members(text),
+        };
+        if m.jsonrpc != Some("2.0") || duplicate() {
             return Err(Invalid::Envelope);
         }
         if let Some(id) = m.id {
@@ -379,6 +400,10 @@ pub fn result_value(id: &RawValue, result: &serde_json::Value) -> Vec<u8> {
 pub fn raw(s: String) -> Option<Box<RawValue>> {
     RawValue::from_string(s).ok()
 }
+
+#[cfg(test)]
+#[path = "jsonrpc_tape_tests.rs"]
+mod tape_tests;
 
 #[cfg(test)]
 mod tests {
