@@ -217,7 +217,9 @@ impl Written {
 /// The shared queue between shards and the writer.
 #[derive(Debug)]
 pub struct AuditQueue {
-    q: ArrayQueue<Queued>,
+    /// Boxed: a slot is a pointer, not a whole record (~700 bytes), and every slot of the
+    /// queue is written when it is made — 80 Ki inline records were 54 MiB resident at start.
+    q: ArrayQueue<Box<Queued>>,
     /// Slots not yet promised to a request.
     free: AtomicI64,
     /// Slots of the unreserved share not yet taken.
@@ -364,7 +366,7 @@ impl AuditQueue {
     /// Take records for writing (writer side). Slots stay promised until `release`; each
     /// record's [`Ack`] is sent once it is written.
     pub fn pop(&self) -> Option<Taken> {
-        let q = self.q.pop()?;
+        let q = *self.q.pop()?;
         if q.unreserved {
             self.popped_unreserved.fetch_add(1, Ordering::AcqRel);
         }
@@ -409,7 +411,7 @@ impl Reservation {
             unreserved: self.unreserved,
             ack: Ack(tx),
         };
-        if self.queue.q.push(queued).is_err() {
+        if self.queue.q.push(Box::new(queued)).is_err() {
             // Unreachable while every push holds a reservation; count it if it ever happens.
             self.queue.dropped.fetch_add(1, Ordering::Relaxed);
             self.queue
