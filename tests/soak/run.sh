@@ -388,6 +388,9 @@ for _ in $(seq 100); do curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$LB_
     t="$(now_ms)"
     while read -r pid i _; do
       [[ -r "/proc/$pid/status" ]] || continue
+      # A killed replica's pid is reused by other processes (a compiler, minutes later): only
+      # the process still serving this replica's config is this replica.
+      tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "replica-$i.yaml" || continue
       rss="$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null)" || continue
       fds="$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)"
       [[ -n "$rss" ]] && printf '{"t":%s,"replica":%s,"pid":%s,"rss_kb":%s,"fds":%s}\n' "$t" "$i" "$pid" "$rss" "$fds"
