@@ -571,13 +571,7 @@ mod tests {
         assert_eq!(q.depth(), 1);
     }
 
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
+    use crate::deadline::block_on;
 
     #[test]
     fn an_answer_waits_until_the_writer_says_its_record_is_written() {

@@ -42,17 +42,19 @@ impl Deadline {
     }
 }
 
+/// Run `f` on a fresh single-threaded runtime with timers (the module tests' shard).
+#[cfg(test)]
+pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn block_on<F: Future>(f: F) -> F::Output {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
 
     #[test]
     fn a_step_that_is_ready_wins() {

@@ -229,6 +229,12 @@ for (const era of ['legacy', 'modern']) {
     check(`${era} upstream: no denied call reached it`, !mine.some((s) => s.name === 'test_error_handling'), mine.map((s) => s.name).join(', '));
     check(`${era} upstream: no call with bad headers reached it`, !mine.some((s) => s.name === 'test_header_param'), mine.map((s) => s.name).join(', '));
     check(`${era} upstream: at least one tools/call per allowed call (${allowed[era]})`, mine.length >= allowed[era], `got ${mine.length}`);
+    if (era === 'legacy') {
+        // The eliciting tool was called once by each client; the modern client's retry resumed
+        // its parked call and must not have sent the call again.
+        const elicit = mine.filter((s) => s.name === 'test_elicitation').length;
+        check('legacy upstream: the parked call ran once (test_elicitation: one tools/call per client)', elicit === 2, `got ${elicit}`);
+    }
     let good = 0;
     const bad = [];
     for (const s of mine) {
