@@ -9,6 +9,9 @@
  * server's JWKS; sub = the user, act.sub = Warden, at most 5 s), and one audit record per
  * call naming the client's and the upstream's revision.
  *
+ * Then a request the legacy upstream sends outside any call (sampling) must reach a 2025-11-25
+ * client on its GET stream and its answer the upstream.
+ *
  * Then, with a client of each era connected, a policy reload hides a tool: each must get
  * notifications/tools/list_changed (GET stream / subscriptions/listen).
  *
@@ -19,7 +22,7 @@
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js';
-import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { CreateMessageRequestSchema, ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport } from '@modelcontextprotocol/client';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
@@ -293,6 +296,33 @@ for (const [who, rev] of [['legacy client', '2025-11-25'], ['modern client', '20
 }
 const legacyRevs = [...new Set(records.filter((r) => r.upstream === 'legacy' && r.upstream_protocol).map((r) => r.upstream_protocol))];
 console.log(`note: Warden speaks ${legacyRevs.join(', ')} to the 2025-11-25 fixture (audit upstream_protocol)`);
+
+// --- a request the legacy upstream sends outside any call ---------------------------------------
+// The 2025-11-25 client's GET stream carries it (its id made the gateway's), and the answer the
+// client posts goes back to the upstream's session with the upstream's own id.
+{
+    const sc = new LegacyClient({ name: 'eras-sampling-client', version: '1.0.0' }, { capabilities: { sampling: {} } });
+    let sampled = 0;
+    let callEnded = false;
+    let outside = false;
+    sc.setRequestHandler(CreateMessageRequestSchema, async (req) => {
+        sampled++;
+        outside = callEnded;
+        const prompt = req.params.messages?.[0]?.content?.text;
+        return { role: 'assistant', content: { type: 'text', text: prompt === '2+2?' ? 'four' : `unexpected prompt ${prompt}` }, model: 'eras' };
+    });
+    await sc.connect(new LegacyTransport(GW, { requestInit: auth }));
+    const r = await attempt('outside a call: tools/call legacy_test_sampling_outside_call', () => sc.callTool({ name: 'legacy_test_sampling_outside_call', arguments: { prompt: '2+2?' } }));
+    callEnded = true;
+    let answer = 'pending';
+    for (let i = 0; i < 40 && r && answer === 'pending'; i++) {
+        await new Promise((res) => setTimeout(res, 250));
+        const a = await attempt('outside a call: tools/call legacy_test_sampling_outside_call_answer', () => sc.callTool({ name: 'legacy_test_sampling_outside_call_answer', arguments: {} }));
+        answer = a ? text(a) : 'failed';
+    }
+    check('outside a call: the legacy upstream\'s sampling/createMessage reached the 2025-11-25 client on its GET stream, and its answer reached the upstream', sampled === 1 && outside && answer === 'four', `sampled ${sampled} time(s), after the call: ${outside}, the upstream got: ${answer}`);
+    await sc.close();
+}
 
 // --- list_changed after a policy reload (last: it waits, and the tokens above are short-lived) ----------------------------------------------------------
 // Both clients stay connected (the session client's GET stream, the stateless client's

@@ -37,6 +37,7 @@ trap 'exit 130' INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 export FIXTURE_AUTH_LOG="$work/upstream-auth.jsonl"
+export FIXTURE_OUT_OF_CALL=1 # the legacy fixture's tools that ask the client outside a call
 start_fixture() { # era -> URL (set, not printed: a $(...) subshell would lose pids+=)
   node "$CONF/fixture/server.mjs" --era "$1" >"$work/fixture-$1.log" 2>&1 &
   pids+=($!)
@@ -99,7 +100,7 @@ upstreams:
       type: delegation
       audience: https://legacy.eras.test/
       tools:
-$(tools $common)
+$(tools $common test_sampling_outside_call test_sampling_outside_call_answer)
   - name: modern
     url: $modern
     namespace: modern_

@@ -1,6 +1,7 @@
 //! Server→client streams on the harness: a 2026-07-28 `subscriptions/listen` ends with its
 //! graceful final result when the gateway drains, and only then; a 2025 session's GET stream
-//! carries its upstream sessions' resource updates and log messages outside a call.
+//! carries its upstream sessions' resource updates, log messages and requests outside a call,
+//! and the client's answers go back to the upstream session they came from.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -144,16 +145,52 @@ fn upstream_messages_outside_a_call_reach_the_session_they_belong_to_in_the_gate
         "{alice_s}"
     );
     assert!(alice_s.contains("notifications/message"), "{alice_s}");
-    // The upstream's list change is not relayed in its own names but rediscovered; its
-    // request is declined, not relayed.
+    // The upstream's list change is not relayed in its own names but rediscovered.
     assert!(!alice_s.contains("tools/list_changed"), "{alice_s}");
-    assert!(!alice_s.contains("sampling/createMessage"), "{alice_s}");
     assert!(env.upstreams_changed().contains(&0));
-    let declined = (up0.requests().into_iter())
+    // Its request reaches alice with an id of the gateway's, and her answer goes back to her
+    // upstream session with the upstream's own id; nothing was declined.
+    let asked = (alice_s.lines())
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|m| m["method"] == "sampling/createMessage")
+        .unwrap_or_else(|| panic!("the request was not relayed: {alice_s}"));
+    assert_eq!(asked["params"]["maxTokens"], 1, "{asked}");
+    let gid = asked["id"].clone();
+    assert!(gid.is_string() && gid != json!(5), "{gid}");
+    let answer = json!({"jsonrpc":"2.0","id": gid,"result":{"role":"assistant",
+        "content":{"type":"text","text":"four"},"model":"m"}});
+    let r = env.post(Some(&alice), Some(&alice_sid), &answer);
+    assert_eq!(r.status, 202, "{}", r.text());
+    // Bob posting the same id in his session reaches only his own upstream session.
+    let forged = json!({"jsonrpc":"2.0","id": gid,"result":{"role":"assistant",
+        "content":{"type":"text","text":"forged"},"model":"m"}});
+    let r = env.post(Some(&bob), Some(&bob_sid), &forged);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let answers = (up0.requests().into_iter())
         .filter(|r| r.body.get("method").is_none() && r.body["id"] == 5)
-        .map(|r| r.body["error"]["code"].clone())
-        .collect::<Vec<Value>>();
-    assert_eq!(declined, [json!(-32601)]);
+        .map(|r| {
+            let sid = r.header("mcp-session-id").unwrap_or_default().to_owned();
+            (
+                sid,
+                r.body["result"]["content"]["text"].clone(),
+                r.body.get("error").cloned(),
+            )
+        })
+        .collect::<Vec<_>>();
+    let alices = (answers.iter())
+        .filter(|a| a.0 == held[0])
+        .collect::<Vec<_>>();
+    assert_eq!(alices.len(), 1, "{answers:?}");
+    assert_eq!(
+        (&alices[0].1, &alices[0].2),
+        (&json!("four"), &None),
+        "{answers:?}"
+    );
+    assert!(
+        (answers.iter()).all(|a| a.0 == held[0] || a.1 == json!("forged")),
+        "bob's answer reached only bob's upstream session: {answers:?}"
+    );
     // Bob's stream carries nothing of alice's session.
     assert!(
         !bob_s.contains("updated") && !bob_s.contains("reindexed"),

@@ -720,8 +720,6 @@ pub(super) async fn relay<S: AsyncWriteRent>(
                         true,
                     ),
                     (false, _) => continue, // A response to something else: not for this client.
-                    // A 2026-07-28 client takes no requests on a response stream: the upstream
-                    // is told this client cannot answer, and the call goes on without it.
                     // A 2026-07-28 client takes no requests on a response stream: where it can
                     // answer by MRTR, the call is parked and the client gets `input_required`;
                     // otherwise the upstream is told this client cannot answer, and the call

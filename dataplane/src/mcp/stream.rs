@@ -391,7 +391,7 @@ async fn run<S: AsyncWriteRent>(
         let relayed = match relaying {
             true => {
                 let snap = shard.shared.snapshot.load_full();
-                (relays.wait(TICK, shard, &snap, who.session, ticks)).await
+                relays.wait(TICK, shard, &snap, ticks).await
             }
             false => {
                 monoio::time::sleep(TICK).await;

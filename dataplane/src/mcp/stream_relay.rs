@@ -4,8 +4,12 @@
 //! to in that session) and `notifications/message` (log messages) reach the client with
 //! URIs in the gateway's naming (`items::outbound`). An upstream's list change is reported to
 //! the control plane (rediscovery; the client stream tells what changed in the gateway's
-//! names), never relayed in the upstream's names; its requests are declined (nothing outside a
-//! call can answer them); anything else is dropped.
+//! names), never relayed in the upstream's names. Its requests (`sampling/createMessage`,
+//! `elicitation/create`, `roots/list`, `ping`, …) reach the client with the id made unique
+//! across upstreams (`rewrite::wrap_server_id`), exactly as during a call: the answer the
+//! client posts in its session goes back to that upstream session with the upstream's own id
+//! (`notes::client_response`), so it can only reach an upstream session of the same client
+//! session, and so of the same user. Anything else is dropped.
 //!
 //! Every read owns its `SseStream` and hands it back with the event, so waiting for the next
 //! event beside the stream's timer never drops a read half done. An upstream stream that ends
@@ -21,7 +25,7 @@ use futures_util::future::{Either, select, select_all};
 
 use super::delegate::session_auth;
 use super::forward;
-use super::items;
+use super::{items, rewrite};
 use crate::jsonrpc::Message;
 use crate::session::Session;
 use crate::shard::Shard;
@@ -135,7 +139,6 @@ impl Relays {
         d: Duration,
         shard: &Shard,
         snap: &Snapshot,
-        session: &Session,
         tick: u32,
     ) -> Option<Vec<u8>> {
         if self.reads.is_empty() {
@@ -165,27 +168,22 @@ impl Relays {
                 return None;
             }
         };
-        relayed(shard, snap, session, r.uid, ev).await
+        relayed(shard, snap, r.uid, ev)
     }
 }
 
 /// What the client is sent of one upstream event (`None`: nothing).
-async fn relayed(
-    shard: &Shard,
-    snap: &Snapshot,
-    session: &Session,
-    uid: u32,
-    ev: SseEvent,
-) -> Option<Vec<u8>> {
+fn relayed(shard: &Shard, snap: &Snapshot, uid: u32, ev: SseEvent) -> Option<Vec<u8>> {
     let m = Message::parse(ev.data.as_bytes()).ok()?;
     let idx = snap.upstreams.iter().position(|u| u.id == uid)?;
     let up = &snap.upstreams[idx];
     match (m.method.as_deref(), m.id) {
         (None, _) => None,
         (Some(_), Some(id)) => {
-            let why = "Requests outside a call are not relayed by the gateway";
-            forward::decline(shard, session, up, id, why).await;
-            None
+            let wrapped = rewrite::wrap_server_id(uid, id);
+            metrics::counter!("warden_streams_relayed_total", "upstream" => up.name.clone())
+                .increment(1);
+            Some(rewrite::reframe(&m, Some(&wrapped), None))
         }
         (method, None) if forward::announces_list_change(method) => {
             shard.shared.control.upstream_changed(uid);
