@@ -450,7 +450,38 @@ impl FakeUpstream for MemUpstream {
     }
 }
 
+/// Where [`MemUpstream::notify_listeners`] queues (no session id looks like it).
+const LISTEN_QUEUE: &str = "\0listen";
+
 impl MemUpstream {
+    /// Queue `message` for the next 2026-07-28 `subscriptions/listen` (`modern` only).
+    pub fn notify_listeners(&self, message: Value) {
+        self.notify(LISTEN_QUEUE, message);
+    }
+
+    /// A `subscriptions/listen` (2026-07-28): the acknowledgment of the resources it asked
+    /// for, every message [`MemUpstream::notify_listeners`] queued (tagged with its id), then
+    /// the end (a listener opens another).
+    pub(crate) fn listen(&self, id: &Value, params: &Value) -> PeerReply {
+        let uris = (params.pointer("/notifications/resourceSubscriptions"))
+            .cloned()
+            .unwrap_or_else(|| json!([]));
+        let tag = json!({ "io.modelcontextprotocol/subscriptionId": id });
+        let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+            "params": {"_meta": tag, "notifications": {"resourceSubscriptions": uris}}});
+        let queued = (lock(&self.inner).pending.get_mut(LISTEN_QUEUE))
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let mut events = vec![sse_text(1, &ack)];
+        for mut m in queued {
+            if let Some(p) = m.get_mut("params").and_then(Value::as_object_mut) {
+                p.insert("_meta".into(), tag.clone());
+            }
+            events.push(sse_text(events.len() as u64 + 1, &m));
+        }
+        sse(events, true)
+    }
+
     /// A session's GET stream: what [`MemUpstream::notify`] queued for it, then the end.
     fn get_stream(&self, req: &PeerRequest) -> PeerReply {
         let id = match self.session(req) {

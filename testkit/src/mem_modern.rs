@@ -80,6 +80,7 @@ impl MemUpstream {
             };
         }
         match method {
+            "subscriptions/listen" => self.listen(&id, params),
             "server/discover" => {
                 let mut caps = json!({"tools": {}});
                 if self.items {

@@ -10,7 +10,8 @@
  * call naming the client's and the upstream's revision.
  *
  * Then a request the legacy upstream sends outside any call (sampling) must reach a 2025-11-25
- * client on its GET stream and its answer the upstream.
+ * client on its GET stream and its answer the upstream; and a 2026-07-28 client's
+ * subscriptions/listen with resourceSubscriptions must be told of a legacy upstream's update.
  *
  * Then, with a client of each era connected, a policy reload hides a tool: each must get
  * notifications/tools/list_changed (GET stream / subscriptions/listen).
@@ -322,6 +323,30 @@ console.log(`note: Warden speaks ${legacyRevs.join(', ')} to the 2025-11-25 fixt
     }
     check('outside a call: the legacy upstream\'s sampling/createMessage reached the 2025-11-25 client on its GET stream, and its answer reached the upstream', sampled === 1 && outside && answer === 'four', `sampled ${sampled} time(s), after the call: ${outside}, the upstream got: ${answer}`);
     await sc.close();
+}
+
+// --- a 2026-07-28 subscription to a legacy upstream's resource -----------------------------------
+// listen({resourceSubscriptions}) is decided as resources/subscribe in the user's upstream
+// session; the update the fixture sends on that session's GET stream reaches the listen stream.
+{
+    const rc = new ModernClient({ name: 'eras-resource-listener', version: '1.0.0' }, { capabilities: {}, versionNegotiation: { mode: { pin: '2026-07-28' } } });
+    const updated = [];
+    rc.setNotificationHandler('notifications/resources/updated', (n) => void updated.push(n.params?.uri));
+    await rc.connect(new ModernTransport(GW, { requestInit: auth }));
+    const listed = await attempt('resource subscription: resources/list', () => rc.listResources());
+    const watched = (listed?.resources ?? []).map((r) => r.uri).find((u) => /^warden:\/\/legacy\/test:\/\/watched-resource$/.test(u) || u === 'test://watched-resource');
+    const unknown = 'warden://nowhere/test://watched-resource';
+    const sub = watched && await attempt('resource subscription: subscriptions/listen', () => rc.listen({ resourceSubscriptions: [watched, unknown] }));
+    const honoured = sub?.honoredFilter?.resourceSubscriptions ?? [];
+    check('resource subscription: the 2026-07-28 client\'s listen acknowledges the legacy upstream\'s resource and not an unknown one', honoured.length === 1 && honoured[0] === watched, `asked ${watched}, ${unknown}; acknowledged ${JSON.stringify(sub?.honoredFilter ?? null)}`);
+    if (sub) {
+        await new Promise((r) => setTimeout(r, 600)); // the upstream session's GET stream opens
+        await attempt('resource subscription: tools/call legacy_test_touch_watched_resource', () => rc.callTool({ name: 'legacy_test_touch_watched_resource', arguments: {} }));
+        for (let i = 0; i < 40 && updated.length === 0; i++) await new Promise((r) => setTimeout(r, 125));
+        check('resource subscription: the legacy upstream\'s notifications/resources/updated reached the listen stream in the gateway\'s naming', updated.length >= 1 && updated.every((u) => u === watched), `got ${JSON.stringify(updated)}`);
+        await sub.close();
+    }
+    await rc.close();
 }
 
 // --- list_changed after a policy reload (last: it waits, and the tokens above are short-lived) ----------------------------------------------------------

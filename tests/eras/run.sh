@@ -100,7 +100,7 @@ upstreams:
       type: delegation
       audience: https://legacy.eras.test/
       tools:
-$(tools $common test_sampling_outside_call test_sampling_outside_call_answer)
+$(tools $common test_sampling_outside_call test_sampling_outside_call_answer test_touch_watched_resource)
   - name: modern
     url: $modern
     namespace: modern_

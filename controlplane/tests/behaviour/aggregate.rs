@@ -34,12 +34,12 @@ forbid (principal, action == Action::"prompts/get", resource == Upstream::"up1")
 when { context has item && context.item == "up1_secret" };
 "#;
 
-struct Agg {
-    env: Env,
+pub(crate) struct Agg {
+    pub(crate) env: Env,
     _dir: tempfile::TempDir,
 }
 
-fn start() -> Agg {
+pub(crate) fn start() -> Agg {
     let dir = tempfile::tempdir().unwrap();
     let cedar = dir.path().join("agg.cedar");
     std::fs::write(&cedar, CEDAR).unwrap();

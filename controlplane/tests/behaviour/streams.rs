@@ -1,7 +1,9 @@
 //! Server→client streams on the harness: a 2026-07-28 `subscriptions/listen` ends with its
 //! graceful final result when the gateway drains, and only then; a 2025 session's GET stream
 //! carries its upstream sessions' resource updates, log messages and requests outside a call,
-//! and the client's answers go back to the upstream session they came from.
+//! and the client's answers go back to the upstream session they came from; a 2026-07-28
+//! subscription's `resourceSubscriptions` are decided and audited one by one and their
+//! updates told from both eras of upstream.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -200,4 +202,205 @@ fn upstream_messages_outside_a_call_reach_the_session_they_belong_to_in_the_gate
         (up0.requests().iter()).any(|r| r.method == "GET"),
         "the upstream streams were opened"
     );
+}
+
+/// A `subscriptions/listen` for resource updates only.
+fn listen_resources(h: &Harness, token: &str, id: &str, uris: &[&str]) -> Vec<u8> {
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": {
+        "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN,
+                  "io.modelcontextprotocol/clientCapabilities": {}},
+        "notifications": {"resourceSubscriptions": uris}}});
+    h.mcp("POST")
+        .header("host", h.host())
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "subscriptions/listen")
+        .bearer(token)
+        .json(&body)
+        .to_bytes()
+}
+
+#[test]
+fn a_subscriptions_resources_are_decided_one_by_one_and_their_updates_told_from_both_eras() {
+    // up0 speaks 2025 (resources/subscribe in the user's upstream session, updates on its GET
+    // stream), up1 2026-07-28 (a listen of the gateway's own); up0's secret is hidden by policy.
+    let agg = crate::aggregate::start();
+    let env = &agg.env;
+    let (up0, up1) = (&env.upstreams[0], &env.upstreams[1]);
+    let (readme0, readme1) = (
+        "warden://up0/mem://doc/readme",
+        "warden://up1/mem://doc/readme",
+    );
+    let (secret0, unknown) = (
+        "warden://up0/mem://doc/secret",
+        "warden://up9/mem://doc/readme",
+    );
+    let secret1 = "warden://up1/mem://doc/secret";
+    let update = |uri: &str| json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri": uri}});
+    up1.notify_listeners(update("mem://doc/readme"));
+    up1.notify_listeners(update("mem://doc/other"));
+    let tok = env.token("alice");
+    let shard = env.shard();
+    let asked = [readme0, secret0, readme1, unknown];
+    let sub = env.block_on(async {
+        let mut o = Open::start(&shard, listen_resources(env, &tok, "sub-r", &asked)).await;
+        o.read(Duration::from_secs(5), acknowledged).await;
+        // The subscribe opened alice's upstream session with up0: its GET stream is read next.
+        let held = up0.sessions();
+        assert_eq!(held.len(), 1, "{held:?}");
+        for m in [
+            update("mem://doc/readme"),
+            update("mem://doc/secret"),
+            json!({"jsonrpc":"2.0","id":5,"method":"sampling/createMessage","params":{"messages":[],"maxTokens":1}}),
+            json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}),
+        ] {
+            up0.notify(&held[0], m);
+        }
+        o.read(Duration::from_secs(5), |t| t.contains(readme0) && t.matches(readme1).count() > 1)
+            .await;
+        o
+    });
+    // The stream stays open: its events so far.
+    let m: Vec<Value> = (sub.text().lines())
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    let tag = json!({"io.modelcontextprotocol/subscriptionId": "sub-r"});
+    // Only what policy allowed is acknowledged, in the client's naming and the order asked.
+    assert_eq!(
+        m[0]["method"], "notifications/subscriptions/acknowledged",
+        "{m:?}"
+    );
+    assert_eq!(
+        m[0]["params"]["notifications"],
+        json!({"resourceSubscriptions": [readme0, readme1]}),
+        "{m:?}"
+    );
+    let updates: Vec<&Value> = (m.iter())
+        .filter(|x| x["method"] == "notifications/resources/updated")
+        .collect();
+    let mut told: Vec<&str> = (updates.iter())
+        .filter_map(|u| u["params"]["uri"].as_str())
+        .collect();
+    told.sort_unstable();
+    assert_eq!(told, [readme0, readme1], "{m:?}");
+    assert!(
+        updates.iter().all(|u| u["params"]["_meta"] == tag),
+        "{updates:?}"
+    );
+    // Nothing else: no other resource, no log message, no request (declined to up0).
+    assert_eq!(m.len(), 3, "{m:?}");
+    assert!(!sub.text().contains(secret0) && !sub.text().contains(secret1));
+    let declined = (up0.requests().into_iter())
+        .filter(|r| r.body.get("method").is_none() && r.body["id"] == 5)
+        .map(|r| r.body["error"]["code"].clone())
+        .collect::<Vec<Value>>();
+    assert_eq!(declined, [json!(-32601)]);
+    // up0 was asked to subscribe to the allowed resource only; up1, a 2026-07-28 upstream,
+    // got no resources/subscribe but one listen naming its own URI.
+    let subscribes = |up: &testkit::MemUpstream| -> Vec<Value> {
+        (up.requests().into_iter())
+            .filter(|r| r.body["method"] == "resources/subscribe")
+            .map(|r| r.body["params"]["uri"].clone())
+            .collect()
+    };
+    assert_eq!(subscribes(up0), [json!("mem://doc/readme")]);
+    assert!(subscribes(up1).is_empty());
+    let listens: Vec<Value> = (up1.requests().into_iter())
+        .filter(|r| r.body["method"] == "subscriptions/listen")
+        .map(|r| r.body["params"]["notifications"].clone())
+        .collect();
+    assert!(!listens.is_empty());
+    assert!(
+        (listens.iter()).all(|n| *n == json!({"resourceSubscriptions": ["mem://doc/readme"]})),
+        "{listens:?}"
+    );
+    // One record per URI asked for, as the resources/subscribe each replaces.
+    let recs = env.take_audit();
+    let subs: Vec<_> = (recs.iter())
+        .filter(|r| r.method == "resources/subscribe")
+        .collect();
+    assert_eq!(subs.len(), 4, "{subs:#?}");
+    let allowed: Vec<_> = (subs.iter())
+        .filter(|r| r.decision == dataplane::audit::Outcome::Allow)
+        .map(|r| (r.tool.as_deref(), r.upstream.as_deref()))
+        .collect();
+    assert_eq!(
+        allowed,
+        [(Some(readme0), Some("up0")), (Some(readme1), Some("up1"))]
+    );
+    assert!(subs.iter().all(|r| r.protocol.as_deref() == Some(MODERN)));
+}
+
+#[test]
+fn a_sessions_subscription_to_a_modern_upstreams_resource_is_a_listen_its_get_stream_holds() {
+    // up1 speaks 2026-07-28, which has no resources/subscribe: the 2025 session's subscribe is
+    // decided and answered by the gateway, and its GET stream holds a listen with up1.
+    let agg = crate::aggregate::start();
+    let env = &agg.env;
+    let up1 = &env.upstreams[1];
+    let readme1 = "warden://up1/mem://doc/readme";
+    let update = |uri: &str| json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri": uri}});
+    let tok = env.token("alice");
+    let sid = env.session(&tok);
+    subscribe(env, &tok, &sid, readme1);
+    up1.notify_listeners(update("mem://doc/readme"));
+    let listens = || -> Vec<Value> {
+        (up1.requests().into_iter())
+            .filter(|r| r.body["method"] == "subscriptions/listen")
+            .map(|r| r.body["params"]["notifications"].clone())
+            .collect()
+    };
+    let shard = env.shard();
+    let (told, after_unsubscribe, later) = env.block_on(async {
+        let mut o = Open::start(&shard, get_stream(env, &tok, &sid)).await;
+        o.read(Duration::from_secs(5), |t| t.contains(readme1)).await;
+        let told = o.text();
+        let body = json!({"jsonrpc":"2.0","id":"u","method":"resources/unsubscribe","params":{"uri": readme1}});
+        let post = (env.mcp("POST").header("host", env.host()))
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &sid)
+            .header("mcp-protocol-version", "2025-06-18")
+            .bearer(&tok)
+            .json(&body)
+            .to_bytes();
+        let mut u = Open::start(&shard, post).await;
+        u.read(Duration::from_secs(5), |_| false).await;
+        assert_eq!(u.response().json()["result"], json!({}), "{}", u.text());
+        o.read(Duration::from_millis(600), |_| false).await;
+        let after = listens().len();
+        up1.notify_listeners(update("mem://doc/readme"));
+        o.read(Duration::from_millis(1500), |_| false).await;
+        (told, after, (listens().len(), o.text()))
+    });
+    // The update reached the session in the gateway's naming, without the listen's own id.
+    let updated: Vec<Value> = (told.lines())
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|m| m["method"] == "notifications/resources/updated")
+        .collect();
+    assert_eq!(
+        updated,
+        [
+            json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri": readme1}})
+        ],
+        "{told}"
+    );
+    // up1 got no resources/subscribe, only listens naming its own URI.
+    assert!(
+        (up1.requests().iter()).all(|r| r.body["method"] != "resources/subscribe"
+            && r.body["method"] != "resources/unsubscribe")
+    );
+    let all = listens();
+    assert!(!all.is_empty());
+    assert!(
+        (all.iter()).all(|n| *n == json!({"resourceSubscriptions": ["mem://doc/readme"]})),
+        "{all:?}"
+    );
+    // After the unsubscribe no listen is opened again, and nothing more is told.
+    assert_eq!(
+        later.0, after_unsubscribe,
+        "a listen was opened after the unsubscribe"
+    );
+    assert_eq!(later.1.matches(readme1).count(), 1, "{}", later.1);
 }

@@ -26,6 +26,7 @@ mod sessions;
 mod sse_legacy;
 mod stream;
 mod stream_relay;
+mod subscribe;
 mod vocab;
 
 pub use forward::announces_list_change;

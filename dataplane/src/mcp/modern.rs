@@ -14,6 +14,7 @@ use super::pipeline::{Gateway, send};
 use super::refusal::Refusal;
 use super::sessions;
 use super::stream;
+use super::subscribe;
 use super::vocab::{Cx, ModernCall};
 use crate::http1::Response;
 use crate::http1::conn::{Request, Responder};
@@ -57,9 +58,17 @@ pub(super) async fn serve<S: AsyncWriteRent>(
         return Err(Refusal::removed_in_modern(method, instead).modern());
     }
     if method == "subscriptions/listen" {
-        let wants = listen_filter(msg)?;
+        let (wants, uris) = listen_filter(msg)?;
         let session = sessions::owned(cx, &m);
-        return Ok(stream::listen(cx, &session, id, wants, out).await);
+        let call = ModernCall { m, binding: None };
+        let mcx = Cx {
+            modern: Some(&call),
+            ..*cx
+        };
+        // Each resource asked for is decided (and audited) as its `resources/subscribe`.
+        let granted = subscribe::decide_each::<S>(gw, &mcx, &session, &uris).await;
+        let asked_resources = (!uris.is_empty()).then_some(granted.as_slice());
+        return Ok(stream::listen(&mcx, &session, id, wants, asked_resources, out).await);
     }
     let binding = era::name_field(method).map(|f| {
         let name = field_of(msg, f).unwrap_or_default();
@@ -114,18 +123,20 @@ fn removed(method: &str) -> Option<&'static str> {
 
 /// A `subscriptions/listen` filter: which of `toolsListChanged`, `promptsListChanged` and
 /// `resourcesListChanged` it asks for (the kinds this gateway tells, in
-/// [`stream::List::ALL`] order; the acknowledgment says so). A filter that is not an object
-/// is `-32602`.
-fn listen_filter(msg: &Message<'_>) -> Result<[bool; 3], Refusal> {
+/// [`stream::List::ALL`] order; the acknowledgment says so), and the URIs of its
+/// `resourceSubscriptions` ([`subscribe::requested`]). A filter that is not an object is
+/// `-32602`.
+fn listen_filter(msg: &Message<'_>) -> Result<([bool; 3], Vec<String>), Refusal> {
     let p: Map<String, Value> = msg
         .params
         .and_then(|p| serde_json::from_str(p.get()).ok())
         .unwrap_or_default();
     match p.get("notifications") {
-        None => Ok([false; 3]),
-        Some(Value::Object(n)) => {
-            Ok(stream::List::ALL.map(|l| n.get(l.filter_key()) == Some(&Value::Bool(true))))
-        }
+        None => Ok(([false; 3], Vec::new())),
+        Some(Value::Object(n)) => Ok((
+            stream::List::ALL.map(|l| n.get(l.filter_key()) == Some(&Value::Bool(true))),
+            subscribe::requested(p.get("notifications"))?,
+        )),
         Some(_) => Err(Refusal::modern_meta_invalid(
             "params.notifications must be an object".into(),
         )),

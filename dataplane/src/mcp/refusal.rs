@@ -445,6 +445,21 @@ impl Refusal {
         .says(why)
     }
 
+    /// A session's `resources/subscribe` beyond the resource subscriptions it may hold
+    /// (`-32602`; nothing is sent).
+    pub fn too_many_subscriptions(limit: usize) -> Self {
+        Self::new(
+            "invalid_params",
+            Blame::Agent,
+            Outcome::Rejected,
+            200,
+            Form::JsonRpc(code::INVALID_PARAMS, None),
+        )
+        .says(format!(
+            "Invalid params: a session may hold at most {limit} resource subscriptions"
+        ))
+    }
+
     /// A `logging/setLevel` whose level is not one of RFC 5424's (`-32602`).
     pub fn bad_log_level() -> Self {
         Self::new(

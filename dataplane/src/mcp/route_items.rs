@@ -108,7 +108,7 @@ pub(super) fn plan(
         }
         _ => {}
     }
-    Some(target(t, method, msg.params).and_then(|target| decide(cx, who, method, target, rec)))
+    Some(target(t, method, msg.params).and_then(|target| decide(cx, who, method, id, target, rec)))
 }
 
 /// Look the item up and rewrite its name or URI to the upstream's.
@@ -185,6 +185,7 @@ fn decide(
     cx: &Cx<'_>,
     who: &Who<'_>,
     method: &str,
+    id: &RawValue,
     t: Target,
     rec: &mut Option<Audit>,
 ) -> Result<Plan, Refusal> {
@@ -210,6 +211,21 @@ fn decide(
     match verdict {
         Verdict::Allow { policy_ids } => {
             routed(policy_ids);
+            // 2026-07-28 has no `resources/subscribe`: a subscription to a modern upstream's
+            // resource is held by the client's stream as a `subscriptions/listen` with that
+            // upstream — a modern client's own listen (`subscribe.rs`), or a 2025 session's
+            // GET stream, from what the session holds (`stream_relay.rs`).
+            if method.starts_with("resources/")
+                && method.ends_with("subscribe")
+                && (snap.settings.upstream_protocols.get(&up.id))
+                    .is_some_and(|v| super::era::is_modern(v))
+            {
+                if cx.modern.is_none() {
+                    hold_subscription(who, method, &t.item, &t.upstream_item, up.id)?;
+                }
+                let done = jsonrpc::result_value(id, &serde_json::json!({}));
+                return Ok(Plan::Local(done));
+            }
             Ok(Plan::Forward(Forward {
                 upstream: t.upstream,
                 method: method.to_owned(),
@@ -234,4 +250,26 @@ fn decide(
             Err(Refusal::step_up(scopes, reason))
         }
     }
+}
+
+/// A 2025 session's `resources/subscribe` (or `unsubscribe`) of a 2026-07-28 upstream's
+/// resource, held by the session (at most [`super::subscribe::MAX_URIS`]).
+fn hold_subscription(
+    who: &Who<'_>,
+    method: &str,
+    item: &str,
+    theirs: &str,
+    uid: u32,
+) -> Result<(), Refusal> {
+    let held = &who.session.modern_subscriptions;
+    if method == "resources/unsubscribe" {
+        held.remove(item);
+        return Ok(());
+    }
+    let limit = super::subscribe::MAX_URIS;
+    if held.len() >= limit && !held.contains_key(item) {
+        return Err(Refusal::too_many_subscriptions(limit));
+    }
+    held.insert(item.to_owned(), (uid, theirs.to_owned()));
+    Ok(())
 }

@@ -28,7 +28,8 @@ use warden_policy::Action;
 
 use super::authz::{self, Who};
 use super::http;
-use super::stream_relay;
+use super::stream_relay::{self, Mode};
+use super::subscribe::Subscribed;
 use super::vocab::Cx;
 use crate::http1::conn::Responder;
 use crate::session::Session;
@@ -106,8 +107,13 @@ pub(super) enum Framing<'a> {
     /// A 2025-xx session's GET stream: events carry ids for `Last-Event-ID`.
     Session { tag: String, id: &'a str },
     /// A 2026-07-28 subscription: every message carries its id in `_meta`; `wants` says
-    /// which lists it asked for (in [`List::ALL`] order).
-    Subscription { id: &'a RawValue, wants: [bool; 3] },
+    /// which lists it asked for (in [`List::ALL`] order), `resources` which resources it
+    /// was granted (`subscribe.rs`).
+    Subscription {
+        id: &'a RawValue,
+        wants: [bool; 3],
+        resources: &'a [Subscribed],
+    },
 }
 
 impl Framing<'_> {
@@ -119,7 +125,7 @@ impl Framing<'_> {
                 let m = format!(r#"{{"jsonrpc":"2.0","method":"{}"}}"#, list.method());
                 Some(event(Some(&event_id(tag, told)), m.as_bytes()))
             }
-            Framing::Subscription { id, wants } => {
+            Framing::Subscription { id, wants, .. } => {
                 let i = List::ALL.iter().position(|l| *l == list)?;
                 if !wants[i] {
                     return None;
@@ -320,12 +326,15 @@ pub(super) async fn session_stream<S: AsyncWriteRent>(
 
 /// A 2026-07-28 `subscriptions/listen`, until it ends: the acknowledgment first (naming
 /// what is honoured of what it asked: `toolsListChanged`, `promptsListChanged`,
-/// `resourcesListChanged`; `wants` in [`List::ALL`] order), then the changes asked for.
+/// `resourcesListChanged`, in `wants` in [`List::ALL`] order, and of the
+/// `resourceSubscriptions` asked for, the ones granted), then the changes asked for and the
+/// granted resources' updates.
 pub(super) async fn listen<S: AsyncWriteRent>(
     cx: &Cx<'_>,
     session: &Session,
     id: &RawValue,
     wants: [bool; 3],
+    resources: Option<&[Subscribed]>,
     out: &mut Responder<'_, S>,
 ) -> u16 {
     let who = Who {
@@ -338,6 +347,10 @@ pub(super) async fn listen<S: AsyncWriteRent>(
     let mut honoured = serde_json::Map::new();
     for (list, _) in List::ALL.iter().zip(wants).filter(|(_, w)| *w) {
         honoured.insert(list.filter_key().into(), json!(true));
+    }
+    if let Some(granted) = resources {
+        let uris: Vec<&str> = granted.iter().map(|r| r.uri.as_str()).collect();
+        honoured.insert("resourceSubscriptions".into(), json!(uris));
     }
     let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
         "params": {"_meta": {META_SUBSCRIPTION: id}, "notifications": honoured}});
@@ -352,7 +365,11 @@ pub(super) async fn listen<S: AsyncWriteRent>(
     {
         return 200;
     }
-    let framing = Framing::Subscription { id, wants };
+    let framing = Framing::Subscription {
+        id,
+        wants,
+        resources: resources.unwrap_or_default(),
+    };
     metrics::gauge!("warden_streams_open", "kind" => "subscription").increment(1.0);
     let end = run(cx, &who, &framing, snap.generation, now, out).await;
     metrics::gauge!("warden_streams_open", "kind" => "subscription").decrement(1.0);
@@ -384,16 +401,23 @@ async fn run<S: AsyncWriteRent>(
     let exp = cx.caller.claims.as_ref().map(|c| c.exp);
     let mut quiet = Duration::ZERO;
     let mut ticks: u32 = 0;
-    // A session's stream also carries its upstream sessions' messages outside a call.
-    let relaying = matches!(framing, Framing::Session { .. });
+    // A session's stream also carries its upstream sessions' messages outside a call; a
+    // subscription, its granted resources' updates.
+    let mode = match framing {
+        Framing::Session { .. } => Some(Mode::Session),
+        Framing::Subscription { id, resources, .. } if !resources.is_empty() => {
+            Some(Mode::Subscription { id, resources })
+        }
+        Framing::Subscription { .. } => None,
+    };
     let mut relays = stream_relay::Relays::default();
     loop {
-        let relayed = match relaying {
-            true => {
+        let relayed = match mode {
+            Some(mode) => {
                 let snap = shard.shared.snapshot.load_full();
-                relays.wait(TICK, shard, &snap, ticks).await
+                (relays.wait(TICK, shard, &snap, who.session, ticks, mode)).await
             }
-            false => {
+            None => {
                 monoio::time::sleep(TICK).await;
                 None
             }
@@ -436,8 +460,8 @@ async fn run<S: AsyncWriteRent>(
                 Ok(false) => {}
             }
         }
-        if relaying {
-            relays.open_due(shard, &snap, who.session, ticks).await;
+        if let Some(mode) = mode {
+            relays.open_due(cx, &snap, who.session, ticks, mode).await;
         }
         if quiet >= KEEP_ALIVE {
             if out.send_chunk(b": keep-alive\n\n").await.is_err() {

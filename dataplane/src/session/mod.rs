@@ -31,6 +31,10 @@ pub struct Session {
     /// The gateway's own requests for input to this client (raw JSON id) → the call waiting
     /// for the answer (a 2026-07-28 upstream's `input_required`, see `mcp::input_bridge`).
     pub pending_inputs: DashMap<String, futures_channel::oneshot::Sender<String>>,
+    /// This client's `resources/subscribe`s of a 2026-07-28 upstream's resources (which has
+    /// no such method): its URI → (upstream id, the upstream's URI). Its GET stream holds
+    /// them as a `subscriptions/listen` of the gateway's own (`mcp::stream_relay`).
+    pub modern_subscriptions: DashMap<String, (u32, String)>,
     /// The level of the client's `logging/setLevel`, for upstreams that take it per request
     /// (2026-07-28: `_meta["io.modelcontextprotocol/logLevel"]`).
     pub log_level: arc_swap::ArcSwapOption<String>,
@@ -269,6 +273,7 @@ impl Session {
             upstream_sessions: DashMap::new(),
             inflight: DashMap::new(),
             pending_inputs: DashMap::new(),
+            modern_subscriptions: DashMap::new(),
             log_level: arc_swap::ArcSwapOption::empty(),
             last_seen: AtomicI64::new(now),
         }
@@ -284,6 +289,7 @@ impl Session {
             upstream_sessions: DashMap::new(),
             inflight: DashMap::new(),
             pending_inputs: DashMap::new(),
+            modern_subscriptions: DashMap::new(),
             log_level: arc_swap::ArcSwapOption::empty(),
             last_seen: AtomicI64::new(now),
         }
