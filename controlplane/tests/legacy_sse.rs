@@ -1,7 +1,8 @@
 //! The 2024-11-05 HTTP+SSE transport with the real `warden` binary over TCP: `GET /sse`
 //! names the endpoint, messages posted there are answered on the stream with the same
 //! policy, delegation of the upstream's credentials and audit as on `/mcp`; another user
-//! cannot post to the stream; closing the stream ends the session; off unless configured.
+//! cannot post to the stream; a reload that changes what the user may see is told on it;
+//! closing the stream ends the session; off unless configured.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(
     clippy::disallowed_methods,
@@ -200,6 +201,28 @@ async fn an_old_client_is_served_over_http_and_sse_with_the_same_policy() {
         "{calls:?}"
     );
     assert_eq!(calls[2]["sub"], "bob");
+
+    // A reload that hides a tool from alice is told on her stream, as on a session's GET
+    // stream.
+    let hide = format!(
+        "{DENY}@id(\"no-echo\")\nforbid (principal, action == Action::\"tools/call\", resource == Tool::\"up0_echo\");\n"
+    );
+    std::fs::write(&policy, hide).unwrap();
+    let r = c.post(w.admin("/admin/reload")).send().await.unwrap();
+    assert!(r.status().is_success(), "reload: {}", r.status());
+    let mut told = None;
+    while let Some((event, data)) = s.next(Duration::from_secs(5)).await {
+        if data.contains("list_changed") {
+            told = Some((event, data));
+            break;
+        }
+    }
+    let (event, data) = told.expect("notifications/tools/list_changed on the stream");
+    assert_eq!(event, "message");
+    assert_eq!(
+        serde_json::from_str::<Value>(&data).unwrap(),
+        json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"})
+    );
 
     // Closing the stream ends the session: its channel is gone (probed with a local answer,
     // so no tool runs for a client that left).

@@ -8,25 +8,33 @@
 //! session (held by the stream), and every request is routed, decided by policy, delegated,
 //! forwarded and audited exactly as on `/mcp` (its answer is collected, then sent on the
 //! stream). The stream is bound to the user who opened it: another user's post to its id is
-//! answered 404, like an unknown id. Closing the stream ends the session. The channel lives
+//! answered 404, like an unknown id. Once its session is open the stream also carries what a
+//! 2025 session's GET stream does: list changes as this caller may see them
+//! (`stream::LegacyWatch`) and its upstream sessions' messages outside a call
+//! (`stream_relay.rs`). Closing the stream ends the session. The channel lives
 //! in this process: behind a balancer, both requests of one client must reach the same
 //! replica (as the transport has always required).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use futures_channel::mpsc::UnboundedReceiver;
 use futures_util::StreamExt;
 use monoio::io::AsyncWriteRent;
 
+use super::authz::Who;
 use super::pipeline::{Gateway, send};
 use super::refusal::Refusal;
-use super::stream::{KEEP_ALIVE, TICK};
+use super::stream::{KEEP_ALIVE, LegacyWatch, TICK};
+use super::stream_relay::{Mode, Relays, Woken};
 use super::vocab::Cx;
 use super::{admit, forward, http, sessions};
 use crate::http1::Response;
 use crate::http1::conn::{Request, Responder};
 use crate::jsonrpc::{Invalid, Kind, Message};
-use crate::session::LegacyChannel;
+use crate::session::{LegacyChannel, Session};
 
 /// Where the stream is opened.
 pub const SSE_PATH: &str = "/sse";
@@ -55,37 +63,8 @@ pub(super) async fn open<S: AsyncWriteRent>(cx: &Cx<'_>, out: &mut Responder<'_,
     let opened = out.start_stream(200, &headers).await.is_ok()
         && out.send_chunk(endpoint.as_bytes()).await.is_ok();
     metrics::gauge!("warden_streams_open", "kind" => "legacy_sse").increment(1.0);
-    let exp = cx.caller.claims.as_ref().map(|c| c.exp);
-    let mut quiet = Duration::ZERO;
-    // Ends only by `break`: the client left, its token expired, or the gateway drains.
     if opened {
-        loop {
-            if cx.shard.shared.stopping.load(Ordering::Relaxed)
-                || exp.is_some_and(|e| cx.shard.clock.unix_secs() >= e)
-            {
-                break;
-            }
-            match monoio::time::timeout(TICK, rx.next()).await {
-                Ok(Some(msg)) => {
-                    let mut ev = Vec::with_capacity(msg.len() + 24);
-                    forward::write_event(&mut ev, None, &msg);
-                    if out.send_chunk(&ev).await.is_err() {
-                        break;
-                    }
-                    quiet = Duration::ZERO;
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    quiet += TICK;
-                    if quiet >= KEEP_ALIVE {
-                        if out.send_chunk(b": keep-alive\n\n").await.is_err() {
-                            break;
-                        }
-                        quiet = Duration::ZERO;
-                    }
-                }
-            }
-        }
+        carry(cx, &id, &mut rx, out).await;
     }
     metrics::gauge!("warden_streams_open", "kind" => "legacy_sse").decrement(1.0);
     // The stream was the session: both end here.
@@ -106,6 +85,103 @@ pub(super) async fn open<S: AsyncWriteRent>(cx: &Cx<'_>, out: &mut Responder<'_,
     }
     let _ = out.end_stream().await;
     200
+}
+
+/// The open stream until it ends (the client left, its token expired, or the gateway
+/// drains): the answers posted to it and, once its session is open, what its other
+/// streams would tell — list changes as this caller may see them, and its upstream sessions'
+/// messages outside a call (`stream_relay.rs`).
+async fn carry<S: AsyncWriteRent>(
+    cx: &Cx<'_>,
+    id: &str,
+    rx: &mut UnboundedReceiver<Vec<u8>>,
+    out: &mut Responder<'_, S>,
+) {
+    let shard = &**cx.shard;
+    let exp = cx.caller.claims.as_ref().map(|c| c.exp);
+    let mut quiet = Duration::ZERO;
+    let mut ticks: u32 = 0;
+    let mut watched: Option<(Arc<Session>, LegacyWatch)> = None;
+    let mut relays = Relays::default();
+    let mut ev = Vec::new();
+    loop {
+        if shard.shared.stopping.load(Ordering::Relaxed)
+            || exp.is_some_and(|e| shard.clock.unix_secs() >= e)
+        {
+            return;
+        }
+        let snap = shard.shared.snapshot.load_full();
+        let woken = match &watched {
+            Some((session, _)) => {
+                (relays.wait_or_answer(TICK, rx, shard, &snap, session, ticks)).await
+            }
+            None => match monoio::time::timeout(TICK, rx.next()).await {
+                Ok(Some(msg)) => Woken::Answer(msg),
+                Ok(None) => Woken::Closed,
+                Err(_) => Woken::Relayed(None),
+            },
+        };
+        match woken {
+            Woken::Answer(msg) | Woken::Relayed(Some(msg)) => {
+                forward::write_event(&mut ev, None, &msg);
+                if out.send_chunk(&ev).await.is_err() {
+                    return;
+                }
+                quiet = Duration::ZERO;
+            }
+            Woken::Closed => return,
+            Woken::Relayed(None) => quiet += TICK,
+        }
+        ticks = ticks.wrapping_add(1);
+        if watched.is_none() {
+            watched = session_of(cx, id).map(|s| {
+                let who = who(cx, &s);
+                let w = LegacyWatch::new(shard, &snap, &who);
+                (s, w)
+            });
+        }
+        if let Some((session, watch)) = &mut watched {
+            let who = who(cx, session);
+            match watch.tell_changes(shard, &snap, &who, out).await {
+                Err(()) => return,
+                Ok(true) => quiet = Duration::ZERO,
+                Ok(false) => {}
+            }
+            relays
+                .open_due(cx, &snap, session, ticks, Mode::Session)
+                .await;
+        }
+        if quiet >= KEEP_ALIVE {
+            if out.send_chunk(b": keep-alive\n\n").await.is_err() {
+                return;
+            }
+            quiet = Duration::ZERO;
+        }
+    }
+}
+
+fn who<'a>(cx: &Cx<'a>, session: &'a Session) -> Who<'a> {
+    Who {
+        caller: cx.caller,
+        session,
+        session_hash: None,
+    }
+}
+
+/// The session the stream's `initialize` opened, once it has.
+fn session_of(cx: &Cx<'_>, id: &str) -> Option<Arc<Session>> {
+    let store = &cx.shard.shared.sessions;
+    let sid = store.legacy.get(id)?.session_id.clone()?;
+    let st = &cx.snap.settings;
+    let now = cx.shard.clock.unix_secs();
+    (store.get(
+        &st.session_keys,
+        &sid,
+        &cx.caller.owner,
+        now,
+        st.session_life,
+    ))
+    .ok()
 }
 
 /// `POST /messages?sessionId=…`: one message, answered on its stream; `202` here.

@@ -114,6 +114,8 @@ pub(super) enum Framing<'a> {
         wants: [bool; 3],
         resources: &'a [Subscribed],
     },
+    /// A 2024-11-05 HTTP+SSE stream: `event: message`, no ids (no resumption).
+    Legacy,
 }
 
 impl Framing<'_> {
@@ -124,6 +126,12 @@ impl Framing<'_> {
             Framing::Session { tag, .. } => {
                 let m = format!(r#"{{"jsonrpc":"2.0","method":"{}"}}"#, list.method());
                 Some(event(Some(&event_id(tag, told)), m.as_bytes()))
+            }
+            Framing::Legacy => {
+                let m = format!(r#"{{"jsonrpc":"2.0","method":"{}"}}"#, list.method());
+                let mut ev = Vec::with_capacity(m.len() + 24);
+                super::forward::write_event(&mut ev, None, m.as_bytes());
+                Some(ev)
             }
             Framing::Subscription { id, wants, .. } => {
                 let i = List::ALL.iter().position(|l| *l == list)?;
@@ -269,6 +277,40 @@ async fn tell<S: AsyncWriteRent>(
     Ok(sent)
 }
 
+/// What a 2024-11-05 HTTP+SSE stream has told its session of each list (`sse_legacy.rs`):
+/// the same fingerprints as the other streams, told as `event: message`.
+pub(super) struct LegacyWatch {
+    generation: u64,
+    told: Told,
+}
+
+impl LegacyWatch {
+    /// What `who` may see now: nothing to tell yet.
+    pub(super) fn new(shard: &Shard, snap: &Snapshot, who: &Who<'_>) -> LegacyWatch {
+        LegacyWatch {
+            generation: snap.generation,
+            told: seen_now(shard, snap, who),
+        }
+    }
+
+    /// Tell each list that changed for `who` since the last snapshot seen; `Ok(true)` when
+    /// something was told, `Err` when the client is gone.
+    pub(super) async fn tell_changes<S: AsyncWriteRent>(
+        &mut self,
+        shard: &Shard,
+        snap: &Snapshot,
+        who: &Who<'_>,
+        out: &mut Responder<'_, S>,
+    ) -> Result<bool, ()> {
+        if snap.generation == self.generation {
+            return Ok(false);
+        }
+        self.generation = snap.generation;
+        let now = seen_now(shard, snap, who);
+        tell(&Framing::Legacy, &mut self.told, &now, out).await
+    }
+}
+
 /// A 2025-xx session's GET stream, until it ends. Returns the status sent (200).
 pub(super) async fn session_stream<S: AsyncWriteRent>(
     cx: &Cx<'_>,
@@ -408,7 +450,7 @@ async fn run<S: AsyncWriteRent>(
         Framing::Subscription { id, resources, .. } if !resources.is_empty() => {
             Some(Mode::Subscription { id, resources })
         }
-        Framing::Subscription { .. } => None,
+        Framing::Subscription { .. } | Framing::Legacy => None,
     };
     let mut relays = stream_relay::Relays::default();
     loop {

@@ -32,6 +32,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use futures_channel::mpsc::UnboundedReceiver;
+use futures_util::StreamExt;
 use futures_util::future::{AbortHandle, AbortRegistration, Abortable, Either, select, select_all};
 
 use serde_json::value::RawValue;
@@ -229,6 +231,59 @@ impl Relays {
                 r
             }
         };
+        self.finished(r, shard, snap, session, tick, mode).await
+    }
+
+    /// Like [`Relays::wait`], for a 2024-11-05 stream, which also carries the answers posted
+    /// to it (`rx`): whichever comes first.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn wait_or_answer(
+        &mut self,
+        d: Duration,
+        rx: &mut UnboundedReceiver<Vec<u8>>,
+        shard: &Shard,
+        snap: &Snapshot,
+        session: &Session,
+        tick: u32,
+    ) -> Woken {
+        let reads = std::mem::take(&mut self.reads);
+        let sleep = std::pin::pin!(monoio::time::sleep(d));
+        let quick = select(sleep, rx.next());
+        let answered = |a: Option<Vec<u8>>| a.map_or(Woken::Closed, Woken::Answer);
+        if reads.is_empty() {
+            return match quick.await {
+                Either::Left(_) => Woken::Relayed(None),
+                Either::Right((a, _)) => answered(a),
+            };
+        }
+        match select(quick, select_all(reads)).await {
+            Either::Left((q, pending)) => {
+                self.reads = pending.into_inner();
+                match q {
+                    Either::Left(_) => Woken::Relayed(None),
+                    Either::Right((a, _)) => answered(a),
+                }
+            }
+            Either::Right(((r, _, rest), _)) => {
+                self.reads = rest;
+                Woken::Relayed(
+                    self.finished(r, shard, snap, session, tick, Mode::Session)
+                        .await,
+                )
+            }
+        }
+    }
+
+    /// One finished read: read on (or mark the stream for reopening), and what to tell.
+    async fn finished(
+        &mut self,
+        r: Read,
+        shard: &Shard,
+        snap: &Snapshot,
+        session: &Session,
+        tick: u32,
+        mode: Mode<'_>,
+    ) -> Option<Vec<u8>> {
         // Ended because its listen was replaced: the new one stands.
         let stream = r.stream?;
         let ev = match r.got {
@@ -250,6 +305,16 @@ impl Relays {
         };
         relayed(shard, snap, session, r.uid, ev, mode).await
     }
+}
+
+/// What a 2024-11-05 stream's wait ended with.
+pub(super) enum Woken {
+    /// An answer posted to the stream's channel.
+    Answer(Vec<u8>),
+    /// The channel closed.
+    Closed,
+    /// An upstream event (what to tell, if anything), or nothing within the wait.
+    Relayed(Option<Vec<u8>>),
 }
 
 /// The 2026-07-28 upstreams to hold a listen with, and the upstream URIs each names (sorted):
