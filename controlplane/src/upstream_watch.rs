@@ -161,40 +161,94 @@ async fn listen_once(t: &Target, changed: &UnboundedSender<u32>) -> Ended {
     } else {
         session_stream(t, auth.as_deref()).await
     };
-    let mut resp = match opened {
+    let (mut resp, framing) = match opened {
         Ok(r) => r,
         Err(e) => return e,
     };
     let mut buf = String::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
+    // Whether a notification came (the acknowledgment, at least): a JSON body that carries
+    // none was an answer, not a stream.
+    let mut notified = framing == Framing::Sse;
+    loop {
+        let chunk = match resp.chunk().await {
+            Ok(Some(c)) => c,
+            _ => break,
+        };
         buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let event: String = buf.drain(..end + 2).collect();
-            if announces_change(&event) {
-                tracing::info!(upstream = %t.name, "Upstream says its list changed; rediscovering");
-                if changed.send(t.id).is_err() {
-                    return Ended::WasOpen;
-                }
+        while let Some(data) = framing.next_message(&mut buf) {
+            notified |= data.contains("\"method\"");
+            if let Some(end) = heard(t, changed, &data) {
+                return end;
             }
         }
         if buf.len() > 1 << 20 {
-            break; // an event over 1 MiB: not an upstream to trust; reconnect
+            return Ended::WasOpen; // a message over 1 MiB: not an upstream to trust; reconnect
+        }
+    }
+    if framing == Framing::Lines {
+        // A line-framed body's last message may end without its newline.
+        let last = std::mem::take(&mut buf);
+        notified |= last.contains("\"method\"");
+        if let Some(end) = heard(t, changed, last.trim()) {
+            return end;
+        }
+        if !notified {
+            return Ended::Failed("a JSON answer, no stream".into());
         }
     }
     Ended::WasOpen
 }
 
-/// Whether one SSE event carries a `notifications/{tools,prompts,resources}/list_changed`.
-fn announces_change(event: &str) -> bool {
-    let data: String = event
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(str::trim_start)
-        .collect();
-    let Ok(v) = serde_json::from_str::<Value>(&data) else {
-        return false;
-    };
-    dataplane::mcp::announces_list_change(v["method"].as_str())
+/// How a change stream frames its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// Server-sent events (what the specification says).
+    Sse,
+    /// One JSON message per line of an `application/json` body, as the conformance suite's
+    /// reference server answers `subscriptions/listen` (and its client reads).
+    Lines,
+}
+
+impl Framing {
+    /// The next whole message taken from `buf` (an SSE event's data, or one line).
+    fn next_message(self, buf: &mut String) -> Option<String> {
+        match self {
+            Framing::Sse => {
+                let end = buf.find("\n\n")?;
+                let event: String = buf.drain(..end + 2).collect();
+                Some(
+                    (event.lines())
+                        .filter_map(|l| l.strip_prefix("data:"))
+                        .map(str::trim_start)
+                        .collect(),
+                )
+            }
+            Framing::Lines => {
+                let end = buf.find('\n')?;
+                let line: String = buf.drain(..end + 1).collect();
+                Some(line.trim().to_owned())
+            }
+        }
+    }
+}
+
+/// What one message from the stream means: a list change is sent on for rediscovery
+/// (`None`: listen on); an error answer ends the listener (`-32601`: no such stream here).
+fn heard(t: &Target, changed: &UnboundedSender<u32>, data: &str) -> Option<Ended> {
+    let v = serde_json::from_str::<Value>(data).ok()?;
+    if let Some(e) = v.get("error") {
+        return Some(match e["code"].as_i64() {
+            Some(-32601) => Ended::Unsupported("method not found".into()),
+            _ => Ended::Failed("the upstream ended the stream with an error".into()),
+        });
+    }
+    if dataplane::mcp::announces_list_change(v["method"].as_str()) {
+        tracing::info!(upstream = %t.name, "Upstream says its list changed; rediscovering");
+        if changed.send(t.id).is_err() {
+            return Some(Ended::WasOpen);
+        }
+    }
+    None
 }
 
 fn request(t: &Target, auth: Option<&str>, method: reqwest::Method) -> reqwest::RequestBuilder {
@@ -208,14 +262,19 @@ fn request(t: &Target, auth: Option<&str>, method: reqwest::Method) -> reqwest::
     rb
 }
 
-/// A response that opened a stream, or how it did not.
-async fn ok_stream(r: reqwest::Response) -> Result<reqwest::Response, Ended> {
+/// A response that opened a stream (and how it frames its messages), or how it did not.
+async fn ok_stream(r: reqwest::Response) -> Result<(reqwest::Response, Framing), Ended> {
     let status = r.status();
-    let sse = (r.headers().get("content-type"))
+    let kind = (r.headers().get("content-type"))
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("text/event-stream"));
-    if status.is_success() && sse {
-        return Ok(r);
+        .map(|c| c.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if status.is_success() && kind.starts_with("text/event-stream") {
+        return Ok((r, Framing::Sse));
+    }
+    // A JSON body on success: messages one per line (an error answer among them ends it).
+    if status.is_success() && kind.starts_with("application/json") {
+        return Ok((r, Framing::Lines));
     }
     if matches!(status.as_u16(), 404 | 405) {
         return Err(Ended::Unsupported(format!("HTTP {status}")));
@@ -236,7 +295,7 @@ fn failed(e: reqwest::Error) -> Ended {
 }
 
 /// A 2026-07-28 subscription to every list's changes.
-async fn subscribe(t: &Target, auth: Option<&str>) -> Result<reqwest::Response, Ended> {
+async fn subscribe(t: &Target, auth: Option<&str>) -> Result<(reqwest::Response, Framing), Ended> {
     let body = json!({"jsonrpc": "2.0", "id": "warden-watch", "method": "subscriptions/listen",
     "params": {
         "_meta": {
@@ -261,7 +320,10 @@ async fn subscribe(t: &Target, auth: Option<&str>) -> Result<reqwest::Response, 
 
 /// A 2025-era session of the gateway's own, and its GET stream. A session whose stream is
 /// refused is ended again.
-async fn session_stream(t: &Target, auth: Option<&str>) -> Result<reqwest::Response, Ended> {
+async fn session_stream(
+    t: &Target,
+    auth: Option<&str>,
+) -> Result<(reqwest::Response, Framing), Ended> {
     let post = |body: String, sid: Option<&str>| {
         let mut rb = request(t, auth, reqwest::Method::POST)
             .timeout(Duration::from_secs(10))

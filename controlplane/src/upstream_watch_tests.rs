@@ -248,15 +248,71 @@ async fn other_failures_are_retried_with_a_doubling_backoff() {
 }
 
 #[test]
-fn only_list_changes_are_announcements() {
+fn only_list_changes_are_announcements_and_an_error_ends_the_listener() {
+    let t = target("http://127.0.0.1:9/mcp", MODERN);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut announces = |raw: &str| {
+        let mut buf = raw.to_owned();
+        while let Some(data) = Framing::Sse.next_message(&mut buf) {
+            assert!(heard(&t, &tx, &data).is_none(), "{raw}");
+        }
+        rx.try_recv().is_ok()
+    };
     let ev = |m: &str| format!("id: 3\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"{m}\"}}\n\n");
-    assert!(announces_change(&ev("notifications/tools/list_changed")));
-    assert!(announces_change(&ev("notifications/prompts/list_changed")));
-    assert!(announces_change(&ev(
-        "notifications/resources/list_changed"
-    )));
-    assert!(!announces_change(&ev("notifications/message")));
-    assert!(!announces_change(&ev("notifications/resources/updated")));
-    assert!(!announces_change(": keep-alive\n\n"));
-    assert!(!announces_change("data: not json\n\n"));
+    assert!(announces(&ev("notifications/tools/list_changed")));
+    assert!(announces(&ev("notifications/prompts/list_changed")));
+    assert!(announces(&ev("notifications/resources/list_changed")));
+    assert!(!announces(&ev("notifications/message")));
+    assert!(!announces(&ev("notifications/resources/updated")));
+    assert!(!announces(": keep-alive\n\n"));
+    assert!(!announces("data: not json\n\n"));
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let err = |code: i64| json!({"jsonrpc": "2.0", "id": 1, "error": {"code": code}}).to_string();
+    assert!(matches!(
+        heard(&t, &tx, &err(-32601)),
+        Some(Ended::Unsupported(_))
+    ));
+    assert!(matches!(
+        heard(&t, &tx, &err(-32603)),
+        Some(Ended::Failed(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_listen_answered_with_json_lines_is_read_line_by_line() {
+    // The conformance suite's reference server answers `subscriptions/listen` with one JSON
+    // message per line of an `application/json` body instead of SSE events.
+    let (url, _seen) = upstream(|_, _| {
+        let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+            "params": {"notifications": {"toolsListChanged": true}}});
+        let changed = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
+        reply(
+            200,
+            "content-type: application/json\r\n",
+            &format!("{ack}\n{changed}\n"),
+        )
+    })
+    .await;
+    let (tx, mut changed) = mpsc::unbounded_channel();
+    let task = tokio::spawn(listen_forever(target(&url, MODERN), tx));
+    let got = tokio::time::timeout(Duration::from_secs(5), changed.recv()).await;
+    task.abort();
+    assert_eq!(got.expect("no rediscovery asked for"), Some(7));
+}
+
+#[test]
+fn each_framing_yields_whole_messages_only() {
+    let mut sse = String::from("event: message\ndata: {\"a\":1}\n\ndata: {\"b\"");
+    assert_eq!(
+        Framing::Sse.next_message(&mut sse).as_deref(),
+        Some("{\"a\":1}")
+    );
+    assert_eq!(Framing::Sse.next_message(&mut sse), None);
+    let mut lines = String::from("{\"a\":1}\r\n{\"b\"");
+    assert_eq!(
+        Framing::Lines.next_message(&mut lines).as_deref(),
+        Some("{\"a\":1}")
+    );
+    assert_eq!(Framing::Lines.next_message(&mut lines), None);
+    assert_eq!(lines, "{\"b\"");
 }
