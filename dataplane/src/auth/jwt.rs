@@ -38,6 +38,9 @@ pub struct Claims {
     pub jti: Option<String>,
     /// Short hash of `jti`, computed once per token for audit records.
     pub jti_hash: Option<String>,
+    /// The identity sessions are bound to (`session::owner_of(iss, sub)`), computed once per
+    /// token rather than once per request.
+    pub owner: [u8; 32],
     pub scopes: Vec<String>,
     pub client_id: Option<String>,
     pub email: Option<String>,
@@ -376,7 +379,9 @@ pub fn check_claims(
     };
     let jti = opt_str(raw.jti)?;
     let jti_hash = jti.as_deref().map(crate::audit::short_hash);
+    let owner = crate::session::owner_of(&iss, &sub);
     Ok(Claims {
+        owner,
         iss,
         sub,
         aud,

@@ -23,6 +23,8 @@ fn accepts_a_good_token() {
     let c = claims(good()).unwrap();
     assert_eq!(c.sub, "u");
     assert_eq!(c.scopes, vec!["a", "b"]);
+    // The identity sessions are bound to, computed once with the claims.
+    assert_eq!(c.owner, crate::session::owner_of("https://as.example", "u"));
 }
 
 #[test]

@@ -96,7 +96,7 @@ pub(super) async fn authenticate(
                 }
             };
             Ok(Caller {
-                owner: owner_of(&claims.iss, &claims.sub),
+                owner: claims.owner,
                 claims: Some(claims),
                 token: Some(Arc::<str>::from(token).into()),
                 next_nonce,
