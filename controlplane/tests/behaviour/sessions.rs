@@ -119,3 +119,29 @@ fn fresh(env: &Env, sub: &str) -> String {
     c["exp"] = json!(now + 300);
     env.issuer.mint(&c)
 }
+
+#[test]
+fn records_name_the_session_by_the_hash_of_its_id_whether_it_was_found_or_not() {
+    let env = Env::start(1);
+    let alice = env.token("alice");
+    let sid = env.session(&alice);
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"up0_echo","arguments":{}}});
+    assert_eq!(env.post(Some(&alice), Some(&sid), &call).status, 200);
+    // An id this gateway never issued is refused, and still named by its hash.
+    let forged = format!("{sid}x");
+    assert_eq!(env.post(Some(&alice), Some(&forged), &call).status, 404);
+    let recs = env.take_audit();
+    let sessions: Vec<Option<&str>> = (recs.iter())
+        .filter(|r| r.method == "tools/call")
+        .map(|r| r.session.as_deref())
+        .collect();
+    let (found, refused) = (
+        dataplane::audit::short_hash(&sid),
+        dataplane::audit::short_hash(&forged),
+    );
+    assert_eq!(
+        sessions,
+        [Some(found.as_str()), Some(refused.as_str())],
+        "{recs:#?}"
+    );
+}

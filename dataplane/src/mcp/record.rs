@@ -62,7 +62,7 @@ fn base(
         trace_id: meta.trace_id.clone(),
         span_id: Some(meta.span_id.clone()),
         parent_span_id: meta.parent_span_id.clone(),
-        session: meta.session.clone(),
+        session: meta.session().map(str::to_owned),
         iss: claims.map(|c| c.iss.clone()),
         sub: claims.map(|c| c.sub.clone()),
         client_id: claims.and_then(|c| c.client_id.clone()),

@@ -56,7 +56,7 @@ pub(super) fn plan(
     let who = authz::Who {
         caller: cx.caller,
         session,
-        session_hash: cx.meta.session.as_deref(),
+        session_hash: cx.meta.session(),
     };
     let routed = |rec: &mut Option<Audit>, up: usize, tool: Option<&str>, ids: Vec<String>| {
         if let Some(a) = rec.as_mut() {

@@ -33,7 +33,10 @@ pub(super) fn lookup(cx: &Cx<'_>, req: &Request) -> Result<Option<Arc<Session>>,
             cx.shard.clock.unix_secs(),
             st.session_life,
         )
-        .map(Some)
+        .map(|s| {
+            cx.meta.know_session(&s);
+            Some(s)
+        })
         .map_err(|_| Refusal::session_unknown("unknown or ended session"))
 }
 

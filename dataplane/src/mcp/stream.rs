@@ -322,7 +322,7 @@ pub(super) async fn session_stream<S: AsyncWriteRent>(
     let who = Who {
         caller: cx.caller,
         session,
-        session_hash: cx.meta.session.as_deref(),
+        session_hash: cx.meta.session(),
     };
     let snap = cx.shard.shared.snapshot.load_full();
     let now = seen_now(cx.shard, &snap, &who);

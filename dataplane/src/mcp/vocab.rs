@@ -2,6 +2,7 @@
 //! upstream call, and the context every step receives. A leaf: it imports no step, so steps
 //! never import upward.
 
+use std::cell::OnceCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -32,8 +33,11 @@ pub(crate) struct Meta {
     pub span_id: String,
     /// The caller's span, from its `traceparent`.
     pub parent_span_id: Option<String>,
-    /// Short hash of the `Mcp-Session-Id`, never the id itself.
-    pub session: Option<String>,
+    /// The request's `Mcp-Session-Id`, kept to be hashed only if its session's own hash is
+    /// not learnt first ([`Meta::know_session`]).
+    session_id: Option<Secret<Box<str>>>,
+    /// Short hash of the `Mcp-Session-Id`, never the id itself ([`Meta::session`]).
+    session: OnceCell<Option<String>>,
 }
 
 impl Meta {
@@ -49,7 +53,25 @@ impl Meta {
             })),
             span_id: format!("{:016x}", shard.trace_bits() | 1),
             parent_span_id: incoming.map(|(_, p)| p.to_owned()),
-            session: head.get_str("mcp-session-id").map(crate::audit::short_hash),
+            session_id: (head.get_str("mcp-session-id")).map(|id| Secret::new(id.into())),
+            session: OnceCell::new(),
+        }
+    }
+
+    /// Short hash of the `Mcp-Session-Id`, never the id itself: the session's own (hashed
+    /// once, when the process first saw it) once the request's session is known, else
+    /// hashed here.
+    pub fn session(&self) -> Option<&str> {
+        let hashed = || (self.session_id.as_ref()).map(|id| crate::audit::short_hash(id.expose()));
+        self.session.get_or_init(hashed).as_deref()
+    }
+
+    /// The request's session was found: its hash is the one records and policy use.
+    pub fn know_session(&self, session: &crate::session::Session) {
+        if self.session_id.is_some() {
+            let _ = self
+                .session
+                .set(Some(crate::audit::hex(&session.id_hash[..16])));
         }
     }
 
