@@ -8,7 +8,7 @@
 //! measured loop (`--toggle-collect=*measured*`, so set-up and warm-up are not counted), divides
 //! by `N` and compares the result with the committed ceiling in `bench/instructions-ceiling.txt`.
 //!
-//!   instructions <call|ping|call-rules-K|call-tools-K|call-cold|call-shards-K|json-…> <N> [cpu]
+//!   instructions <call|ping|call-rules-K|call-tools-K|call-cold|call-shards-K|call-nowait|json-…> <N> [cpu]
 //!
 //! `call-rules-K`: the same call with K more policy rules (one per other tool); `call-tools-K`:
 //! K more tools on the upstream, each with its rule. Their counts against `call` show whether a
@@ -18,6 +18,8 @@
 //! decision and a mint run per call); the tokens are made before the measured part.
 //! `call-shards-K`: the hot call spread round-robin over K shards of one process (sharing the
 //! session table, the audit queue and the counters, each with its own caches and pool).
+//! `call-nowait`: the hot call with `audit.answer_wait: 0s` (the answer does not wait for its
+//! record's write); against `call` it is what the wait costs.
 //! `json-<parser>-<call|result>-<KiB>`: one JSON-RPC body of that size (`<bytes>B` for small
 //! ones; large `arguments`, or a large upstream `result`) parsed `N` times by one of the
 //! parsers compared in `fixtures/json_bodies.rs` (`auto`, `serde`, `tape`, `envelope`,
@@ -65,6 +67,8 @@ struct Probe {
     cold: bool,
     /// Shards the calls are spread over.
     shards: u16,
+    /// `audit.answer_wait: 0s`: answers do not wait for their records.
+    nowait: bool,
 }
 
 fn probe(name: &str) -> Probe {
@@ -79,6 +83,7 @@ fn probe(name: &str) -> Probe {
         extra_tools: 0,
         cold: false,
         shards: 1,
+        nowait: false,
     };
     // `call`, `ping`, or a call with the policy or the catalog grown: `call-rules-N` (N more
     // rules, one per other tool) and `call-tools-N` (N more tools, each with its rule); a
@@ -92,6 +97,7 @@ fn probe(name: &str) -> Probe {
             }
             Some(("shards", k)) => p.shards = k.parse().expect("call-shards-K"),
             None if rest == "cold" => p.cold = true,
+            None if rest == "nowait" => p.nowait = true,
             _ => panic!("unknown probe {name:?}"),
         }
     }
@@ -109,7 +115,11 @@ fn main() {
     let p = probe(&name);
     let what = p.what.as_str();
     let issuer = Rc::new(MemIssuer::new(ISSUER));
-    let h = harness_with(&issuer, &rules_plus(p.extra_rules), p.extra_tools);
+    let mut config = rules_plus(p.extra_rules);
+    if p.nowait {
+        config.push_str("audit:\n  answer_wait: 0s\n");
+    }
+    let h = harness_with(&issuer, &config, p.extra_tools);
     let tok = issuer.mint(&issuer.claims(USER, AUD, "mcp:tools"));
     let sid = h.session(&tok);
     let body = match what {
