@@ -3,6 +3,7 @@
 //! hit, sealed session, Cedar decision, delegation cache hit, the upstream request on a pooled
 //! in-memory connection, the answer re-framed), plus what the audit writer does per record
 //! (`controlplane::audit::chain_into`: serialization and the SHA-256 chain), repeated `N` times.
+//! `warden`'s Prometheus recorder is installed, so the `metrics` macros cost what they do there.
 //!
 //! `bench/instructions.sh` runs it under `valgrind --tool=callgrind`, counting only the
 //! measured loop (`--toggle-collect=*measured*`, so set-up and warm-up are not counted), divides
@@ -114,6 +115,9 @@ fn main() {
     }
     let p = probe(&name);
     let what = p.what.as_str();
+    // `warden`'s Prometheus recorder, so a `counter!` costs what it costs there (without one,
+    // the `metrics` macros go to a no-op recorder).
+    controlplane::metrics::install();
     let issuer = Rc::new(MemIssuer::new(ISSUER));
     let mut config = rules_plus(p.extra_rules);
     if p.nowait {
