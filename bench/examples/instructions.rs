@@ -123,8 +123,10 @@ fn main() {
     if p.nowait {
         config.push_str("audit:\n  answer_wait: 0s\n");
     }
-    let h = harness_with(&issuer, &config, p.extra_tools);
+    // Minted before the harness: its fake clock starts when it is built and stands still, so a
+    // token minted after a slow build (1,000 tools under valgrind) would be issued in its future.
     let tok = issuer.mint(&issuer.claims(USER, AUD, "mcp:tools"));
+    let h = harness_with(&issuer, &config, p.extra_tools);
     let sid = h.session(&tok);
     let body = match what {
         "call" => call_body(),
