@@ -14,7 +14,7 @@ use argon2::password_hash::{Output, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 /// Address space reserved for the blocks: above mimalloc's largest arena object (2 GiB on
-/// 64-bit; larger allocations are mapped from the OS, `MAP_NORESERVE`, and unmapped at free)
+/// 64-bit; larger allocations are mapped from the OS and unmapped at free)
 /// and glibc's largest mmap threshold (32 MiB). Untouched pages cost no memory.
 const RESERVE_BYTES: usize = (2 << 30) + (4 << 20);
 
