@@ -217,6 +217,8 @@ YAML
     "$BIN/warden" validate -c "$WORK/warden.yaml" 2>"$WORK/validate.err" || die "warden validate: $(cat "$WORK/validate.err")"
     local wrap
     read -r -a wrap <<<"${WARDEN_WRAP:-}"
+    # As the Dockerfile and the Helm chart run it: mimalloc's arena committed as it is used.
+    MIMALLOC_ARENA_EAGER_COMMIT=${MIMALLOC_ARENA_EAGER_COMMIT-0} \
     WARDEN_LOG=info taskset -c "$SERVER_CPU" "${wrap[@]}" "$BIN/warden" serve -c "$WORK/warden.yaml" \
         --data-dir "$WORK/data" --shards "${WARDEN_SHARDS:-1}" >"$WORK/warden.out" 2>"$WORK/warden.err" &
     WARDEN_PID=$!; PIDS+=("$WARDEN_PID")

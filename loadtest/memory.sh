@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Memory probe of issue 12: Warden with the same full configuration as loadtest/run.sh (one
 # shard, pinned to core 0), its VmRSS / VmHWM / RssAnon from /proc/<pid>/status right after
-# /readyz answers, then after opening N MCP sessions (initialize with the user's token +
+# /readyz answers, after the password grant and after LOGINS of them (a login's argon2 memory
+# must not stay resident: the script fails when the logins leave RssAnon more than
+# MAX_LOGIN_MIB above the reading at start), then after opening N MCP sessions (initialize with the user's token +
 # notifications/initialized; the ids are kept, so every session stays live), and the growth
 # per session, then the resident mappings from /proc/<pid>/smaps (what holds the memory).
 #
 #   loadtest/memory.sh                      # N=10000
 #   N=2000 SKIP_BUILD=1 loadtest/memory.sh
 #
-# Settings: N, CONNECTIONS (4: keep-alive connections the sessions are opened over), MODE
+# Settings: N, LOGINS (5), MAX_LOGIN_MIB (8), CONNECTIONS (4: keep-alive connections the sessions are opened over), MODE
 # (echo | fastmcp: the upstream behind Warden; Warden answers initialize itself), BASE_PORT
 # (18181), SERVER_CPU (0), LOAD_CPU (1), SKIP_BUILD=1, and loadtest/lib.sh's AUDIT_QUEUE,
 # IO_DRIVER and ECHO_UPSTREAM.
@@ -22,6 +24,8 @@ LOG_TAG=memory
 . "$HERE/lib.sh"
 N=${N:-10000}
 CONNECTIONS=${CONNECTIONS:-4}
+LOGINS=${LOGINS:-5}
+MAX_LOGIN_MIB=${MAX_LOGIN_MIB:-8}
 
 need_tools curl python3 taskset ss
 [ "$MODE" = fastmcp ] && fastmcp_venv
@@ -37,6 +41,8 @@ cp "$STATUS" "$WORK/status-ready"
 cp "/proc/$WARDEN_PID/smaps" "$WORK/smaps-ready"
 user_token
 cp "$STATUS" "$WORK/status-login"
+for _ in $(seq 2 "$LOGINS"); do user_token; done
+cp "$STATUS" "$WORK/status-logins"
 
 taskset -c "$LOAD_CPU" python3 - "$PUBLIC_URL" "$WORK/token" "$N" "$CONNECTIONS" "$PROTOCOL" "$WORK/sessions.txt" <<'PY'
 # Opens N sessions over a few keep-alive connections; every answer is checked.
@@ -79,7 +85,8 @@ cp "$STATUS" "$WORK/status-sessions"
 cp "/proc/$WARDEN_PID/smaps" "$WORK/smaps-sessions"
 kill -0 "$WARDEN_PID" 2>/dev/null || die "warden died; see $WORK/warden.err"
 
-python3 - "$WORK/status-ready" "$WORK/status-login" "$WORK/status-sessions" "$N" "$MODE" <<'PY'
+login_ok=1
+python3 - "$WORK/status-ready" "$WORK/status-login" "$WORK/status-sessions" "$N" "$MODE" "$WORK/status-logins" "$LOGINS" "$MAX_LOGIN_MIB" <<'PY' || login_ok=0
 import sys
 def read(p):
     v = {}
@@ -89,16 +96,21 @@ def read(p):
             v[k] = int(rest.split()[0])
     return v
 r, a, b, n, mode = read(sys.argv[1]), read(sys.argv[2]), read(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+ls, logins, max_login = read(sys.argv[6]), int(sys.argv[7]), float(sys.argv[8])
 print(f"\nWarden memory (one shard, full configuration, upstream {mode}; /proc/<pid>/status)\n")
 print("| | VmRSS MiB | VmHWM MiB | RssAnon MiB | RssFile MiB | threads |")
 print("|---|---:|---:|---:|---:|---:|")
-for label, v in (("right after ready", r), ("after the login (password grant)", a), (f"with {n} sessions", b)):
+for label, v in (("right after ready", r), ("after the login (password grant)", a), (f"after {logins} logins", ls), (f"with {n} sessions", b)):
     print(f"| {label} | {v['VmRSS']/1024:.1f} | {v['VmHWM']/1024:.1f} | {v['RssAnon']/1024:.1f} | {v['RssFile']/1024:.1f} | {v['Threads']} |")
 print(f"\nper held session: VmRSS {(b['VmRSS']-a['VmRSS'])/n:.2f} KiB, RssAnon {(b['RssAnon']-a['RssAnon'])/n:.2f} KiB "
       f"({n} sessions, counted from the reading after the login)")
+grown = (max(a['RssAnon'], ls['RssAnon']) - r['RssAnon']) / 1024
+print(f"\nlogins: RssAnon {grown:+.1f} MiB over the reading at start after {logins} password grants (at most {max_login:g})")
 print("\nTSV\nmode\tsessions\trss_start_kib\trss_login_kib\thwm_login_kib\tanon_login_kib\trss_kib\thwm_kib\tanon_kib\trss_per_session_kib\tanon_per_session_kib")
 print(f"{mode}\t{n}\t{r['VmRSS']}\t{a['VmRSS']}\t{a['VmHWM']}\t{a['RssAnon']}\t{b['VmRSS']}\t{b['VmHWM']}\t{b['RssAnon']}"
       f"\t{(b['VmRSS']-a['VmRSS'])/n:.3f}\t{(b['RssAnon']-a['RssAnon'])/n:.3f}")
+if grown > max_login:
+    sys.exit(f"FAIL: the logins left {grown:.1f} MiB of RssAnon resident (argon2's memory kept?)")
 PY
 
 # What holds the memory: the resident mappings, largest first (/proc/<pid>/smaps), at start and
@@ -135,3 +147,4 @@ for label, path in (("right after ready", sys.argv[1]), ("with the sessions", sy
         if rss >= 256:
             print(f"| {name} | {rss / 1024:.1f} | {n} |")
 PY
+[ "$login_ok" = 1 ] || die "the logins left argon2 memory resident (above)"

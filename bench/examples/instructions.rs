@@ -3,12 +3,13 @@
 //! hit, sealed session, Cedar decision, delegation cache hit, the upstream request on a pooled
 //! in-memory connection, the answer re-framed), plus what the audit writer does per record
 //! (`controlplane::audit::chain_into`: serialization and the SHA-256 chain), repeated `N` times.
+//! `warden`'s Prometheus recorder is installed, so the `metrics` macros cost what they do there.
 //!
 //! `bench/instructions.sh` runs it under `valgrind --tool=callgrind`, counting only the
 //! measured loop (`--toggle-collect=*measured*`, so set-up and warm-up are not counted), divides
 //! by `N` and compares the result with the committed ceiling in `bench/instructions-ceiling.txt`.
 //!
-//!   instructions <call|ping|call-rules-K|call-tools-K|call-cold|call-shards-K|json-…> <N> [cpu]
+//!   instructions <call|ping|call-rules-K|call-tools-K|call-cold|call-shards-K|call-nowait|json-…> <N> [cpu]
 //!
 //! `call-rules-K`: the same call with K more policy rules (one per other tool); `call-tools-K`:
 //! K more tools on the upstream, each with its rule. Their counts against `call` show whether a
@@ -18,6 +19,8 @@
 //! decision and a mint run per call); the tokens are made before the measured part.
 //! `call-shards-K`: the hot call spread round-robin over K shards of one process (sharing the
 //! session table, the audit queue and the counters, each with its own caches and pool).
+//! `call-nowait`: the hot call with `audit.answer_wait: 0s` (the answer does not wait for its
+//! record's write); against `call` it is what the wait costs.
 //! `json-<parser>-<call|result>-<KiB>`: one JSON-RPC body of that size (`<bytes>B` for small
 //! ones; large `arguments`, or a large upstream `result`) parsed `N` times by one of the
 //! parsers compared in `fixtures/json_bodies.rs` (`auto`, `serde`, `tape`, `envelope`,
@@ -65,6 +68,8 @@ struct Probe {
     cold: bool,
     /// Shards the calls are spread over.
     shards: u16,
+    /// `audit.answer_wait: 0s`: answers do not wait for their records.
+    nowait: bool,
 }
 
 fn probe(name: &str) -> Probe {
@@ -79,6 +84,7 @@ fn probe(name: &str) -> Probe {
         extra_tools: 0,
         cold: false,
         shards: 1,
+        nowait: false,
     };
     // `call`, `ping`, or a call with the policy or the catalog grown: `call-rules-N` (N more
     // rules, one per other tool) and `call-tools-N` (N more tools, each with its rule); a
@@ -92,6 +98,7 @@ fn probe(name: &str) -> Probe {
             }
             Some(("shards", k)) => p.shards = k.parse().expect("call-shards-K"),
             None if rest == "cold" => p.cold = true,
+            None if rest == "nowait" => p.nowait = true,
             _ => panic!("unknown probe {name:?}"),
         }
     }
@@ -108,9 +115,18 @@ fn main() {
     }
     let p = probe(&name);
     let what = p.what.as_str();
+    // `warden`'s Prometheus recorder, so a `counter!` costs what it costs there (without one,
+    // the `metrics` macros go to a no-op recorder).
+    controlplane::metrics::install();
     let issuer = Rc::new(MemIssuer::new(ISSUER));
-    let h = harness_with(&issuer, &rules_plus(p.extra_rules), p.extra_tools);
+    let mut config = rules_plus(p.extra_rules);
+    if p.nowait {
+        config.push_str("audit:\n  answer_wait: 0s\n");
+    }
+    // Minted before the harness: its fake clock starts when it is built and stands still, so a
+    // token minted after a slow build (1,000 tools under valgrind) would be issued in its future.
     let tok = issuer.mint(&issuer.claims(USER, AUD, "mcp:tools"));
+    let h = harness_with(&issuer, &config, p.extra_tools);
     let sid = h.session(&tok);
     let body = match what {
         "call" => call_body(),

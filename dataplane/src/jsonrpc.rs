@@ -62,6 +62,10 @@ pub fn modern_upstream_code(c: i64) -> i64 {
 #[path = "jsonrpc_tape.rs"]
 mod tape;
 
+#[cfg(test)]
+#[path = "jsonrpc_order_tests.rs"]
+mod order_tests;
+
 /// One JSON-RPC message as received (request, notification or response).
 #[derive(Debug, Deserialize)]
 pub struct Message<'a> {
@@ -271,23 +275,31 @@ impl<'a> Message<'a> {
         } else {
             tape::Checked::Unsure
         };
-        // `params`/`result` stay raw, so serde_json's own recursion limit never looks inside them.
-        if checked == tape::Checked::Unsure && nesting_exceeds(body, MAX_DEPTH) {
+        // `params`/`result` stay raw, so serde_json's own recursion limit never looks inside
+        // them: a body nesting deeper than `MAX_DEPTH` is refused as unparseable, before any
+        // other refusal. On the serde_json path the byte scan runs only when the other checks
+        // cannot stand in for it: a duplicate walk that finished saw every value but the
+        // relayed `result`/`error` below serde_json's recursion limit (127 < `MAX_DEPTH`), so a
+        // request or notification that passed it is shallow enough without a scan.
+        let unsure = checked == tape::Checked::Unsure;
+        let too_deep = || unsure && nesting_exceeds(body, MAX_DEPTH);
+        let m: Message<'a> = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(_) if too_deep() => return Err(Invalid::Parse),
+            Err(e) if e.is_data() => return Err(Invalid::Envelope),
+            Err(_) => return Err(Invalid::Parse),
+        };
+        let duplicate = match checked {
+            _ if m.jsonrpc != Some("2.0") => None,
+            tape::Checked::Clean => Some(false),
+            tape::Checked::Duplicate => Some(true),
+            tape::Checked::Unsure => Some(has_duplicate_members(text)),
+        };
+        let walked_all = duplicate == Some(false) && m.result.is_none() && m.error.is_none();
+        if !walked_all && too_deep() {
             return Err(Invalid::Parse);
         }
-        let m: Message<'a> = serde_json::from_str(text).map_err(|e| {
-            if e.is_data() {
-                Invalid::Envelope
-            } else {
-                Invalid::Parse
-            }
-        })?;
-        let duplicate = || match checked {
-            tape::Checked::Clean => false,
-            tape::Checked::Duplicate => true,
-            tape::Checked::Unsure => has_duplicate_members(text),
-        };
-        if m.jsonrpc != Some("2.0") || duplicate() {
+        if duplicate != Some(false) {
             return Err(Invalid::Envelope);
         }
         if let Some(id) = m.id {

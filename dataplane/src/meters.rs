@@ -23,6 +23,9 @@ type ToolCounters = HashMap<String, [Option<metrics::Counter>; 7]>;
 pub struct Meters {
     tool_calls: RefCell<HashMap<String, ToolCounters>>,
     upstream_latency: RefCell<HashMap<String, metrics::Histogram>>,
+    /// Series whose labels are static strings from small fixed sets (methods, statuses,
+    /// hit/miss, cache/fresh): (name, first label, second label) → handle. A few dozen at most.
+    fixed: RefCell<Vec<(&'static str, &'static str, &'static str, metrics::Counter)>>,
 }
 
 impl std::fmt::Debug for Meters {
@@ -63,4 +66,58 @@ impl Meters {
             }
         }
     }
+
+    /// `warden_http_requests_total{method, status}` += 1.
+    pub fn http_request(&self, method: &'static str, status: &'static str) {
+        self.fixed("warden_http_requests_total", method, status, || {
+            metrics::counter!("warden_http_requests_total", "method" => method, "status" => status)
+        });
+    }
+
+    /// `warden_token_cache_lookups_total{result}` += 1 (`hit` or `miss`).
+    pub fn token_cache_lookup(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.fixed(
+            "warden_token_cache_lookups_total",
+            result,
+            "",
+            || metrics::counter!("warden_token_cache_lookups_total", "result" => result),
+        );
+    }
+
+    /// `warden_delegation_tokens_total{source}` += 1 (`cache` or `fresh`).
+    pub fn delegation_token(&self, source: &'static str) {
+        self.fixed(
+            "warden_delegation_tokens_total",
+            source,
+            "",
+            || metrics::counter!("warden_delegation_tokens_total", "source" => source),
+        );
+    }
+
+    /// The handle of a series with static labels, registered on first use, += 1.
+    fn fixed(
+        &self,
+        name: &'static str,
+        a: &'static str,
+        b: &'static str,
+        register: impl FnOnce() -> metrics::Counter,
+    ) {
+        let mut fixed = self.fixed.borrow_mut();
+        match fixed
+            .iter()
+            .find(|(n, x, y, _)| *n == name && *x == a && *y == b)
+        {
+            Some((.., c)) => c.increment(1),
+            None => {
+                let c = register();
+                c.increment(1);
+                fixed.push((name, a, b, c));
+            }
+        }
+    }
 }
+
+#[cfg(test)]
+#[path = "meters_tests.rs"]
+mod tests;

@@ -16,6 +16,7 @@ mod federate;
 mod idjag;
 mod meta;
 mod pages;
+mod password;
 mod records;
 mod revoke;
 pub mod settings;
@@ -28,7 +29,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, SaltString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -209,26 +210,20 @@ pub enum AuthServerError {
     Unknown(String),
 }
 
-/// Hash a password as an argon2id PHC string (default parameters, random salt).
+/// Hash a password as an argon2id PHC string (default parameters, random salt). The 19 MiB of
+/// argon2 memory is returned to the system afterwards (`password`).
 pub fn hash_password(plain: &str) -> Result<String, AuthServerError> {
     let crypto = AuthServerError::Crypto;
     let mut salt = [0u8; 16];
     aws_lc_rs::rand::fill(&mut salt).map_err(|_| crypto("system RNG failed".into()))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| crypto(format!("salt: {e}")))?;
-    argon2::Argon2::default()
-        .hash_password(plain.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| crypto(format!("argon2: {e}")))
+    password::hash(plain, &salt).map_err(crypto)
 }
 
-/// Check a password against a PHC string (argon2's verify compares in constant time).
-pub(crate) fn verify_password(plain: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(h) => argon2::Argon2::default()
-            .verify_password(plain.as_bytes(), &h)
-            .is_ok(),
-        Err(_) => false,
-    }
+/// Check a password against a PHC string (with its own parameters; the comparison is
+/// constant-time, and argon2's memory is returned to the system afterwards).
+pub fn verify_password(plain: &str, phc: &str) -> bool {
+    password::verify(plain, phc)
 }
 
 /// A configured user, validated.
