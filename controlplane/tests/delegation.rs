@@ -406,3 +406,38 @@ async fn an_expired_delegation_token_is_never_resent() {
     assert!(text.contains("expired"), "{text}");
     env.gw.shutdown().await;
 }
+
+/// `warden_delegation_tokens_total{source}` on the admin port's `/metrics`.
+async fn delegated(env: &Env, source: &str) -> f64 {
+    let text = (env.client)
+        .get(format!("http://{}/metrics", env.gw.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("warden_delegation_tokens_total{{source=\"{source}\"}}");
+    (text.lines())
+        .filter(|l| l.starts_with(&series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minted_and_cached_tokens_are_counted() {
+    let env = start().await;
+    let alice = env.token("alice");
+    let sid = env.session(&alice).await;
+    let (fresh, cached) = (
+        delegated(&env, "fresh").await,
+        delegated(&env, "cache").await,
+    );
+    for id in [1, 2] {
+        env.call(&alice, &sid, json!(id), "up0_echo", json!({}))
+            .await;
+    }
+    // The first call's token is minted, the second's comes from the shard's cache.
+    assert!(delegated(&env, "fresh").await > fresh);
+    assert!(delegated(&env, "cache").await > cached);
+}

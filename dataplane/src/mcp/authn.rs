@@ -67,8 +67,7 @@ pub(super) async fn authenticate(
             .cache
             .borrow_mut()
             .authenticate(token, &snap.issuers, st.max_token_bytes, now);
-    let lookup = if hit { "hit" } else { "miss" };
-    metrics::counter!("warden_token_cache_lookups_total", "result" => lookup).increment(1);
+    shard.meters.token_cache_lookup(hit);
     let mut keys_fetched = true;
     if let AuthOutcome::UnknownKid { issuer } = outcome {
         // Ask the control plane (debounced and rate-limited there), then try once more

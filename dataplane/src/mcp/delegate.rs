@@ -161,7 +161,7 @@ async fn call_auth(
     } else {
         "fresh"
     };
-    metrics::counter!("warden_delegation_tokens_total", "source" => label).increment(1);
+    shard.meters.delegation_token(label);
     let rec = DelegationRecord {
         jti: t.jti.clone(),
         aud: d.audience.clone(),

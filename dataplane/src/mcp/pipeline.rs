@@ -66,7 +66,7 @@ impl Handler for Gateway {
         let method = req.head.method;
         let status =
             tracing::Instrument::instrument(self.serve(&snap, &meta, &req, out), span).await;
-        metrics::counter!("warden_http_requests_total", "method" => http::method_label(method), "status" => http::status_label(status)).increment(1);
+        (shard.meters).http_request(http::method_label(method), http::status_label(status));
     }
 
     /// A POST to the MCP endpoint whose body the connection refused unread (413, 408) is
