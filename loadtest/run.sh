@@ -14,6 +14,8 @@
 #   BASELINE_BIN=/var/tmp/warden-before loadtest/run.sh
 #   BASELINE_BIN=<same warden> BASELINE_AUDIT='  answer_wait: 0s' loadtest/run.sh
 #                                           # the baseline with extra `audit:` lines (a setting's cost)
+#   BASELINE_BIN=<same warden> BASELINE_IO_DRIVER=epoll loadtest/run.sh
+#                                           # the baseline on the other I/O driver (auto | epoll)
 #                                           # a fourth target: an earlier `warden` binary with the
 #                                           # same configuration, so a change's before/after ratio
 #                                           # comes from one run with interleaved rounds
@@ -73,7 +75,7 @@ if [ -n "${BASELINE_BIN:-}" ]; then
     BIN=$WORK/baseline/bin WORK=$WORK/baseline
     WARDEN_PORT=$((BASE_PORT + 5)) ADMIN_PORT=$((BASE_PORT + 6)) AS_PORT=$((BASE_PORT + 7))
     PUBLIC_URL="http://127.0.0.1:$WARDEN_PORT/mcp" ISSUER="http://127.0.0.1:$AS_PORT"
-    AUDIT_EXTRA=${BASELINE_AUDIT:-} start_warden
+    AUDIT_EXTRA=${BASELINE_AUDIT:-} IO_DRIVER=${BASELINE_IO_DRIVER:-${IO_DRIVER:-}} start_warden
     user_token
     B_PID=$WARDEN_PID B_URL=$PUBLIC_URL B_WORK=$WORK B_ADMIN="http://127.0.0.1:$ADMIN_PORT"
     B_SID=$(mcp_session "$B_URL")

@@ -197,6 +197,114 @@ async fn the_ledger_receives_a_five_second_token_per_call() {
     d.gateway.shutdown().await;
 }
 
+/// `warden demo` serves every revision on its one endpoint: a stateless 2026-07-28 call reaches
+/// the 2025-era ledger (bridged) with the same five-second delegation token a session's call
+/// gets, `server/discover` names both eras, and the 2024-11-05 transport is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_both_eras_and_the_old_transport() {
+    let d = start_demo_on(1, Clock::new()).await;
+    let john = password_token(
+        &d,
+        "john.mcclane@orchestrator.lab",
+        "yippiekayay",
+        "mcp:tools",
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let modern = |method: &'static str, name: Option<&'static str>, params: Value| {
+        let mut params = params;
+        params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}});
+        let mut rq = http
+            .post(&d.mcp_url)
+            .bearer_auth(&john)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method);
+        if let Some(n) = name {
+            rq = rq.header("mcp-name", n);
+        }
+        rq.body(json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}).to_string())
+            .send()
+    };
+
+    let r = modern("server/discover", None, json!({})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let versions = v["result"]["supportedVersions"].to_string();
+    assert!(
+        versions.contains("2026-07-28") && versions.contains("2025-11-25"),
+        "{v}"
+    );
+
+    let r = modern(
+        "tools/call",
+        Some("enterprise_ledger_listAccounts"),
+        json!({"name": "enterprise_ledger_listAccounts", "arguments": {}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let v: Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str(&text).unwrap()
+    } else {
+        common::last_sse_message(&text)
+    };
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    assert_eq!(
+        v["result"]["structuredContent"]["accounts"]
+            .as_array()
+            .map(Vec::len),
+        Some(8),
+        "{v}"
+    );
+    let got = d.ledger.received();
+    assert_eq!(got.len(), 1, "the ledger ran the modern client's call once");
+    let c = &got[0].claims;
+    assert_eq!(c["sub"], "john.mcclane@orchestrator.lab");
+    assert_eq!(c["act"], json!({"sub": "ai-identity-gateway"}));
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 5);
+
+    // The same user in a 2025-11-25 session: the same tool, the same kind of token.
+    let session = Client::connect(&d.mcp_url, &john).await;
+    let v = session
+        .call("enterprise_ledger_listAccounts", json!({}))
+        .await;
+    assert_eq!(
+        v["result"]["structuredContent"]["accounts"]
+            .as_array()
+            .map(Vec::len),
+        Some(8),
+        "{v}"
+    );
+    assert_eq!(d.ledger.received().len(), 2);
+
+    // The 2024-11-05 HTTP+SSE transport: GET /sse names the endpoint to post to.
+    let base = d.mcp_url.trim_end_matches("/mcp");
+    let mut r = http
+        .get(format!("{base}/sse"))
+        .bearer_auth(&john)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(5), r.chunk())
+        .await
+        .expect("the stream names its endpoint")
+        .unwrap()
+        .unwrap();
+    let first = String::from_utf8_lossy(&first);
+    assert!(
+        first.contains("event: endpoint") && first.contains("/messages?sessionId="),
+        "{first}"
+    );
+    drop(r);
+    d.gateway.shutdown().await;
+}
+
 fn pem(der: &[u8]) -> String {
     let b = STANDARD.encode(der);
     let lines: Vec<&str> = b
